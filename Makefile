@@ -1,0 +1,28 @@
+PY ?= python
+
+.PHONY: dev test debug-test annotate lint bench clean
+
+dev:            ## install in place with test and dev extras
+	$(PY) -m pip install -e '.[test,dev,bench]'
+
+test:           ## the suite, release build
+	$(PY) -m pip install -e '.[test]' && $(PY) -m pytest
+
+debug-test:     ## rebuild with boundscheck/wraparound/assertions/linetrace and run the suite
+	STDB_DEBUG=1 $(PY) -m pip install --no-deps --no-build-isolation -e . && $(PY) -m pytest -q
+	$(PY) -m pip install --no-deps --no-build-isolation -e .
+
+annotate:       ## Cython's HTML annotation next to each .pyx (stdb/_core/*.html)
+	STDB_ANNOTATE=1 STDB_FORCE=1 $(PY) setup.py build_ext --inplace
+	@ls stdb/_core/*.html
+
+lint:
+	$(PY) -m ruff check stdb tests bench examples
+	$(PY) -m mypy
+	$(PY) -m cython_lint stdb/_core
+
+bench:          ## engine benchmarks; JSON in bench/results/
+	$(PY) -m bench
+
+clean:
+	rm -rf build stdb/_core/*.c stdb/_core/*.so stdb/_core/*.html stdb/_core/.build-mode

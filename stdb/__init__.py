@@ -1,0 +1,53 @@
+"""stdb: a database server that runs the application's logic inside itself.
+
+The public API is exactly what this module exports (pinned by tests/test_exports.py).
+"""
+
+from stdb._core.codec import ColumnType, RowCodec, parse_type
+from stdb._core.schema import Column, IndexDef, TableSchema
+from stdb.errors import (
+    AuthError,
+    ConstraintError,
+    DataError,
+    InternalError,
+    ModuleError,
+    ProtocolError,
+    QueryError,
+    ReducerError,
+    SchemaError,
+    StdbError,
+    StorageError,
+    TransactionError,
+)
+from stdb.storage.datastore import Datastore, TableDelta, Transaction, TxDelta
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "__version__",
+    # schema and types
+    "Column",
+    "ColumnType",
+    "IndexDef",
+    "RowCodec",
+    "TableSchema",
+    "parse_type",
+    # storage
+    "Datastore",
+    "TableDelta",
+    "Transaction",
+    "TxDelta",
+    # errors
+    "AuthError",
+    "ConstraintError",
+    "DataError",
+    "InternalError",
+    "ModuleError",
+    "ProtocolError",
+    "QueryError",
+    "ReducerError",
+    "SchemaError",
+    "StdbError",
+    "StorageError",
+    "TransactionError",
+]

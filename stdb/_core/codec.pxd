@@ -1,0 +1,59 @@
+# cython: language_level=3
+"""Column types, value validation, the row codec and the order-preserving key codec."""
+
+from libc.stdint cimport uint8_t, uint32_t, int64_t, uint64_t
+
+cdef enum TypeCode:
+    T_BOOL = 1
+    T_I8 = 2
+    T_I16 = 3
+    T_I32 = 4
+    T_I64 = 5
+    T_U8 = 6
+    T_U16 = 7
+    T_U32 = 8
+    T_U64 = 9
+    T_F32 = 10
+    T_F64 = 11
+    T_STRING = 12
+    T_BYTES = 13
+    T_IDENTITY = 14
+    T_TIMESTAMP = 15
+    T_OPTION = 16
+    T_ARRAY = 17
+
+# A growable C byte buffer used by the encoders.
+cdef struct Buf:
+    unsigned char* data
+    Py_ssize_t len
+    Py_ssize_t cap
+
+cdef int buf_init(Buf* b, Py_ssize_t cap) except -1
+cdef void buf_free(Buf* b) noexcept
+cdef int buf_reserve(Buf* b, Py_ssize_t extra) except -1
+cdef int buf_put(Buf* b, const void* src, Py_ssize_t n) except -1
+
+cdef class ColumnType:
+    cdef readonly int code
+    cdef readonly str name
+    cdef readonly ColumnType inner
+    # bytes a value takes in a page's fixed column area; 8 (offset + length) for heap values
+    cdef readonly int page_width
+    cdef readonly bint in_heap
+    cdef readonly bint is_integer
+
+cdef object check_value(ColumnType t, object v)
+cdef int encode_value(ColumnType t, object v, Buf* out) except -1
+cdef object decode_value(ColumnType t, const unsigned char* p, Py_ssize_t n, Py_ssize_t* pos)
+cdef int encode_key_value(ColumnType t, object v, Buf* out) except -1
+cpdef bytes encode_key(tuple types, tuple values)
+cpdef bytes prefix_successor(bytes key)
+
+cdef class RowCodec:
+    cdef readonly tuple types
+    cdef readonly tuple names
+    cdef readonly str table
+    cdef Py_ssize_t ncols
+    cpdef tuple check_row(self, object row)
+    cpdef bytes encode(self, tuple row)
+    cpdef tuple decode(self, const unsigned char[:] data)

@@ -1,0 +1,58 @@
+"""A small demo of the storage engine: create a table, commit, print what happened.
+
+Run with ``python -m stdb.demo``.  (The server and its demo module replace this once
+they exist.)
+"""
+
+from __future__ import annotations
+
+import stdb
+
+
+def main() -> None:
+    ds = stdb.Datastore()
+    ds.create_table(stdb.TableSchema(
+        "account",
+        [stdb.Column("id", "u64", auto_inc=True), stdb.Column("owner", "string"),
+         stdb.Column("balance", "i64")],
+        primary_key="id",
+        indexes=[stdb.IndexDef("by_balance", "balance", "btree")],
+    ))
+    print("created table account(id u64 auto_inc primary key, owner string, balance i64)")
+
+    with ds.begin() as tx:
+        for owner, balance in [("alice", 100), ("bob", 50), ("carol", 75)]:
+            print("  insert", tx.insert("account", (0, owner, balance)))
+    print("committed 3 accounts")
+
+    tx = ds.begin()
+    alice, bob = tx.get("account", 1), tx.get("account", 2)
+    tx.update("account", (alice[0], alice[1], alice[2] - 30))
+    tx.update("account", (bob[0], bob[1], bob[2] + 30))
+    delta = tx.commit()
+    print("transfer 30 alice -> bob committed; delta:")
+    for table, d in delta.tables.items():
+        for row in d.deletes:
+            print(f"  {table} - {row}")
+        for row in d.inserts:
+            print(f"  {table} + {row}")
+
+    tx = ds.begin()
+    try:
+        tx.insert("account", (1, "mallory", 10**6))
+    except stdb.ConstraintError as e:
+        print(f"refused: {e.detail}")
+    try:
+        tx.insert("account", (0, "mallory", "lots"))
+    except stdb.DataError as e:
+        print(f"refused: {e.detail}")
+    tx.rollback()
+
+    with ds.begin() as tx:
+        rich = tx.range("account", "by_balance", lo=75)
+    print("accounts with balance >= 75:", rich)
+    print("final state:", sorted(ds.scan("account")))
+
+
+if __name__ == "__main__":
+    main()

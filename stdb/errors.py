@@ -1,0 +1,115 @@
+"""The one error hierarchy of stdb.
+
+Every error carries a stable ``code`` (never renamed once released, so clients and
+scripts may match on it), a human ``detail`` naming what was wrong and where, and an
+optional ``hint`` saying what to do about it.  Errors from third-party libraries
+(lmdb, wasmtime, cbor2) are translated into these at the boundary.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "StdbError",
+    "DataError",
+    "ConstraintError",
+    "SchemaError",
+    "ModuleError",
+    "ReducerError",
+    "QueryError",
+    "ProtocolError",
+    "AuthError",
+    "StorageError",
+    "InternalError",
+    "TransactionError",
+]
+
+
+class StdbError(Exception):
+    """Root of every error stdb raises on purpose."""
+
+    code: str = "stdb_error"
+
+    def __init__(self, detail: str, *, hint: str | None = None, code: str | None = None) -> None:
+        self.detail = detail
+        self.hint = hint
+        if code is not None:
+            self.code = code
+        super().__init__(detail)
+
+    def __str__(self) -> str:
+        if self.hint:
+            return f"{self.detail} (hint: {self.hint})"
+        return self.detail
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(code={self.code!r}, detail={self.detail!r}, hint={self.hint!r})"
+
+    def to_dict(self) -> dict[str, str | None]:
+        """The error as sent to clients and written to logs."""
+        return {"code": self.code, "detail": self.detail, "hint": self.hint}
+
+
+class DataError(StdbError):
+    """A value of the wrong type or out of range for its column."""
+
+    code = "data_error"
+
+
+class ConstraintError(StdbError):
+    """A unique or primary-key constraint would be violated, or a row is missing."""
+
+    code = "constraint_violation"
+
+
+class SchemaError(StdbError):
+    """A table, column, index or module schema is invalid or does not exist."""
+
+    code = "schema_error"
+
+
+class TransactionError(StdbError):
+    """A transaction was used after it ended, or two were opened at once."""
+
+    code = "transaction_error"
+
+
+class ModuleError(StdbError):
+    """A WASM module could not be loaded, validated or migrated."""
+
+    code = "module_error"
+
+
+class ReducerError(StdbError):
+    """A reducer returned an error, trapped, or hit a limit; its transaction rolled back."""
+
+    code = "reducer_error"
+
+
+class QueryError(StdbError):
+    """A SQL query could not be parsed, planned or run."""
+
+    code = "query_error"
+
+
+class ProtocolError(StdbError):
+    """A client message was malformed or not allowed."""
+
+    code = "protocol_error"
+
+
+class AuthError(StdbError):
+    """An identity token was missing, forged, expired or not allowed to do this."""
+
+    code = "auth_error"
+
+
+class StorageError(StdbError):
+    """The commit log, a snapshot or the data directory is damaged or unwritable."""
+
+    code = "storage_error"
+
+
+class InternalError(StdbError):
+    """A bug in stdb: an invariant did not hold.  Please report it."""
+
+    code = "internal_error"

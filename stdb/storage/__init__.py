@@ -1,0 +1,1 @@
+"""Storage: the transactional datastore (and, later, the commit log and snapshots)."""

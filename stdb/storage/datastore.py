@@ -1,0 +1,341 @@
+"""The datastore: named tables and single-writer transactions over them.
+
+Design (docs/architecture.md, "Transactions"): a write transaction changes the tables in
+place and remembers, for every row id it touches, the row that was there when it began
+(or that the slot was empty).  That one map gives everything:
+
+* reads inside the transaction see its own writes (they read the tables);
+* ``commit`` turns the map into a TxDelta: for each touched row id, the original row (if
+  any) is deleted and the current row (if any) inserted, with identical pairs cancelled;
+* ``rollback`` deletes the current rows of touched ids, then puts every original row
+  back at its original id, and restores the auto-increment sequences.
+
+There is one writer at a time (reducers run serially per database) and nothing reads
+committed state while a transaction is open, so in-place writes are never seen half-done.
+Every operation checks its input before changing anything: a refused insert or update
+(DataError, ConstraintError) leaves the transaction as it was and it can still commit or
+roll back.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterator, Sequence
+
+from stdb._core.schema import TableSchema
+from stdb.errors import ConstraintError, SchemaError, TransactionError
+
+__all__ = ["Datastore", "Transaction", "TxDelta", "TableDelta"]
+
+Row = tuple
+_EMPTY = object()
+
+
+@dataclass
+class TableDelta:
+    """What one transaction did to one table: rows deleted and rows inserted.
+
+    An update is a delete of the old row plus an insert of the new one.
+    """
+
+    deletes: list[Row] = field(default_factory=list)
+    inserts: list[Row] = field(default_factory=list)
+
+
+@dataclass
+class TxDelta:
+    """The effect of a committed transaction, per table (tables it did not change are absent)."""
+
+    tables: dict[str, TableDelta] = field(default_factory=dict)
+
+    def __bool__(self) -> bool:
+        return bool(self.tables)
+
+    @property
+    def row_count(self) -> int:
+        return sum(len(d.deletes) + len(d.inserts) for d in self.tables.values())
+
+
+def _default_table_factory() -> Callable[[TableSchema], Any]:
+    from stdb._core.table import Table
+
+    return Table
+
+
+class Datastore:
+    """Tables by name, and the transactions that change them.
+
+    ``table_factory`` builds a table from a TableSchema: the Cython engine by default, or
+    ``stdb._core.reference.Table`` (the pure-Python twin) in tests.
+    """
+
+    def __init__(self, table_factory: Callable[[TableSchema], Any] | None = None) -> None:
+        self._factory = table_factory or _default_table_factory()
+        self._tables: dict[str, Any] = {}
+        self._tx: Transaction | None = None
+
+    # ---- schema
+
+    def create_table(self, schema: TableSchema) -> None:
+        if not isinstance(schema, TableSchema):
+            raise SchemaError(f"create_table needs a TableSchema, got {type(schema).__name__}")
+        if self._tx is not None:
+            raise TransactionError("cannot create a table while a transaction is open")
+        if schema.name in self._tables:
+            raise SchemaError(f"table '{schema.name}' already exists")
+        self._tables[schema.name] = self._factory(schema)
+
+    def drop_table(self, name: str) -> None:
+        if self._tx is not None:
+            raise TransactionError("cannot drop a table while a transaction is open")
+        self.table(name)
+        del self._tables[name]
+
+    def table(self, name: str) -> Any:
+        """The table object (committed state when no transaction is open)."""
+        try:
+            return self._tables[name]
+        except KeyError:
+            raise SchemaError(f"no table '{name}'",
+                              hint="tables are " + (", ".join(sorted(self._tables)) or "none")) from None
+
+    @property
+    def table_names(self) -> list[str]:
+        return list(self._tables)
+
+    def schema(self, name: str) -> TableSchema:
+        return self.table(name).schema
+
+    # ---- transactions
+
+    def begin(self) -> Transaction:
+        """Open the write transaction (one at a time)."""
+        if self._tx is not None:
+            raise TransactionError("a transaction is already open on this datastore",
+                                   hint="commit or roll back the open one first")
+        self._tx = Transaction(self)
+        return self._tx
+
+    @property
+    def in_transaction(self) -> bool:
+        return self._tx is not None
+
+    def _end(self, tx: Transaction) -> None:
+        if self._tx is tx:
+            self._tx = None
+
+    # ---- committed reads (no transaction open)
+
+    def _read_table(self, name: str) -> Any:
+        if self._tx is not None:
+            raise TransactionError("committed state is not readable while a transaction is open",
+                                   hint="read through the transaction instead")
+        return self.table(name)
+
+    def scan(self, name: str) -> list[Row]:
+        return [row for _, row in self._read_table(name).scan()]
+
+    def count(self, name: str) -> int:
+        return len(self._read_table(name))
+
+
+class Transaction:
+    """A write transaction; use as a context manager to commit on success, roll back on error."""
+
+    def __init__(self, store: Datastore) -> None:
+        self._store = store
+        self._open = True
+        # table name -> {rowid: row at begin, or _EMPTY}
+        self._orig: dict[str, dict[int, Any]] = {}
+        self._seqs: dict[str, tuple] = {}
+
+    # ---- context manager
+
+    def __enter__(self) -> Transaction:
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if not self._open:
+            return
+        if exc_type is None:
+            self.commit()
+        else:
+            self.rollback()
+
+    @property
+    def is_open(self) -> bool:
+        return self._open
+
+    # ---- plumbing
+
+    def _table(self, name: str) -> Any:
+        if not self._open:
+            raise TransactionError("this transaction has already ended")
+        t = self._store.table(name)
+        if name not in self._orig:
+            self._orig[name] = {}
+            self._seqs[name] = t.sequence_state()
+        return t
+
+    def _touch(self, name: str, table: Any, rowid: int, present: bool) -> None:
+        orig = self._orig[name]
+        if rowid not in orig:
+            orig[rowid] = table.get(rowid) if present else _EMPTY
+
+    def _pk_rowid(self, name: str, table: Any, key: Any) -> int | None:
+        if not table.schema.primary_key:
+            raise SchemaError(f"table '{name}' has no primary key",
+                              hint="use delete_row / update_row with the whole row")
+        ids = table.seek("pk", key)
+        return ids[0] if ids else None
+
+    def _find_row(self, name: str, table: Any, row: Sequence[Any]) -> int | None:
+        row = table.codec.check_row(row)
+        if table.schema.primary_key:
+            rid = self._pk_rowid(name, table, tuple(row[table.schema.column_index(c)]
+                                                    for c in table.schema.primary_key))
+            return rid if rid is not None and table.get(rid) == row else None
+        for ix in table.schema.indexes:
+            cols = tuple(row[table.schema.column_index(c)] for c in ix.columns)
+            for rid in table.seek(ix.name, cols):
+                if table.get(rid) == row:
+                    return rid
+            return None
+        for rid, r in table.scan():
+            if r == row:
+                return rid
+        return None
+
+    # ---- writes
+
+    def insert(self, name: str, row: Sequence[Any]) -> Row:
+        """Insert a row and return it as stored (auto-increment columns given as 0 filled in)."""
+        t = self._table(name)
+        rowid = t.insert(tuple(row) if isinstance(row, list) else row)
+        self._touch(name, t, rowid, False)
+        return t.get(rowid)
+
+    def delete(self, name: str, key: Any) -> Row:
+        """Delete the row with this primary key and return it (ConstraintError if none)."""
+        t = self._table(name)
+        rowid = self._pk_rowid(name, t, key)
+        if rowid is None:
+            raise ConstraintError(f"table '{name}': no row with primary key {key!r} to delete")
+        self._touch(name, t, rowid, True)
+        return t.delete(rowid)
+
+    def delete_row(self, name: str, row: Sequence[Any]) -> bool:
+        """Delete one row equal to ``row``; False if there is none."""
+        t = self._table(name)
+        rowid = self._find_row(name, t, row)
+        if rowid is None:
+            return False
+        self._touch(name, t, rowid, True)
+        t.delete(rowid)
+        return True
+
+    def update(self, name: str, row: Sequence[Any]) -> Row:
+        """Replace the row with the same primary key; return the old row (ConstraintError if none)."""
+        t = self._table(name)
+        checked = t.codec.check_row(row)
+        key = tuple(checked[t.schema.column_index(c)] for c in t.schema.primary_key) \
+            if t.schema.primary_key else None
+        rowid = self._pk_rowid(name, t, key)
+        if rowid is None:
+            raise ConstraintError(f"table '{name}': no row with primary key {key!r} to update")
+        old = t.get(rowid)
+        self._touch(name, t, rowid, True)
+        newid = t.update(rowid, checked)
+        if newid != rowid:
+            self._touch(name, t, newid, False)
+        return old
+
+    # ---- reads (see this transaction's writes)
+
+    def get(self, name: str, key: Any) -> Row | None:
+        t = self._table(name)
+        rowid = self._pk_rowid(name, t, key)
+        return None if rowid is None else t.get(rowid)
+
+    def seek(self, name: str, index: str, key: Any) -> list[Row]:
+        t = self._table(name)
+        return [t.get(r) for r in t.seek(index, key)]
+
+    def range(self, name: str, index: str, lo: Any = None, hi: Any = None,
+              lo_inclusive: bool = True, hi_inclusive: bool = True, limit: int = -1) -> list[Row]:
+        t = self._table(name)
+        return [t.get(r) for r in t.range(index, lo, hi, lo_inclusive, hi_inclusive, limit)]
+
+    def scan(self, name: str) -> Iterator[Row]:
+        t = self._table(name)
+        return (row for _, row in t.scan())
+
+    def count(self, name: str) -> int:
+        return len(self._table(name))
+
+    # ---- end
+
+    def commit(self) -> TxDelta:
+        """Make the writes permanent and return what changed."""
+        if not self._open:
+            raise TransactionError("this transaction has already ended")
+        delta = TxDelta()
+        for name, orig in self._orig.items():
+            t = self._store.table(name)
+            deletes: list[Row] = []
+            inserts: list[Row] = []
+            for rowid, before in orig.items():
+                after = t.get(rowid) if t.contains(rowid) else _EMPTY
+                if before is not _EMPTY and after is not _EMPTY and before == after:
+                    continue
+                if before is not _EMPTY:
+                    deletes.append(before)
+                if after is not _EMPTY:
+                    inserts.append(after)
+            if deletes and inserts:
+                # a row deleted and re-inserted unchanged (at another id) is no change
+                common = Counter(map(_freeze, deletes)) & Counter(map(_freeze, inserts))
+                if common:
+                    deletes = _minus(deletes, common.copy())
+                    inserts = _minus(inserts, common)
+            if deletes or inserts:
+                delta.tables[name] = TableDelta(deletes, inserts)
+        self._finish()
+        return delta
+
+    def rollback(self) -> None:
+        """Undo every write of this transaction."""
+        if not self._open:
+            raise TransactionError("this transaction has already ended")
+        for name, orig in self._orig.items():
+            t = self._store.table(name)
+            for rowid in orig:
+                if t.contains(rowid):
+                    t.delete(rowid)
+            for rowid, before in orig.items():
+                if before is not _EMPTY:
+                    t.insert_at(rowid, before)
+            t.restore_sequences(self._seqs[name])
+        self._finish()
+
+    def _finish(self) -> None:
+        self._open = False
+        self._orig = {}
+        self._store._end(self)
+
+
+def _freeze(row: Row) -> tuple:
+    """A hashable stand-in for a row (array values are lists)."""
+    return tuple(tuple(v) if isinstance(v, list) else v for v in row)
+
+
+def _minus(rows: list[Row], counts: Counter) -> list[Row]:
+    out = []
+    for r in rows:
+        k = _freeze(r)
+        if counts.get(k, 0) > 0:
+            counts[k] -= 1
+        else:
+            out.append(r)
+    return out

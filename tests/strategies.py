@@ -1,0 +1,71 @@
+"""Hypothesis strategies shared by the test suite."""
+
+from __future__ import annotations
+
+import struct
+
+from hypothesis import strategies as st
+
+from stdb import ColumnType, parse_type
+
+BASE_TYPES = ("bool", "i8", "i16", "i32", "i64", "u8", "u16", "u32", "u64", "f32", "f64",
+              "string", "bytes", "identity", "timestamp")
+_INT_RANGES = {
+    "i8": (-(1 << 7), (1 << 7) - 1), "i16": (-(1 << 15), (1 << 15) - 1),
+    "i32": (-(1 << 31), (1 << 31) - 1), "i64": (-(1 << 63), (1 << 63) - 1),
+    "u8": (0, (1 << 8) - 1), "u16": (0, (1 << 16) - 1), "u32": (0, (1 << 32) - 1),
+    "u64": (0, (1 << 64) - 1), "timestamp": (-(1 << 63), (1 << 63) - 1),
+}
+
+
+def _f32(x: float) -> float:
+    return struct.unpack("<f", struct.pack("<f", x))[0]
+
+
+def base_values(name: str, *, allow_nan: bool = True) -> st.SearchStrategy:
+    """Valid values of a base type, as the engine returns them (f32 already rounded)."""
+    if name == "bool":
+        return st.booleans()
+    if name in _INT_RANGES:
+        lo, hi = _INT_RANGES[name]
+        return st.integers(lo, hi)
+    if name == "f32":
+        return st.floats(width=32, allow_nan=allow_nan).map(_f32)
+    if name == "f64":
+        return st.floats(allow_nan=allow_nan)
+    if name == "string":
+        return st.text(max_size=40)
+    if name == "bytes":
+        return st.binary(max_size=40)
+    if name == "identity":
+        return st.binary(min_size=32, max_size=32)
+    raise ValueError(name)
+
+
+def column_types(*, nested: bool = True) -> st.SearchStrategy[ColumnType]:
+    """Any column type: a base type, or option<T> / array<T> of one."""
+    base = st.sampled_from(BASE_TYPES)
+    if not nested:
+        return base.map(parse_type)
+    return st.one_of(
+        base.map(parse_type),
+        base.map(lambda b: parse_type(f"option<{b}>")),
+        base.map(lambda b: parse_type(f"array<{b}>")),
+    )
+
+
+def values_of(t: ColumnType, *, allow_nan: bool = True) -> st.SearchStrategy:
+    """Valid values of any column type."""
+    if t.name.startswith("option<"):
+        return st.none() | base_values(t.inner.name, allow_nan=allow_nan)
+    if t.name.startswith("array<"):
+        return st.lists(base_values(t.inner.name, allow_nan=allow_nan), max_size=6)
+    return base_values(t.name, allow_nan=allow_nan)
+
+
+@st.composite
+def typed_rows(draw, max_cols: int = 6):
+    """(types, row): a random row schema and a row of it."""
+    types = draw(st.lists(column_types(), min_size=1, max_size=max_cols))
+    row = tuple(draw(values_of(t)) for t in types)
+    return types, row

@@ -1,0 +1,35 @@
+"""The public API is exactly stdb.__all__, and everything in it exists."""
+
+import stdb
+import stdb.errors
+
+EXPECTED = {
+    "__version__",
+    "Column", "ColumnType", "IndexDef", "RowCodec", "TableSchema", "parse_type",
+    "Datastore", "TableDelta", "Transaction", "TxDelta",
+    "AuthError", "ConstraintError", "DataError", "InternalError", "ModuleError", "ProtocolError",
+    "QueryError", "ReducerError", "SchemaError", "StdbError", "StorageError", "TransactionError",
+}
+
+
+def test_all_is_pinned():
+    assert set(stdb.__all__) == EXPECTED
+    assert len(stdb.__all__) == len(EXPECTED)
+
+
+def test_every_export_exists():
+    for name in stdb.__all__:
+        assert getattr(stdb, name) is not None, name
+
+
+def test_errors_share_one_root_with_stable_codes():
+    codes = set()
+    for name in stdb.errors.__all__:
+        cls = getattr(stdb.errors, name)
+        assert issubclass(cls, stdb.StdbError)
+        assert cls.code not in codes, f"duplicate error code {cls.code}"
+        codes.add(cls.code)
+        e = cls("something went wrong", hint="do this")
+        assert e.detail == "something went wrong" and e.hint == "do this"
+        assert e.to_dict() == {"code": cls.code, "detail": "something went wrong", "hint": "do this"}
+        assert "do this" in str(e)
