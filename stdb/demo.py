@@ -27,6 +27,7 @@ def main() -> None:
 
     tx = ds.begin()
     alice, bob = tx.get("account", 1), tx.get("account", 2)
+    assert alice is not None and bob is not None
     tx.update("account", (alice[0], alice[1], alice[2] - 30))
     tx.update("account", (bob[0], bob[1], bob[2] + 30))
     delta = tx.commit()

@@ -12,7 +12,7 @@ prefixes.  Each component is prefix-free.
 """
 
 cimport cython
-from libc.stdint cimport int8_t, int16_t, int32_t, int64_t, uint8_t, uint16_t, uint32_t, uint64_t
+from libc.stdint cimport int8_t, int16_t, int32_t, int64_t, uint8_t, uint32_t, uint64_t
 from libc.string cimport memcpy
 from libc.math cimport isnan, isinf
 from cpython.mem cimport PyMem_Malloc, PyMem_Realloc, PyMem_Free
@@ -262,7 +262,6 @@ cdef int encode_value(ColumnType t, object v, Buf* out) except -1:
     cdef uint64_t u64
     cdef double d
     cdef float f
-    cdef uint8_t b8
     cdef bytes bs
     if code == T_BOOL:
         return buf_u8(out, 1 if v else 0)

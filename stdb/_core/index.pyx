@@ -15,12 +15,12 @@ contiguous and ordered by row id.
 """
 
 cimport cython
-from libc.stdint cimport uint8_t, uint64_t, int64_t
+from libc.stdint cimport uint64_t, int64_t
 from libc.string cimport memset
 from cpython.mem cimport PyMem_Malloc, PyMem_Free
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_GET_SIZE
 
-from bisect import bisect_left, bisect_right, insort
+from bisect import bisect_left, insort
 
 from stdb.errors import InternalError
 

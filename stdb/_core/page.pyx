@@ -15,7 +15,7 @@ exceeds a standard page's heap gets a page sized for it.
 """
 
 cimport cython
-from libc.stdint cimport int8_t, int16_t, int32_t, int64_t, uint8_t, uint16_t, uint32_t, uint64_t
+from libc.stdint cimport int8_t, int16_t, int32_t, int64_t, uint16_t, uint32_t, uint64_t
 from libc.string cimport memcpy, memset
 from cpython.mem cimport PyMem_Malloc, PyMem_Free
 from cpython.bytes cimport PyBytes_FromStringAndSize, PyBytes_AS_STRING, PyBytes_GET_SIZE
@@ -24,7 +24,7 @@ from cpython.unicode cimport PyUnicode_AsUTF8String, PyUnicode_DecodeUTF8
 from stdb._core.codec cimport (
     ColumnType, Buf, buf_init, buf_free, encode_value, decode_value,
     T_BOOL, T_I8, T_I16, T_I32, T_I64, T_U8, T_U16, T_U32, T_U64, T_F32, T_F64,
-    T_STRING, T_BYTES, T_IDENTITY, T_TIMESTAMP, T_OPTION, T_ARRAY,
+    T_STRING, T_BYTES, T_IDENTITY, T_TIMESTAMP, T_OPTION,
 )
 from stdb.errors import InternalError
 

@@ -7,13 +7,13 @@ trust them.  Both the Cython engine and the reference twin build from these.
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Iterable, Sequence
 
 from stdb._core.codec import ColumnType, parse_type
 from stdb.errors import SchemaError
 
-__all__ = ["Column", "IndexDef", "TableSchema"]
+__all__ = ["Column", "IndexDef", "TableSchema", "schema_from_dict", "schema_to_dict"]
 
 _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
 INDEX_KINDS = ("hash", "btree")
@@ -154,3 +154,32 @@ class TableSchema:
                 return ix
         raise SchemaError(f"table '{self.name}' has no index '{name}'",
                           hint="indexes are " + (", ".join(i.name for i in self.all_indexes()) or "none"))
+
+
+def schema_to_dict(schema: TableSchema) -> dict:
+    """A JSON-ready description of a table schema (stored in the commit log and snapshots)."""
+    return {
+        "name": schema.name,
+        "columns": [{"name": c.name, "type": c.type.name, "auto_inc": c.auto_inc} for c in schema.columns],
+        "primary_key": list(schema.primary_key),
+        "indexes": [{"name": i.name, "columns": list(i.columns), "kind": i.kind, "unique": i.unique}
+                    for i in schema.indexes],
+        "public": schema.public,
+    }
+
+
+def schema_from_dict(d: dict) -> TableSchema:
+    """Inverse of :func:`schema_to_dict`; SchemaError on anything malformed."""
+    try:
+        return TableSchema(
+            d["name"],
+            [Column(c["name"], c["type"], bool(c.get("auto_inc", False))) for c in d["columns"]],
+            primary_key=tuple(d.get("primary_key", ())),
+            indexes=[IndexDef(i["name"], tuple(i["columns"]), i.get("kind", "btree"), bool(i.get("unique")))
+                     for i in d.get("indexes", ())],
+            public=bool(d.get("public", True)),
+        )
+    except SchemaError:
+        raise
+    except (KeyError, TypeError, AttributeError) as e:
+        raise SchemaError(f"malformed table schema description: {e!r}") from None

@@ -9,15 +9,14 @@ so a refused operation leaves the table as it was.
 """
 
 cimport cython
-from libc.stdint cimport uint64_t, int64_t, int32_t, uint32_t, int16_t, uint16_t, int8_t
+from libc.stdint cimport uint64_t, int64_t, int32_t, int16_t, int8_t
 from libc.string cimport memcpy
-from cpython.bytes cimport PyBytes_GET_SIZE
 
 from stdb._core.codec cimport (
     RowCodec, ColumnType, check_value, encode_key,
-    T_BOOL, T_I8, T_I16, T_I32, T_I64, T_U8, T_U16, T_U32, T_U64, T_F32, T_F64, T_TIMESTAMP,
+    T_I8, T_I16, T_I32, T_I64, T_U8, T_U16, T_U32, T_U64, T_F32, T_F64, T_TIMESTAMP,
 )
-from stdb._core.page cimport Layout, Page, heap_values, PAGE_BYTES
+from stdb._core.page cimport Layout, Page, heap_values
 from stdb._core.index cimport KeySource, HashIndex, SortedIndex, hash_key, entry_of
 from stdb._core.codec import prefix_successor
 
@@ -115,9 +114,10 @@ cdef class Table(KeySource):
                 found = (<SortedIndex>idx).has_prefix(k)
             if found:
                 ix = self.index_defs[i]
-                raise ConstraintError(
-                    f"table '{self.name}': {'primary key' if ix.name == 'pk' else 'unique index ' + repr(ix.name)} "
-                    f"({', '.join(ix.columns)}) already has a row with key ({_key_repr(tuple([row[c] for c in self.index_cols[i]]))})")
+                what = "primary key" if ix.name == "pk" else f"unique index '{ix.name}'"
+                key = _key_repr(tuple([row[c] for c in self.index_cols[i]]))
+                raise ConstraintError(f"table '{self.name}': {what} ({', '.join(ix.columns)}) "
+                                      f"already has a row with key ({key})")
         return 0
 
     cdef int _index_add(self, tuple keys, uint64_t rowid) except -1:
@@ -447,9 +447,17 @@ cdef class Table(KeySource):
 
         Returns the row id; ``get(rowid)`` gives the row as stored.
         """
+        return self._insert(row, True)
+
+    def load(self, object row):
+        """Insert a row exactly as given (replay of the log or a snapshot): no auto-increment
+        assignment, but explicit values still move the sequences past them."""
+        return self._insert(row, False)
+
+    cdef uint64_t _insert(self, object row, bint assign) except? 0xFFFFFFFFFFFFFFFF:
         cdef tuple r = self.codec.check_row(row)
         cdef Py_ssize_t need
-        r, nxt = self._fill_sequences(r, True)
+        r, nxt = self._fill_sequences(r, assign)
         keys = self._keys(r)
         self._check_unique(keys, None, r)
         heap = heap_values(self.layout, r, &need)
@@ -585,7 +593,7 @@ cdef class Table(KeySource):
         live = self.rowids()
         if len(live) != self.nrows:
             raise InternalError(f"table '{self.name}': nrows {self.nrows} but {len(live)} live slots")
-        for i, idx in enumerate(self.indexes):
+        for idx in self.indexes:
             if idx.count != self.nrows:
                 raise InternalError(f"table '{self.name}': index '{idx.name}' has {idx.count} "
                                     f"entries for {self.nrows} rows")

@@ -20,8 +20,9 @@ roll back.
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterator, Sequence
+from typing import Any
 
 from stdb._core.schema import TableSchema
 from stdb.errors import ConstraintError, SchemaError, TransactionError
@@ -286,7 +287,7 @@ class Transaction:
             deletes: list[Row] = []
             inserts: list[Row] = []
             for rowid, before in orig.items():
-                after = t.get(rowid) if t.contains(rowid) else _EMPTY
+                after: Any = t.get(rowid) if t.contains(rowid) else _EMPTY
                 if before is not _EMPTY and after is not _EMPTY and before == after:
                     continue
                 if before is not _EMPTY:

@@ -1,0 +1,208 @@
+"""The commit log: every committed transaction as a CRC-checked record in LMDB.
+
+Group commit: ``append`` gives a record its offset at once and queues it; one writer
+thread takes everything queued, writes it in one LMDB transaction and (in ``durable``
+mode) fsyncs that transaction, then advances the *durable offset* and wakes whoever waits
+for it.  While the writer is busy with one group, the next one gathers.
+
+Durability modes (docs/log-format.md):
+
+* ``durable`` (default): a group is fsync'd before its offsets count as durable.  A commit
+  whose offset is ≤ ``durable_offset`` survives a crash of the process or the machine.
+* ``relaxed``: groups are written without fsync and the log is fsync'd every
+  ``sync_interval`` seconds; ``durable_offset`` advances only after each fsync, so waiting for
+  durability stays truthful, but commits not yet waited for can be lost in a machine crash
+  (not in a process crash: LMDB's written pages survive the process).
+
+A failed write or fsync puts the log in a failed state: the error is kept, every waiter
+and every later ``append`` gets a StorageError, and no offset after the last durable one is
+ever reported durable.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable, Iterator
+
+from stdb.errors import StorageError
+from stdb.storage import logformat as lf
+from stdb.storage.lmdbenv import LOG_DB, Env
+
+__all__ = ["CommitLog", "DURABILITY_MODES"]
+
+log = logging.getLogger("stdb.commitlog")
+DURABILITY_MODES = ("durable", "relaxed")
+
+
+class CommitLog:
+    def __init__(self, env: Env, *, durability: str = "durable", sync_interval: float = 0.05,
+                 next_offset: int = 0, max_group: int = 4096) -> None:
+        if durability not in DURABILITY_MODES:
+            raise StorageError(f"unknown durability mode {durability!r}",
+                               hint="use 'durable' or 'relaxed'")
+        self.env = env
+        self.durability = durability
+        self.sync_interval = sync_interval
+        self.max_group = max_group
+        self._next = next_offset
+        self._written = next_offset - 1
+        self._durable = next_offset - 1
+        self._queue: list[tuple[int, bytes]] = []
+        self._cond = threading.Condition()
+        self._failed: StorageError | None = None
+        self._closing = False
+        self.groups = 0          # write transactions so far (stats)
+        self.records = 0
+        # hooks for fault-injection tests: the write and the fsync of one group
+        self._write_group: Callable[[list[tuple[int, bytes]]], None] = self._lmdb_write
+        self._sync: Callable[[], None] = env.sync
+        self._thread = threading.Thread(target=self._run, name="stdb-commitlog", daemon=True)
+        self._thread.start()
+
+    # ---- state
+
+    @property
+    def next_offset(self) -> int:
+        return self._next
+
+    @property
+    def durable_offset(self) -> int:
+        """Every record with an offset ≤ this is on disk (-1: none yet)."""
+        return self._durable
+
+    @property
+    def written_offset(self) -> int:
+        return self._written
+
+    @property
+    def failed(self) -> StorageError | None:
+        return self._failed
+
+    def _raise_if_failed(self) -> None:
+        if self._failed is not None:
+            raise StorageError(f"the commit log stopped after an I/O error and acknowledges nothing "
+                               f"further: {self._failed.detail}",
+                               hint="the database must be restarted; recovery keeps every durable commit")
+
+    # ---- appending
+
+    def append(self, build: Callable[[int], bytes]) -> int:
+        """Give the next offset to ``build`` (which returns the encoded record), queue it,
+        and return the offset.  Does not wait for the disk."""
+        with self._cond:
+            self._raise_if_failed()
+            if self._closing:
+                raise StorageError("the commit log is closed")
+            offset = self._next
+            data = build(offset)
+            self._queue.append((offset, data))
+            self._next = offset + 1
+            self._cond.notify_all()
+        return offset
+
+    def wait_durable(self, offset: int, timeout: float | None = None) -> None:
+        """Block until ``offset`` is durable; StorageError if the log failed or on timeout."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        with self._cond:
+            while self._durable < offset:
+                self._raise_if_failed()
+                if offset >= self._next:
+                    raise StorageError(f"offset {offset} was never appended (next is {self._next})")
+                remaining = None if deadline is None else deadline - time.monotonic()
+                if remaining is not None and remaining <= 0:
+                    raise StorageError(f"offset {offset} not durable after {timeout} s")
+                self._cond.wait(remaining if remaining is not None else 1.0)
+
+    def flush(self, timeout: float | None = None) -> None:
+        """Wait until everything appended so far is durable."""
+        if self._next > 0:
+            self.wait_durable(self._next - 1, timeout)
+
+    def close(self) -> None:
+        """Write and sync what is queued, then stop the writer."""
+        with self._cond:
+            self._closing = True
+            self._cond.notify_all()
+        self._thread.join()
+
+    # ---- the writer
+
+    def _lmdb_write(self, group: list[tuple[int, bytes]]) -> None:
+        db = self.env.db(LOG_DB)
+
+        def put_all(txn):
+            for off, data in group:
+                if not txn.put(lf.offset_key(off), data, db=db, overwrite=False):
+                    raise StorageError(f"commit log already has a record at offset {off}")
+
+        self.env.write(put_all)
+
+    def _run(self) -> None:
+        last_sync = time.monotonic()
+        while True:
+            with self._cond:
+                while not self._queue and not self._closing:
+                    if self.durability == "relaxed" and self._written > self._durable:
+                        wait = self.sync_interval - (time.monotonic() - last_sync)
+                        if wait <= 0:
+                            break
+                        self._cond.wait(wait)
+                    else:
+                        self._cond.wait()
+                group = self._queue[: self.max_group]
+                del self._queue[: len(group)]
+                closing = self._closing and not self._queue
+            try:
+                if group:
+                    self._write_group(group)
+                    self.groups += 1
+                    self.records += len(group)
+                    with self._cond:
+                        self._written = group[-1][0]
+                # The environment is opened without LMDB's own sync: this is the one fsync
+                # of a group (durable mode) or of an interval (relaxed mode).
+                if self.durability == "durable" or closing or \
+                        time.monotonic() - last_sync >= self.sync_interval:
+                    if self._written > self._durable:
+                        self._sync()
+                        last_sync = time.monotonic()
+                        with self._cond:
+                            self._durable = self._written
+                            self._cond.notify_all()
+            except BaseException as e:  # noqa: BLE001 - every failure stops acknowledgements
+                err = e if isinstance(e, StorageError) else StorageError(f"commit log write failed: {e!r}")
+                log.error("commit log failed at offset %s: %s", group[0][0] if group else "-", err.detail)
+                with self._cond:
+                    self._failed = err
+                    self._queue.clear()
+                    self._cond.notify_all()
+                return
+            if closing:
+                with self._cond:
+                    self._cond.notify_all()
+                return
+
+
+def iter_records(env: Env, start: int = 0) -> Iterator[tuple[int, memoryview]]:
+    """(offset, raw value) of every stored record from ``start`` on, in offset order.
+
+    Values are only valid inside the iteration (they point into LMDB's map)."""
+    with env.read() as txn:
+        cur = txn.cursor(db=env.db(LOG_DB))
+        if not cur.set_range(lf.offset_key(start)):
+            return
+        for key, value in cur:
+            yield lf.key_offset(bytes(key)), value
+
+
+def log_bounds(env: Env) -> tuple[int, int] | None:
+    """(first, last) stored offsets, or None for an empty log."""
+    with env.read() as txn:
+        cur = txn.cursor(db=env.db(LOG_DB))
+        if not cur.first():
+            return None
+        first = lf.key_offset(bytes(cur.key()))
+        cur.last()
+        return first, lf.key_offset(bytes(cur.key()))

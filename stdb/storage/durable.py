@@ -1,0 +1,237 @@
+"""A durable datastore: the in-memory engine plus its commit log and snapshots.
+
+``DurableStore.open(path)`` recovers the state (snapshot + log tail), then every
+committed transaction and every table creation is appended to the commit log.  A commit
+returns its offset at once; ``wait_durable(offset)`` blocks until it is on disk.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from stdb._core.schema import TableSchema
+from stdb.errors import StorageError, TransactionError
+from stdb.storage import logformat as lf
+from stdb.storage.commitlog import CommitLog, log_bounds
+from stdb.storage.datastore import Datastore, Transaction, TxDelta
+from stdb.storage.lmdbenv import LOG_DB, Env
+from stdb.storage.recovery import RecoveryResult, recover
+from stdb.storage.snapshot import SnapshotInfo, delete_snapshot, list_snapshots, write_snapshot
+
+__all__ = ["DurableStore", "Commit", "StoreConfig"]
+
+log = logging.getLogger("stdb.store")
+
+
+@dataclass
+class StoreConfig:
+    durability: str = "durable"          # or "relaxed"
+    sync_interval: float = 0.05          # relaxed mode: seconds between fsyncs
+    snapshot_every_txs: int | None = 100_000   # take a snapshot after this many log records
+    snapshot_every_bytes: int | None = 256 << 20  # ... or this many log bytes
+    keep_snapshots: int = 2
+    compact_log: bool = False            # delete log records covered by the oldest kept snapshot
+    map_size: int = 64 << 20             # initial LMDB map size; it doubles whenever it fills up
+
+
+@dataclass
+class Commit:
+    offset: int | None                   # None when the transaction changed nothing
+    delta: TxDelta
+
+
+class DurableStore:
+    def __init__(self, path: str, config: StoreConfig | None = None, *,
+                 table_factory: Callable | None = None,
+                 progress: Callable[[int, int], None] | None = None) -> None:
+        self.path = path
+        self.config = config or StoreConfig()
+        self.env = Env(path, durable=False, map_size=self.config.map_size)
+        try:
+            self.recovery: RecoveryResult = recover(self.env, table_factory=table_factory, repair=True,
+                                                    progress=progress)
+        except BaseException:
+            self.env.close()
+            raise
+        self.datastore: Datastore = self.recovery.datastore
+        self.log = CommitLog(self.env, durability=self.config.durability,
+                             sync_interval=self.config.sync_interval,
+                             next_offset=self.recovery.next_offset)
+        self._since_snapshot_txs = 0
+        self._since_snapshot_bytes = 0
+        self._closed = False
+
+    @classmethod
+    def open(cls, path: str, **kwargs: Any) -> DurableStore:
+        config = kwargs.pop("config", None) or StoreConfig(**{k: kwargs.pop(k) for k in list(kwargs)
+                                                               if k in StoreConfig.__dataclass_fields__})
+        return cls(path, config, **kwargs)
+
+    # ---- context manager
+
+    def __enter__(self) -> DurableStore:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # ---- schema
+
+    def create_table(self, schema: TableSchema, *, timestamp: int | None = None) -> int:
+        """Create a table and log it; returns the record's offset."""
+        self.datastore.create_table(schema)
+        ts = _now() if timestamp is None else timestamp
+        return self._append(lambda off: lf.encode_record(
+            lf.LogRecord(off, ts, kind=lf.KIND_CREATE_TABLE, schema=schema)))
+
+    def drop_table(self, name: str, *, timestamp: int | None = None) -> int:
+        self.datastore.drop_table(name)
+        ts = _now() if timestamp is None else timestamp
+        return self._append(lambda off: lf.encode_record(
+            lf.LogRecord(off, ts, kind=lf.KIND_DROP_TABLE, table=name)))
+
+    # ---- transactions
+
+    def begin(self) -> Transaction:
+        self._check_open()
+        self.log._raise_if_failed()
+        return self.datastore.begin()
+
+    def commit(self, tx: Transaction, *, reducer: str = "", args: bytes = b"",
+               caller: bytes | None = None, timestamp: int | None = None) -> Commit:
+        """Commit ``tx`` and append it to the log (offset known at once, durable later)."""
+        self._check_open()
+        self.log._raise_if_failed()
+        delta = tx.commit()
+        if not delta:
+            return Commit(None, delta)
+        changes = []
+        for name, d in delta.tables.items():
+            enc = self.datastore.table(name).codec.encode
+            changes.append(lf.TableChange(name, [enc(r) for r in d.deletes], [enc(r) for r in d.inserts]))
+        ts = _now() if timestamp is None else timestamp
+        offset = self._append(lambda off: lf.encode_record(
+            lf.LogRecord(off, ts, caller=caller, reducer=reducer, args=args, changes=changes)))
+        return Commit(offset, delta)
+
+    def transact(self, fn: Callable[[Transaction], Any], **kw: Any) -> tuple[Any, Commit]:
+        """Run ``fn(tx)``; commit and log on success, roll back on any exception."""
+        tx = self.begin()
+        try:
+            out = fn(tx)
+        except BaseException:
+            if tx.is_open:
+                tx.rollback()
+            raise
+        return out, self.commit(tx, **kw)
+
+    def _append(self, build: Callable[[int], bytes]) -> int:
+        size = [0]
+
+        def counted(off: int) -> bytes:
+            data = build(off)
+            size[0] = len(data)
+            return data
+
+        offset = self.log.append(counted)
+        self._since_snapshot_txs += 1
+        self._since_snapshot_bytes += size[0]
+        self._maybe_snapshot()
+        return offset
+
+    # ---- durability
+
+    @property
+    def durable_offset(self) -> int:
+        return self.log.durable_offset
+
+    def wait_durable(self, offset: int | None, timeout: float | None = None) -> None:
+        if offset is not None:
+            self.log.wait_durable(offset, timeout)
+
+    def flush(self, timeout: float | None = None) -> None:
+        self.log.flush(timeout)
+
+    # ---- snapshots
+
+    def _maybe_snapshot(self) -> None:
+        c = self.config
+        if self.datastore.in_transaction:
+            return
+        if (c.snapshot_every_txs and self._since_snapshot_txs >= c.snapshot_every_txs) or \
+                (c.snapshot_every_bytes and self._since_snapshot_bytes >= c.snapshot_every_bytes):
+            self.snapshot()
+
+    def snapshot(self) -> SnapshotInfo | None:
+        """Snapshot every table at the last appended offset (none yet: nothing to do)."""
+        self._check_open()
+        if self.datastore.in_transaction:
+            raise TransactionError("cannot snapshot while a transaction is open")
+        offset = self.log.next_offset - 1
+        if offset < 0:
+            return None
+        # the snapshot must never be ahead of the log on disk
+        self.log.flush()
+        tables = [self.datastore.table(n) for n in self.datastore.table_names]
+        info = write_snapshot(self.env, offset, tables)
+        self._since_snapshot_txs = 0
+        self._since_snapshot_bytes = 0
+        self._prune()
+        return info
+
+    def _prune(self) -> None:
+        snaps = list_snapshots(self.env)
+        keep = max(1, self.config.keep_snapshots)
+        for s in snaps[keep:]:
+            delete_snapshot(self.env, s.offset)
+        if self.config.compact_log and len(snaps) >= 1:
+            oldest = snaps[min(keep, len(snaps)) - 1].offset
+            self.env.write(lambda txn: _delete_log_through(txn, self.env, oldest))
+
+    # ---- end
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise StorageError(f"the database at {self.path!r} is closed")
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        try:
+            self.log.close()
+        finally:
+            self.env.close()
+
+    def stats(self) -> dict[str, Any]:
+        b = log_bounds(self.env)
+        return {
+            "path": os.path.abspath(self.path),
+            "next_offset": self.log.next_offset,
+            "durable_offset": self.log.durable_offset,
+            "log_first": b[0] if b else None,
+            "log_last": b[1] if b else None,
+            "groups": self.log.groups,
+            "snapshots": [s.offset for s in list_snapshots(self.env)],
+            "tables": {n: len(self.datastore.table(n)) for n in self.datastore.table_names},
+        }
+
+
+def _delete_log_through(txn: Any, env: Env, offset: int) -> None:
+    cur = txn.cursor(db=env.db(LOG_DB))
+    if not cur.first():
+        return
+    while cur.key() and lf.key_offset(bytes(cur.key())) <= offset:
+        if not cur.delete():
+            break
+
+
+def _now() -> int:
+    return time.time_ns() // 1000
+
+

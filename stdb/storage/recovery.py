@@ -1,0 +1,223 @@
+"""Start-up recovery: the newest snapshot whose hash verifies, then the log tail.
+
+* A record that fails its checks (CRC, length, version, offset) at the *tail* of the log —
+  nothing valid after it — is a torn write: in repair mode it is deleted with a warning
+  naming its offset; read-only callers get it reported in ``RecoveryResult.torn``.
+* Damage in the *middle* of the log (a valid record after a bad one, or a gap in the
+  offsets) is refused with a StorageError: replaying past it would silently lose a
+  committed transaction, and stopping before it would silently drop the later ones.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from stdb.errors import StdbError, StorageError
+from stdb.storage import logformat as lf
+from stdb.storage.commitlog import iter_records, log_bounds
+from stdb.storage.datastore import Datastore
+from stdb.storage.lmdbenv import LOG_DB, Env
+from stdb.storage.snapshot import list_snapshots, load_snapshot
+
+__all__ = ["RecoveryResult", "LogScan", "recover", "apply_record", "scan_log"]
+
+log = logging.getLogger("stdb.recovery")
+
+
+@dataclass
+class RecoveryResult:
+    datastore: Datastore
+    next_offset: int                  # the offset the next commit gets
+    snapshot_offset: int | None       # the snapshot recovery started from
+    replayed: int = 0                 # log records applied
+    row_ops: int = 0
+    torn: list[int] = field(default_factory=list)          # torn tail records (deleted if repaired)
+    bad_snapshots: list[tuple[int, str]] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+
+
+def apply_record(ds: Datastore, rec: lf.LogRecord) -> int:
+    """Apply one decoded record to the datastore's tables; returns the row operations done."""
+    if rec.kind == lf.KIND_CREATE_TABLE:
+        assert rec.schema is not None
+        ds.create_table(rec.schema)
+        return 0
+    if rec.kind == lf.KIND_DROP_TABLE:
+        ds.drop_table(rec.table)
+        return 0
+    n = 0
+    for ch in rec.changes:
+        t = ds.table(ch.table)
+        decode = t.codec.decode
+        for raw in ch.deletes:
+            row = decode(raw)
+            rowid = _find(t, row)
+            if rowid is None:
+                raise StorageError(f"log record at offset {rec.offset} deletes a row that is not in "
+                                   f"table '{ch.table}': {row!r}")
+            t.delete(rowid)
+            n += 1
+        for raw in ch.inserts:
+            t.load(decode(raw))
+            n += 1
+    return n
+
+
+def _find(t: Any, row: tuple) -> int | None:
+    schema = t.schema
+    if schema.primary_key:
+        key = tuple(row[schema.column_index(c)] for c in schema.primary_key)
+        for rid in t.seek("pk", key):
+            if t.get(rid) == row:
+                return rid
+        return None
+    for ix in schema.indexes:
+        key = tuple(row[schema.column_index(c)] for c in ix.columns)
+        for rid in t.seek(ix.name, key):
+            if t.get(rid) == row:
+                return rid
+        return None
+    for rid, r in t.scan():
+        if r == row:
+            return rid
+    return None
+
+
+@dataclass
+class LogScan:
+    """What a pass over the log found, without applying anything."""
+
+    bad: list[int] = field(default_factory=list)   # offsets of records that fail their checks
+    first_bad: int | None = None
+    valid_after_bad: int | None = None             # a good record after a bad one: mid-log damage
+    gap: tuple[int, int] | None = None             # (first missing, last missing) offsets
+    last_good: int | None = None
+
+    @property
+    def mid_log_damage(self) -> bool:
+        return self.valid_after_bad is not None or self.gap is not None
+
+
+def scan_log(env: Env, start: int) -> LogScan:
+    """Classify the log from ``start``: torn tail, damage in the middle, or missing records."""
+    scan = LogScan()
+    expected = start
+    for off, value in iter_records(env, start):
+        if off != expected:
+            scan.gap = (expected, off - 1)
+            return scan
+        try:
+            lf.check_header(off, value)
+            ok = True
+        except StorageError:
+            ok = False
+        if ok and scan.first_bad is None:
+            scan.last_good = off
+        elif ok:
+            scan.valid_after_bad = off
+            return scan
+        else:
+            if scan.first_bad is None:
+                scan.first_bad = off
+            scan.bad.append(off)
+        expected = off + 1
+    return scan
+
+
+def recover(env: Env, *, table_factory: Callable | None = None, repair: bool = True,
+            to_offset: int | None = None,
+            progress: Callable[[int, int], None] | None = None) -> RecoveryResult:
+    """Rebuild the datastore from ``env``.
+
+    ``to_offset`` stops after that record (point-in-time replay); ``progress(done, total)`` is
+    called as records are applied.  ``repair`` deletes a torn tail (read-write opens only).
+    """
+    ds = Datastore(table_factory)
+    bounds = log_bounds(env)
+    result = RecoveryResult(ds, 0, None)
+
+    # 1. the newest snapshot that verifies (and is not past to_offset)
+    snap_off = None
+    for info in list_snapshots(env):
+        if to_offset is not None and info.offset > to_offset:
+            continue
+        try:
+            tables = load_snapshot(env, info.offset, ds._factory)
+        except StorageError as e:
+            result.bad_snapshots.append((info.offset, e.detail))
+            msg = f"snapshot at offset {info.offset} is damaged and was skipped: {e.detail}"
+            result.warnings.append(msg)
+            log.warning(msg)
+            ds = Datastore(table_factory)
+            result.datastore = ds
+            continue
+        for t in tables:
+            ds._tables[t.name] = t
+        snap_off = info.offset
+        break
+    result.snapshot_offset = snap_off
+    start = 0 if snap_off is None else snap_off + 1
+    result.next_offset = start
+    if bounds is None:
+        if snap_off is None and list_snapshots(env):
+            raise StorageError("every snapshot is damaged and the log is empty: nothing to recover from")
+        return result
+    first, last = bounds
+    if first > start:
+        raise StorageError(
+            f"the log starts at offset {first} but recovery needs offset {start} "
+            f"({'no usable snapshot' if snap_off is None else f'snapshot at {snap_off}'}); "
+            f"records {start}..{first - 1} were compacted away",
+            hint="restore the damaged snapshot from a backup")
+
+    # 2. find damage before applying anything
+    scan = scan_log(env, start)
+    hint = ("inspect with `python -m tools.logtool verify`; `replay --to` can rebuild the state "
+            "before the damage")
+    if scan.gap is not None:
+        a, b = scan.gap
+        raise StorageError(f"the commit log is missing records {a}..{b} (it jumps from offset {a - 1} "
+                           f"to {b + 1}); refusing to skip committed transactions", hint=hint)
+    bad, first_bad = scan.bad, scan.first_bad
+    if scan.valid_after_bad is not None:
+        raise StorageError(
+            f"the commit log is damaged at offset {first_bad} and has valid records after it "
+            f"(e.g. offset {scan.valid_after_bad}); refusing to skip a committed transaction", hint=hint)
+    if first_bad is not None:
+        msg = (f"torn write at the tail of the commit log: record(s) at offset "
+               f"{', '.join(map(str, bad))} failed their checks and "
+               f"{'were truncated' if repair else 'are ignored'}")
+        result.warnings.append(msg)
+        log.warning(msg)
+        result.torn = bad
+        if repair:
+            def drop(txn):
+                for off in bad:
+                    txn.delete(lf.offset_key(off), db=env.db(LOG_DB))
+            env.write(drop)
+
+    # 3. replay the tail
+    stop = last if first_bad is None else first_bad - 1
+    if to_offset is not None:
+        stop = min(stop, to_offset)
+    total = max(0, stop - start + 1)
+    done = 0
+    for off, value in iter_records(env, start):
+        if off > stop:
+            break
+        try:
+            rec = lf.decode_record(off, value)
+            result.row_ops += apply_record(ds, rec)
+        except StorageError:
+            raise
+        except StdbError as e:
+            raise StorageError(f"log record at offset {off} cannot be applied: {e.detail}") from None
+        done += 1
+        result.next_offset = off + 1
+        if progress is not None and (done % 1000 == 0 or done == total):
+            progress(done, total)
+    result.replayed = done
+    return result

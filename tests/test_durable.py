@@ -1,0 +1,333 @@
+"""Commit log, group commit, snapshots and recovery of a DurableStore."""
+
+import threading
+
+import pytest
+
+import stdb
+from stdb.storage import logformat as lf
+from stdb.storage.commitlog import iter_records, log_bounds
+from stdb.storage.durable import DurableStore, StoreConfig
+from stdb.storage.lmdbenv import LOG_DB, Env
+from stdb.storage.snapshot import list_snapshots, verify_snapshot
+
+ACCT = stdb.TableSchema(
+    "acct",
+    [stdb.Column("id", "u64", auto_inc=True), stdb.Column("balance", "i64"), stdb.Column("name", "string"),
+     stdb.Column("tags", "array<string>")],
+    primary_key="id",
+    indexes=[stdb.IndexDef("by_balance", "balance")],
+)
+NOSNAP = StoreConfig(snapshot_every_txs=None, snapshot_every_bytes=None)
+
+
+def _state(store, name="acct"):
+    return sorted(store.datastore.scan(name))
+
+
+def _fill(store, n, start=0):
+    offsets = []
+    for i in range(start, start + n):
+        tx = store.begin()
+        tx.insert("acct", (0, i * 10, f"user{i}", ["t"] * (i % 3)))
+        if i % 4 == 3:
+            row = tx.get("acct", 1 + i // 2)
+            if row is not None:
+                tx.update("acct", (row[0], row[1] + 1, row[2] + "!", row[3]))
+        if i % 7 == 6:
+            victim = tx.get("acct", 1 + i // 3)
+            if victim is not None:
+                tx.delete("acct", victim[0])
+        offsets.append(store.commit(tx, reducer="fill", args=bytes([i % 256])).offset)
+    return offsets
+
+
+def test_commits_survive_reopen(tmp_path):
+    path = str(tmp_path / "db")
+    with DurableStore.open(path, config=NOSNAP) as s:
+        assert s.create_table(ACCT) == 0
+        offs = _fill(s, 200)
+        assert offs == list(range(1, 201))
+        s.wait_durable(offs[-1], timeout=10)
+        assert s.durable_offset >= 200
+        before = _state(s)
+        seq = s.datastore.table("acct").sequence_state()
+    with DurableStore.open(path, config=NOSNAP) as s2:
+        assert s2.recovery.replayed == 201
+        assert _state(s2) == before
+        assert s2.datastore.table("acct").sequence_state() == seq
+        assert s2.log.next_offset == 201
+        s2.datastore.table("acct").check_invariants()
+
+
+def test_rolled_back_and_empty_transactions_leave_no_record(tmp_path):
+    with DurableStore.open(str(tmp_path / "db"), config=NOSNAP) as s:
+        s.create_table(ACCT)
+        tx = s.begin()
+        tx.insert("acct", (0, 1, "a", []))
+        tx.rollback()
+        tx = s.begin()
+        assert s.commit(tx).offset is None
+        with pytest.raises(stdb.ConstraintError):
+            s.transact(lambda tx: (tx.insert("acct", (5, 1, "a", [])), tx.insert("acct", (5, 2, "b", []))))
+        s.flush()
+        assert log_bounds(s.env) == (0, 0)
+        assert s.datastore.count("acct") == 0
+
+
+def test_record_contents(tmp_path):
+    with DurableStore.open(str(tmp_path / "db"), config=NOSNAP) as s:
+        s.create_table(ACCT)
+        tx = s.begin()
+        tx.insert("acct", (0, 5, "x", ["a"]))
+        caller = bytes(range(32))
+        off = s.commit(tx, reducer="open", args=b"\x01\x02", caller=caller, timestamp=1234).offset
+        tx = s.begin()
+        tx.update("acct", (1, 6, "x", ["a"]))
+        off2 = s.commit(tx).offset
+        s.flush()
+        recs = {o: lf.decode_record(o, bytes(v)) for o, v in iter_records(s.env)}
+    r = recs[off]
+    assert (r.reducer, r.args, r.caller, r.timestamp) == ("open", b"\x01\x02", caller, 1234)
+    codec = stdb.RowCodec("acct", ACCT.column_names, ACCT.column_types)
+    assert [codec.decode(x) for x in r.changes[0].inserts] == [(1, 5, "x", ["a"])]
+    u = recs[off2].changes[0]
+    assert [codec.decode(x) for x in u.deletes] == [(1, 5, "x", ["a"])]
+    assert [codec.decode(x) for x in u.inserts] == [(1, 6, "x", ["a"])]
+
+
+def test_group_commit_batches_concurrent_appends(tmp_path):
+    with DurableStore.open(str(tmp_path / "db"), config=NOSNAP) as s:
+        s.create_table(ACCT)
+        _fill(s, 2000)
+        s.flush(timeout=30)
+        assert s.durable_offset == 2000
+        # 2001 records took far fewer fsync'd groups than records
+        assert s.log.groups < 2001
+
+
+def test_relaxed_mode_becomes_durable_on_interval(tmp_path):
+    cfg = StoreConfig(durability="relaxed", sync_interval=0.01, snapshot_every_txs=None,
+                      snapshot_every_bytes=None)
+    with DurableStore.open(str(tmp_path / "db"), config=cfg) as s:
+        s.create_table(ACCT)
+        offs = _fill(s, 50)
+        s.wait_durable(offs[-1], timeout=10)
+        assert s.durable_offset >= offs[-1]
+
+
+def test_fsync_failure_stops_acknowledgements(tmp_path):
+    s = DurableStore.open(str(tmp_path / "db"), config=NOSNAP)
+    try:
+        s.create_table(ACCT)
+        s.flush()
+        good = s.durable_offset
+
+        def broken_sync():
+            raise OSError(5, "Input/output error")
+
+        s.log._sync = broken_sync
+        tx = s.begin()
+        tx.insert("acct", (0, 1, "a", []))
+        off = s.commit(tx).offset
+        with pytest.raises(stdb.StorageError, match="Input/output error"):
+            s.wait_durable(off, timeout=10)
+        assert s.durable_offset == good          # never pretends the failed group is durable
+        with pytest.raises(stdb.StorageError, match="acknowledges nothing further"):
+            s.begin()
+    finally:
+        s.close()
+
+
+def test_write_failure_stops_acknowledgements(tmp_path):
+    s = DurableStore.open(str(tmp_path / "db"), config=NOSNAP)
+    try:
+        s.create_table(ACCT)
+        s.flush()
+
+        def enospc(group):
+            raise OSError(28, "No space left on device")
+
+        s.log._write_group = enospc
+        tx = s.begin()
+        tx.insert("acct", (0, 1, "a", []))
+        off = s.commit(tx).offset
+        with pytest.raises(stdb.StorageError, match="No space left"):
+            s.wait_durable(off, timeout=10)
+        with pytest.raises(stdb.StorageError):
+            tx = s.datastore.begin()
+            tx.insert("acct", (0, 2, "b", []))
+            s.commit(tx)
+    finally:
+        s.close()
+
+
+def test_map_grows_when_full(tmp_path):
+    path = str(tmp_path / "db")
+    cfg = StoreConfig(snapshot_every_txs=None, snapshot_every_bytes=None, map_size=1 << 20)  # 1 MiB
+    with DurableStore.open(path, config=cfg) as s:
+        s.create_table(ACCT)
+        big = "x" * 2000
+        for i in range(1500):                          # ~3 MB of log
+            tx = s.begin()
+            tx.insert("acct", (0, i, big, []))
+            s.commit(tx)
+        s.flush(timeout=60)
+        assert s.env.map_size() > 1 << 20
+    with DurableStore.open(path, config=NOSNAP) as s2:
+        assert s2.datastore.count("acct") == 1500
+
+
+def test_snapshot_then_tail_recovery(tmp_path):
+    path = str(tmp_path / "db")
+    with DurableStore.open(path, config=NOSNAP) as s:
+        s.create_table(ACCT)
+        _fill(s, 100)
+        info = s.snapshot()
+        assert info is not None and info.offset == 100
+        verify_snapshot(s.env, 100)
+        _fill(s, 50, start=100)
+        s.flush()
+        want = _state(s)
+        seq = s.datastore.table("acct").sequence_state()
+    with DurableStore.open(path, config=NOSNAP) as s2:
+        assert s2.recovery.snapshot_offset == 100
+        assert s2.recovery.replayed == 50
+        assert _state(s2) == want
+        assert s2.datastore.table("acct").sequence_state() == seq
+
+
+def test_automatic_snapshots_pruning_and_compaction(tmp_path):
+    path = str(tmp_path / "db")
+    cfg = StoreConfig(snapshot_every_txs=40, snapshot_every_bytes=None, keep_snapshots=2, compact_log=True)
+    with DurableStore.open(path, config=cfg) as s:
+        s.create_table(ACCT)
+        _fill(s, 130)
+        s.flush()
+        snaps = [x.offset for x in list_snapshots(s.env)]
+        assert len(snaps) == 2 and snaps[0] > snaps[1]
+        first, last = log_bounds(s.env)
+        assert first == snaps[1] + 1 and last == 130
+        want = _state(s)
+    with DurableStore.open(path, config=cfg) as s2:
+        assert _state(s2) == want
+
+
+def _damage(env, offset, fn):
+    def put(txn):
+        raw = bytes(txn.get(lf.offset_key(offset), db=env.db(LOG_DB)))
+        txn.put(lf.offset_key(offset), fn(raw), db=env.db(LOG_DB))
+    env.write(put)
+
+
+@pytest.mark.parametrize("damage", [
+    lambda raw: raw[:-3],                                   # torn (short) write
+    lambda raw: raw[:20] + bytes([raw[20] ^ 0x40]) + raw[21:],  # flipped bit
+    lambda raw: b"",                                        # empty value
+])
+def test_torn_tail_is_truncated_with_a_warning(tmp_path, damage, caplog):
+    path = str(tmp_path / "db")
+    with DurableStore.open(path, config=NOSNAP) as s:
+        s.create_table(ACCT)
+        _fill(s, 20)
+        s.flush()
+        _damage(s.env, 20, damage)
+        expected_before_tail = None
+    with DurableStore.open(path, config=NOSNAP) as s:
+        assert s.recovery.torn == [20]
+        assert any("offset 20" in w for w in s.recovery.warnings)
+        assert s.log.next_offset == 20
+        expected_before_tail = _state(s)
+        # the database carries on: the next commit takes offset 20 again
+        tx = s.begin()
+        tx.insert("acct", (0, 1, "after", []))
+        assert s.commit(tx).offset == 20
+        s.flush()
+    with DurableStore.open(path, config=NOSNAP) as s:
+        assert s.recovery.torn == []
+        assert len(_state(s)) == len(expected_before_tail) + 1
+
+
+def test_damage_in_the_middle_is_refused(tmp_path):
+    path = str(tmp_path / "db")
+    with DurableStore.open(path, config=NOSNAP) as s:
+        s.create_table(ACCT)
+        _fill(s, 20)
+        s.flush()
+        _damage(s.env, 10, lambda raw: raw[:30] + bytes([raw[30] ^ 1]) + raw[31:])
+    with pytest.raises(stdb.StorageError, match="damaged at offset 10 and has valid records after it"):
+        DurableStore.open(path, config=NOSNAP)
+    # refused means unchanged: the damaged record and everything after it are still there
+    env = Env(path, readonly=True)
+    try:
+        assert log_bounds(env) == (0, 20)
+    finally:
+        env.close()
+
+
+def test_missing_record_is_refused(tmp_path):
+    path = str(tmp_path / "db")
+    with DurableStore.open(path, config=NOSNAP) as s:
+        s.create_table(ACCT)
+        _fill(s, 10)
+        s.flush()
+        s.env.write(lambda txn: txn.delete(lf.offset_key(5), db=s.env.db(LOG_DB)))
+    with pytest.raises(stdb.StorageError, match=r"missing records 5\.\.5"):
+        DurableStore.open(path, config=NOSNAP)
+
+
+def test_damaged_snapshot_falls_back(tmp_path):
+    from stdb.storage.lmdbenv import SNAP_DB
+    path = str(tmp_path / "db")
+    with DurableStore.open(path, config=NOSNAP) as s:
+        s.create_table(ACCT)
+        _fill(s, 30)
+        s.snapshot()
+        _fill(s, 10, start=30)
+        s.flush()
+        want = _state(s)
+
+        def flip(txn):
+            cur = txn.cursor(db=s.env.db(SNAP_DB))
+            assert cur.first()
+            k, v = bytes(cur.key()), bytearray(cur.value())
+            v[len(v) - 1] ^= 0x10          # inside the last row: framing intact, content changed
+            txn.put(k, bytes(v), db=s.env.db(SNAP_DB))
+        s.env.write(flip)
+        with pytest.raises(stdb.StorageError, match="content hash"):
+            verify_snapshot(s.env, 30)
+    with DurableStore.open(path, config=NOSNAP) as s2:
+        assert s2.recovery.snapshot_offset is None
+        assert s2.recovery.bad_snapshots and s2.recovery.bad_snapshots[0][0] == 30
+        assert _state(s2) == want
+
+
+def test_damaged_snapshot_with_compacted_log_is_refused(tmp_path):
+    from stdb.storage.lmdbenv import SNAPMETA_DB
+    path = str(tmp_path / "db")
+    cfg = StoreConfig(snapshot_every_txs=None, snapshot_every_bytes=None, keep_snapshots=1, compact_log=True)
+    with DurableStore.open(path, config=cfg) as s:
+        s.create_table(ACCT)
+        _fill(s, 30)
+        s.snapshot()
+        _fill(s, 5, start=30)
+        s.flush()
+
+        def spoil(txn):
+            cur = txn.cursor(db=s.env.db(SNAPMETA_DB))
+            assert cur.first()
+            txn.put(bytes(cur.key()), b"{not json", db=s.env.db(SNAPMETA_DB))
+        s.env.write(spoil)
+    with pytest.raises(stdb.StorageError, match="compacted"):
+        DurableStore.open(path, config=cfg)
+
+
+def test_wait_durable_from_another_thread(tmp_path):
+    with DurableStore.open(str(tmp_path / "db"), config=NOSNAP) as s:
+        s.create_table(ACCT)
+        offs = _fill(s, 30)
+        done = []
+        t = threading.Thread(target=lambda: (s.wait_durable(offs[-1], timeout=10), done.append(1)))
+        t.start()
+        t.join(20)
+        assert done == [1]

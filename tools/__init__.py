@@ -1,0 +1,1 @@
+"""Offline tools that work on a data directory through stdb.storage."""
