@@ -47,6 +47,7 @@ cdef int encode_value(ColumnType t, object v, Buf* out) except -1
 cdef object decode_value(ColumnType t, const unsigned char* p, Py_ssize_t n, Py_ssize_t* pos)
 cdef int encode_key_value(ColumnType t, object v, Buf* out) except -1
 cpdef bytes encode_key(tuple types, tuple values)
+cdef bytes encode_row_key(tuple types, tuple cols, tuple row, Buf* scratch)
 cpdef bytes prefix_successor(bytes key)
 
 cdef class RowCodec:
@@ -56,4 +57,5 @@ cdef class RowCodec:
     cdef Py_ssize_t ncols
     cpdef tuple check_row(self, object row)
     cpdef bytes encode(self, tuple row)
-    cpdef tuple decode(self, const unsigned char[:] data)
+    cpdef tuple decode(self, object data)
+    cdef tuple _decode(self, const unsigned char* p, Py_ssize_t n)

@@ -18,6 +18,9 @@ from libc.math cimport isnan, isinf
 from cpython.mem cimport PyMem_Malloc, PyMem_Realloc, PyMem_Free
 from cpython.bytes cimport PyBytes_FromStringAndSize, PyBytes_AS_STRING, PyBytes_GET_SIZE
 from cpython.unicode cimport PyUnicode_AsUTF8String, PyUnicode_DecodeUTF8
+from cpython.long cimport PyLong_AsLongLongAndOverflow
+from cpython.tuple cimport PyTuple_New, PyTuple_SET_ITEM
+from cpython.ref cimport Py_INCREF
 
 from stdb.errors import DataError, SchemaError
 
@@ -92,6 +95,20 @@ cdef dict _WIDTH = {
     T_BOOL: 1, T_I8: 1, T_I16: 2, T_I32: 4, T_I64: 8, T_U8: 1, T_U16: 2, T_U32: 4,
     T_U64: 8, T_F32: 4, T_F64: 8, T_IDENTITY: 32, T_TIMESTAMP: 8,
 }
+
+
+cdef inline int _width(int code) noexcept:
+    if code == T_I64 or code == T_U64 or code == T_F64 or code == T_TIMESTAMP:
+        return 8
+    if code == T_I32 or code == T_U32 or code == T_F32:
+        return 4
+    if code == T_I16 or code == T_U16:
+        return 2
+    if code == T_IDENTITY:
+        return 32
+    return 1
+
+
 # inclusive integer ranges
 cdef dict _RANGE = {
     T_I8: (-(1 << 7), (1 << 7) - 1), T_I16: (-(1 << 15), (1 << 15) - 1),
@@ -199,6 +216,33 @@ cdef str _show(object v):
     return f"{type(v).__name__} {r}"
 
 
+cdef bint _int_in_range(int code, object v) except -1:
+    """Whether the int ``v`` fits ``code``'s range, without Python-level comparisons."""
+    cdef int overflow = 0
+    cdef long long x = PyLong_AsLongLongAndOverflow(v, &overflow)
+    if overflow != 0:
+        if overflow > 0 and code == T_U64:
+            return v <= 0xFFFFFFFFFFFFFFFF
+        return False
+    if code == T_I64 or code == T_TIMESTAMP:
+        return True
+    if code == T_I32:
+        return -2147483648 <= x <= 2147483647
+    if code == T_I16:
+        return -32768 <= x <= 32767
+    if code == T_I8:
+        return -128 <= x <= 127
+    if x < 0:
+        return False
+    if code == T_U64:
+        return True
+    if code == T_U32:
+        return x <= 4294967295
+    if code == T_U16:
+        return x <= 65535
+    return x <= 255
+
+
 cdef object check_value(ColumnType t, object v):
     cdef int code = t.code
     cdef double d
@@ -206,6 +250,11 @@ cdef object check_value(ColumnType t, object v):
         if v is True or v is False:
             return v
     elif t.is_integer or code == T_TIMESTAMP:
+        if type(v) is int:
+            if _int_in_range(code, v):
+                return v
+            lo, hi = _RANGE[code]
+            raise DataError(f"value {v} is out of range for {t.name} ({lo}..{hi})")
         if isinstance(v, int) and not isinstance(v, bool):
             lo, hi = _RANGE[code]
             if lo <= v <= hi:
@@ -267,10 +316,10 @@ cdef int encode_value(ColumnType t, object v, Buf* out) except -1:
         return buf_u8(out, 1 if v else 0)
     if code == T_I8 or code == T_I16 or code == T_I32 or code == T_I64 or code == T_TIMESTAMP:
         i64 = v
-        return buf_put(out, &i64, _WIDTH[code])
+        return buf_put(out, &i64, _width(code))
     if code == T_U8 or code == T_U16 or code == T_U32 or code == T_U64:
         u64 = v
-        return buf_put(out, &u64, _WIDTH[code])
+        return buf_put(out, &u64, _width(code))
     if code == T_F32:
         f = <float>(<double>v)
         return buf_put(out, &f, 4)
@@ -323,8 +372,8 @@ cdef object decode_value(ColumnType t, const unsigned char* p, Py_ssize_t n, Py_
         if p[at] > 1:
             raise DataError(f"bad bool byte {p[at]} at byte {at} (must be 0 or 1)")
         return p[at] == 1
-    if code in (T_I8, T_I16, T_I32, T_I64, T_TIMESTAMP):
-        w = _WIDTH[code]
+    if code == T_I64 or code == T_TIMESTAMP or code == T_I32 or code == T_I16 or code == T_I8:
+        w = _width(code)
         _need(at, w, n, t)
         pos[0] = at + w
         if w == 1:
@@ -338,8 +387,8 @@ cdef object decode_value(ColumnType t, const unsigned char* p, Py_ssize_t n, Py_
             return i32
         memcpy(&i64, p + at, 8)
         return i64
-    if code in (T_U8, T_U16, T_U32, T_U64):
-        w = _WIDTH[code]
+    if code == T_U64 or code == T_U32 or code == T_U16 or code == T_U8:
+        w = _width(code)
         _need(at, w, n, t)
         pos[0] = at + w
         memcpy(&u64, p + at, w)
@@ -432,22 +481,31 @@ cdef class RowCodec:
         finally:
             buf_free(&b)
 
-    cpdef tuple decode(self, const unsigned char[:] data):
+    cpdef tuple decode(self, object data):
         """Decode one row; raise DataError naming the column and byte on malformed input."""
+        cdef const unsigned char[:] view
+        if type(data) is bytes:
+            return self._decode(<const unsigned char*>PyBytes_AS_STRING(data), PyBytes_GET_SIZE(data))
+        view = data
+        if view.shape[0] == 0:
+            return self._decode(<const unsigned char*>b"", 0)
+        return self._decode(&view[0], view.shape[0])
+
+    cdef tuple _decode(self, const unsigned char* p, Py_ssize_t n):
         cdef Py_ssize_t pos = 0
-        cdef Py_ssize_t n = data.shape[0]
         cdef Py_ssize_t i
-        cdef const unsigned char* p = &data[0] if n > 0 else <const unsigned char*>b""
-        out = [None] * self.ncols
+        cdef tuple out = PyTuple_New(self.ncols)
         for i in range(self.ncols):
             try:
-                out[i] = decode_value(<ColumnType>self.types[i], p, n, &pos)
+                v = decode_value(<ColumnType>self.types[i], p, n, &pos)
             except DataError as e:
                 raise DataError(f"table '{self.table}', column '{self.names[i]}': {e.detail}") from None
+            Py_INCREF(v)
+            PyTuple_SET_ITEM(out, i, v)
         if pos != n:
             raise DataError(f"table '{self.table}': {n - pos} trailing bytes after the row "
                             f"(row ends at byte {pos} of {n})")
-        return tuple(out)
+        return out
 
     def encode_many(self, rows):
         """Encode rows back to back (each checked)."""
@@ -469,14 +527,14 @@ cdef int encode_key_value(ColumnType t, object v, Buf* out) except -1:
     cdef Py_ssize_t i, n
     if code == T_BOOL:
         return buf_u8(out, 1 if v else 0)
-    if code in (T_I8, T_I16, T_I32, T_I64, T_TIMESTAMP):
-        w = _WIDTH[code]
+    if code == T_I64 or code == T_TIMESTAMP or code == T_I32 or code == T_I16 or code == T_I8:
+        w = _width(code)
         i64 = v
         u64 = (<uint64_t>i64) ^ (<uint64_t>1 << (8 * w - 1))
         return buf_be(out, u64, w)
-    if code in (T_U8, T_U16, T_U32, T_U64):
+    if code == T_U64 or code == T_U32 or code == T_U16 or code == T_U8:
         u64 = v
-        return buf_be(out, u64, _WIDTH[code])
+        return buf_be(out, u64, _width(code))
     if code == T_F64 or code == T_F32:
         d = v
         if d == 0.0:
@@ -535,6 +593,15 @@ cpdef bytes encode_key(tuple types, tuple values):
         buf_free(&b)
 
 
+cdef bytes encode_row_key(tuple types, tuple cols, tuple row, Buf* scratch):
+    """Key of the columns ``cols`` of a (checked) row, built in a caller-owned buffer."""
+    cdef Py_ssize_t i
+    scratch.len = 0
+    for i in range(len(cols)):
+        encode_key_value(<ColumnType>types[i], row[<Py_ssize_t>cols[i]], scratch)
+    return PyBytes_FromStringAndSize(<char*>scratch.data, scratch.len)
+
+
 cpdef bytes prefix_successor(bytes key):
     """The smallest byte string greater than every string that starts with ``key``.
 
@@ -546,3 +613,31 @@ cpdef bytes prefix_successor(bytes key):
     if i < 0:
         return b""
     return key[:i] + bytes((key[i] + 1,))
+
+
+def read_framed(const unsigned char[:] buf, Py_ssize_t pos, Py_ssize_t count):
+    """Split ``count`` rows framed as (u32 LE length, bytes) starting at ``pos``.
+
+    Returns (list of bytes, position after them); DataError if the frames run past the end."""
+    cdef Py_ssize_t n = buf.shape[0], i
+    cdef uint32_t ln
+    cdef list out = []
+    cdef const unsigned char* p
+    if count < 0 or pos < 0 or pos > n:
+        raise DataError(f"bad framed-row request at byte {pos}")
+    if count > (n - pos) // 4:
+        raise DataError(f"{count} framed rows cannot fit in the {n - pos} bytes left at byte {pos}")
+    for i in range(count):
+        if pos + 4 > n:
+            raise DataError(f"framed row {i} of {count}: truncated length at byte {pos}")
+        p = &buf[pos]
+        memcpy(&ln, p, 4)
+        pos += 4
+        if ln > n - pos:
+            raise DataError(f"framed row {i} of {count}: {ln} bytes at byte {pos}, only {n - pos} left")
+        if ln == 0:
+            out.append(b"")
+        else:
+            out.append(PyBytes_FromStringAndSize(<const char*>&buf[pos], ln))
+        pos += ln
+    return out, pos

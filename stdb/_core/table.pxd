@@ -2,7 +2,7 @@
 """A table: rows in packed columnar pages, its indexes and auto-increment sequences."""
 
 from libc.stdint cimport uint64_t, int64_t
-from stdb._core.codec cimport RowCodec
+from stdb._core.codec cimport RowCodec, Buf
 from stdb._core.page cimport Layout, Page
 from stdb._core.index cimport KeySource, HashIndex, SortedIndex
 
@@ -20,9 +20,12 @@ cdef class Table(KeySource):
     cdef list index_cols        # tuple of column positions per index
     cdef list index_types       # tuple of ColumnType per index
     cdef dict index_no          # index name -> position
+    cdef list index_unique      # bool per index
     cdef list seq_cols          # positions of auto_inc columns
     cdef list seq_next          # next value of each sequence
     cdef list seq_max
+    cdef Buf keybuf
+    cdef int64_t _find_row(self, tuple row) except -2
 
     cdef Page _page(self, uint64_t rowid)
     cdef tuple _keys(self, tuple row)
@@ -35,5 +38,5 @@ cdef class Table(KeySource):
     cdef list _scan_unsigned(self, int col, int opn, uint64_t x)
     cdef list _scan_float(self, int col, int opn, double x)
     cpdef uint64_t insert(self, object row) except? 0xFFFFFFFFFFFFFFFF
-    cdef uint64_t _insert(self, object row, bint assign) except? 0xFFFFFFFFFFFFFFFF
+    cdef uint64_t _insert(self, object row, bint assign, bint check) except? 0xFFFFFFFFFFFFFFFF
     cpdef tuple delete(self, uint64_t rowid)

@@ -13,7 +13,7 @@ from libc.stdint cimport uint64_t, int64_t, int32_t, int16_t, int8_t
 from libc.string cimport memcpy
 
 from stdb._core.codec cimport (
-    RowCodec, ColumnType, check_value, encode_key,
+    RowCodec, ColumnType, check_value, encode_key, encode_row_key, buf_init, buf_free,
     T_I8, T_I16, T_I32, T_I64, T_U8, T_U16, T_U32, T_U64, T_F32, T_F64, T_TIMESTAMP,
 )
 from stdb._core.page cimport Layout, Page, heap_values
@@ -38,6 +38,12 @@ cdef str _key_repr(tuple values):
 cdef class Table(KeySource):
     """The rows of one table and its indexes.  See ``stdb._core.reference.Table`` for the twin."""
 
+    def __cinit__(self, *args, **kwargs):
+        buf_init(&self.keybuf, 64)
+
+    def __dealloc__(self):
+        buf_free(&self.keybuf)
+
     def __init__(self, schema):
         cdef int i
         self.schema = schema
@@ -52,6 +58,7 @@ cdef class Table(KeySource):
         self.index_cols = []
         self.index_types = []
         self.index_no = {}
+        self.index_unique = [ix.unique for ix in self.index_defs]
         for i, ix in enumerate(self.index_defs):
             cols = tuple(schema.column_index(c) for c in ix.columns)
             self.index_cols.append(cols)
@@ -92,17 +99,20 @@ cdef class Table(KeySource):
         return encode_key(self.index_types[ino], tuple([page.read_col(slot, c) for c in cols]))
 
     cdef tuple _keys(self, tuple row):
-        cdef int i
-        out = []
-        for i in range(len(self.indexes)):
-            out.append(encode_key(self.index_types[i], tuple([row[c] for c in self.index_cols[i]])))
-        return tuple(out)
+        cdef Py_ssize_t i, n = len(self.indexes)
+        cdef tuple out = PyTuple_New(n)
+        for i in range(n):
+            k = encode_row_key(self.index_types[i], self.index_cols[i], row, &self.keybuf)
+            Py_INCREF(k)
+            PyTuple_SET_ITEM(out, i, k)
+        return out
 
     cdef int _check_unique(self, tuple keys, tuple old_keys, tuple row) except -1:
         cdef int i
         cdef bytes k
+        cdef bint found
         for i in range(len(self.indexes)):
-            if not self.index_defs[i].unique:
+            if not self.index_unique[i]:
                 continue
             k = keys[i]
             if old_keys is not None and old_keys[i] == k:
@@ -447,17 +457,61 @@ cdef class Table(KeySource):
 
         Returns the row id; ``get(rowid)`` gives the row as stored.
         """
-        return self._insert(row, True)
+        return self._insert(row, True, True)
 
     def load(self, object row):
         """Insert a row exactly as given (replay of the log or a snapshot): no auto-increment
         assignment, but explicit values still move the sequences past them."""
-        return self._insert(row, False)
+        return self._insert(row, False, True)
 
-    cdef uint64_t _insert(self, object row, bint assign) except? 0xFFFFFFFFFFFFFFFF:
-        cdef tuple r = self.codec.check_row(row)
+    def find_row(self, object row):
+        """The row id of a row equal to ``row`` (checked first), or None."""
+        cdef int64_t r = self._find_row(self.codec.check_row(row))
+        return None if r < 0 else r
+
+    cdef int64_t _find_row(self, tuple row) except -2:
+        """Look a whole row up by its primary key, else its first index, else a scan."""
+        cdef Py_ssize_t i
+        cdef bytes k
+        if self.indexes:
+            k = encode_row_key(self.index_types[0], self.index_cols[0], row, &self.keybuf)
+            idx = self.indexes[0]
+            if isinstance(idx, HashIndex):
+                r = (<HashIndex>idx).find(k, hash_key(k))
+                if r >= 0 and self.get(r) == row:
+                    return r
+                return -1
+            for r in (<SortedIndex>idx).rowids_with_prefix(k):
+                if self.get(r) == row:
+                    return r
+            return -1
+        for r, other in self.scan():
+            if other == row:
+                return r
+        return -1
+
+    def apply_encoded(self, list deletes, list inserts):
+        """Apply a logged change: delete each row (row codec bytes) — which must be present —
+        then insert each as given.  Returns the number of row operations."""
+        cdef RowCodec codec = self.codec
+        cdef int64_t rid
+        for raw in deletes:
+            row = codec.decode(raw)
+            rid = self._find_row(row)
+            if rid < 0:
+                raise ConstraintError(f"table '{self.name}': the row to delete is not there: {row!r}")
+            self.delete(<uint64_t>rid)
+        for raw in inserts:
+            # decoded rows are valid values by construction: no second check
+            self._insert(codec.decode(raw), False, False)
+        return len(deletes) + len(inserts)
+
+    cdef uint64_t _insert(self, object row, bint assign, bint check) except? 0xFFFFFFFFFFFFFFFF:
+        cdef tuple r = self.codec.check_row(row) if check else <tuple>row
         cdef Py_ssize_t need
-        r, nxt = self._fill_sequences(r, assign)
+        nxt = None
+        if self.seq_cols:
+            r, nxt = self._fill_sequences(r, assign)
         keys = self._keys(r)
         self._check_unique(keys, None, r)
         heap = heap_values(self.layout, r, &need)
@@ -643,3 +697,7 @@ cdef bint _py_cmp(int opn, object a, object b) except -1:
     if opn == 4:
         return a > b
     return a >= b
+
+
+from cpython.tuple cimport PyTuple_New, PyTuple_SET_ITEM
+from cpython.ref cimport Py_INCREF

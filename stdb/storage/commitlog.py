@@ -53,6 +53,7 @@ class CommitLog:
         self._cond = threading.Condition()
         self._failed: StorageError | None = None
         self._closing = False
+        self._writer_idle = False   # the writer waits for work: appends must wake it
         self.groups = 0          # write transactions so far (stats)
         self.records = 0
         # hooks for fault-injection tests: the write and the fsync of one group
@@ -99,7 +100,8 @@ class CommitLog:
             data = build(offset)
             self._queue.append((offset, data))
             self._next = offset + 1
-            self._cond.notify_all()
+            if self._writer_idle:
+                self._cond.notify_all()
         return offset
 
     def wait_durable(self, offset: int, timeout: float | None = None) -> None:
@@ -144,6 +146,7 @@ class CommitLog:
         while True:
             with self._cond:
                 while not self._queue and not self._closing:
+                    self._writer_idle = True
                     if self.durability == "relaxed" and self._written > self._durable:
                         wait = self.sync_interval - (time.monotonic() - last_sync)
                         if wait <= 0:
@@ -151,6 +154,7 @@ class CommitLog:
                         self._cond.wait(wait)
                     else:
                         self._cond.wait()
+                self._writer_idle = False
                 group = self._queue[: self.max_group]
                 del self._queue[: len(group)]
                 closing = self._closing and not self._queue

@@ -294,7 +294,7 @@ class Transaction:
                     deletes.append(before)
                 if after is not _EMPTY:
                     inserts.append(after)
-            if deletes and inserts:
+            if deletes and inserts and _may_share(deletes, inserts):
                 # a row deleted and re-inserted unchanged (at another id) is no change
                 common = Counter(map(_freeze, deletes)) & Counter(map(_freeze, inserts))
                 if common:
@@ -324,6 +324,14 @@ class Transaction:
         self._open = False
         self._orig = {}
         self._store._end(self)
+
+
+def _may_share(deletes: list[Row], inserts: list[Row]) -> bool:
+    """Cheap pre-check: could some deleted row equal some inserted row?"""
+    try:
+        return not set(deletes).isdisjoint(inserts)
+    except TypeError:  # rows holding arrays (lists) are not hashable
+        return True
 
 
 def _freeze(row: Row) -> tuple:

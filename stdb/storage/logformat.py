@@ -30,8 +30,9 @@ from dataclasses import dataclass, field
 
 import crc32c
 
+from stdb._core.codec import read_framed
 from stdb._core.schema import TableSchema, schema_from_dict, schema_to_dict
-from stdb.errors import SchemaError, StorageError
+from stdb.errors import DataError, SchemaError, StorageError
 
 __all__ = [
     "FORMAT_VERSION", "KIND_TX", "KIND_CREATE_TABLE", "KIND_DROP_TABLE", "HEADER_SIZE",
@@ -207,13 +208,14 @@ def decode_record(offset: int, value: bytes | memoryview) -> LogRecord:
         rec.args = bytes(r.take(nargs))
         (ntables,) = r.unpack(_U16)
         for _ in range(ntables):
-            ch = TableChange(r.name())
+            name = r.name()
             nd, ni = r.unpack(_TBL)
-            for target, n in ((ch.deletes, nd), (ch.inserts, ni)):
-                for _ in range(n):
-                    (ln,) = r.unpack(_U32)
-                    target.append(bytes(r.take(ln)))
-            rec.changes.append(ch)
+            try:
+                dels, r.pos = read_framed(body, r.pos, nd)
+                ins, r.pos = read_framed(body, r.pos, ni)
+            except DataError as e:
+                raise StorageError(f"log record at offset {offset}, table '{name}': {e.detail}") from None
+            rec.changes.append(TableChange(name, dels, ins))
     elif kind == KIND_CREATE_TABLE:
         (n,) = r.unpack(_U32)
         try:

@@ -13,7 +13,6 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
 
 from stdb.errors import StdbError, StorageError
 from stdb.storage import logformat as lf
@@ -50,40 +49,12 @@ def apply_record(ds: Datastore, rec: lf.LogRecord) -> int:
         return 0
     n = 0
     for ch in rec.changes:
-        t = ds.table(ch.table)
-        decode = t.codec.decode
-        for raw in ch.deletes:
-            row = decode(raw)
-            rowid = _find(t, row)
-            if rowid is None:
-                raise StorageError(f"log record at offset {rec.offset} deletes a row that is not in "
-                                   f"table '{ch.table}': {row!r}")
-            t.delete(rowid)
-            n += 1
-        for raw in ch.inserts:
-            t.load(decode(raw))
-            n += 1
+        try:
+            n += ds.table(ch.table).apply_encoded(ch.deletes, ch.inserts)
+        except StdbError as e:
+            raise StorageError(f"log record at offset {rec.offset} cannot be applied to table "
+                               f"'{ch.table}': {e.detail}") from None
     return n
-
-
-def _find(t: Any, row: tuple) -> int | None:
-    schema = t.schema
-    if schema.primary_key:
-        key = tuple(row[schema.column_index(c)] for c in schema.primary_key)
-        for rid in t.seek("pk", key):
-            if t.get(rid) == row:
-                return rid
-        return None
-    for ix in schema.indexes:
-        key = tuple(row[schema.column_index(c)] for c in ix.columns)
-        for rid in t.seek(ix.name, key):
-            if t.get(rid) == row:
-                return rid
-        return None
-    for rid, r in t.scan():
-        if r == row:
-            return rid
-    return None
 
 
 @dataclass

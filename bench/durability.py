@@ -1,0 +1,201 @@
+"""Durability benchmarks (issue 4), side by side in one run.
+
+* durable commits/s through DurableStore (group commit, fsync per group) vs raw LMDB puts of
+  the same record bytes in synced transactions of the same group sizes;
+* latency of one durable commit (commit + wait_durable, one at a time);
+* recovery: row operations replayed per second vs a raw LMDB cursor scan of the same log.
+
+    python -m bench.durability [--commits N] [--out bench/results]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import statistics
+import tempfile
+import time
+
+import lmdb
+
+import stdb
+from stdb.storage import logformat as lf
+from stdb.storage.commitlog import CommitLog, iter_records
+from stdb.storage.durable import DurableStore, StoreConfig
+from stdb.storage.lmdbenv import Env
+from stdb.storage.recovery import recover
+
+SCHEMA = stdb.TableSchema("account", [("id", "u64"), ("balance", "i64"), ("name", "string")],
+                          primary_key="id")
+NOSNAP = StoreConfig(snapshot_every_txs=None, snapshot_every_bytes=None, map_size=1 << 30)
+
+
+def _transfers(store: DurableStore, n: int, accounts: int, wait: bool = False) -> list[float]:
+    lat = []
+    for i in range(n):
+        a, b = (i * 7919) % accounts, (i * 104729 + 1) % accounts
+        if a == b:
+            b = (b + 1) % accounts
+        t0 = time.perf_counter()
+        tx = store.begin()
+        ra, rb = tx.get("account", a), tx.get("account", b)
+        tx.update("account", (a, ra[1] - 1, ra[2]))
+        tx.update("account", (b, rb[1] + 1, rb[2]))
+        c = store.commit(tx, reducer="transfer", args=b"\x00" * 24)
+        if wait:
+            store.wait_durable(c.offset)
+            lat.append(time.perf_counter() - t0)
+    return lat
+
+
+def bench_commits(tmp: str, n: int, accounts: int) -> dict:
+    """Full path (transaction + encode + log) and log-only path vs raw LMDB, same bytes."""
+    path = os.path.join(tmp, "commits")
+    store = DurableStore.open(path, config=NOSNAP)
+    store.create_table(SCHEMA)
+    tx = store.begin()
+    for i in range(accounts):
+        tx.insert("account", (i, 1000, f"acct{i:08d}"))
+    store.commit(tx)
+    store.flush()
+    g0 = store.log.groups
+    t0 = time.perf_counter()
+    _transfers(store, n, accounts)
+    store.flush()
+    full_dt = time.perf_counter() - t0
+    full_groups = store.log.groups - g0
+    store.close()
+    env = Env(path, readonly=True)
+    records = [(bytes(lf.offset_key(o)), bytes(v)) for o, v in iter_records(env, 2)]
+    env.close()
+
+    # the log machinery alone: the same record bytes appended through CommitLog (group commit,
+    # writer thread, one fsync per group), as fast as the caller can hand them over
+    lenv = Env(os.path.join(tmp, "logonly"), durable=False, map_size=1 << 30)
+    log = CommitLog(lenv, durability="durable")
+    t0 = time.perf_counter()
+    for _, v in records:
+        log.append(lambda off, v=v: v)
+    log.flush()
+    log_dt = time.perf_counter() - t0
+    log_groups = log.groups
+    log.close()
+    lenv.close()
+
+    # raw LMDB: the same bytes in synced write transactions of the same group size
+    per_group = max(1, len(records) // max(1, log_groups))
+    renv = lmdb.open(os.path.join(tmp, "raw"), map_size=1 << 30, sync=True, metasync=True)
+    t1 = time.perf_counter()
+    for i in range(0, len(records), per_group):
+        with renv.begin(write=True) as txn:
+            for k, v in records[i:i + per_group]:
+                txn.put(k, v)
+    raw_dt = time.perf_counter() - t1
+    renv.close()
+    raw_rate = len(records) / raw_dt
+    return {"commits": n, "record_bytes_avg": sum(len(v) for _, v in records) / len(records),
+            "full_commits_per_s": n / full_dt, "full_groups": full_groups,
+            "log_commits_per_s": len(records) / log_dt, "log_groups": log_groups,
+            "records_per_group": per_group, "raw_lmdb_puts_per_s": raw_rate,
+            "log_ratio_vs_raw": (len(records) / log_dt) / raw_rate,
+            "full_ratio_vs_raw": (n / full_dt) / raw_rate}
+
+
+def bench_latency(tmp: str, n: int, accounts: int) -> dict:
+    store = DurableStore.open(os.path.join(tmp, "lat"), config=NOSNAP)
+    store.create_table(SCHEMA)
+    tx = store.begin()
+    for i in range(accounts):
+        tx.insert("account", (i, 1000, f"acct{i:08d}"))
+    store.commit(tx)
+    store.flush()
+    lat = _transfers(store, n, accounts, wait=True)
+    store.close()
+    lat.sort()
+    return {"commits": n, "median_us": statistics.median(lat) * 1e6,
+            "p99_us": lat[int(len(lat) * 0.99)] * 1e6, "max_us": lat[-1] * 1e6}
+
+
+def bench_recovery(tmp: str, rows: int) -> dict:
+    path = os.path.join(tmp, "recovery")
+    store = DurableStore.open(path, config=NOSNAP)
+    store.create_table(SCHEMA)
+    batch = 1000
+    for start in range(0, rows, batch):
+        tx = store.begin()
+        for i in range(start, min(rows, start + batch)):
+            tx.insert("account", (i, i, f"acct{i:08d}"))
+        store.commit(tx)
+    for start in range(0, rows, batch):      # and as many updates (delete + insert each)
+        tx = store.begin()
+        for i in range(start, min(rows, start + batch), 2):
+            tx.update("account", (i, -i, f"acct{i:08d}"))
+        store.commit(tx)
+    store.close()
+    env = Env(path, readonly=True)
+    best = best_raw = float("inf")
+    ops = 0
+    for _ in range(3):
+        t0 = time.perf_counter()
+        res = recover(env, repair=False)
+        best = min(best, time.perf_counter() - t0)
+        ops = res.row_ops
+        t0 = time.perf_counter()
+        nbytes = 0
+        with env.read() as txn:
+            for _, v in txn.cursor(db=env.db(b"log")):
+                nbytes += len(bytes(v))      # touch every byte once (a copy out of the map)
+        best_raw = min(best_raw, time.perf_counter() - t0)
+    env.close()
+    return {"row_ops": ops, "seconds": best, "row_ops_per_s": ops / best, "log_bytes": nbytes,
+            "raw_scan_seconds": best_raw, "raw_scan_row_ops_per_s": ops / best_raw,
+            "ratio_vs_raw_scan": best_raw / best}
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m bench.durability")
+    p.add_argument("--commits", type=int, default=20000)
+    p.add_argument("--rows", type=int, default=200000)
+    p.add_argument("--out", default=os.path.join(os.path.dirname(__file__), "results"))
+    a = p.parse_args(argv)
+    tmp = tempfile.mkdtemp(prefix="stdb-bench-")
+    try:
+        print(f"durable commits: {a.commits} transfers ...", flush=True)
+        commits = bench_commits(tmp, a.commits, 10000)
+        print(f"durable commit latency: {min(2000, a.commits)} one at a time ...", flush=True)
+        latency = bench_latency(tmp, min(2000, a.commits), 1000)
+        print(f"recovery: {a.rows} inserts + {a.rows // 2} updates ...", flush=True)
+        rec = bench_recovery(tmp, a.rows)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    result = {"machine": {"cores": os.cpu_count(), "python": platform.python_version(),
+                          "platform": platform.platform(), "lmdb": lmdb.version()},
+              "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+              "durable_commits": commits, "durable_latency": latency, "recovery": rec}
+    os.makedirs(a.out, exist_ok=True)
+    with open(os.path.join(a.out, "durability.json"), "w") as f:
+        json.dump(result, f, indent=2)
+    c = commits
+    table = (
+        "| measure | stdb | baseline | ratio | target |\n|---|---|---|---|---|\n"
+        f"| durable commits/s, commit log alone (same record bytes) | {c['log_commits_per_s']:,.0f} "
+        f"({c['log_groups']} fsync'd groups) | raw LMDB, synced txns of {c['records_per_group']} puts: "
+        f"{c['raw_lmdb_puts_per_s']:,.0f}/s | {c['log_ratio_vs_raw']:.2f} | ≥ 0.5 |\n"
+        f"| durable commits/s, whole transfer transaction (Python tx + encode + log) | "
+        f"{c['full_commits_per_s']:,.0f} | same raw LMDB | {c['full_ratio_vs_raw']:.2f} | |\n"
+        f"| one durable commit (commit + wait_durable), median / p99 | "
+        f"{latency['median_us']:.0f} / {latency['p99_us']:.0f} µs | | | |\n"
+        f"| recovery, row-ops/s replayed | {rec['row_ops_per_s']:,.0f} | | | ≥ 1M |\n"
+        f"| recovery, log MB/s vs raw LMDB cursor scan | {rec['log_bytes'] / rec['seconds'] / 1e6:,.1f} | "
+        f"{rec['log_bytes'] / rec['raw_scan_seconds'] / 1e6:,.0f} | {rec['ratio_vs_raw_scan']:.3f} | ≥ 0.25 |")
+    print(table)
+    with open(os.path.join(a.out, "durability.md"), "w") as f:
+        f.write(table + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
