@@ -190,7 +190,8 @@ def main(argv: list[str] | None = None) -> int:
         f"{latency['median_us']:.0f} / {latency['p99_us']:.0f} µs | | | |\n"
         f"| recovery, row-ops/s replayed | {rec['row_ops_per_s']:,.0f} | | | ≥ 1M |\n"
         f"| recovery, log MB/s vs raw LMDB cursor scan | {rec['log_bytes'] / rec['seconds'] / 1e6:,.1f} | "
-        f"{rec['log_bytes'] / rec['raw_scan_seconds'] / 1e6:,.0f} | {rec['ratio_vs_raw_scan']:.3f} | ≥ 0.25 |")
+        f"{rec['log_bytes'] / rec['raw_scan_seconds'] / 1e6:,.0f} | {rec['ratio_vs_raw_scan']:.3f} "
+        "| ≥ 0.25 |")
     print(table)
     with open(os.path.join(a.out, "durability.md"), "w") as f:
         f.write(table + "\n")

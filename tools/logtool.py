@@ -17,11 +17,10 @@ import json
 import sys
 import time
 from collections import Counter, defaultdict
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from typing import Any
 
 from stdb.errors import StdbError, StorageError
+from stdb.progress import progress_bar
 from stdb.storage import logformat as lf
 from stdb.storage.commitlog import iter_records, log_bounds
 from stdb.storage.lmdbenv import Env
@@ -31,20 +30,6 @@ from stdb.storage.snapshot import list_snapshots, verify_snapshot
 
 def _err(msg: str) -> None:
     print(msg, file=sys.stderr)
-
-
-@contextmanager
-def _progress(total: int, label: str, enabled: bool = True) -> Iterator[Callable[[int], None]]:
-    """A rich progress bar on stderr for long runs (a no-op for short ones or when not a tty)."""
-    if not enabled or total < 5000 or not sys.stderr.isatty():
-        yield lambda n: None
-        return
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
-
-    with Progress("[progress.description]{task.description}", BarColumn(), MofNCompleteColumn(),
-                  TimeRemainingColumn(), transient=True) as p:
-        task = p.add_task(label, total=total)
-        yield lambda n: p.update(task, completed=n)
 
 
 def _schemas_for(env: Env, start: int) -> dict[str, Any]:
@@ -136,7 +121,7 @@ def cmd_verify(env: Env, args: argparse.Namespace) -> int:
     if b is not None:
         expected = b[0]
         total = b[1] - b[0] + 1
-        with _progress(total, "verifying log") as tick:
+        with progress_bar(total, "verifying log") as tick:
             for off, value in iter_records(env, b[0]):
                 if off != expected:
                     problems.append(f"log: offsets jump from {expected - 1} to {off} "
@@ -219,7 +204,7 @@ def cmd_replay(env: Env, args: argparse.Namespace) -> int:
     b = log_bounds(env)
     total = 0 if b is None else max(0, min(b[1], args.to) - b[0] + 1)
     t0 = time.perf_counter()
-    with _progress(total, f"replaying to offset {args.to}") as tick:
+    with progress_bar(total, f"replaying to offset {args.to}") as tick:
         res = recover(env, repair=False, to_offset=args.to, progress=lambda d, t: tick(d))
     dt = time.perf_counter() - t0
     last = res.next_offset - 1

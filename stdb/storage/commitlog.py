@@ -189,7 +189,7 @@ class CommitLog:
                 return
 
 
-def iter_records(env: Env, start: int = 0) -> Iterator[tuple[int, memoryview]]:
+def iter_records(env: Env, start: int = 0) -> Iterator[tuple[int, bytes | memoryview]]:
     """(offset, raw value) of every stored record from ``start`` on, in offset order.
 
     Values are only valid inside the iteration (they point into LMDB's map)."""

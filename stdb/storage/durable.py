@@ -16,6 +16,7 @@ from typing import Any
 
 from stdb._core.schema import TableSchema
 from stdb.errors import StorageError, TransactionError
+from stdb.progress import progress_bar
 from stdb.storage import logformat as lf
 from stdb.storage.commitlog import CommitLog, log_bounds
 from stdb.storage.datastore import Datastore, Transaction, TxDelta
@@ -47,14 +48,12 @@ class Commit:
 
 class DurableStore:
     def __init__(self, path: str, config: StoreConfig | None = None, *,
-                 table_factory: Callable | None = None,
-                 progress: Callable[[int, int], None] | None = None) -> None:
+                 table_factory: Callable | None = None, progress: bool = True) -> None:
         self.path = path
         self.config = config or StoreConfig()
         self.env = Env(path, durable=False, map_size=self.config.map_size)
         try:
-            self.recovery: RecoveryResult = recover(self.env, table_factory=table_factory, repair=True,
-                                                    progress=progress)
+            self.recovery: RecoveryResult = self._recover(table_factory, progress)
         except BaseException:
             self.env.close()
             raise
@@ -65,6 +64,18 @@ class DurableStore:
         self._since_snapshot_txs = 0
         self._since_snapshot_bytes = 0
         self._closed = False
+
+    def _recover(self, table_factory: Callable | None, progress: bool) -> RecoveryResult:
+        """Recovery with a progress bar on a terminal when the log tail is long."""
+        bounds = log_bounds(self.env)
+        total = 0 if bounds is None else bounds[1] - bounds[0] + 1
+        with progress_bar(total, f"recovering {os.path.basename(self.path)}", enabled=progress) as tick:
+            res = recover(self.env, table_factory=table_factory, repair=True,
+                          progress=lambda done, _total: tick(done))
+        if res.replayed or res.snapshot_offset is not None:
+            log.info("recovered %s: snapshot %s, %d records replayed (%d row ops), next offset %d",
+                     self.path, res.snapshot_offset, res.replayed, res.row_ops, res.next_offset)
+        return res
 
     @classmethod
     def open(cls, path: str, **kwargs: Any) -> DurableStore:
