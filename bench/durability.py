@@ -85,14 +85,14 @@ def bench_commits(tmp: str, n: int, accounts: int) -> dict:
     log.close()
     lenv.close()
 
-    # raw LMDB: the same bytes in synced write transactions of the same group size
+    # raw LMDB: the same bytes in synced write transactions of the same group size, written
+    # the fastest way LMDB offers (putmulti with MDB_APPEND, as the commit log does)
     per_group = max(1, len(records) // max(1, log_groups))
     renv = lmdb.open(os.path.join(tmp, "raw"), map_size=1 << 30, sync=True, metasync=True)
     t1 = time.perf_counter()
     for i in range(0, len(records), per_group):
         with renv.begin(write=True) as txn:
-            for k, v in records[i:i + per_group]:
-                txn.put(k, v)
+            txn.cursor().putmulti(records[i:i + per_group], append=True)
     raw_dt = time.perf_counter() - t1
     renv.close()
     raw_rate = len(records) / raw_dt
@@ -157,7 +157,7 @@ def bench_recovery(tmp: str, rows: int) -> dict:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m bench.durability")
-    p.add_argument("--commits", type=int, default=20000)
+    p.add_argument("--commits", type=int, default=50000)
     p.add_argument("--rows", type=int, default=200000)
     p.add_argument("--out", default=os.path.join(os.path.dirname(__file__), "results"))
     a = p.parse_args(argv)

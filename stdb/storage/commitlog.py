@@ -50,7 +50,7 @@ class CommitLog:
         self._written = next_offset - 1
         self._durable = next_offset - 1
         self._queue: list[tuple[int, bytes]] = []
-        self._cond = threading.Condition()
+        self._cond = threading.Condition(threading.Lock())
         self._failed: StorageError | None = None
         self._closing = False
         self._writer_idle = False   # the writer waits for work: appends must wake it
@@ -93,8 +93,8 @@ class CommitLog:
         """Give the next offset to ``build`` (which returns the encoded record), queue it,
         and return the offset.  Does not wait for the disk."""
         with self._cond:
-            self._raise_if_failed()
-            if self._closing:
+            if self._failed is not None or self._closing:
+                self._raise_if_failed()
                 raise StorageError("the commit log is closed")
             offset = self._next
             data = build(offset)
@@ -133,11 +133,14 @@ class CommitLog:
 
     def _lmdb_write(self, group: list[tuple[int, bytes]]) -> None:
         db = self.env.db(LOG_DB)
+        items = [(lf.offset_key(off), data) for off, data in group]
 
         def put_all(txn):
-            for off, data in group:
-                if not txn.put(lf.offset_key(off), data, db=db, overwrite=False):
-                    raise StorageError(f"commit log already has a record at offset {off}")
+            # offsets only grow, so LMDB can append without searching (MDB_APPEND)
+            _, added = txn.cursor(db=db).putmulti(items, overwrite=False, append=True)
+            if added != len(items):
+                raise StorageError(f"commit log refused records {group[0][0]}..{group[-1][0]}: "
+                                   f"{len(items) - added} offsets already present or out of order")
 
         self.env.write(put_all)
 
