@@ -69,3 +69,29 @@ def typed_rows(draw, max_cols: int = 6):
     types = draw(st.lists(column_types(), min_size=1, max_size=max_cols))
     row = tuple(draw(values_of(t)) for t in types)
     return types, row
+
+
+# ---- the differential test's fixed schema and its (collision-prone) values
+
+DIFF_NAMES = st.sampled_from(["a", "b", "c", "d", "e", "", "\x00", "é"])
+DIFF_FLOATS = st.sampled_from([0.0, -0.0, 1.5, -2.25, float("inf"), float("-inf"), float("nan"), 1e300])
+
+
+DIFF_IDS = st.integers(0, 12)
+
+
+@st.composite
+def diff_rows(draw, ids=DIFF_IDS):
+    """Rows of the differential test's table, sometimes invalid on purpose."""
+    row = [
+        draw(ids),                                           # id u64 auto_inc (0 = assign)
+        draw(st.integers(-4, 4)),                            # n i32
+        draw(st.none() | DIFF_NAMES),                        # opt option<string>
+        draw(DIFF_NAMES),                                    # name string, unique
+        draw(DIFF_FLOATS),                                   # f f64
+        draw(st.lists(st.integers(-3, 3), max_size=3)),      # arr array<i16>
+    ]
+    if draw(st.integers(0, 19)) == 0:                        # 5%: a wrong type or range somewhere
+        col = draw(st.integers(0, 5))
+        row[col] = draw(st.sampled_from(["str", -1, 2**70, None, 1.5, [70000]]))
+    return tuple(row)

@@ -223,27 +223,24 @@ cdef class SortedIndex:
         return e.startswith(key)
 
     cdef list rowids_between(self, bytes start, bytes end, Py_ssize_t limit):
-        """Row ids of entries ``start <= e < end`` in order (``end`` b"" is unbounded)."""
+        """Row ids of entries ``start <= e < end`` in order (``end`` b"" is unbounded), at most
+        ``limit`` of them (all when ``limit`` < 0)."""
         cdef list out = []
         cdef Py_ssize_t i = bisect_left(self.maxes, start), j, nl = len(self.maxes)
         cdef list lst
         cdef bytes e
         cdef bint bounded = len(end) > 0
-        if i == nl:
+        if limit == 0 or i == nl:
             return out
         j = bisect_left(<list>self.lists[i], start)
         while i < nl:
             lst = self.lists[i]
-            if bounded and self.maxes[i] < end:
-                for e in lst[j:]:
-                    out.append(_rowid_of(e))
-            else:
-                for e in lst[j:]:
-                    if bounded and e >= end:
-                        return out
-                    out.append(_rowid_of(e))
-            if limit >= 0 and len(out) >= limit:
-                return out[:limit]
+            for e in lst[j:]:
+                if bounded and e >= end:
+                    return out
+                out.append(_rowid_of(e))
+                if len(out) == limit:
+                    return out
             i += 1
             j = 0
         return out

@@ -294,27 +294,30 @@ cdef class Table(KeySource):
 
     def scan_where(self, str column, str op, value):
         """Row ids whose ``column op value`` holds (op one of == != < <= > >=), by a
-        straight pass over the column's packed array where the column is numeric."""
+        straight pass over the column's packed array where the column is numeric.
+
+        ``value`` must be a valid value of the column's type (DataError otherwise); with an
+        option column, None compares equal to None and false under the ordering operators."""
         cdef int col = self.schema.column_index(column)
         cdef int code = self.layout.code[col]
         if op not in _OPS:
             raise DataError(f"unknown comparison {op!r}", hint="use one of " + " ".join(_OPS))
         cdef int opn = _OPS.index(op)
         t = self.codec.types[col]
-        if code in (T_I8, T_I16, T_I32, T_I64, T_TIMESTAMP) and isinstance(value, int) \
-                and not isinstance(value, bool) and -(1 << 63) <= value < (1 << 63):
+        try:
+            value = check_value(<ColumnType>t, value)
+        except DataError as e:
+            raise DataError(f"table '{self.name}', column '{column}': {e.detail}") from None
+        if code in (T_I8, T_I16, T_I32, T_I64, T_TIMESTAMP):
             return self._scan_signed(col, opn, value)
-        if code in (T_U8, T_U16, T_U32, T_U64) and isinstance(value, int) \
-                and not isinstance(value, bool) and 0 <= value < (1 << 64):
+        if code in (T_U8, T_U16, T_U32, T_U64):
             return self._scan_unsigned(col, opn, value)
-        if code in (T_F32, T_F64) and isinstance(value, (int, float)) and not isinstance(value, bool):
-            return self._scan_float(col, opn, float(value))
+        if code in (T_F32, T_F64):
+            return self._scan_float(col, opn, value)
         # anything else: compare Python values
-        check_value(<ColumnType>t, value)
         out = []
         for rowid, row in self.scan():
-            v = row[col]
-            if _py_cmp(opn, v, value):
+            if _py_cmp(opn, row[col], value):
                 out.append(rowid)
         return out
 

@@ -191,23 +191,6 @@ class Transaction:
         ids = table.seek("pk", key)
         return ids[0] if ids else None
 
-    def _find_row(self, name: str, table: Any, row: Sequence[Any]) -> int | None:
-        row = table.codec.check_row(row)
-        if table.schema.primary_key:
-            rid = self._pk_rowid(name, table, tuple(row[table.schema.column_index(c)]
-                                                    for c in table.schema.primary_key))
-            return rid if rid is not None and table.get(rid) == row else None
-        for ix in table.schema.indexes:
-            cols = tuple(row[table.schema.column_index(c)] for c in ix.columns)
-            for rid in table.seek(ix.name, cols):
-                if table.get(rid) == row:
-                    return rid
-            return None
-        for rid, r in table.scan():
-            if r == row:
-                return rid
-        return None
-
     # ---- writes
 
     def insert(self, name: str, row: Sequence[Any]) -> Row:
@@ -229,7 +212,7 @@ class Transaction:
     def delete_row(self, name: str, row: Sequence[Any]) -> bool:
         """Delete one row equal to ``row``; False if there is none."""
         t = self._table(name)
-        rowid = self._find_row(name, t, row)
+        rowid = t.find_row(row)
         if rowid is None:
             return False
         self._touch(name, t, rowid, True)
