@@ -431,8 +431,8 @@ cdef object decode_value(ColumnType t, const unsigned char* p, Py_ssize_t n, Py_
         _need(at, 4, n, t)
         memcpy(&ln, p + at, 4)
         pos[0] = at + 4
-        if ln > n - at:  # every element takes at least one byte
-            raise DataError(f"array count {ln} at byte {at} exceeds the {n - at} bytes left")
+        if ln > n - at - 4:  # every element takes at least one byte
+            raise DataError(f"array count {ln} at byte {at} exceeds the {n - at - 4} bytes left")
         return [decode_value(t.inner, p, n, pos) for _ in range(ln)]
     raise SchemaError(f"cannot decode type {t.name}")
 
