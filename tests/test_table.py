@@ -302,3 +302,16 @@ def test_many_rows_cython_only():
     assert len(t.range("by_balance", 10, 19)) == 10 * (n // 1000)
     assert len(t.scan_where("balance", "<", 10)) == 10 * (n // 1000)
     t.check_invariants()
+
+
+def test_pages_adapt_to_the_heap_bytes_rows_use():
+    from stdb._core.table import Table
+    t = Table(TableSchema("w", [Column("id", "u64"), Column("text", "string")], primary_key="id"))
+    n = 20_000
+    for i in range(n):
+        t.insert((i, "x" * 100))
+    st = t.stats()
+    assert min(st["slots_per_page"]) < max(st["slots_per_page"])   # later pages budget 100 bytes
+    # pages hold the rows with little waste: 8 (id) + 8 (cell) + 100 (heap) bytes of data a row
+    assert st["page_bytes"] / n < 1.15 * (8 + 8 + 100)
+    t.check_invariants()

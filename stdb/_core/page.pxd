@@ -20,7 +20,8 @@ cdef class Layout:
     cdef int* inner_code
     cdef Py_ssize_t* offset          # start of each column's packed array
     cdef bint* in_heap
-    cdef int nheap                   # number of heap columns
+    cdef readonly int nheap          # number of heap columns
+    cdef readonly int heap_estimate  # heap bytes per heap column per row this layout budgets
 
 cdef class Page:
     cdef unsigned char* data

@@ -29,7 +29,8 @@ from stdb._core.codec cimport (
 from stdb.errors import InternalError
 
 DEF NONE_LEN = 0xFFFFFFFF
-# Heap bytes budgeted per heap column per row when choosing how many slots a page has.
+# Heap bytes budgeted per heap column per row for a table's first page; later pages use
+# what the table's rows have actually needed (Table._new_page_layout).
 DEF HEAP_ESTIMATE = 16
 
 
@@ -37,7 +38,7 @@ DEF HEAP_ESTIMATE = 16
 cdef class Layout:
     """Where each column lives inside a page of one table."""
 
-    def __cinit__(self, types):
+    def __cinit__(self, types, int heap_estimate=HEAP_ESTIMATE):
         cdef int i
         cdef ColumnType t
         self.types = tuple(types)
@@ -62,7 +63,8 @@ cdef class Layout:
             if t.in_heap:
                 self.nheap += 1
         self.fixed_row_bytes = fixed
-        per_row_bits = 8 * (fixed + HEAP_ESTIMATE * self.nheap) + 1
+        self.heap_estimate = heap_estimate
+        per_row_bits = 8 * (fixed + heap_estimate * self.nheap) + 1
         cap = (PAGE_BYTES * 8) // per_row_bits
         cap = max(1, min(cap, MAX_SLOTS))
         while cap > 1 and (cap + 7) // 8 + cap * fixed > PAGE_BYTES:

@@ -12,6 +12,9 @@ cdef class Table(KeySource):
     cdef readonly RowCodec codec
     cdef readonly Layout layout
     cdef list pages
+    cdef dict layouts           # heap estimate -> Layout, shared by pages
+    cdef Py_ssize_t rows_seen   # rows inserted so far, and their heap bytes: for new pages' layouts
+    cdef Py_ssize_t heap_seen
     cdef list room              # stack of page numbers that may have a free slot
     cdef bytearray in_room
     cdef readonly Py_ssize_t nrows
@@ -28,6 +31,7 @@ cdef class Table(KeySource):
     cdef int64_t _find_row(self, tuple row) except -2
 
     cdef Page _page(self, uint64_t rowid)
+    cdef Layout _new_page_layout(self)
     cdef tuple _keys(self, tuple row)
     cdef int _check_unique(self, tuple keys, tuple old_keys, tuple row) except -1
     cdef int _index_add(self, tuple keys, uint64_t rowid) except -1

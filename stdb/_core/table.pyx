@@ -51,6 +51,9 @@ cdef class Table(KeySource):
         self.codec = RowCodec(schema.name, schema.column_names, schema.column_types)
         self.layout = Layout(self.codec.types)
         self.pages = []
+        self.layouts = {self.layout.heap_estimate: self.layout}
+        self.rows_seen = 0
+        self.heap_seen = 0
         self.room = []
         self.in_room = bytearray()
         self.indexes = []
@@ -154,6 +157,22 @@ cdef class Table(KeySource):
                 (<SortedIndex>idx).remove(entry_of(k, rowid))
         return 0
 
+    cdef Layout _new_page_layout(self):
+        """The layout for a new page: slots budgeted for the heap bytes rows have really used
+        so far (rounded up to 4 bytes a heap column), so pages fill their slots and their heap
+        together.  Layouts are shared between pages with the same budget."""
+        cdef Layout L = self.layout
+        cdef int est
+        if L.nheap == 0 or self.rows_seen < 64:
+            return L
+        est = <int>((self.heap_seen + self.rows_seen * L.nheap - 1) // (self.rows_seen * L.nheap))
+        est = min(max((est + 3) & ~3, 4), 1024)
+        layout = self.layouts.get(est)
+        if layout is None:
+            layout = Layout(self.codec.types, est)
+            self.layouts[est] = layout
+        return layout
+
     cdef uint64_t _place(self, tuple row, list heap, Py_ssize_t need) except? 0xFFFFFFFFFFFFFFFF:
         """Write a checked row into some page with room; return its row id."""
         cdef Page page
@@ -166,7 +185,7 @@ cdef class Table(KeySource):
                 slot = page.alloc_slot()
                 page.write(slot, row, heap)
                 return (<uint64_t>pno << SLOT_BITS) | slot
-            if page.count >= page.layout.capacity or need <= self.layout.heap_capacity:
+            if page.count >= page.layout.capacity or need <= page.layout.heap_capacity:
                 # full, or too little heap left for an ordinary row: stop offering it
                 self.room.pop()
                 self.in_room[pno] = 0
@@ -175,10 +194,11 @@ cdef class Table(KeySource):
         pno = len(self.pages)
         if pno > MAX_PAGES:
             raise DataError(f"table '{self.name}' is full ({pno} pages)")
-        page = Page(self.layout, need)
+        layout = self._new_page_layout()
+        page = Page(layout, need)
         self.pages.append(page)
         self.in_room.append(0)
-        if need <= self.layout.heap_capacity:
+        if need <= layout.heap_capacity:
             self.room.append(pno)
             self.in_room[pno] = 1
         slot = page.alloc_slot()
@@ -334,7 +354,7 @@ cdef class Table(KeySource):
         cdef list out = []
         for pno in range(len(self.pages)):
             page = self.pages[pno]
-            base = page.data + self.layout.offset[col]
+            base = page.data + page.layout.offset[col]
             for s in range(page.high):
                 if not page.live(s):
                     continue
@@ -375,7 +395,7 @@ cdef class Table(KeySource):
         cdef list out = []
         for pno in range(len(self.pages)):
             page = self.pages[pno]
-            base = page.data + self.layout.offset[col]
+            base = page.data + page.layout.offset[col]
             for s in range(page.high):
                 if not page.live(s):
                     continue
@@ -408,7 +428,7 @@ cdef class Table(KeySource):
         cdef list out = []
         for pno in range(len(self.pages)):
             page = self.pages[pno]
-            base = page.data + self.layout.offset[col]
+            base = page.data + page.layout.offset[col]
             for s in range(page.high):
                 if not page.live(s):
                     continue
@@ -521,6 +541,8 @@ cdef class Table(KeySource):
         rowid = self._place(r, heap, need)
         self._index_add(keys, rowid)
         self.nrows += 1
+        self.rows_seen += 1
+        self.heap_seen += need
         if nxt is not None:
             self.seq_next = nxt
         return rowid
@@ -639,7 +661,7 @@ cdef class Table(KeySource):
         return {
             "rows": self.nrows,
             "pages": len(self.pages),
-            "slots_per_page": self.layout.capacity,
+            "slots_per_page": sorted({page.layout.capacity for page in self.pages}),
             "page_bytes": sum(page.size for page in self.pages),
             "index_bytes": {d.name: idx.memory_bytes for d, idx in zip(self.index_defs, self.indexes)},
         }
@@ -663,7 +685,7 @@ cdef class Table(KeySource):
                                         f"'{self.index_defs[i].name}'")
         for page in self.pages:
             used = sum(page.heap_used(s) for s in range(page.high) if page.live(s))
-            if page.heap_top - self.layout.heap_start - page.heap_dead != used:
+            if page.heap_top - page.layout.heap_start - page.heap_dead != used:
                 raise InternalError(f"table '{self.name}': heap accounting is off")
         return True
 
