@@ -73,28 +73,33 @@ def bench_commits(tmp: str, n: int, accounts: int) -> dict:
     env.close()
 
     # the log machinery alone: the same record bytes appended through CommitLog (group commit,
-    # writer thread, one fsync per group), as fast as the caller can hand them over
-    lenv = Env(os.path.join(tmp, "logonly"), durable=False, map_size=1 << 30)
-    log = CommitLog(lenv, durability="durable")
-    t0 = time.perf_counter()
-    for _, v in records:
-        log.append(lambda off, v=v: v)
-    log.flush()
-    log_dt = time.perf_counter() - t0
-    log_groups = log.groups
-    log.close()
-    lenv.close()
+    # writer thread, one fsync per group), as fast as the caller can hand them over; best of 3
+    log_dt = raw_dt = float("inf")
+    log_groups = 1
+    for rep in range(3):
+        lenv = Env(os.path.join(tmp, f"logonly{rep}"), durable=False, map_size=1 << 30)
+        log = CommitLog(lenv, durability="durable")
+        t0 = time.perf_counter()
+        for _, v in records:
+            log.append(lambda off, v=v: v)
+        log.flush()
+        if time.perf_counter() - t0 < log_dt:
+            log_dt = time.perf_counter() - t0
+            log_groups = log.groups
+        log.close()
+        lenv.close()
 
     # raw LMDB: the same bytes in synced write transactions of the same group size, written
-    # the fastest way LMDB offers (putmulti with MDB_APPEND, as the commit log does)
+    # the fastest way LMDB offers (putmulti with MDB_APPEND, as the commit log does); best of 3
     per_group = max(1, len(records) // max(1, log_groups))
-    renv = lmdb.open(os.path.join(tmp, "raw"), map_size=1 << 30, sync=True, metasync=True)
-    t1 = time.perf_counter()
-    for i in range(0, len(records), per_group):
-        with renv.begin(write=True) as txn:
-            txn.cursor().putmulti(records[i:i + per_group], append=True)
-    raw_dt = time.perf_counter() - t1
-    renv.close()
+    for rep in range(3):
+        renv = lmdb.open(os.path.join(tmp, f"raw{rep}"), map_size=1 << 30, sync=True, metasync=True)
+        t1 = time.perf_counter()
+        for i in range(0, len(records), per_group):
+            with renv.begin(write=True) as txn:
+                txn.cursor().putmulti(records[i:i + per_group], append=True)
+        raw_dt = min(raw_dt, time.perf_counter() - t1)
+        renv.close()
     raw_rate = len(records) / raw_dt
     return {"commits": n, "record_bytes_avg": sum(len(v) for _, v in records) / len(records),
             "full_commits_per_s": n / full_dt, "full_groups": full_groups,

@@ -133,7 +133,8 @@ class CommitLog:
 
     def _lmdb_write(self, group: list[tuple[int, bytes]]) -> None:
         db = self.env.db(LOG_DB)
-        items = [(lf.offset_key(off), data) for off, data in group]
+        key = lf.KEY_STRUCT.pack
+        items = [(key(off), data) for off, data in group]
 
         def put_all(txn):
             # offsets only grow, so LMDB can append without searching (MDB_APPEND)

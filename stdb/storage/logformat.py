@@ -52,7 +52,7 @@ _U8 = struct.Struct("<B")
 _U16 = struct.Struct("<H")
 _U32 = struct.Struct("<I")
 _TBL = struct.Struct("<II")
-_KEY = struct.Struct(">Q")
+_KEY = KEY_STRUCT = struct.Struct(">Q")
 
 
 def offset_key(offset: int) -> bytes:
