@@ -1,6 +1,6 @@
 PY ?= python
 
-.PHONY: dev test debug-test annotate lint bench clean
+.PHONY: dev test debug-test annotate lint bench torture clean
 
 dev:            ## install in place with test and dev extras
 	$(PY) -m pip install -e '.[test,dev,bench]'
@@ -17,12 +17,15 @@ annotate:       ## Cython's HTML annotation next to each .pyx (stdb/_core/*.html
 	@ls stdb/_core/*.html
 
 lint:
-	$(PY) -m ruff check stdb tests bench examples
+	$(PY) -m ruff check stdb tests bench tools fuzz
 	$(PY) -m mypy
 	$(PY) -m cython_lint stdb/_core
 
 bench:          ## engine benchmarks; JSON in bench/results/
 	$(PY) -m bench
+
+torture:        ## the long crash-torture run: kill -9 at 10,000 random moments
+	$(PY) -m fuzz.torture --rounds 10000
 
 clean:
 	rm -rf build stdb/_core/*.c stdb/_core/*.so stdb/_core/*.html stdb/_core/.build-mode

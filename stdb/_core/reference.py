@@ -31,9 +31,9 @@ _INT_MAX = {"i8": 2**7 - 1, "i16": 2**15 - 1, "i32": 2**31 - 1, "i64": 2**63 - 1
 def sort_key(t: ColumnType, v: Any) -> Any:
     """A Python value whose ordering and equality are the index order of ``v``."""
     name = t.name
-    if name.startswith("option<"):
+    if t.inner is not None and name.startswith("option<"):
         return (0,) if v is None else (1, sort_key(t.inner, v))
-    if name.startswith("array<"):
+    if t.inner is not None:  # array<T>
         return tuple(sort_key(t.inner, x) for x in v)
     if name in ("f32", "f64"):
         return (1, 0.0) if math.isnan(v) else (0, v + 0.0)   # -0.0 + 0.0 == 0.0

@@ -494,7 +494,6 @@ cdef class Table(KeySource):
 
     cdef int64_t _find_row(self, tuple row) except -2:
         """Look a whole row up by its primary key, else its first index, else a scan."""
-        cdef Py_ssize_t i
         cdef bytes k
         if self.indexes:
             k = encode_row_key(self.index_types[0], self.index_cols[0], row, &self.keybuf)
