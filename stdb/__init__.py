@@ -20,6 +20,7 @@ from stdb.errors import (
     TransactionError,
 )
 from stdb.storage.datastore import Datastore, TableDelta, Transaction, TxDelta
+from stdb.storage.durable import Commit, DurableStore, StoreConfig
 
 __version__ = "0.1.0"
 
@@ -33,7 +34,10 @@ __all__ = [
     "TableSchema",
     "parse_type",
     # storage
+    "Commit",
     "Datastore",
+    "DurableStore",
+    "StoreConfig",
     "TableDelta",
     "Transaction",
     "TxDelta",

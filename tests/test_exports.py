@@ -6,7 +6,7 @@ import stdb.errors
 EXPECTED = {
     "__version__",
     "Column", "ColumnType", "IndexDef", "RowCodec", "TableSchema", "parse_type",
-    "Datastore", "TableDelta", "Transaction", "TxDelta",
+    "Datastore", "TableDelta", "Transaction", "TxDelta", "Commit", "DurableStore", "StoreConfig",
     "AuthError", "ConstraintError", "DataError", "InternalError", "ModuleError", "ProtocolError",
     "QueryError", "ReducerError", "SchemaError", "StdbError", "StorageError", "TransactionError",
 }
