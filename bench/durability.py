@@ -51,9 +51,8 @@ def _transfers(store: DurableStore, n: int, accounts: int, wait: bool = False) -
     return lat
 
 
-def bench_commits(tmp: str, n: int, accounts: int) -> dict:
-    """Full path (transaction + encode + log) and log-only path vs raw LMDB, same bytes."""
-    path = os.path.join(tmp, "commits")
+def _accounts(path: str, accounts: int) -> DurableStore:
+    """A new durable store holding ``accounts`` accounts, all durable."""
     store = DurableStore.open(path, config=NOSNAP)
     store.create_table(SCHEMA)
     tx = store.begin()
@@ -61,6 +60,13 @@ def bench_commits(tmp: str, n: int, accounts: int) -> dict:
         tx.insert("account", (i, 1000, f"acct{i:08d}"))
     store.commit(tx)
     store.flush()
+    return store
+
+
+def bench_commits(tmp: str, n: int, accounts: int) -> dict:
+    """Full path (transaction + encode + log) and log-only path vs raw LMDB, same bytes."""
+    path = os.path.join(tmp, "commits")
+    store = _accounts(path, accounts)
     g0 = store.log.groups
     t0 = time.perf_counter()
     _transfers(store, n, accounts)
@@ -110,13 +116,7 @@ def bench_commits(tmp: str, n: int, accounts: int) -> dict:
 
 
 def bench_latency(tmp: str, n: int, accounts: int) -> dict:
-    store = DurableStore.open(os.path.join(tmp, "lat"), config=NOSNAP)
-    store.create_table(SCHEMA)
-    tx = store.begin()
-    for i in range(accounts):
-        tx.insert("account", (i, 1000, f"acct{i:08d}"))
-    store.commit(tx)
-    store.flush()
+    store = _accounts(os.path.join(tmp, "lat"), accounts)
     lat = _transfers(store, n, accounts, wait=True)
     store.close()
     lat.sort()

@@ -155,6 +155,17 @@ cdef inline void _write_fixed(unsigned char* p, int code, object v) except *:
         memcpy(p, PyBytes_AS_STRING(v), 32)
 
 
+cdef inline void _write_cell(Layout L, int col, unsigned char* p, object v) except *:
+    """Write a fixed-width column's value (option<T>: a tag byte, then T) at ``p``."""
+    if L.code[col] != T_OPTION:
+        _write_fixed(p, L.code[col], v)
+    elif v is None:
+        memset(p, 0, L.width[col])
+    else:
+        p[0] = 1
+        _write_fixed(p + 1, L.inner_code[col], v)
+
+
 cdef inline object _read_fixed(const unsigned char* p, int code):
     cdef int8_t i8
     cdef int16_t i16
@@ -278,7 +289,6 @@ cdef class Page:
         cdef Layout L = self.layout
         cdef int i, h = 0
         cdef Py_ssize_t need = 0
-        cdef unsigned char* p
         for hb in heap:
             if hb is not None:
                 need += PyBytes_GET_SIZE(hb)
@@ -292,16 +302,7 @@ cdef class Page:
                 self._put_heap(slot, i, heap[h])
                 h += 1
             else:
-                p = self.data + L.offset[i] + <Py_ssize_t>slot * L.width[i]
-                if L.code[i] == T_OPTION:
-                    v = row[i]
-                    if v is None:
-                        memset(p, 0, L.width[i])
-                    else:
-                        p[0] = 1
-                        _write_fixed(p + 1, L.inner_code[i], v)
-                else:
-                    _write_fixed(p, L.code[i], row[i])
+                _write_cell(L, i, self.data + L.offset[i] + <Py_ssize_t>slot * L.width[i], row[i])
         return 0
 
     cdef object read_col(self, int slot, int col):
@@ -404,16 +405,7 @@ cdef class Page:
         # fixed columns
         for i in range(L.ncols):
             if not L.in_heap[i]:
-                cell = self.data + L.offset[i] + <Py_ssize_t>slot * L.width[i]
-                if L.code[i] == T_OPTION:
-                    v = row[i]
-                    if v is None:
-                        memset(cell, 0, L.width[i])
-                    else:
-                        cell[0] = 1
-                        _write_fixed(cell + 1, L.inner_code[i], v)
-                else:
-                    _write_fixed(cell, L.code[i], row[i])
+                _write_cell(L, i, self.data + L.offset[i] + <Py_ssize_t>slot * L.width[i], row[i])
         return True
 
     cdef int compact(self) except -1:

@@ -350,7 +350,6 @@ cdef class Table(KeySource):
         cdef int8_t v8
         cdef int16_t v16
         cdef int32_t v32
-        cdef bint hit
         cdef list out = []
         for pno in range(len(self.pages)):
             page = self.pages[pno]
@@ -369,19 +368,7 @@ cdef class Table(KeySource):
                 else:
                     memcpy(&v8, base + s, 1)
                     v = v8
-                if opn == 0:
-                    hit = v == x
-                elif opn == 1:
-                    hit = v != x
-                elif opn == 2:
-                    hit = v < x
-                elif opn == 3:
-                    hit = v <= x
-                elif opn == 4:
-                    hit = v > x
-                else:
-                    hit = v >= x
-                if hit:
+                if _holds(opn, v, x):
                     out.append((<uint64_t>pno << SLOT_BITS) | s)
         return out
 
@@ -391,7 +378,6 @@ cdef class Table(KeySource):
         cdef int s, w = self.layout.width[col]
         cdef const unsigned char* base
         cdef uint64_t v
-        cdef bint hit
         cdef list out = []
         for pno in range(len(self.pages)):
             page = self.pages[pno]
@@ -401,19 +387,7 @@ cdef class Table(KeySource):
                     continue
                 v = 0
                 memcpy(&v, base + <Py_ssize_t>s * w, w)
-                if opn == 0:
-                    hit = v == x
-                elif opn == 1:
-                    hit = v != x
-                elif opn == 2:
-                    hit = v < x
-                elif opn == 3:
-                    hit = v <= x
-                elif opn == 4:
-                    hit = v > x
-                else:
-                    hit = v >= x
-                if hit:
+                if _holds(opn, v, x):
                     out.append((<uint64_t>pno << SLOT_BITS) | s)
         return out
 
@@ -424,7 +398,6 @@ cdef class Table(KeySource):
         cdef const unsigned char* base
         cdef double v
         cdef float f
-        cdef bint hit
         cdef list out = []
         for pno in range(len(self.pages)):
             page = self.pages[pno]
@@ -437,19 +410,7 @@ cdef class Table(KeySource):
                 else:
                     memcpy(&f, base + s * 4, 4)
                     v = f
-                if opn == 0:
-                    hit = v == x
-                elif opn == 1:
-                    hit = v != x
-                elif opn == 2:
-                    hit = v < x
-                elif opn == 3:
-                    hit = v <= x
-                elif opn == 4:
-                    hit = v > x
-                else:
-                    hit = v >= x
-                if hit:
+                if _holds(opn, v, x):
                     out.append((<uint64_t>pno << SLOT_BITS) | s)
         return out
 
@@ -687,6 +648,27 @@ cdef class Table(KeySource):
             if page.heap_top - page.layout.heap_start - page.heap_dead != used:
                 raise InternalError(f"table '{self.name}': heap accounting is off")
         return True
+
+
+ctypedef fused number:
+    int64_t
+    uint64_t
+    double
+
+
+cdef inline bint _holds(int opn, number v, number x) noexcept nogil:
+    """``v op x`` for op number ``opn`` (the order of _OPS)."""
+    if opn == 0:
+        return v == x
+    if opn == 1:
+        return v != x
+    if opn == 2:
+        return v < x
+    if opn == 3:
+        return v <= x
+    if opn == 4:
+        return v > x
+    return v >= x
 
 
 cdef object _int_max(int code):
