@@ -42,7 +42,7 @@ def test_insert_get_and_auto_increment(impl):
 
 @pytest.mark.parametrize("tname", BASE_TYPES)
 @given(data=st.data())
-@settings(max_examples=25, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=25, suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
 def test_every_type_round_trips(impl, tname, data):
     types = [tname, f"option<{tname}>", f"array<{tname}>"]
     schema = TableSchema("t", [Column(f"c{i}", ty) for i, ty in enumerate(types)])
