@@ -19,6 +19,7 @@ state), so the oracle regenerates them without talking to the child.
 from __future__ import annotations
 
 import argparse
+import bisect
 import os
 import random
 import shutil
@@ -41,31 +42,37 @@ SCHEMA = stdb.TableSchema(
 
 
 def tx_ops(seed: int, offset: int, ids: list[int]) -> list[tuple]:
-    """The operations of the transaction that gets ``offset``, given the ids present."""
+    """The operations of the transaction that gets ``offset``, given the ids present (sorted;
+    not modified)."""
     rng = random.Random(seed * 1_000_003 + offset)
     ops: list[tuple] = [("insert", offset * 8, rng.randrange(-1000, 1000), "n" * rng.randrange(0, 40))]
+    gone: set[int] = set()
     for j in range(rng.randrange(0, 4)):
         if not ids:
             break
         victim = ids[rng.randrange(len(ids))]
+        if victim in gone:
+            continue
         if rng.random() < 0.5:
             ops.append(("update", victim, rng.randrange(-1000, 1000), "u" * rng.randrange(0, 60)))
         else:
             ops.append(("delete", victim))
-            ids = [i for i in ids if i != victim]
+            gone.add(victim)
         if rng.random() < 0.3:
             ops.append(("insert", offset * 8 + j + 1, rng.randrange(-1000, 1000), "x"))
     return ops
 
 
-def apply_model(model: dict[int, tuple], ops: list[tuple]) -> None:
+def apply_model(model: dict[int, tuple], ids: list[int], ops: list[tuple]) -> None:
+    """Apply ``ops`` to the oracle: rows by id, and the sorted list of ids."""
     for op in ops:
-        if op[0] == "insert":
-            model[op[1]] = (op[1], op[2], op[3])
-        elif op[0] == "update":
-            model[op[1]] = (op[1], op[2], op[3])
-        else:
+        if op[0] == "delete":
             del model[op[1]]
+            ids.pop(bisect.bisect_left(ids, op[1]))
+        else:
+            if op[0] == "insert":
+                bisect.insort(ids, op[1])
+            model[op[1]] = (op[1], op[2], op[3])
 
 
 # ---------------------------------------------------------------- child
@@ -76,7 +83,8 @@ def child(path: str, seed: int) -> None:
     if "acct" not in store.datastore.table_names:
         store.create_table(SCHEMA)
     table = store.datastore.table("acct")
-    ids = sorted(r[0] for _, r in table.scan())
+    model = {r[0]: r for _, r in table.scan()}
+    ids = sorted(model)
     acked = -1
     out = sys.stdout
     while True:
@@ -92,13 +100,7 @@ def child(path: str, seed: int) -> None:
                 tx.delete("acct", op[1])
         c = store.commit(tx)
         assert c.offset == offset
-        ids_set = set(ids)
-        for op in ops:
-            if op[0] == "insert":
-                ids_set.add(op[1])
-            elif op[0] == "delete":
-                ids_set.discard(op[1])
-        ids = sorted(ids_set)
+        apply_model(model, ids, ops)
         d = store.durable_offset
         if d > acked:
             acked = d
@@ -116,6 +118,7 @@ class Stats:
     torn: int = 0
     snapshots_used: int = 0
     model: dict | None = None      # the oracle's state at max_offset, carried across rounds
+    ids: list | None = None        # its ids, sorted
 
 
 def check(path: str, seed: int, acked: int, stats: Stats) -> None:
@@ -132,8 +135,9 @@ def check(path: str, seed: int, acked: int, stats: Stats) -> None:
             raise AssertionError(f"recovered to offset {last}, but an earlier recovery reached "
                                  f"{stats.max_offset}: recovered commits went missing")
         model: dict[int, tuple] = dict(stats.model or {})
+        ids: list[int] = list(stats.ids or [])
         for off in range(max(1, stats.max_offset + 1), last + 1):   # offset 0 creates the table
-            apply_model(model, tx_ops(seed, off, sorted(model)))
+            apply_model(model, ids, tx_ops(seed, off, ids))
         if last >= 0:
             t = store.datastore.table("acct")
             got = {r[0]: r for _, r in t.scan()}
@@ -146,6 +150,7 @@ def check(path: str, seed: int, acked: int, stats: Stats) -> None:
             t.check_invariants()
         stats.max_offset = last
         stats.model = model
+        stats.ids = ids
     finally:
         store.close()
 
