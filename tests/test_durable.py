@@ -331,3 +331,31 @@ def test_wait_durable_from_another_thread(tmp_path):
         t.start()
         t.join(20)
         assert done == [1]
+
+
+def test_a_commit_the_failed_log_refuses_leaves_nothing_in_memory(tmp_path):
+    s = DurableStore.open(str(tmp_path / "db"), config=NOSNAP)
+    try:
+        s.create_table(ACCT)
+        tx = s.begin()
+        tx.insert("acct", (0, 1, "kept", []))
+        s.commit(tx)
+        s.flush()
+
+        def broken_sync():
+            raise OSError(5, "Input/output error")
+
+        s.log._sync = broken_sync
+        tx = s.begin()
+        tx.insert("acct", (0, 2, "lost", []))
+        with pytest.raises(stdb.StorageError):
+            s.wait_durable(s.commit(tx).offset, timeout=10)
+        # the log has failed: the next commit is refused and rolled back, not half-done
+        tx = s.datastore.begin()
+        tx.insert("acct", (0, 3, "refused", []))
+        with pytest.raises(stdb.StorageError, match="acknowledges nothing further"):
+            s.commit(tx)
+        assert not tx.is_open
+        assert "refused" not in [r[2] for r in s.datastore.scan("acct")]
+    finally:
+        s.close()

@@ -262,6 +262,12 @@ class Transaction:
 
     def commit(self) -> TxDelta:
         """Make the writes permanent and return what changed."""
+        delta = self.pending_delta()
+        self._finish()
+        return delta
+
+    def pending_delta(self) -> TxDelta:
+        """What ``commit`` would return now, without ending the transaction."""
         if not self._open:
             raise TransactionError("this transaction has already ended")
         delta = TxDelta()
@@ -285,7 +291,6 @@ class Transaction:
                     inserts = _minus(inserts, common)
             if deletes or inserts:
                 delta.tables[name] = TableDelta(deletes, inserts)
-        self._finish()
         return delta
 
     def rollback(self) -> None:

@@ -115,19 +115,28 @@ class DurableStore:
 
     def commit(self, tx: Transaction, *, reducer: str = "", args: bytes = b"",
                caller: bytes | None = None, timestamp: int | None = None) -> Commit:
-        """Commit ``tx`` and append it to the log (offset known at once, durable later)."""
+        """Commit ``tx`` and append it to the log (offset known at once, durable later).
+
+        The record is appended before the transaction ends: if the log refuses it (it has
+        failed), the transaction is rolled back and nothing of it stays in memory."""
         self._check_open()
-        self.log._raise_if_failed()
-        delta = tx.commit()
+        delta = tx.pending_delta()
         if not delta:
+            tx.commit()
             return Commit(None, delta)
-        changes = []
-        for name, d in delta.tables.items():
-            enc = self.datastore.table(name).codec.encode
-            changes.append(lf.TableChange(name, [enc(r) for r in d.deletes], [enc(r) for r in d.inserts]))
-        ts = _now() if timestamp is None else timestamp
-        offset = self._append(lambda off: lf.encode_record(
-            lf.LogRecord(off, ts, caller=caller, reducer=reducer, args=args, changes=changes)))
+        try:
+            changes = []
+            for name, d in delta.tables.items():
+                enc = self.datastore.table(name).codec.encode
+                changes.append(lf.TableChange(name, [enc(r) for r in d.deletes], [enc(r) for r in d.inserts]))
+            ts = _now() if timestamp is None else timestamp
+            offset = self._append(lambda off: lf.encode_record(
+                lf.LogRecord(off, ts, caller=caller, reducer=reducer, args=args, changes=changes)),
+                before_snapshot=tx.commit)
+        except BaseException:
+            if tx.is_open:
+                tx.rollback()
+            raise
         return Commit(offset, delta)
 
     def transact(self, fn: Callable[[Transaction], Any], **kw: Any) -> tuple[Any, Commit]:
@@ -141,7 +150,9 @@ class DurableStore:
             raise
         return out, self.commit(tx, **kw)
 
-    def _append(self, build: Callable[[int], bytes]) -> int:
+    def _append(self, build: Callable[[int], bytes], before_snapshot: Callable[[], Any] | None = None) -> int:
+        """Append a record; ``before_snapshot`` (ending the transaction) runs once the record is
+        queued and before an automatic snapshot may be taken."""
         size = [0]
 
         def counted(off: int) -> bytes:
@@ -150,6 +161,8 @@ class DurableStore:
             return data
 
         offset = self.log.append(counted)
+        if before_snapshot is not None:
+            before_snapshot()
         self._since_snapshot_txs += 1
         self._since_snapshot_bytes += size[0]
         self._maybe_snapshot()
