@@ -359,3 +359,22 @@ def test_a_commit_the_failed_log_refuses_leaves_nothing_in_memory(tmp_path):
         assert "refused" not in [r[2] for r in s.datastore.scan("acct")]
     finally:
         s.close()
+
+
+def test_refused_table_changes_touch_neither_memory_nor_log(tmp_path):
+    with DurableStore.open(str(tmp_path / "db"), config=NOSNAP) as s:
+        s.create_table(ACCT)
+        with pytest.raises(stdb.SchemaError, match="already exists"):
+            s.create_table(ACCT)
+        with pytest.raises(stdb.SchemaError, match="no table"):
+            s.drop_table("missing")
+        tx = s.begin()
+        with pytest.raises(stdb.TransactionError):
+            s.create_table(stdb.TableSchema("other", [("a", "u8")]))
+        tx.rollback()
+        s.flush()
+        assert log_bounds(s.env) == (0, 0)
+        assert s.datastore.table_names == ["acct"]
+        assert s.drop_table("acct") == 1
+    with DurableStore.open(str(tmp_path / "db"), config=NOSNAP) as s2:
+        assert s2.datastore.table_names == []

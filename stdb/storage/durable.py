@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from stdb._core.schema import TableSchema
-from stdb.errors import StorageError, TransactionError
+from stdb.errors import SchemaError, StorageError, TransactionError
 from stdb.progress import progress_bar
 from stdb.storage import logformat as lf
 from stdb.storage.commitlog import CommitLog, log_bounds
@@ -94,17 +94,33 @@ class DurableStore:
     # ---- schema
 
     def create_table(self, schema: TableSchema, *, timestamp: int | None = None) -> int:
-        """Create a table and log it; returns the record's offset."""
-        self.datastore.create_table(schema)
+        """Create a table and log it; returns the record's offset.  Checked first, logged,
+        then applied, so a refused request changes neither memory nor the log."""
+        self._check_open()
+        self._check_ddl(schema.name if isinstance(schema, TableSchema) else "", must_exist=False)
+        if not isinstance(schema, TableSchema):
+            raise SchemaError(f"create_table needs a TableSchema, got {type(schema).__name__}")
         ts = _now() if timestamp is None else timestamp
         return self._append(lambda off: lf.encode_record(
-            lf.LogRecord(off, ts, kind=lf.KIND_CREATE_TABLE, schema=schema)))
+            lf.LogRecord(off, ts, kind=lf.KIND_CREATE_TABLE, schema=schema)),
+            before_snapshot=lambda: self.datastore.create_table(schema))
 
     def drop_table(self, name: str, *, timestamp: int | None = None) -> int:
-        self.datastore.drop_table(name)
+        self._check_open()
+        self._check_ddl(name, must_exist=True)
         ts = _now() if timestamp is None else timestamp
         return self._append(lambda off: lf.encode_record(
-            lf.LogRecord(off, ts, kind=lf.KIND_DROP_TABLE, table=name)))
+            lf.LogRecord(off, ts, kind=lf.KIND_DROP_TABLE, table=name)),
+            before_snapshot=lambda: self.datastore.drop_table(name))
+
+    def _check_ddl(self, name: str, *, must_exist: bool) -> None:
+        if self.datastore.in_transaction:
+            raise TransactionError("cannot change tables while a transaction is open")
+        exists = name in self.datastore.table_names
+        if must_exist and not exists:
+            self.datastore.table(name)          # raises the usual "no table" SchemaError
+        if not must_exist and exists:
+            raise SchemaError(f"table '{name}' already exists")
 
     # ---- transactions
 
