@@ -58,6 +58,13 @@ class DurableStore:
             self.env.close()
             raise
         self.datastore: Datastore = self.recovery.datastore
+        # what recovery read may still be only in the OS page cache (the crashed process wrote
+        # it, nobody fsync'd it): make it durable before the log reports it as durable
+        try:
+            self.env.sync()
+        except BaseException:
+            self.env.close()
+            raise
         self.log = CommitLog(self.env, durability=self.config.durability,
                              sync_interval=self.config.sync_interval,
                              next_offset=self.recovery.next_offset)
