@@ -47,13 +47,16 @@ def tx_ops(seed: int, offset: int, ids: list[int]) -> list[tuple]:
     rng = random.Random(seed * 1_000_003 + offset)
     ops: list[tuple] = [("insert", offset * 8, rng.randrange(-1000, 1000), "n" * rng.randrange(0, 40))]
     gone: set[int] = set()
-    for j in range(rng.randrange(0, 4)):
+    # past 2,000 rows, more and likelier deletes keep the table (and each round's recovery) small
+    big = len(ids) > 2000
+    p_delete = 0.7 if big else 0.5
+    for j in range(rng.randrange(2, 6) if big else rng.randrange(0, 4)):
         if not ids:
             break
         victim = ids[rng.randrange(len(ids))]
         if victim in gone:
             continue
-        if rng.random() < 0.5:
+        if rng.random() >= p_delete:
             ops.append(("update", victim, rng.randrange(-1000, 1000), "u" * rng.randrange(0, 60)))
         else:
             ops.append(("delete", victim))
