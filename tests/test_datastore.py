@@ -166,3 +166,26 @@ def test_schema_errors(ds):
     with pytest.raises(stdb.SchemaError):
         tx.insert("missing", (1,))
     tx.rollback()
+
+
+def test_rows_holding_nan_are_not_reported_as_changed(impl):
+    d = Datastore(table_factory=impl)
+    d.create_table(TableSchema("f", [Column("id", "u32"), Column("x", "f64"), Column("tag", "string")],
+                               primary_key="id", indexes=[IndexDef("by_tag", "tag", "hash", unique=True)]))
+    nan = float("nan")
+    with d.begin() as tx:
+        tx.insert("f", (1, nan, "a"))
+        tx.insert("f", (2, 0.0, "b"))
+    tx = d.begin()
+    tx.update("f", (1, nan, "a"))                       # rewritten unchanged
+    with pytest.raises(stdb.ConstraintError):
+        tx.update("f", (1, nan, "b"))                   # refused: touches the row, changes nothing
+    row = tx.get("f", 1)
+    tx.delete("f", 1)
+    tx.insert("f", row)                                 # deleted and re-inserted identical
+    assert not tx.commit()
+    tx = d.begin()
+    tx.update("f", (1, 1.0, "a"))
+    delta = tx.commit()
+    assert repr(delta.tables["f"].deletes) == repr([(1, nan, "a")])
+    assert delta.tables["f"].inserts == [(1, 1.0, "a")]

@@ -43,6 +43,7 @@ cdef class ColumnType:
     cdef readonly bint is_integer
 
 cdef object check_value(ColumnType t, object v)
+cpdef tuple int_range(int code)
 cdef int encode_value(ColumnType t, object v, Buf* out) except -1
 cdef object decode_value(ColumnType t, const unsigned char* p, Py_ssize_t n, Py_ssize_t* pos)
 cdef int encode_key_value(ColumnType t, object v, Buf* out) except -1

@@ -216,6 +216,11 @@ cdef str _show(object v):
     return f"{type(v).__name__} {r}"
 
 
+cpdef tuple int_range(int code):
+    """(lowest, highest) value of an integer or timestamp type code."""
+    return _RANGE[code]
+
+
 cdef bint _int_in_range(int code, object v) except -1:
     """Whether the int ``v`` fits ``code``'s range, without Python-level comparisons."""
     cdef int overflow = 0

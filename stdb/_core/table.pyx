@@ -13,7 +13,7 @@ from libc.stdint cimport uint64_t, int64_t, int32_t, int16_t, int8_t
 from libc.string cimport memcpy
 
 from stdb._core.codec cimport (
-    RowCodec, ColumnType, check_value, encode_key, encode_row_key, buf_init, buf_free,
+    RowCodec, ColumnType, check_value, int_range, encode_key, encode_row_key, buf_init, buf_free,
     T_I8, T_I16, T_I32, T_I64, T_U8, T_U16, T_U32, T_U64, T_F32, T_F64, T_TIMESTAMP,
 )
 from stdb._core.page cimport Layout, Page, heap_values
@@ -78,7 +78,7 @@ cdef class Table(KeySource):
             if c.auto_inc:
                 self.seq_cols.append(i)
                 self.seq_next.append(1)
-                self.seq_max.append(_int_max(c.type.code))
+                self.seq_max.append(int_range(c.type.code)[1])
 
     # ------------------------------------------------------------ plumbing
 
@@ -669,24 +669,6 @@ cdef inline bint _holds(int opn, number v, number x) noexcept nogil:
     if opn == 4:
         return v > x
     return v >= x
-
-
-cdef object _int_max(int code):
-    if code == T_I8:
-        return (1 << 7) - 1
-    if code == T_I16:
-        return (1 << 15) - 1
-    if code == T_I32:
-        return (1 << 31) - 1
-    if code == T_I64:
-        return (1 << 63) - 1
-    if code == T_U8:
-        return (1 << 8) - 1
-    if code == T_U16:
-        return (1 << 16) - 1
-    if code == T_U32:
-        return (1 << 32) - 1
-    return (1 << 64) - 1
 
 
 cdef bint _py_cmp(int opn, object a, object b) except -1:

@@ -273,22 +273,21 @@ class Transaction:
         delta = TxDelta()
         for name, orig in self._orig.items():
             t = self._store.table(name)
+            enc = t.codec.encode
             deletes: list[Row] = []
             inserts: list[Row] = []
             for rowid, before in orig.items():
                 after: Any = t.get(rowid) if t.contains(rowid) else _EMPTY
-                if before is not _EMPTY and after is not _EMPTY and before == after:
+                if before is not _EMPTY and after is not _EMPTY and \
+                        (before == after or enc(before) == enc(after)):   # NaN != NaN: compare bytes
                     continue
                 if before is not _EMPTY:
                     deletes.append(before)
                 if after is not _EMPTY:
                     inserts.append(after)
-            if deletes and inserts and _may_share(deletes, inserts):
+            if deletes and inserts:
                 # a row deleted and re-inserted unchanged (at another id) is no change
-                common = Counter(map(_freeze, deletes)) & Counter(map(_freeze, inserts))
-                if common:
-                    deletes = _minus(deletes, common.copy())
-                    inserts = _minus(inserts, common)
+                deletes, inserts = _cancel_pairs(deletes, inserts, enc)
             if deletes or inserts:
                 delta.tables[name] = TableDelta(deletes, inserts)
         return delta
@@ -314,23 +313,20 @@ class Transaction:
         self._store._end(self)
 
 
-def _may_share(deletes: list[Row], inserts: list[Row]) -> bool:
-    """Cheap pre-check: could some deleted row equal some inserted row?"""
-    try:
-        return not set(deletes).isdisjoint(inserts)
-    except TypeError:  # rows holding arrays (lists) are not hashable
-        return True
+def _cancel_pairs(deletes: list[Row], inserts: list[Row], enc: Callable[[Row], bytes]
+                  ) -> tuple[list[Row], list[Row]]:
+    """Drop rows that are both deleted and inserted (as a multiset, compared by encoding)."""
+    dk = [enc(r) for r in deletes]
+    ik = [enc(r) for r in inserts]
+    common = Counter(dk) & Counter(ik)
+    if not common:
+        return deletes, inserts
+    return _minus(deletes, dk, common.copy()), _minus(inserts, ik, common)
 
 
-def _freeze(row: Row) -> tuple:
-    """A hashable stand-in for a row (array values are lists)."""
-    return tuple(tuple(v) if isinstance(v, list) else v for v in row)
-
-
-def _minus(rows: list[Row], counts: Counter) -> list[Row]:
+def _minus(rows: list[Row], keys: list[bytes], counts: Counter) -> list[Row]:
     out = []
-    for r in rows:
-        k = _freeze(r)
+    for r, k in zip(rows, keys, strict=True):
         if counts.get(k, 0) > 0:
             counts[k] -= 1
         else:
