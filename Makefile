@@ -19,7 +19,7 @@ annotate:       ## Cython's HTML annotation next to each .pyx (stdb/_core/*.html
 lint:
 	$(PY) -m ruff check stdb tests bench tools fuzz
 	$(PY) -m mypy
-	$(PY) -m cython_lint stdb/_core
+	cython-lint stdb/_core
 
 bench:          ## engine benchmarks; JSON in bench/results/
 	$(PY) -m bench
