@@ -42,6 +42,40 @@ cdef class ColumnType:
     cdef readonly bint in_heap
     cdef readonly bint is_integer
 
+from libc.string cimport memcpy
+
+
+cdef inline double f64_of(float f):
+    """Widen an f32 to a double keeping a NaN's sign and payload bit for bit (a C cast
+    quiets a signalling NaN, so decode->encode would not give the same bytes back)."""
+    cdef uint32_t b
+    cdef uint64_t w
+    cdef double d
+    if f == f:
+        return <double>f
+    memcpy(&b, &f, 4)
+    w = ((<uint64_t>(b >> 31)) << 63) | (<uint64_t>0x7FF << 52) | ((<uint64_t>(b & 0x7FFFFF)) << 29)
+    memcpy(&d, &w, 8)
+    return d
+
+
+cdef inline float f32_of(double d):
+    """Narrow a double to f32; a NaN keeps its sign and the top 23 payload bits (the
+    inverse of f64_of), and stays a NaN when those bits are all zero."""
+    cdef uint64_t w
+    cdef uint32_t b, m
+    cdef float f
+    if d == d:
+        return <float>d
+    memcpy(&w, &d, 8)
+    m = <uint32_t>((w >> 29) & 0x7FFFFF)
+    if m == 0:
+        m = 0x400000                     # quiet NaN: a zero payload would read as infinity
+    b = (<uint32_t>(w >> 63) << 31) | (<uint32_t>0xFF << 23) | m
+    memcpy(&f, &b, 4)
+    return f
+
+
 cdef object check_value(ColumnType t, object v)
 cpdef tuple int_range(int code)
 cdef int encode_value(ColumnType t, object v, Buf* out) except -1

@@ -274,7 +274,7 @@ cdef object check_value(ColumnType t, object v):
             if code == T_F32:
                 if not isnan(d) and not isinf(d) and (d > FLT_MAX or d < -FLT_MAX):
                     raise DataError(f"value {v!r} is out of range for f32")
-                d = <double>(<float>d)
+                d = f64_of(f32_of(d))
             return d
     elif code == T_STRING:
         if isinstance(v, str):
@@ -310,6 +310,12 @@ cdef object check_value(ColumnType t, object v):
 
 # ---------------------------------------------------------------- row codec
 
+cdef inline int _fits_u32(Py_ssize_t n, ColumnType t) except -1:
+    if n > <Py_ssize_t>0xFFFFFFFF:
+        raise DataError(f"{t.name} of length {n} does not fit the row format's u32 length")
+    return 0
+
+
 cdef int encode_value(ColumnType t, object v, Buf* out) except -1:
     cdef int code = t.code
     cdef int64_t i64
@@ -326,16 +332,18 @@ cdef int encode_value(ColumnType t, object v, Buf* out) except -1:
         u64 = v
         return buf_put(out, &u64, _width(code))
     if code == T_F32:
-        f = <float>(<double>v)
+        f = f32_of(v)
         return buf_put(out, &f, 4)
     if code == T_F64:
         d = v
         return buf_put(out, &d, 8)
     if code == T_STRING:
         bs = PyUnicode_AsUTF8String(v)
+        _fits_u32(len(bs), t)
         buf_u32(out, <uint32_t>len(bs))
         return buf_put(out, PyBytes_AS_STRING(bs), PyBytes_GET_SIZE(bs))
     if code == T_BYTES:
+        _fits_u32(len(v), t)
         buf_u32(out, <uint32_t>len(v))
         return buf_put(out, PyBytes_AS_STRING(v), PyBytes_GET_SIZE(v))
     if code == T_IDENTITY:
@@ -346,6 +354,7 @@ cdef int encode_value(ColumnType t, object v, Buf* out) except -1:
         buf_u8(out, 1)
         return encode_value(t.inner, v, out)
     if code == T_ARRAY:
+        _fits_u32(len(v), t)
         buf_u32(out, <uint32_t>len(v))
         for item in v:
             encode_value(t.inner, item, out)
@@ -402,7 +411,7 @@ cdef object decode_value(ColumnType t, const unsigned char* p, Py_ssize_t n, Py_
         _need(at, 4, n, t)
         memcpy(&f, p + at, 4)
         pos[0] = at + 4
-        return <double>f
+        return f64_of(f)
     if code == T_F64:
         _need(at, 8, n, t)
         memcpy(&d, p + at, 8)

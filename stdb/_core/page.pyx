@@ -22,7 +22,7 @@ from cpython.bytes cimport PyBytes_FromStringAndSize, PyBytes_AS_STRING, PyBytes
 from cpython.unicode cimport PyUnicode_AsUTF8String, PyUnicode_DecodeUTF8
 
 from stdb._core.codec cimport (
-    ColumnType, Buf, buf_init, buf_free, encode_value, decode_value,
+    ColumnType, Buf, buf_init, buf_free, encode_value, decode_value, f32_of, f64_of,
     T_BOOL, T_I8, T_I16, T_I32, T_I64, T_U8, T_U16, T_U32, T_U64, T_F32, T_F64,
     T_STRING, T_BYTES, T_IDENTITY, T_TIMESTAMP, T_OPTION,
 )
@@ -149,7 +149,7 @@ cdef inline void _write_fixed(unsigned char* p, int code, object v) except *:
         d = v
         memcpy(p, &d, 8)
     elif code == T_F32:
-        f = <float>(<double>v)
+        f = f32_of(v)
         memcpy(p, &f, 4)
     elif code == T_IDENTITY:
         memcpy(p, PyBytes_AS_STRING(v), 32)
@@ -195,7 +195,7 @@ cdef inline object _read_fixed(const unsigned char* p, int code):
         return d
     if code == T_F32:
         memcpy(&f, p, 4)
-        return <double>f
+        return f64_of(f)
     if code == T_I8:
         memcpy(&i8, p, 1)
         return i8

@@ -303,6 +303,8 @@ cdef class Table(KeySource):
         if lo is not None:
             k = self._index_key(i, lo, True)
             start = k if lo_inclusive else prefix_successor(k)
+            if not start:               # nothing follows an all-0xff key: 'b > max' is empty
+                return []
         if hi is not None:
             k = self._index_key(i, hi, True)
             end = prefix_successor(k) if hi_inclusive else k
