@@ -1,6 +1,6 @@
 """Build the Cython extensions of stdb.
 
-Every ``stdb/_core/*.pyx`` becomes an extension.  ``STDB_DEBUG=1`` turns on
+Every ``stdb/_core/*.pyx`` and ``stdb/module/*.pyx`` becomes an extension.  ``STDB_DEBUG=1`` turns on
 boundscheck, wraparound, initializedcheck, C assertions and line tracing;
 ``STDB_ANNOTATE=1`` writes Cython's HTML annotation next to each .pyx.
 """
@@ -54,7 +54,8 @@ class build_ext(_build_ext):
         macros = [("CYTHON_TRACE_NOGIL", "1")] if debug else [("NDEBUG", "1")]
         args = ["-O0", "-g", "-UNDEBUG"] if debug else ["-O2"]
         exts = []
-        for pyx in sorted(glob.glob(os.path.join("stdb", "_core", "*.pyx"))):
+        for pyx in sorted(glob.glob(os.path.join("stdb", "_core", "*.pyx"))
+                          + glob.glob(os.path.join("stdb", "module", "*.pyx"))):
             mod = pyx[:-4].replace(os.sep, ".")
             exts.append(Extension(mod, [pyx], define_macros=macros, extra_compile_args=args))
         self.distribution.ext_modules = cythonize(

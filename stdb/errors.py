@@ -80,9 +80,27 @@ class ModuleError(StdbError):
 
 
 class ReducerError(StdbError):
-    """A reducer returned an error, trapped, or hit a limit; its transaction rolled back."""
+    """A reducer returned an error, trapped, or hit a limit; its transaction rolled back.
+
+    ``kind`` says which: "error" (the reducer returned ``message``), "trap", "out_of_fuel"
+    or "timeout" (with the WASM ``backtrace``)."""
 
     code = "reducer_error"
+
+    def __init__(self, detail: str, *, hint: str | None = None, code: str | None = None,
+                 reducer: str = "", kind: str = "error", message: str = "",
+                 backtrace: tuple[str, ...] | list[str] = (), fuel_used: int = 0) -> None:
+        super().__init__(detail, hint=hint, code=code)
+        self.reducer = reducer
+        self.kind = kind
+        self.message = message
+        self.backtrace = tuple(backtrace)
+        self.fuel_used = fuel_used
+
+    def to_dict(self) -> dict:
+        d: dict = dict(super().to_dict())
+        d.update(reducer=self.reducer, kind=self.kind, message=self.message, backtrace=list(self.backtrace))
+        return d
 
 
 class QueryError(StdbError):

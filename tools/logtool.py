@@ -61,7 +61,7 @@ def _schemas_for(env: Env, start: int) -> dict[str, Any]:
 def _track(codecs: dict[str, Any], rec: lf.LogRecord) -> None:
     from stdb._core.codec import RowCodec
 
-    if rec.kind == lf.KIND_CREATE_TABLE and rec.schema is not None:
+    if rec.kind in (lf.KIND_CREATE_TABLE, lf.KIND_ALTER_TABLE) and rec.schema is not None:
         codecs[rec.schema.name] = RowCodec(rec.schema.name, rec.schema.column_names, rec.schema.column_types)
     elif rec.kind == lf.KIND_DROP_TABLE:
         codecs.pop(rec.table, None)
@@ -183,7 +183,7 @@ def cmd_dump(env: Env, args: argparse.Namespace) -> int:
                 tables[ch.table] = {"deletes": [dec(r) for r in ch.deletes],
                                     "inserts": [dec(r) for r in ch.inserts]}
             item["tables"] = tables
-        elif rec.kind == lf.KIND_CREATE_TABLE and rec.schema is not None:
+        elif rec.kind in (lf.KIND_CREATE_TABLE, lf.KIND_ALTER_TABLE) and rec.schema is not None:
             from stdb._core.schema import schema_to_dict
             item["schema"] = schema_to_dict(rec.schema)
         else:

@@ -87,6 +87,30 @@ class Datastore:
             raise SchemaError(f"table '{schema.name}' already exists")
         self._tables[schema.name] = self._factory(schema)
 
+    def altered_table(self, schema: TableSchema) -> Any:
+        """A copy of table ``schema.name`` under a new schema with the same columns (indexes
+        and visibility may differ): every row at its row id, the sequences carried over.
+        SchemaError if the columns differ, ConstraintError if a new unique index does not
+        hold; the current table is never touched."""
+        if not isinstance(schema, TableSchema):
+            raise SchemaError(f"alter_table needs a TableSchema, got {type(schema).__name__}")
+        old = self.table(schema.name)
+        if old.schema.columns != schema.columns or old.schema.primary_key != schema.primary_key:
+            raise SchemaError(f"table '{schema.name}': altering changes only indexes and visibility; "
+                              "the columns and the primary key must stay the same")
+        new = self._factory(schema)
+        for rowid, row in old.scan():
+            new.insert_at(rowid, row)
+        new.restore_sequences(old.sequence_state())
+        return new
+
+    def alter_table(self, schema: TableSchema, table: Any = None) -> None:
+        """Replace a table's schema (see ``altered_table``); ``table`` is its result if the
+        caller built it already."""
+        if self._tx is not None:
+            raise TransactionError("cannot alter a table while a transaction is open")
+        self._tables[schema.name] = table if table is not None else self.altered_table(schema)
+
     def drop_table(self, name: str) -> None:
         if self._tx is not None:
             raise TransactionError("cannot drop a table while a transaction is open")
@@ -209,6 +233,14 @@ class Transaction:
         self._touch(name, t, rowid, True)
         return t.delete(rowid)
 
+    def delete_rowid(self, name: str, rowid: int) -> Row:
+        """Delete the row stored at ``rowid`` (found through ``table(name)``) and return it."""
+        t = self._table(name)
+        if not t.contains(rowid):
+            raise ConstraintError(f"table '{name}': no row at row id {rowid} to delete")
+        self._touch(name, t, rowid, True)
+        return t.delete(rowid)
+
     def delete_row(self, name: str, row: Sequence[Any]) -> bool:
         """Delete one row equal to ``row``; False if there is none."""
         t = self._table(name)
@@ -236,6 +268,11 @@ class Transaction:
         return old
 
     # ---- reads (see this transaction's writes)
+
+    def table(self, name: str) -> Any:
+        """The table itself, for reads by row id inside this transaction (they see its
+        writes).  Write through the transaction's methods only, or rollback cannot undo it."""
+        return self._table(name)
 
     def get(self, name: str, key: Any) -> Row | None:
         t = self._table(name)

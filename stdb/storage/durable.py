@@ -120,6 +120,19 @@ class DurableStore:
             lf.LogRecord(off, ts, kind=lf.KIND_DROP_TABLE, table=name)),
             before_snapshot=lambda: self.datastore.drop_table(name))
 
+    def alter_table(self, schema: TableSchema, *, timestamp: int | None = None) -> int:
+        """Change a table's indexes or visibility (same columns); the table is rebuilt and
+        checked first (a new unique index that does not hold is refused), then logged, then
+        swapped in."""
+        self._check_open()
+        name = schema.name if isinstance(schema, TableSchema) else ""
+        self._check_ddl(name, must_exist=True)
+        table = self.datastore.altered_table(schema)
+        ts = _now() if timestamp is None else timestamp
+        return self._append(lambda off: lf.encode_record(
+            lf.LogRecord(off, ts, kind=lf.KIND_ALTER_TABLE, schema=schema)),
+            before_snapshot=lambda: self.datastore.alter_table(schema, table))
+
     def _check_ddl(self, name: str, *, must_exist: bool) -> None:
         if self.datastore.in_transaction:
             raise TransactionError("cannot change tables while a transaction is open")

@@ -35,7 +35,7 @@ from stdb._core.schema import TableSchema, schema_from_dict, schema_to_dict
 from stdb.errors import DataError, SchemaError, StorageError
 
 __all__ = [
-    "FORMAT_VERSION", "KIND_TX", "KIND_CREATE_TABLE", "KIND_DROP_TABLE", "HEADER_SIZE",
+    "FORMAT_VERSION", "KIND_TX", "KIND_CREATE_TABLE", "KIND_DROP_TABLE", "KIND_ALTER_TABLE", "HEADER_SIZE",
     "LogRecord", "TableChange", "encode_record", "decode_record", "offset_key", "key_offset",
 ]
 
@@ -43,7 +43,9 @@ FORMAT_VERSION = 1
 KIND_TX = 1
 KIND_CREATE_TABLE = 2
 KIND_DROP_TABLE = 3
-KIND_NAMES = {KIND_TX: "tx", KIND_CREATE_TABLE: "create_table", KIND_DROP_TABLE: "drop_table"}
+KIND_ALTER_TABLE = 4
+KIND_NAMES = {KIND_TX: "tx", KIND_CREATE_TABLE: "create_table", KIND_DROP_TABLE: "drop_table",
+              KIND_ALTER_TABLE: "alter_table"}
 
 _HEAD = struct.Struct("<BBHII")
 HEADER_SIZE = _HEAD.size  # 12
@@ -126,9 +128,9 @@ def encode_record(rec: LogRecord) -> bytes:
             for row in ch.inserts:
                 parts.append(_U32.pack(len(row)))
                 parts.append(row)
-    elif rec.kind == KIND_CREATE_TABLE:
+    elif rec.kind in (KIND_CREATE_TABLE, KIND_ALTER_TABLE):
         if rec.schema is None:
-            raise StorageError("a create_table record needs a schema")
+            raise StorageError(f"a {KIND_NAMES[rec.kind]} record needs a schema")
         js = json.dumps(schema_to_dict(rec.schema), separators=(",", ":"), sort_keys=True).encode()
         parts.append(_U32.pack(len(js)))
         parts.append(js)
@@ -216,7 +218,7 @@ def decode_record(offset: int, value: bytes | memoryview) -> LogRecord:
             except DataError as e:
                 raise StorageError(f"log record at offset {offset}, table '{name}': {e.detail}") from None
             rec.changes.append(TableChange(name, dels, ins))
-    elif kind == KIND_CREATE_TABLE:
+    elif kind in (KIND_CREATE_TABLE, KIND_ALTER_TABLE):
         (n,) = r.unpack(_U32)
         try:
             rec.schema = schema_from_dict(json.loads(bytes(r.take(n))))

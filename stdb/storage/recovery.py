@@ -47,6 +47,14 @@ def apply_record(ds: Datastore, rec: lf.LogRecord) -> int:
     if rec.kind == lf.KIND_DROP_TABLE:
         ds.drop_table(rec.table)
         return 0
+    if rec.kind == lf.KIND_ALTER_TABLE:
+        assert rec.schema is not None
+        try:
+            ds.alter_table(rec.schema)
+        except StdbError as e:
+            raise StorageError(f"log record at offset {rec.offset} (alter table '{rec.schema.name}') "
+                               f"cannot be applied: {e.detail}") from None
+        return 0
     n = 0
     for ch in rec.changes:
         try:

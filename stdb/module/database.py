@@ -1,0 +1,483 @@
+"""A database with its published module: ``publish``, ``call``, lifecycle and schedules.
+
+Reducers are the only way state changes.  ``Database.call`` runs one in a transaction over
+the durable store: commit (through the commit log) when it returns success, rollback when it
+returns an error, traps or hits a limit.  One module per database; the module's wasm and its
+description are kept in the database (LMDB meta) so a restart needs no re-publish.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import wasmtime
+
+from stdb._core.schema import TableSchema, schema_to_dict
+from stdb.errors import DataError, InternalError, ModuleError, ReducerError
+from stdb.module import _wasm
+from stdb.module.describe import ABI_VERSION, ModuleSchema, ReducerDef, parse_description
+from stdb.module.host import Limits, ModuleHost
+from stdb.storage.datastore import TxDelta
+from stdb.storage.durable import DurableStore, StoreConfig
+from stdb.storage.lmdbenv import META_DB
+
+__all__ = ["Database", "CallResult", "PublishResult", "Limits", "ZERO_IDENTITY"]
+
+log = logging.getLogger("stdb.module")
+
+ZERO_IDENTITY = bytes(32)
+TICK_SECONDS = 0.005                      # epoch ticker period: the time-limit resolution
+_MODULE_KEY = b"module.wasm"
+_MODULE_INFO_KEY = b"module.info"
+_DESCRIBE_FUEL = 100_000_000
+
+_engine_lock = threading.Lock()
+_engine: wasmtime.Engine | None = None
+
+
+def engine() -> wasmtime.Engine:
+    """The process's wasmtime engine (fuel metering and epoch interruption on), with its
+    epoch ticker started on first use."""
+    global _engine
+    with _engine_lock:
+        if _engine is None:
+            cfg = wasmtime.Config()
+            cfg.consume_fuel = True
+            cfg.epoch_interruption = True
+            cfg.cranelift_opt_level = "speed"
+            e = wasmtime.Engine(cfg)
+            _wasm.start_epoch_ticker(e, TICK_SECONDS)
+            _engine = e
+        return _engine
+
+
+def now_us() -> int:
+    return time.time_ns() // 1000
+
+
+@dataclass
+class CallResult:
+    """A committed reducer call."""
+
+    reducer: str
+    offset: int | None                    # commit log offset (None: it changed nothing)
+    delta: TxDelta
+    fuel_used: int
+    timestamp: int
+    duration_s: float
+
+
+@dataclass
+class PublishResult:
+    created_tables: list[str] = field(default_factory=list)
+    altered_tables: list[str] = field(default_factory=list)
+    reducers: list[str] = field(default_factory=list)
+    first_publish: bool = False
+    init: CallResult | None = None
+
+
+def _is_identity(v: Any) -> bool:
+    return isinstance(v, bytes) and len(v) == 32
+
+
+class Database:
+    """One database: a durable store and (after ``publish``) its module.
+
+    Not thread-safe: calls run one at a time (the server runs reducers serially per database).
+    ``clock`` returns the database time in µs since the epoch (tests pass a fake one).
+    """
+
+    def __init__(self, path: str, *, limits: Limits | None = None, config: StoreConfig | None = None,
+                 clock: Callable[[], int] = now_us, progress: bool = False) -> None:
+        self.path = path
+        self.limits = limits or Limits()
+        self.clock = clock
+        self.store = DurableStore(path, config, progress=progress)
+        self.logger = logging.getLogger(f"stdb.module.{path}")
+        self.schema: ModuleSchema | None = None
+        self.owner: bytes | None = None
+        self._module: wasmtime.Module | None = None
+        self._host: ModuleHost | None = None
+        self._inst: Any = None
+        self._codecs: list[Any] = []
+        self._last_ts = 0
+        try:
+            self._load_stored_module()
+        except BaseException:
+            self.store.close()
+            raise
+
+    @classmethod
+    def open(cls, path: str, **kw: Any) -> Database:
+        return cls(path, **kw)
+
+    def __enter__(self) -> Database:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self._inst = None
+        self.store.close()
+
+    # ---- module loading
+
+    def _compile(self, wasm: bytes) -> wasmtime.Module:
+        if not isinstance(wasm, (bytes, bytearray)):
+            raise ModuleError(f"publish needs the module's wasm bytes, got {type(wasm).__name__}")
+        try:
+            module = wasmtime.Module(engine(), bytes(wasm))
+        except wasmtime.WasmtimeError as e:
+            raise ModuleError(f"not a valid WebAssembly module: {_wasm._first_line(str(e))}") from None
+        _wasm.check_imports(module)
+        return module
+
+    def _describe(self, module: wasmtime.Module) -> tuple[ModuleSchema, bytes]:
+        host = ModuleHost(None, self.limits, self.logger)
+        inst = _wasm.instantiate(engine(), module, host, memory_limit=self.limits.memory_bytes)
+        ticks = self._ticks()
+        try:
+            version = inst.call_abi_version(_DESCRIBE_FUEL, ticks)
+            if version != ABI_VERSION:
+                raise ModuleError(f"the module speaks ABI version {version}; this host speaks version "
+                                  f"{ABI_VERSION}", hint="rebuild it with a matching SDK")
+            packed = inst.call_describe(_DESCRIBE_FUEL, ticks) & 0xFFFFFFFFFFFFFFFF
+            raw = inst.read_memory(packed >> 32, packed & 0xFFFFFFFF)
+        except _wasm.CallTrap as e:
+            raise ModuleError(f"the module trapped while describing itself ({e.kind}): {e.message}") from None
+        except _wasm.MemoryFault as e:
+            raise ModuleError(f"stdb_describe returned a bad pointer: {e}") from None
+        return parse_description(raw), raw
+
+    def _prepare(self, module: wasmtime.Module, schema: ModuleSchema) -> tuple[ModuleHost, list, Any]:
+        """Everything a module needs to run, built without changing the database."""
+        host = ModuleHost(schema, self.limits, self.logger)
+        codecs = [r.codec() for r in schema.reducers]
+        inst = _wasm.instantiate(engine(), module, host, memory_limit=self.limits.memory_bytes)
+        return host, codecs, inst
+
+    def _activate(self, module: wasmtime.Module, schema: ModuleSchema,
+                  prepared: tuple[ModuleHost, list, Any]) -> None:
+        self._module = module
+        self.schema = schema
+        self._host, self._codecs, self._inst = prepared
+
+    def _instance(self) -> Any:
+        if self._inst is None:
+            assert self._module is not None
+            self._inst = _wasm.instantiate(engine(), self._module, self._host,
+                                           memory_limit=self.limits.memory_bytes)
+        return self._inst
+
+    def _load_stored_module(self) -> None:
+        env = self.store.env
+        with env.read() as txn:
+            wasm = txn.get(_MODULE_KEY, db=env.db(META_DB))
+            info = txn.get(_MODULE_INFO_KEY, db=env.db(META_DB))
+            wasm = bytes(wasm) if wasm is not None else None
+            info = json.loads(bytes(info)) if info is not None else None
+        if wasm is None or info is None:
+            return
+        if hashlib.sha256(wasm).hexdigest() != info.get("sha256"):
+            raise ModuleError(f"{self.path}: the stored module does not match its hash",
+                              hint="publish the module again")
+        module = self._compile(wasm)
+        schema, _ = self._describe(module)
+        for t in schema.tables:
+            if t.name not in self.store.datastore.table_names:
+                raise ModuleError(f"{self.path}: the stored module has table '{t.name}', the data does not",
+                                  hint="publish the module again")
+        self.owner = bytes.fromhex(info["owner"]) if info.get("owner") else None
+        self._activate(module, schema, self._prepare(module, schema))
+
+    def _store_module(self, wasm: bytes, owner: bytes | None) -> None:
+        info = json.dumps({"sha256": hashlib.sha256(wasm).hexdigest(), "owner": owner.hex() if owner else None,
+                           "published_at": self.clock(), "abi": ABI_VERSION}).encode()
+        env = self.store.env
+
+        def put(txn: Any) -> None:
+            txn.put(_MODULE_KEY, bytes(wasm), db=env.db(META_DB))
+            txn.put(_MODULE_INFO_KEY, info, db=env.db(META_DB))
+        env.write(put)
+        env.sync()
+
+    # ---- publish
+
+    def publish(self, wasm: bytes, *, owner: bytes | None = None) -> PublishResult:
+        """Validate the module, create or migrate its tables, run ``init`` on first publish.
+
+        A change that cannot migrate automatically (a table removed, a column removed, added
+        or retyped, the primary key changed) is refused with a ModuleError listing every
+        difference, and nothing changes."""
+        if owner is not None and not _is_identity(owner):
+            raise DataError("owner must be a 32-byte identity")
+        if self.owner is not None and owner is not None and owner != self.owner:
+            raise ModuleError("only the database's owner may publish to it")
+        module = self._compile(wasm)
+        schema, _ = self._describe(module)
+        first = self.schema is None
+        plan = self._plan(schema)
+        prepared = self._prepare(module, schema)
+        # build every altered table before anything is written: a new unique index that the
+        # rows break refuses the publish here
+        for t in plan["alter"]:
+            self.store.datastore.altered_table(t)
+        result = PublishResult(first_publish=first, reducers=[r.name for r in schema.reducers])
+        for t in plan["create"]:
+            self.store.create_table(t)
+            result.created_tables.append(t.name)
+        for t in plan["alter"]:
+            self.store.alter_table(t)
+            result.altered_tables.append(t.name)
+        self.store.flush()
+        self._store_module(bytes(wasm), owner if owner is not None else self.owner)
+        if owner is not None:
+            self.owner = owner
+        self._activate(module, schema, prepared)
+        if first:
+            idx = schema.lifecycle("init")
+            if idx is not None:
+                result.init = self._run(idx, (), owner or ZERO_IDENTITY, bytes(16), None)
+        log.info("%s: published module (%d tables, %d reducers; created %s, altered %s)", self.path,
+                 len(schema.tables), len(schema.reducers), result.created_tables, result.altered_tables)
+        return result
+
+    def _plan(self, schema: ModuleSchema) -> dict[str, list[TableSchema]]:
+        ds = self.store.datastore
+        existing = {n: ds.schema(n) for n in ds.table_names}
+        problems: list[str] = []
+        create: list[TableSchema] = []
+        alter: list[TableSchema] = []
+        new_names = {t.name for t in schema.tables}
+        if self.schema is not None:
+            for t in self.schema.tables:
+                if t.name not in new_names:
+                    problems.append(f"table '{t.name}' was removed")
+        for t in schema.tables:
+            old = existing.get(t.name)
+            if old is None:
+                create.append(t)
+                continue
+            old_cols = {c.name: c for c in old.columns}
+            new_cols = {c.name: c for c in t.columns}
+            for name, c in old_cols.items():
+                if name not in new_cols:
+                    problems.append(f"table '{t.name}': column '{name}' was removed")
+                elif new_cols[name].type.name != c.type.name:
+                    problems.append(f"table '{t.name}': column '{name}' changed type from "
+                                    f"{c.type.name} to {new_cols[name].type.name}")
+                elif new_cols[name].auto_inc != c.auto_inc:
+                    problems.append(f"table '{t.name}': column '{name}' changed auto_inc")
+            for name in new_cols:
+                if name not in old_cols:
+                    problems.append(f"table '{t.name}': column '{name}' was added (existing rows have no value)")
+            if [c.name for c in old.columns] != [c.name for c in t.columns] and \
+                    set(old_cols) == set(new_cols):
+                problems.append(f"table '{t.name}': columns were reordered")
+            if old.primary_key != t.primary_key:
+                problems.append(f"table '{t.name}': primary key changed from {list(old.primary_key)} "
+                                f"to {list(t.primary_key)}")
+            if schema_to_dict(old) != schema_to_dict(t):
+                alter.append(t)
+        if problems:
+            raise ModuleError("the new module is not compatible with the database: " + "; ".join(problems),
+                              hint="compatible changes: new tables, new or removed indexes, new reducers, "
+                                   "visibility")
+        return {"create": create, "alter": alter}
+
+    # ---- calls
+
+    def _ticks(self) -> int:
+        return max(1, int(self.limits.time / TICK_SECONDS + 0.999)) + 1
+
+    def _timestamp(self, ts: int | None) -> int:
+        t = self.clock() if ts is None else ts
+        if t <= self._last_ts:                 # strictly increasing per database
+            t = self._last_ts + 1
+        self._last_ts = t
+        return t
+
+    def reducer(self, name: str) -> ReducerDef:
+        if self.schema is None:
+            raise ModuleError(f"{self.path}: no module is published", hint="publish one first")
+        idx = self.schema.reducer_index(name)
+        if idx is None:
+            raise ReducerError(f"no reducer named {name!r}", reducer=name, kind="error",
+                               hint="reducers: " + ", ".join(r.name for r in self.schema.reducers))
+        return self.schema.reducers[idx]
+
+    def call(self, reducer: str, args: Sequence[Any] = (), *, sender: bytes = ZERO_IDENTITY,
+             connection_id: bytes | None = None, timestamp: int | None = None) -> CallResult:
+        """Run ``reducer(*args)`` as ``sender`` in a transaction; CallResult on commit,
+        ReducerError (with ``kind``) when it returned an error, trapped or hit a limit."""
+        rd = self.reducer(reducer)
+        if rd.lifecycle is not None:
+            raise ReducerError(f"reducer '{reducer}' is the {rd.lifecycle} lifecycle reducer; "
+                               "the database calls it itself", reducer=reducer)
+        assert self.schema is not None
+        idx = self.schema.reducer_index(reducer)
+        assert idx is not None
+        return self._run(idx, args, sender, connection_id, timestamp)
+
+    def client_connected(self, sender: bytes, connection_id: bytes | None = None) -> CallResult | None:
+        return self._lifecycle("client_connected", sender, connection_id)
+
+    def client_disconnected(self, sender: bytes, connection_id: bytes | None = None) -> CallResult | None:
+        return self._lifecycle("client_disconnected", sender, connection_id)
+
+    def _lifecycle(self, kind: str, sender: bytes, connection_id: bytes | None) -> CallResult | None:
+        idx = self.schema.lifecycle(kind) if self.schema is not None else None
+        if idx is None:
+            return None
+        return self._run(idx, (), sender, connection_id, None)
+
+    def _run(self, idx: int, args: Sequence[Any], sender: bytes, connection_id: bytes | None,
+             timestamp: int | None, before_commit: Callable[[Any], None] | None = None) -> CallResult:
+        assert self.schema is not None and self._host is not None
+        rd = self.schema.reducers[idx]
+        if not _is_identity(sender):
+            raise DataError("sender must be a 32-byte identity")
+        conn = bytes(16) if connection_id is None else connection_id
+        if not isinstance(conn, bytes) or len(conn) != 16:
+            raise DataError("connection_id must be 16 bytes")
+        codec = self._codecs[idx]
+        if not isinstance(args, (tuple, list)):
+            raise DataError(f"reducer '{rd.name}': arguments must be a list or tuple, got {type(args).__name__}")
+        try:
+            raw = codec.encode(codec.check_row(tuple(args)))
+        except DataError as e:
+            raise DataError(f"reducer '{rd.name}': {e.detail}".replace(f"table 'reducer {rd.name}', ", ""),
+                            hint="parameters: " + ", ".join(f"{c.name} {c.type.name}" for c in rd.params)) from None
+        ts = self._timestamp(timestamp)
+        seed = int.from_bytes(hashlib.blake2b(ts.to_bytes(8, "little") + sender + rd.name.encode(),
+                                              digest_size=8).digest(), "little", signed=True)
+        host = self._host
+        tx = self.store.begin()
+        t0 = time.perf_counter()
+        inst = self._instance()
+        host.begin_call(tx, rd.name, sender, conn, ts, seed)
+        try:
+            try:
+                packed = inst.call_reducer(idx, raw, self.limits.fuel, self._ticks())
+            finally:
+                fuel = inst.fuel_consumed()
+                host.end_call()
+            if packed != 0:
+                packed &= 0xFFFFFFFFFFFFFFFF
+                try:
+                    msg = inst.read_memory(packed & 0xFFFFFFFF, packed >> 32).decode("utf-8", "replace")
+                except _wasm.MemoryFault:
+                    msg = f"(the error message pointer {packed & 0xFFFFFFFF} is outside memory)"
+                raise ReducerError(f"reducer '{rd.name}' failed: {msg}", reducer=rd.name, kind="error",
+                                   message=msg, fuel_used=fuel)
+        except _wasm.CallTrap as e:
+            tx.rollback()
+            self._inst = None                  # a trapped instance may be mid-call: start afresh
+            if inst.host_error is not None:
+                raise InternalError(f"reducer '{rd.name}': the host failed in an import: "
+                                    f"{inst.host_error!r}") from inst.host_error
+            raise ReducerError(f"reducer '{rd.name}' {_KIND_TEXT[e.kind]}: {e.message}", reducer=rd.name,
+                               kind=e.kind, message=e.message, backtrace=e.backtrace, fuel_used=fuel) from None
+        except _wasm.MemoryFault as e:
+            tx.rollback()
+            self._inst = None
+            raise ReducerError(f"reducer '{rd.name}' trapped: stdb_alloc gave memory the host cannot "
+                               f"use ({e})", reducer=rd.name, kind="trap", message=str(e)) from None
+        except BaseException:
+            if tx.is_open:
+                tx.rollback()
+            raise
+        if before_commit is not None:
+            try:
+                before_commit(tx)
+            except BaseException:
+                tx.rollback()
+                raise
+        commit = self.store.commit(tx, reducer=rd.name, args=raw, caller=sender, timestamp=ts)
+        return CallResult(rd.name, commit.offset, commit.delta, fuel, ts, time.perf_counter() - t0)
+
+    # ---- schedules
+
+    def due(self, now: int | None = None) -> list[tuple[int, int, str]]:
+        """(scheduled_at, scheduled_id, table) of every schedule row due at ``now``, in order."""
+        if self.schema is None:
+            return []
+        now = self.clock() if now is None else now
+        out = []
+        for table in self.schema.schedules:
+            for row in self.store.datastore.scan(table):
+                if row[1] <= now:
+                    out.append((row[1], row[0], table))
+        out.sort()
+        return out
+
+    def next_due(self) -> int | None:
+        """When the next scheduled reducer is due (µs), or None."""
+        if self.schema is None:
+            return None
+        times = [row[1] for table in self.schema.schedules for row in self.store.datastore.scan(table)]
+        return min(times) if times else None
+
+    def run_due(self, now: int | None = None) -> list[CallResult | ReducerError]:
+        """Call every scheduled reducer that is due at ``now`` (the database clock by default),
+        in order of (scheduled_at, scheduled_id).  A one-shot row is deleted in its call's
+        transaction; a repeating one moves to its next time after ``now``.  A failing call is
+        reported in the list and its row is handled the same way (no retry storm)."""
+        now = self.clock() if now is None else now
+        results: list[CallResult | ReducerError] = []
+        for at, sid, table in self.due(now):
+            assert self.schema is not None
+            rows = self.store.datastore.table(table).seek("pk", sid)
+            if not rows:
+                continue                      # an earlier call in this round deleted it
+            row = self.store.datastore.table(table).get(rows[0])
+            reducer = self.schema.schedules[table]
+            idx = self.schema.reducer_index(reducer)
+            assert idx is not None
+            try:
+                res: CallResult | ReducerError = self._run(
+                    idx, row, ZERO_IDENTITY, None, None,
+                    before_commit=lambda tx, t=table, r=row: _advance(tx, t, r, now))
+            except ReducerError as e:
+                self._reschedule(table, row, now)
+                res = e
+            results.append(res)
+        return results
+
+    def _reschedule(self, table: str, row: tuple, now: int) -> None:
+        """After a failed scheduled call: drop a one-shot row, move a repeating one on."""
+        tx = self.store.begin()
+        try:
+            _advance(tx, table, row, now)
+        except BaseException:
+            tx.rollback()
+            raise
+        self.store.commit(tx, reducer="", args=b"", caller=None, timestamp=self._timestamp(None))
+
+
+_KIND_TEXT = {"trap": "trapped", "out_of_fuel": "ran out of fuel", "timeout": "ran past its time limit"}
+
+
+def _advance(tx: Any, table: str, row: tuple, now: int) -> None:
+    """Delete a fired one-shot schedule row or move a repeating one past ``now``."""
+    t = tx.table(table)
+    ids = t.seek("pk", row[0])
+    if not ids:
+        return
+    cur = t.get(ids[0])
+    repeat = cur[2]
+    if repeat <= 0:
+        tx.delete_rowid(table, ids[0])
+        return
+    at = cur[1]
+    steps = max(1, (now - at) // repeat + 1)
+    tx.update(table, (cur[0], at + steps * repeat) + tuple(cur[2:]))
+
