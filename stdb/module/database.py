@@ -384,8 +384,13 @@ class Database:
             if inst.host_error is not None:
                 raise InternalError(f"reducer '{rd.name}': the host failed in an import: "
                                     f"{inst.host_error!r}") from inst.host_error
-            raise ReducerError(f"reducer '{rd.name}' {_KIND_TEXT[e.kind]}: {e.message}", reducer=rd.name,
-                               kind=e.kind, message=e.message, backtrace=e.backtrace, fuel_used=fuel) from None
+            msg = e.message
+            if e.kind == "out_of_fuel":
+                msg = f"it used its whole fuel budget of {self.limits.fuel:,}"
+            elif e.kind == "timeout":
+                msg = f"it ran for more than {self.limits.time:g} s"
+            raise ReducerError(f"reducer '{rd.name}' {_KIND_TEXT[e.kind]}: {msg}", reducer=rd.name,
+                               kind=e.kind, message=msg, backtrace=e.backtrace, fuel_used=fuel) from None
         except _wasm.MemoryFault as e:
             tx.rollback()
             self._inst = None

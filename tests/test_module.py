@@ -1,0 +1,342 @@
+"""Database.publish / Database.call with hand-written WAT modules: outcomes, limits,
+hostile modules, publish validation and migration (docs/abi.md)."""
+
+from __future__ import annotations
+
+import struct
+
+import pytest
+
+import stdb
+from stdb.module.database import Database, Limits
+from stdb.storage import logformat as lf
+from stdb.storage.lmdbenv import LOG_DB
+from tests import wat
+
+KV = {"name": "kv", "public": True, "columns": [{"name": "k", "type": "u64"}, {"name": "v", "type": "i64"}],
+      "primary_key": ["k"], "indexes": []}
+PUT = {"name": "put", "params": [{"name": "k", "type": "u64"}, {"name": "v", "type": "i64"}]}
+DATA, AT = wat.strings("kv", "no such thing", "pk")
+KV_ID = f"(call $table_id (i32.const {AT['kv'][0]}) (i32.const 2))"
+INSERT_ARGS = f"(drop (call $insert {KV_ID} (local.get $p) (local.get $n)))"
+NO = f"(call $err (i32.const {AT['no such thing'][0]}) (i32.const {AT['no such thing'][1]}))"
+LOOP = "(loop $l (br $l))"
+
+REDUCERS = {
+    "put": INSERT_ARGS + " (i64.const 0)",
+    "put_then_fail": INSERT_ARGS + " " + NO,
+    "put_then_trap": INSERT_ARGS + " unreachable",
+    "put_then_loop": INSERT_ARGS + " " + LOOP + " (i64.const 0)",
+    # grow memory a page at a time until the cap refuses, then trap
+    "memory_bomb": "(block $full (loop $l (br_if $full (i32.eq (memory.grow (i32.const 1)) (i32.const -1))) "
+                   "(br $l))) unreachable",
+    "recurse": "(call $deep (i32.const 0)) drop (i64.const 0)",
+    "bad_pointer": f"(drop (call $insert {KV_ID} (i32.const 0x7ffffff0) (i32.const 64))) (i64.const 0)",
+    # insert 3 bytes (not a row): report error_detail's text as the reducer's error
+    "bad_row": f"(local.set $t (call $insert {KV_ID} (local.get $p) (i32.const 3))) "
+               "(local.set $i (call $error_detail (global.get $tmp) (i32.const 200))) "
+               "(call $err (global.get $tmp) (local.get $i))",
+    # insert the same row twice: the second answer (-4) is the reducer's error length
+    "dup": f"{INSERT_ARGS} (local.set $t (call $insert {KV_ID} (local.get $p) (local.get $n))) "
+           "(if (i32.ne (local.get $t) (i32.const -4)) (then unreachable)) " + NO,
+    "bad_error_pointer": "(call $err (i32.const 0x7ffffff0) (i32.const 100))",
+}
+PARAMS = {"put": PUT["params"], "put_then_fail": PUT["params"], "put_then_trap": PUT["params"],
+          "put_then_loop": PUT["params"], "bad_row": PUT["params"], "dup": PUT["params"]}
+DEEP = "(func $deep (param $d i32) (result i32) (call $deep (i32.add (local.get $d) (i32.const 1))))"
+
+
+def kv_module(tables=(KV,), reducers=REDUCERS, **kw) -> bytes:
+    desc = wat.describe(list(tables), [{"name": n, "params": PARAMS.get(n, [])} for n in reducers])
+    return wat.module(desc, list(reducers.values()), data=DATA, extra=DEEP, **kw)
+
+
+@pytest.fixture
+def db(tmp_path):
+    d = Database(str(tmp_path / "db"), limits=Limits(fuel=50_000_000, time=0.5, memory_bytes=4 << 20))
+    d.publish(kv_module())
+    yield d
+    d.close()
+
+
+def rows(db: Database, table: str = "kv") -> list:
+    return sorted(db.store.datastore.scan(table))
+
+
+def log_records(db: Database) -> list[lf.LogRecord]:
+    env = db.store.env
+    db.store.flush()
+    with env.read() as txn:
+        return [lf.decode_record(lf.key_offset(bytes(k)), bytes(v)) for k, v in txn.cursor(db=env.db(LOG_DB))]
+
+
+def test_call_commits_through_the_log_and_survives_reopen(tmp_path, db):
+    res = db.call("put", (1, 10), sender=b"\x07" * 32)
+    assert res.offset is not None and res.fuel_used > 0
+    assert res.delta.tables["kv"].inserts == [(1, 10)]
+    rec = log_records(db)[-1]
+    assert (rec.offset, rec.reducer, rec.caller) == (res.offset, "put", b"\x07" * 32)
+    assert rec.args == struct.pack("<Qq", 1, 10)
+    assert [ch.table for ch in rec.changes] == ["kv"]
+    db.close()
+    again = Database(db.path)
+    try:
+        assert rows(again) == [(1, 10)]
+        assert again.call("put", (2, 20)).offset == res.offset + 1      # the module came back with the data
+        assert rows(again) == [(1, 10), (2, 20)]
+    finally:
+        again.close()
+
+
+@pytest.mark.parametrize("reducer, kind, text", [
+    ("put_then_fail", "error", "no such thing"),
+    ("put_then_trap", "trap", "unreachable"),
+    ("put_then_loop", "out_of_fuel", "fuel"),
+])
+def test_failures_roll_back_and_the_next_call_works(db, reducer, kind, text):
+    db.call("put", (1, 10))
+    before = log_records(db)
+    with pytest.raises(stdb.ReducerError) as e:
+        db.call(reducer, (2, 20))
+    assert e.value.kind == kind and e.value.reducer == reducer
+    assert text in str(e.value)
+    if kind != "error":
+        assert e.value.backtrace, "a trap carries the WASM backtrace"
+    assert rows(db) == [(1, 10)]
+    assert log_records(db) == before                       # nothing logged
+    db.call("put", (3, 30))
+    assert rows(db) == [(1, 10), (3, 30)]
+
+
+def test_wall_clock_limit_stops_a_loop_that_has_fuel(tmp_path):
+    d = Database(str(tmp_path / "t"), limits=Limits(fuel=10**15, time=0.05))
+    try:
+        d.publish(kv_module())
+        with pytest.raises(stdb.ReducerError) as e:
+            d.call("put_then_loop", (1, 1))
+        assert e.value.kind == "timeout" and "time limit" in str(e.value)
+        assert rows(d) == []
+        d.call("put", (2, 2))
+        assert rows(d) == [(2, 2)]
+    finally:
+        d.close()
+
+
+def test_memory_bomb_is_capped_and_fails_only_its_call(db):
+    with pytest.raises(stdb.ReducerError) as e:
+        db.call("memory_bomb")
+    assert e.value.kind == "trap"
+    db.call("put", (1, 1))
+    assert db._inst.memory_size <= db.limits.memory_bytes
+    assert rows(db) == [(1, 1)]
+
+
+def test_deep_recursion_traps(db):
+    with pytest.raises(stdb.ReducerError) as e:
+        db.call("recurse")
+    assert e.value.kind == "trap" and "stack" in e.value.message
+    db.call("put", (1, 1))
+    assert rows(db) == [(1, 1)]
+
+
+def test_pointer_outside_memory_traps_naming_it(db):
+    with pytest.raises(stdb.ReducerError) as e:
+        db.call("bad_pointer")
+    assert e.value.kind == "trap" and str(0x7FFFFFF0) in e.value.message
+    with pytest.raises(stdb.ReducerError) as e:
+        db.call("bad_error_pointer")
+    assert e.value.kind == "error" and "outside memory" in e.value.message
+    db.call("put", (1, 1))
+
+
+def test_import_errors_are_codes_with_a_detail(db):
+    with pytest.raises(stdb.ReducerError) as e:
+        db.call("bad_row", (1, 1))
+    assert "truncated" in e.value.message           # the host's message, read back by the module
+    with pytest.raises(stdb.ReducerError) as e:
+        db.call("dup", (5, 5))                       # the module saw ERR_UNIQUE_VIOLATION (-4)
+    assert e.value.message == "no such thing"
+    assert rows(db) == []
+
+
+def test_arguments_are_checked_before_the_call(db):
+    with pytest.raises(stdb.DataError, match="reducer 'put'.*'k'.*u64"):
+        db.call("put", ("x", 1))
+    with pytest.raises(stdb.DataError, match="2 columns|2 values"):
+        db.call("put", (1,))
+    with pytest.raises(stdb.ReducerError, match="no reducer named 'nope'"):
+        db.call("nope")
+    with pytest.raises(stdb.DataError, match="32-byte identity"):
+        db.call("put", (1, 1), sender=b"short")
+    assert rows(db) == []
+
+
+# ---------------------------------------------------------------- publish validation
+
+@pytest.mark.parametrize("wasm, text", [
+    (b"\x00asm\x02\x00\x00\x00", "not a valid WebAssembly module"),
+    (b"(module (import \"env\" \"foo\" (func)) (memory (export \"memory\") 1))", "env.foo"),
+    (b"(module (import \"stdb\" \"insert\" (func (param i32))) (memory (export \"memory\") 1))",
+     "stdb.insert with signature (i32)"),
+    (kv_module(version=2), "ABI version 2"),
+    (wat.module({"abi": 1, "tables": [dict(KV, colour="red")], "reducers": []}, []), "unknown key 'colour'"),
+    (wat.module({"abi": 1, "tables": [dict(KV, columns=[{"name": "k", "type": "u65"}])], "reducers": []}, []),
+     "u65"),
+    (wat.module(b"{not json", []), "not UTF-8 JSON"),
+    (wat.module({"abi": 1, "tables": [], "reducers": [PUT, PUT]}, ["(i64.const 0)"] * 2), "declared twice"),
+    (wat.module({"abi": 1, "tables": [], "reducers": [{"name": "i", "lifecycle": "boot", "params": []}]},
+                ["(i64.const 0)"]), "unknown lifecycle 'boot'"),
+])
+def test_bad_modules_are_refused_and_change_nothing(tmp_path, wasm, text):
+    d = Database(str(tmp_path / "bad"))
+    try:
+        with pytest.raises(stdb.ModuleError) as e:
+            d.publish(wasm)
+        assert text in str(e.value)
+        assert d.store.datastore.table_names == [] and d.schema is None
+    finally:
+        d.close()
+    d = Database(str(tmp_path / "bad"))
+    try:
+        assert d.schema is None                           # nothing was stored either
+    finally:
+        d.close()
+
+
+def test_compatible_republish_migrates_and_keeps_rows(db):
+    db.call("put", (1, 10))
+    kv2 = dict(KV, indexes=[{"name": "by_v", "columns": ["v"], "kind": "btree"}])
+    extra = {"name": "extra", "columns": [{"name": "id", "type": "u64"}], "primary_key": ["id"]}
+    res = db.publish(kv_module(tables=(kv2, extra), reducers={**REDUCERS, "noop": "(i64.const 0)"}))
+    assert res.created_tables == ["extra"] and res.altered_tables == ["kv"] and not res.first_publish
+    assert "noop" in res.reducers
+    assert rows(db) == [(1, 10)]
+    assert db.store.datastore.schema("kv").index("by_v").columns == ("v",)
+    db.call("noop")
+    db.close()
+    again = Database(db.path)                              # the altered table comes back from the log
+    try:
+        assert again.store.datastore.schema("kv").index("by_v").columns == ("v",)
+        assert rows(again) == [(1, 10)]
+    finally:
+        again.close()
+
+
+def test_incompatible_republish_lists_every_difference_and_changes_nothing(db):
+    db.call("put", (1, 10))
+    changed = dict(KV, columns=[{"name": "k", "type": "u32"}, {"name": "w", "type": "i64"}])
+    with pytest.raises(stdb.ModuleError) as e:
+        db.publish(kv_module(tables=(changed,)))
+    msg = str(e.value)
+    for part in ("column 'k' changed type from u64 to u32", "column 'v' was removed", "column 'w' was added"):
+        assert part in msg
+    with pytest.raises(stdb.ModuleError, match="table 'kv' was removed"):
+        db.publish(kv_module(tables=()))
+    assert db.store.datastore.schema("kv").column_names == ("k", "v")
+    db.call("put", (2, 20))                                  # the old module still runs
+    assert rows(db) == [(1, 10), (2, 20)]
+
+
+def test_new_unique_index_that_rows_break_is_refused(db):
+    db.call("put", (1, 7))
+    db.call("put", (2, 7))
+    kv2 = dict(KV, indexes=[{"name": "by_v", "columns": ["v"], "kind": "hash", "unique": True}])
+    with pytest.raises(stdb.ConstraintError):
+        db.publish(kv_module(tables=(kv2,)))
+    assert [i.name for i in db.store.datastore.schema("kv").indexes] == []
+
+
+# ---------------------------------------------------------------- lifecycle and schedules
+
+SCHED = {"name": "tick_schedule", "scheduled": "tick",
+         "columns": [{"name": "scheduled_id", "type": "u64", "auto_inc": True},
+                     {"name": "scheduled_at", "type": "timestamp"}, {"name": "repeat_us", "type": "u64"}],
+         "primary_key": ["scheduled_id"]}
+TICKS = {"name": "ticks", "columns": [{"name": "n", "type": "u64", "auto_inc": True},
+                                      {"name": "sid", "type": "u64"}, {"name": "at", "type": "timestamp"}],
+         "primary_key": ["n"]}
+SDATA, SAT = wat.strings("tick_schedule", "ticks", "pk")
+
+
+def _sid(name: str) -> str:
+    return f"(call $table_id (i32.const {SAT[name][0]}) (i32.const {SAT[name][1]}))"
+
+
+# a ticks row (0, sid, at) at $tmp from the first 16 bytes at $p, or (0, marker, timestamp())
+TICK_ROW = ("(i64.store (global.get $tmp) (i64.const 0)) "
+            "(i64.store (i32.add (global.get $tmp) (i32.const 8)) (i64.load (local.get $p))) "
+            "(i64.store (i32.add (global.get $tmp) (i32.const 16)) (i64.load (i32.add (local.get $p) (i32.const 8))))")
+
+
+def _mark(marker: int) -> str:
+    return ("(i64.store (global.get $tmp) (i64.const 0)) "
+            f"(i64.store (i32.add (global.get $tmp) (i32.const 8)) (i64.const {marker})) "
+            "(i64.store (i32.add (global.get $tmp) (i32.const 16)) (call $timestamp)) "
+            f"(drop (call $insert {_sid('ticks')} (global.get $tmp) (i32.const 24))) (i64.const 0)")
+
+
+SCHED_REDUCERS = [
+    ({"name": "add", "params": SCHED["columns"]},
+     f"(drop (call $insert {_sid('tick_schedule')} (local.get $p) (local.get $n))) (i64.const 0)"),
+    ({"name": "tick", "params": SCHED["columns"]},
+     TICK_ROW + f" (drop (call $insert {_sid('ticks')} (global.get $tmp) (i32.const 24))) (i64.const 0)"),
+    ({"name": "cancel", "params": [{"name": "sid", "type": "u64"}]},
+     f"(drop (call $delete {_sid('tick_schedule')} (i32.const 0) (local.get $p) (i32.const 8))) (i64.const 0)"),
+    ({"name": "init", "lifecycle": "init", "params": []}, _mark(1000)),
+    ({"name": "hello", "lifecycle": "client_connected", "params": []}, _mark(2000)),
+    ({"name": "bye", "lifecycle": "client_disconnected", "params": []}, _mark(3000)),
+]
+
+
+def sched_module() -> bytes:
+    desc = wat.describe([SCHED, TICKS], [r for r, _ in SCHED_REDUCERS])
+    return wat.module(desc, [body for _, body in SCHED_REDUCERS], data=SDATA)
+
+
+def test_lifecycle_reducers(tmp_path):
+    clock = [10_000]
+    d = Database(str(tmp_path / "l"), clock=lambda: clock[0])
+    try:
+        res = d.publish(sched_module())
+        assert res.first_publish and res.init is not None
+        assert rows(d, "ticks") == [(1, 1000, 10_000)]                     # init ran once
+        assert not d.publish(sched_module()).first_publish                # re-publish: no init
+        clock[0] = 20_000
+        d.client_connected(b"\x05" * 32)
+        clock[0] = 30_000
+        d.client_disconnected(b"\x05" * 32)
+        assert rows(d, "ticks")[1:] == [(2, 2000, 20_000), (3, 3000, 30_000)]
+        with pytest.raises(stdb.ReducerError, match="lifecycle"):
+            d.call("init")
+        rec = log_records(d)[-1]
+        assert rec.reducer == "bye" and rec.caller == b"\x05" * 32
+    finally:
+        d.close()
+
+
+def test_scheduled_reducers_fire_in_order_repeat_and_cancel(tmp_path):
+    clock = [0]
+    d = Database(str(tmp_path / "s"), clock=lambda: clock[0])
+    try:
+        d.publish(sched_module())
+        d.call("add", (0, 100, 0))           # id 1: once at 100
+        d.call("add", (0, 50, 30))           # id 2: at 50, then every 30
+        d.call("add", (0, 500, 0))           # id 3: cancelled below
+        d.call("cancel", (3,))
+        assert d.next_due() == 50
+        assert d.run_due(now=40) == []
+        fired = d.run_due(now=120)
+        assert [r.reducer for r in fired] == ["tick", "tick"]
+        assert [(r[1], r[2]) for r in rows(d, "ticks")[1:]] == [(2, 50), (1, 100)]   # (at, id) order
+        assert rows(d, "tick_schedule") == [(2, 140, 30)]                 # one-shot gone, repeat moved on
+        assert d.run_due(now=130) == []
+        assert len(d.run_due(now=140)) == 1
+        assert rows(d, "tick_schedule") == [(2, 170, 30)]
+        assert [(r[1], r[2]) for r in rows(d, "ticks")[1:]][-1] == (2, 140)
+        d.close()
+        d = Database(d.path, clock=lambda: clock[0])                      # schedules are just rows:
+        assert d.next_due() == 170                                       # they survive a restart
+        assert len(d.run_due(now=1000)) == 1                             # missed runs are not replayed
+        assert rows(d, "tick_schedule") == [(2, 1010, 30)]
+    finally:
+        d.close()
