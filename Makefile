@@ -12,14 +12,14 @@ debug-test:     ## rebuild with boundscheck/wraparound/assertions/linetrace and 
 	STDB_DEBUG=1 $(PY) -m pip install --no-deps --no-build-isolation -e . && $(PY) -m pytest -q
 	$(PY) -m pip install --no-deps --no-build-isolation -e .
 
-annotate:       ## Cython's HTML annotation next to each .pyx (stdb/_core/*.html)
+annotate:       ## Cython's HTML annotation next to each .pyx (stdb/_core/*.html, stdb/module/*.html)
 	STDB_ANNOTATE=1 STDB_FORCE=1 $(PY) setup.py build_ext --inplace
-	@ls stdb/_core/*.html
+	@ls stdb/_core/*.html stdb/module/*.html
 
 lint:
 	$(PY) -m ruff check stdb tests bench tools fuzz
 	$(PY) -m mypy
-	cython-lint stdb/_core
+	cython-lint stdb/_core stdb/module
 
 bench:          ## engine benchmarks; JSON in bench/results/
 	$(PY) -m bench
@@ -28,4 +28,5 @@ torture:        ## the long crash-torture run: kill -9 at 10,000 random moments
 	$(PY) -m fuzz.torture --rounds 10000
 
 clean:
-	rm -rf build stdb/_core/*.c stdb/_core/*.so stdb/_core/*.html stdb/_core/.build-mode
+	rm -rf build stdb/_core/*.c stdb/_core/*.so stdb/_core/*.html stdb/_core/.build-mode \
+		stdb/module/*.c stdb/module/*.so stdb/module/*.html

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import os
 
-from bench import durability, engine
+from bench import durability, engine, modules
 
 
 def main() -> int:
@@ -15,6 +15,7 @@ def main() -> int:
     a = p.parse_args()
     engine.run(50_000 if a.quick else 1_000_000, a.out)
     durability.main(["--out", a.out] + (["--commits", "3000", "--rows", "20000"] if a.quick else []))
+    modules.main(["--out", a.out] + (["--quick"] if a.quick else []))
     return 0
 
 

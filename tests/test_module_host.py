@@ -12,7 +12,8 @@ from stdb import Column, Datastore, IndexDef, RowCodec, TableSchema
 from stdb.module.describe import ModuleSchema
 from stdb.module.host import ERR, Limits, ModuleHost
 
-ITEM = TableSchema("item", [Column("id", "u64", auto_inc=True), Column("kind", "u8"), Column("name", "string")],
+ITEM = TableSchema("item",
+                   [Column("id", "u64", auto_inc=True), Column("kind", "u8"), Column("name", "string")],
                    primary_key="id", indexes=[IndexDef("by_kind", ("kind", "name")),
                                               IndexDef("by_name", "name", "hash", unique=True)])
 CODEC = RowCodec("item", ["id", "kind", "name"], ["u64", "u8", "string"])
@@ -140,7 +141,8 @@ def test_iterators_see_the_rows_of_their_creation(host):
 
 
 def test_context_and_end_of_call(host):
-    assert (host.sender, host.connection_id, host.timestamp, host.random_seed) == (b"\x01" * 32, b"\x02" * 16, 1234, 99)
+    assert (host.sender, host.connection_id, host.timestamp, host.random_seed) == \
+        (b"\x01" * 32, b"\x02" * 16, 1234, 99)
     host.log(2, b"hello \xff")
     assert host.recent_logs[-1] == {"ts": 1234, "level": "info", "reducer": "r", "message": "hello \ufffd"}
     it = host.scan(0)

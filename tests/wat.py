@@ -54,7 +54,8 @@ def module(desc: dict | bytes, calls: list[str], *, data: str = "", extra: str =
            version: int = 1, imports: str = IMPORTS) -> bytes:
     raw = desc if isinstance(desc, bytes) else json.dumps(desc).encode()
     dispatch = "\n".join(
-        f"    (if (i32.eq (local.get $r) (i32.const {i})) (then {body} (return)))" for i, body in enumerate(calls))
+        f"    (if (i32.eq (local.get $r) (i32.const {i})) (then {body} (return)))"
+        for i, body in enumerate(calls))
     return f"""
 (module
 {imports}

@@ -8,6 +8,7 @@ description are kept in the database (LMDB meta) so a restart needs no re-publis
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import logging
@@ -199,7 +200,8 @@ class Database:
         self._activate(module, schema, self._prepare(module, schema))
 
     def _store_module(self, wasm: bytes, owner: bytes | None) -> None:
-        info = json.dumps({"sha256": hashlib.sha256(wasm).hexdigest(), "owner": owner.hex() if owner else None,
+        info = json.dumps({"sha256": hashlib.sha256(wasm).hexdigest(),
+                           "owner": owner.hex() if owner else None,
                            "published_at": self.clock(), "abi": ABI_VERSION}).encode()
         env = self.store.env
 
@@ -278,7 +280,8 @@ class Database:
                     problems.append(f"table '{t.name}': column '{name}' changed auto_inc")
             for name in new_cols:
                 if name not in old_cols:
-                    problems.append(f"table '{t.name}': column '{name}' was added (existing rows have no value)")
+                    problems.append(f"table '{t.name}': column '{name}' was added "
+                                    "(existing rows have no value)")
             if [c.name for c in old.columns] != [c.name for c in t.columns] and \
                     set(old_cols) == set(new_cols):
                 problems.append(f"table '{t.name}': columns were reordered")
@@ -350,12 +353,14 @@ class Database:
             raise DataError("connection_id must be 16 bytes")
         codec = self._codecs[idx]
         if not isinstance(args, (tuple, list)):
-            raise DataError(f"reducer '{rd.name}': arguments must be a list or tuple, got {type(args).__name__}")
+            raise DataError(f"reducer '{rd.name}': arguments must be a list or tuple, "
+                            f"got {type(args).__name__}")
         try:
             raw = codec.encode(codec.check_row(tuple(args)))
         except DataError as e:
             raise DataError(f"reducer '{rd.name}': {e.detail}".replace(f"table 'reducer {rd.name}', ", ""),
-                            hint="parameters: " + ", ".join(f"{c.name} {c.type.name}" for c in rd.params)) from None
+                            hint="parameters: " + ", ".join(f"{c.name} {c.type.name}"
+                                                            for c in rd.params)) from None
         ts = self._timestamp(timestamp)
         seed = int.from_bytes(hashlib.blake2b(ts.to_bytes(8, "little") + sender + rd.name.encode(),
                                               digest_size=8).digest(), "little", signed=True)
@@ -438,7 +443,7 @@ class Database:
         reported in the list and its row is handled the same way (no retry storm)."""
         now = self.clock() if now is None else now
         results: list[CallResult | ReducerError] = []
-        for at, sid, table in self.due(now):
+        for _at, sid, table in self.due(now):
             assert self.schema is not None
             rows = self.store.datastore.table(table).seek("pk", sid)
             if not rows:
@@ -447,10 +452,10 @@ class Database:
             reducer = self.schema.schedules[table]
             idx = self.schema.reducer_index(reducer)
             assert idx is not None
+            advance = functools.partial(_advance, table=table, row=row, now=now)
             try:
-                res: CallResult | ReducerError = self._run(
-                    idx, row, ZERO_IDENTITY, None, None,
-                    before_commit=lambda tx, t=table, r=row: _advance(tx, t, r, now))
+                res: CallResult | ReducerError = self._run(idx, row, ZERO_IDENTITY, None, None,
+                                                           before_commit=advance)
             except ReducerError as e:
                 self._reschedule(table, row, now)
                 res = e

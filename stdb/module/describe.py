@@ -104,7 +104,8 @@ def _table(t: Any, where: str, problems: list[str]) -> tuple[TableSchema | None,
     if not _keys(t, where, {"name", "columns"}, {"public", "primary_key", "indexes", "scheduled"}, problems):
         return None, None
     where = f"table {t['name']!r}" if isinstance(t["name"], str) else where
-    cols = [_column(c, f"{where}, column {i}", problems) for i, c in enumerate(_list(t["columns"], where, problems))]
+    cols = [_column(c, f"{where}, column {i}", problems)
+            for i, c in enumerate(_list(t["columns"], where, problems))]
     idx = []
     for i, d in enumerate(_list(t.get("indexes", []), f"{where}, indexes", problems)):
         w = f"{where}, index {i}"
@@ -124,14 +125,16 @@ def _table(t: Any, where: str, problems: list[str]) -> tuple[TableSchema | None,
     if any(c is None for c in cols):
         return None, scheduled
     try:
-        schema = TableSchema(t["name"], cols, primary_key=_list(pk, f"{where}, primary_key", problems),
+        schema = TableSchema(t["name"], [c for c in cols if c is not None],
+                             primary_key=_list(pk, f"{where}, primary_key", problems),
                              indexes=idx, public=public)
     except (StdbError, TypeError) as e:
         problems.append(f"{where}: {getattr(e, 'detail', e)}")
         return None, scheduled
     if scheduled is not None:
         head = tuple((c.name, c.type.name) for c in schema.columns[:3])
-        if head != SCHEDULE_COLUMNS or not schema.columns[0].auto_inc or schema.primary_key != ("scheduled_id",):
+        if head != SCHEDULE_COLUMNS or not schema.columns[0].auto_inc or \
+                schema.primary_key != ("scheduled_id",):
             problems.append(f"{where}: a schedule table starts with the columns scheduled_id u64 "
                             "(auto_inc, primary key), scheduled_at timestamp, repeat_us u64")
     return schema, scheduled
@@ -173,7 +176,8 @@ def parse_description(raw: bytes) -> ModuleSchema:
             problems.append(f"{where}: bad reducer name {name!r}")
             continue
         where = f"reducer {name!r}"
-        params = [_column(c, f"{where}, param {j}", problems) for j, c in enumerate(_list(r["params"], where, problems))]
+        params = [_column(c, f"{where}, param {j}", problems)
+                  for j, c in enumerate(_list(r["params"], where, problems))]
         if any(p is None for p in params):
             continue
         names = [p.name for p in params if p is not None]
@@ -197,7 +201,8 @@ def parse_description(raw: bytes) -> ModuleSchema:
             problems.append(f"schedule table {table!r} drives reducer {reducer!r}, which does not exist")
         elif tuple(c.type.name for c in rd.params) != tuple(c.type.name for c in schema.columns):
             problems.append(f"reducer {reducer!r}, driven by schedule table {table!r}, must take the "
-                            f"table's columns ({', '.join(c.type.name for c in schema.columns)}) as parameters")
+                            f"table's columns ({', '.join(c.type.name for c in schema.columns)}) "
+                            "as parameters")
     if problems:
         raise ModuleError("bad module description: " + "; ".join(problems))
     return ModuleSchema(tuple(tables), tuple(reducers), schedules)

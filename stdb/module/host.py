@@ -11,7 +11,7 @@ import logging
 import struct
 from collections import deque
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 from stdb._core.codec import RowCodec
 from stdb.errors import ConstraintError, DataError
@@ -262,8 +262,9 @@ class ModuleHost:
                             "index; range needs a btree index")
             if flags & ~0xFFFF0F:
                 raise _Fail("BAD_ARGUMENT", f"unknown range flags 0x{flags:x}")
-            bounds = []
-            for present, k, data in ((flags & 1, (flags >> 8) & 0xFF, lo), (flags & 4, (flags >> 16) & 0xFF, hi)):
+            bounds: list[tuple | None] = []
+            for present, k, data in ((flags & 1, (flags >> 8) & 0xFF, lo),
+                                     (flags & 4, (flags >> 16) & 0xFF, hi)):
                 if not present:
                     bounds.append(None)
                     continue
@@ -292,13 +293,14 @@ class ModuleHost:
         used = 0
         n = 0
         limit = self.limits.max_rows_per_batch
-        if it.rows is not None:
-            src, encode = it.rows, None
-        else:
-            assert it.rowids is not None and self.tx is not None
-            src, encode, table = it.rowids, info.codec.encode, self.tx.table(info.name)
+        # rows copied before a write, or row ids to read and encode now
+        src: list[Any] = it.rows if it.rows is not None else cast(list, it.rowids)
+        encode = None
+        if it.rows is None:
+            assert self.tx is not None
+            encode, table = info.codec.encode, self.tx.table(info.name)
         while it.pos < len(src) and n < limit:
-            row = src[it.pos] if encode is None else encode(table.get(src[it.pos]))
+            row = cast(bytes, src[it.pos]) if encode is None else encode(table.get(src[it.pos]))
             need = 4 + len(row)
             if used + need > cap:
                 if n == 0:

@@ -1,0 +1,15 @@
+"""The module benchmark still runs (a smoke run at tiny sizes; no timing is asserted)."""
+
+import json
+
+from bench import modules
+
+
+def test_module_benchmark_smoke(tmp_path):
+    assert modules.main(["--quick", "--out", str(tmp_path)]) == 0
+    res = json.loads((tmp_path / "modules.json").read_text())
+    for side in ("direct", "high_level"):
+        assert set(res[side]) == {"reducer_call_us", "host_call_us", "host_call_memory_us"}
+        assert all(v > 0 for v in res[side].values())
+    assert res["database"]["calls"] > 0
+    assert "| host call (timestamp) |" in (tmp_path / "modules.md").read_text()
