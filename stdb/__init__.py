@@ -19,6 +19,8 @@ from stdb.errors import (
     StorageError,
     TransactionError,
 )
+from stdb.module.build import build_module
+from stdb.module.database import CallResult, Database, Limits, PublishResult
 from stdb.storage.datastore import Datastore, TableDelta, Transaction, TxDelta
 from stdb.storage.durable import Commit, DurableStore, StoreConfig
 
@@ -41,6 +43,12 @@ __all__ = [
     "TableDelta",
     "Transaction",
     "TxDelta",
+    # modules
+    "CallResult",
+    "Database",
+    "Limits",
+    "PublishResult",
+    "build_module",
     # errors
     "AuthError",
     "ConstraintError",

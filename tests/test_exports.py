@@ -7,6 +7,7 @@ EXPECTED = {
     "__version__",
     "Column", "ColumnType", "IndexDef", "RowCodec", "TableSchema", "parse_type",
     "Datastore", "TableDelta", "Transaction", "TxDelta", "Commit", "DurableStore", "StoreConfig",
+    "Database", "Limits", "CallResult", "PublishResult", "build_module",
     "AuthError", "ConstraintError", "DataError", "InternalError", "ModuleError", "ProtocolError",
     "QueryError", "ReducerError", "SchemaError", "StdbError", "StorageError", "TransactionError",
 }
@@ -34,6 +35,7 @@ def test_errors_share_one_root_with_stable_codes():
         d = e.to_dict()
         assert {k: d[k] for k in ("code", "detail", "hint")} == \
             {"code": cls.code, "detail": "something went wrong", "hint": "do this"}
-        extra = {"reducer": "", "kind": "error", "message": "", "backtrace": []} if cls is stdb.ReducerError else {}
+        extra = {"reducer": "", "kind": "error", "message": "", "backtrace": []} \
+            if cls is stdb.ReducerError else {}
         assert d == {"code": cls.code, "detail": "something went wrong", "hint": "do this", **extra}
         assert "do this" in str(e)

@@ -380,3 +380,16 @@ def test_every_type_round_trips_through_a_reducer(echo_db, values):
     assert codec.encode((0,) + row[1:]) == codec.encode((0,) + values)   # the same bits came back
     stored = echo_db.store.datastore.table("every")
     assert codec.encode(stored.get(stored.seek("pk", row[0])[0])) == codec.encode(row)
+
+
+def test_a_host_bug_is_an_internal_error_after_rollback(db, monkeypatch):
+    def broken(tid, data):
+        raise ZeroDivisionError("host bug")
+    monkeypatch.setattr(db._host, "insert", broken)
+    with pytest.raises(stdb.InternalError, match="ZeroDivisionError") as e:
+        db.call("put", (1, 1))
+    assert isinstance(e.value.__cause__, ZeroDivisionError)
+    monkeypatch.undo()
+    assert rows(db) == []
+    db.call("put", (2, 2))
+    assert rows(db) == [(2, 2)]

@@ -297,9 +297,13 @@ class Transaction:
 
     # ---- end
 
-    def commit(self) -> TxDelta:
-        """Make the writes permanent and return what changed."""
-        delta = self.pending_delta()
+    def commit(self, delta: TxDelta | None = None) -> TxDelta:
+        """Make the writes permanent and return what changed (``delta``: what
+        ``pending_delta`` just returned, when the caller has it already)."""
+        if delta is None:
+            delta = self.pending_delta()
+        elif not self._open:
+            raise TransactionError("this transaction has already ended")
         self._finish()
         return delta
 
@@ -355,9 +359,9 @@ def _cancel_pairs(deletes: list[Row], inserts: list[Row], enc: Callable[[Row], b
     """Drop rows that are both deleted and inserted (as a multiset, compared by encoding)."""
     dk = [enc(r) for r in deletes]
     ik = [enc(r) for r in inserts]
-    common = Counter(dk) & Counter(ik)
-    if not common:
+    if set(dk).isdisjoint(ik):                  # the usual case: nothing to cancel
         return deletes, inserts
+    common = Counter(dk) & Counter(ik)
     return _minus(deletes, dk, common.copy()), _minus(inserts, ik, common)
 
 

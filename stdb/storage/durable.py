@@ -168,7 +168,7 @@ class DurableStore:
             ts = _now() if timestamp is None else timestamp
             offset = self._append(lambda off: lf.encode_record(
                 lf.LogRecord(off, ts, caller=caller, reducer=reducer, args=args, changes=changes)),
-                before_snapshot=tx.commit)
+                before_snapshot=lambda: tx.commit(delta))
         except BaseException:
             if tx.is_open:
                 tx.rollback()

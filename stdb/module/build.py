@@ -1,0 +1,74 @@
+"""Compile C modules to wasm32 with the ``ziglang`` package from PyPI (no other toolchain).
+
+``build_module("chat.c", "chat.wasm")`` or ``python -m stdb.module.build chat.c -o chat.wasm``.
+The C SDK header (sdk/c/stdb.h) is on the include path.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import os
+import pathlib
+import subprocess
+import sys
+from collections.abc import Sequence
+
+from stdb.errors import ModuleError
+
+__all__ = ["build_module", "sdk_include_dir"]
+
+FLAGS = ["--target=wasm32-freestanding", "-nostdlib", "-Wl,--no-entry", "-Wl,--export-memory",
+         "-std=gnu11", "-Wall", "-Werror=implicit-function-declaration",
+         "-Wno-unused-function"]
+
+
+def sdk_include_dir() -> str:
+    """sdk/c of this checkout (the package is installed in place: ``pip install -e .``)."""
+    here = pathlib.Path(__file__).resolve().parents[2] / "sdk" / "c"
+    if not (here / "stdb.h").is_file():
+        raise ModuleError(f"the C SDK header is not at {here / 'stdb.h'}",
+                          hint="build modules from a checkout installed with `pip install -e .`")
+    return str(here)
+
+
+def build_module(sources: str | Sequence[str], out: str, *, opt: str = "-O2",
+                 extra_args: Sequence[str] = (), timeout: float = 300) -> str:
+    """Compile C ``sources`` into the wasm module ``out``; returns ``out``.
+
+    ModuleError with the compiler's messages when it fails."""
+    if isinstance(sources, str):
+        sources = [sources]
+    for src in sources:
+        if not os.path.isfile(src):
+            raise ModuleError(f"no such source file: {src}")
+    if importlib.util.find_spec("ziglang") is None:
+        raise ModuleError("the ziglang package is not installed", hint="pip install ziglang")
+    cmd = [sys.executable, "-m", "ziglang", "cc", *FLAGS, opt, "-I", sdk_include_dir(), *extra_args,
+           "-o", out, *sources]
+    try:
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        raise ModuleError(f"compiling {', '.join(sources)} took more than {timeout:g} s") from None
+    if proc.returncode != 0:
+        raise ModuleError(f"compiling {', '.join(sources)} failed:\n{proc.stderr.strip() or proc.stdout.strip()}")
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m stdb.module.build", description=__doc__.splitlines()[0])
+    ap.add_argument("sources", nargs="+", help="C source files")
+    ap.add_argument("-o", "--out", required=True, help="the .wasm file to write")
+    ap.add_argument("-O", dest="opt", default="2", help="optimisation level (default 2)")
+    a = ap.parse_args(argv)
+    try:
+        out = build_module(a.sources, a.out, opt=f"-O{a.opt}")
+    except ModuleError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    print(f"{out}: {os.path.getsize(out):,} bytes")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
