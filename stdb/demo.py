@@ -1,5 +1,6 @@
-"""A small demo of the storage engine: create a table, commit, print what happened, then
-the same through a durable store that survives a restart.
+"""A small demo: the storage engine (create a table, commit, print what happened), a
+durable store that survives a restart, then the transfer example module built from C and
+run through ``Database.call``.
 
 Run with ``python -m stdb.demo [DATA_DIR]``.  (The server and its demo module replace this
 once they exist.)
@@ -7,6 +8,8 @@ once they exist.)
 
 from __future__ import annotations
 
+import os
+import pathlib
 import sys
 import tempfile
 
@@ -57,7 +60,9 @@ def main() -> None:
         rich = tx.range("account", "by_balance", lo=75)
     print("accounts with balance >= 75:", rich)
     print("final state:", sorted(ds.scan("account")))
-    durable(sys.argv[1] if len(sys.argv) > 1 else tempfile.mkdtemp(prefix="stdb-demo-"))
+    data = sys.argv[1] if len(sys.argv) > 1 else tempfile.mkdtemp(prefix="stdb-demo-")
+    durable(os.path.join(data, "store"))
+    module(os.path.join(data, "bank"))
 
 
 def durable(path: str) -> None:
@@ -76,6 +81,28 @@ def durable(path: str) -> None:
     with stdb.DurableStore.open(path) as store:
         print(f"reopened: recovery replayed {store.recovery.replayed} log records; "
               f"notes: {sorted(store.datastore.scan('note'))}")
+
+
+def module(path: str) -> None:
+    """Build examples/transfer/transfer.c with the C SDK, publish it, call its reducers."""
+    src = pathlib.Path(__file__).resolve().parents[1] / "examples" / "transfer" / "transfer.c"
+    wasm_path = path + ".wasm"
+    stdb.build_module(str(src), wasm_path)
+    with stdb.Database(path) as db:
+        if db.schema is None:
+            pub = db.publish(pathlib.Path(wasm_path).read_bytes())
+            print(f"published {src.name} ({os.path.getsize(wasm_path):,} bytes of wasm): "
+                  f"tables {pub.created_tables}, reducers {pub.reducers}")
+            db.call("create_account", (1, 100))
+            db.call("create_account", (2, 50))
+        res = db.call("transfer", (1, 2, 30))
+        print(f"transfer(1, 2, 30) committed at log offset {res.offset} using {res.fuel_used} fuel: "
+              f"{res.delta.tables['account'].inserts}")
+        try:
+            db.call("transfer", (2, 1, 10**6))
+        except stdb.ReducerError as e:
+            print(f"transfer(2, 1, 1000000) rolled back: {e.message}")
+        print("accounts:", sorted(db.store.datastore.scan("account")))
 
 
 if __name__ == "__main__":

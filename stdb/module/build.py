@@ -19,8 +19,7 @@ from stdb.errors import ModuleError
 __all__ = ["build_module", "sdk_include_dir"]
 
 FLAGS = ["--target=wasm32-freestanding", "-nostdlib", "-Wl,--no-entry", "-Wl,--export-memory",
-         "-std=gnu11", "-Wall", "-Werror=implicit-function-declaration",
-         "-Wno-unused-function"]
+         "-std=gnu11", "-Wall", "-Werror=implicit-function-declaration", "-Wno-unused-function"]
 
 
 def sdk_include_dir() -> str:
@@ -51,7 +50,8 @@ def build_module(sources: str | Sequence[str], out: str, *, opt: str = "-O2",
     except subprocess.TimeoutExpired:
         raise ModuleError(f"compiling {', '.join(sources)} took more than {timeout:g} s") from None
     if proc.returncode != 0:
-        raise ModuleError(f"compiling {', '.join(sources)} failed:\n{proc.stderr.strip() or proc.stdout.strip()}")
+        messages = proc.stderr.strip() or proc.stdout.strip()
+        raise ModuleError(f"compiling {', '.join(sources)} failed:\n{messages}")
     return out
 
 
