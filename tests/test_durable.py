@@ -363,3 +363,19 @@ def test_refused_table_changes_touch_neither_memory_nor_log(tmp_path):
         assert s.drop_table("acct") == 1
     with DurableStore.open(str(tmp_path / "db"), config=NOSNAP) as s2:
         assert s2.datastore.table_names == []
+
+
+def test_rows_holding_nan_replay_after_update_and_delete(tmp_path):
+    """Regression: replaying a logged delete compared rows with ==, and NaN != NaN, so a
+    database whose log updated or deleted such a row could not be reopened."""
+    schema = stdb.TableSchema("m", [stdb.Column("id", "u64"), stdb.Column("x", "f64")], primary_key="id")
+    nan = float("nan")
+    path = str(tmp_path / "db")
+    with DurableStore.open(path, config=NOSNAP) as store:
+        store.create_table(schema)
+        for fn in (lambda tx: tx.insert("m", (1, nan)), lambda tx: tx.insert("m", (2, nan)),
+                   lambda tx: tx.update("m", (1, 3.0)), lambda tx: tx.delete("m", 2)):
+            store.transact(fn)
+    with DurableStore.open(path, config=NOSNAP) as store:
+        assert list(store.datastore.scan("m")) == [(1, 3.0)]
+        assert store.recovery.replayed == 5

@@ -190,8 +190,9 @@ class Table:
 
     def find_row(self, row: Sequence[Any]) -> int | None:
         r = self.codec.check_row(row)
+        enc = self.codec.encode
         for rid, other in self._rows.items():
-            if other == r:
+            if other == r or enc(other) == enc(r):        # NaN != NaN: compare encodings too
                 return rid
         return None
 

@@ -29,6 +29,8 @@ cdef class Table(KeySource):
     cdef list seq_max
     cdef Buf keybuf
     cdef int64_t _find_row(self, tuple row) except -2
+    cdef bint _same_row(self, tuple a, tuple b) except -1
+    cdef tuple _delete_at(self, Page page, uint64_t rowid, tuple row)
 
     cdef Page _page(self, uint64_t rowid)
     cdef Layout _new_page_layout(self)

@@ -463,17 +463,22 @@ cdef class Table(KeySource):
             idx = self.indexes[0]
             if isinstance(idx, HashIndex):
                 r = (<HashIndex>idx).find(k, hash_key(k))
-                if r >= 0 and self.get(r) == row:
+                if r >= 0 and self._same_row(self.get(r), row):
                     return r
                 return -1
             for r in (<SortedIndex>idx).rowids_with_prefix(k):
-                if self.get(r) == row:
+                if self._same_row(self.get(r), row):
                     return r
             return -1
         for r, other in self.scan():
-            if other == row:
+            if self._same_row(other, row):
                 return r
         return -1
+
+    cdef bint _same_row(self, tuple a, tuple b) except -1:
+        """Equal rows, or rows with the same encoding (a row holding NaN is not == itself;
+        a logged delete of it must still find it)."""
+        return a == b or self.codec.encode(a) == self.codec.encode(b)
 
     def apply_encoded(self, list deletes, list inserts):
         """Apply a logged change: delete each row (row codec bytes) — which must be present —
@@ -485,7 +490,7 @@ cdef class Table(KeySource):
             rid = self._find_row(row)
             if rid < 0:
                 raise ConstraintError(f"table '{self.name}': the row to delete is not there: {row!r}")
-            self.delete(<uint64_t>rid)
+            self._delete_at(self._page(<uint64_t>rid), <uint64_t>rid, row)
         for raw in inserts:
             # decoded rows are valid values by construction: no second check
             self._insert(codec.decode(raw), False, False)
@@ -539,10 +544,13 @@ cdef class Table(KeySource):
     cpdef tuple delete(self, uint64_t rowid):
         """Delete the row at ``rowid`` and return it."""
         cdef Page page = self._page(rowid)
-        cdef uint64_t pno = rowid >> SLOT_BITS
         if page is None:
             raise InternalError(f"table '{self.name}': no row at id {rowid}")
-        row = page.read(rowid & SLOT_MASK)
+        return self._delete_at(page, rowid, page.read(rowid & SLOT_MASK))
+
+    cdef tuple _delete_at(self, Page page, uint64_t rowid, tuple row):
+        """Delete the row at ``rowid`` of ``page``, which holds ``row`` (already read)."""
+        cdef uint64_t pno = rowid >> SLOT_BITS
         self._index_remove(self._keys(row), rowid)
         page.release(rowid & SLOT_MASK)
         self.nrows -= 1
