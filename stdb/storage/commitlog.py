@@ -49,7 +49,8 @@ class CommitLog:
         self._next = next_offset
         self._written = next_offset - 1
         self._durable = next_offset - 1
-        self._queue: list[tuple[int, bytes]] = []
+        self._queue: list[bytes] = []     # records of offsets _qfirst, _qfirst + 1, ...
+        self._qfirst = next_offset
         self._lock = threading.Lock()                 # appends take it directly: it is faster
         self._cond = threading.Condition(self._lock)  # than entering the Condition (Python code)
         self._failed: StorageError | None = None
@@ -58,7 +59,7 @@ class CommitLog:
         self.groups = 0          # write transactions so far (stats)
         self.records = 0
         # hooks for fault-injection tests: the write and the fsync of one group
-        self._write_group: Callable[[list[tuple[int, bytes]]], None] = self._lmdb_write
+        self._write_group: Callable[[int, list[bytes]], None] = self._lmdb_write
         self._sync: Callable[[], None] = env.sync
         self._thread = threading.Thread(target=self._run, name="stdb-commitlog", daemon=True)
         self._thread.start()
@@ -99,7 +100,7 @@ class CommitLog:
                 raise StorageError("the commit log is closed")
             offset = self._next
             data = build(offset)
-            self._queue.append((offset, data))
+            self._queue.append(data)
             self._next = offset + 1
             if self._writer_idle:
                 self._cond.notify_all()
@@ -132,16 +133,16 @@ class CommitLog:
 
     # ---- the writer
 
-    def _lmdb_write(self, group: list[tuple[int, bytes]]) -> None:
+    def _lmdb_write(self, first: int, group: list[bytes]) -> None:
+        """Put the records of offsets first, first + 1, ... (keys built in C: map + zip)."""
         db = self.env.db(LOG_DB)
-        key = lf.KEY_STRUCT.pack
-        items = [(key(off), data) for off, data in group]
+        items = list(zip(map(lf.KEY_STRUCT.pack, range(first, first + len(group))), group))
 
         def put_all(txn):
             # offsets only grow, so LMDB can append without searching (MDB_APPEND)
             _, added = txn.cursor(db=db).putmulti(items, overwrite=False, append=True)
             if added != len(items):
-                raise StorageError(f"commit log refused records {group[0][0]}..{group[-1][0]}: "
+                raise StorageError(f"commit log refused records {first}..{first + len(group) - 1}: "
                                    f"{len(items) - added} offsets already present or out of order")
 
         self.env.write(put_all)
@@ -161,15 +162,17 @@ class CommitLog:
                         self._cond.wait()
                 self._writer_idle = False
                 group = self._queue[: self.max_group]
+                first = self._qfirst
                 del self._queue[: len(group)]
+                self._qfirst += len(group)
                 closing = self._closing and not self._queue
             try:
                 if group:
-                    self._write_group(group)
+                    self._write_group(first, group)
                     self.groups += 1
                     self.records += len(group)
                     with self._cond:
-                        self._written = group[-1][0]
+                        self._written = first + len(group) - 1
                 # The environment is opened without LMDB's own sync: this is the one fsync
                 # of a group (durable mode) or of an interval (relaxed mode).
                 if self.durability == "durable" or closing or \
@@ -182,7 +185,7 @@ class CommitLog:
                             self._cond.notify_all()
             except BaseException as e:  # noqa: BLE001 - every failure stops acknowledgements
                 err = e if isinstance(e, StorageError) else StorageError(f"commit log write failed: {e!r}")
-                log.error("commit log failed at offset %s: %s", group[0][0] if group else "-", err.detail)
+                log.error("commit log failed at offset %s: %s", first if group else "-", err.detail)
                 with self._cond:
                     self._failed = err
                     self._queue.clear()
