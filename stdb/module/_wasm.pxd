@@ -50,3 +50,5 @@ cdef class Instance:
     cdef bytes read(self, int64_t ptr, int64_t length)
     cdef int write(self, int64_t ptr, bytes data) except -1
     cdef _invoke(self, func_t* f, val_raw* vals, size_t n, uint64_t fuel, uint64_t ticks)
+    cdef int64_t _call3(self, int32_t a, int32_t b, int32_t c, uint64_t fuel, uint64_t ticks) except? -1
+    cdef val_raw _call0(self, func_t* f, uint64_t fuel, uint64_t ticks) except *

@@ -323,12 +323,33 @@ cdef class Instance:
             return 0
         return self.fuel_limit - left
 
+    cdef int64_t _call3(self, int32_t a, int32_t b, int32_t c, uint64_t fuel, uint64_t ticks) except? -1:
+        """``stdb_call(a, b, c)`` (its i64 result; -1 may also mean a raised CallTrap)."""
+        cdef val_raw vals[3]
+        vals[0].i64 = 0
+        vals[1].i64 = 0
+        vals[2].i64 = 0
+        vals[0].i32 = a
+        vals[1].i32 = b
+        vals[2].i32 = c
+        self._invoke(&self.f_call, vals, 3, fuel, ticks)
+        return vals[0].i64
+
+    cdef val_raw _call0(self, func_t* f, uint64_t fuel, uint64_t ticks) except *:
+        """A no-argument export with one result."""
+        cdef val_raw vals[1]
+        vals[0].i64 = 0
+        self.fuel_limit = fuel
+        self._invoke(f, vals, 1, fuel, ticks)
+        return vals[0]
+
     def call_reducer(self, int reducer, bytes args, uint64_t fuel, uint64_t ticks):
         """``stdb_alloc`` the args, ``stdb_call``; returns 0 or (len << 32 | ptr) of the error
         message.  A trap raises CallTrap (out of fuel, time limit, trap, bad pointer)."""
-        cdef val_raw vals[3]
+        cdef val_raw vals[1]
         cdef Py_ssize_t n = PyBytes_GET_SIZE(args)
         cdef uint32_t ptr = 0
+        cdef uint64_t left = 0
         self.fuel_limit = fuel
         if n:
             vals[0].i64 = 0
@@ -338,45 +359,20 @@ cdef class Instance:
             if ptr == 0:
                 raise ModuleError(f"the module's stdb_alloc({n}) returned 0 (out of memory)")
             self.write(ptr, args)
-        vals[0].i64 = 0
-        vals[1].i64 = 0
-        vals[2].i64 = 0
-        vals[0].i32 = reducer
-        vals[1].i32 = <int32_t>ptr
-        vals[2].i32 = <int32_t>n
-        cdef uint64_t left = 0
-        if n:                                   # the alloc spent some: give the rest to the call
-            if c_get_fuel(self.ctx, &left) == NULL:
+            if c_get_fuel(self.ctx, &left) == NULL:   # the alloc spent some: the call gets the rest
                 fuel = left
-        self._invoke(&self.f_call, vals, 3, fuel, ticks)
-        return vals[0].i64
+        return self._call3(reducer, <int32_t>ptr, <int32_t>n, fuel, ticks)
 
     def call_raw(self, int reducer, int32_t ptr, int32_t length, uint64_t fuel, uint64_t ticks):
         """``stdb_call(reducer, ptr, length)`` with no argument copy (benchmarks, tests)."""
-        cdef val_raw vals[3]
-        vals[0].i64 = 0
-        vals[1].i64 = 0
-        vals[2].i64 = 0
-        vals[0].i32 = reducer
-        vals[1].i32 = ptr
-        vals[2].i32 = length
         self.fuel_limit = fuel
-        self._invoke(&self.f_call, vals, 3, fuel, ticks)
-        return vals[0].i64
+        return self._call3(reducer, ptr, length, fuel, ticks)
 
     def call_describe(self, uint64_t fuel, uint64_t ticks) -> int:
-        cdef val_raw vals[1]
-        vals[0].i64 = 0
-        self.fuel_limit = fuel
-        self._invoke(&self.f_describe, vals, 1, fuel, ticks)
-        return vals[0].i64
+        return self._call0(&self.f_describe, fuel, ticks).i64
 
     def call_abi_version(self, uint64_t fuel, uint64_t ticks) -> int:
-        cdef val_raw vals[1]
-        vals[0].i64 = 0
-        self.fuel_limit = fuel
-        self._invoke(&self.f_version, vals, 1, fuel, ticks)
-        return vals[0].i32
+        return self._call0(&self.f_version, fuel, ticks).i32
 
 
 cdef void _copy_struct(void* dst, obj, size_t size) except *:
