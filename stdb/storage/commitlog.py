@@ -136,7 +136,7 @@ class CommitLog:
     def _lmdb_write(self, first: int, group: list[bytes]) -> None:
         """Put the records of offsets first, first + 1, ... (keys built in C: map + zip)."""
         db = self.env.db(LOG_DB)
-        items = list(zip(map(lf.KEY_STRUCT.pack, range(first, first + len(group))), group))
+        items = list(zip(map(lf.KEY_STRUCT.pack, range(first, first + len(group))), group, strict=True))
 
         def put_all(txn):
             # offsets only grow, so LMDB can append without searching (MDB_APPEND)
