@@ -50,6 +50,8 @@ def _rss() -> int:
 def memory_child(kind: str, n: int) -> dict[str, Any]:
     import gc
     import tracemalloc
+
+    from stdb._core.table import Table  # imported first: `import stdb` loads wasmtime too
     rng = random.Random(SEED)
     gc.collect()
     tracemalloc.start()
@@ -57,7 +59,6 @@ def memory_child(kind: str, n: int) -> dict[str, Any]:
     t0 = tracemalloc.get_traced_memory()[0]
     out: dict[str, Any] = {"kind": kind, "rows": n}
     if kind == "stdb":
-        from stdb._core.table import Table
         t = Table(_schema(False))
         for i in range(1, n + 1):
             t.insert((i, rng.randrange(BAL_MAX), f"name{i:08d}"))

@@ -566,19 +566,7 @@ cdef int encode_key_value(ColumnType t, object v, Buf* out) except -1:
         return buf_be(out, u32, 4)
     if code == T_STRING or code == T_BYTES:
         bs = PyUnicode_AsUTF8String(v) if code == T_STRING else v
-        s = <const unsigned char*>PyBytes_AS_STRING(bs)
-        n = PyBytes_GET_SIZE(bs)
-        buf_reserve(out, 2 * n + 2)
-        for i in range(n):
-            out.data[out.len] = s[i]
-            out.len += 1
-            if s[i] == 0:
-                out.data[out.len] = 0xFF
-                out.len += 1
-        out.data[out.len] = 0
-        out.data[out.len + 1] = 0
-        out.len += 2
-        return 0
+        return key_escaped(<const unsigned char*>PyBytes_AS_STRING(bs), PyBytes_GET_SIZE(bs), out)
     if code == T_IDENTITY:
         return buf_put(out, PyBytes_AS_STRING(v), 32)
     if code == T_OPTION:
@@ -594,17 +582,59 @@ cdef int encode_key_value(ColumnType t, object v, Buf* out) except -1:
     raise SchemaError(f"cannot key-encode type {t.name}")
 
 
+cdef int key_escaped(const unsigned char* s, Py_ssize_t n, Buf* out) except -1:
+    """Key form of a string's UTF-8 or of bytes: 0x00 escaped as 00 FF, ended by 00 00."""
+    cdef Py_ssize_t i
+    buf_reserve(out, 2 * n + 2)
+    for i in range(n):
+        out.data[out.len] = s[i]
+        out.len += 1
+        if s[i] == 0:
+            out.data[out.len] = 0xFF
+            out.len += 1
+    out.data[out.len] = 0
+    out.data[out.len + 1] = 0
+    out.len += 2
+    return 0
+
+
+cdef int key_fixed_int(int code, const unsigned char* p, Buf* out) except -1:
+    """Key form of an integer or bool stored in native byte order at ``p`` (as pages store them).
+
+    Returns 1, writing nothing, for any other type."""
+    cdef uint64_t u64 = 0
+    cdef int w
+    if code == T_BOOL:
+        return buf_u8(out, 1 if p[0] else 0)
+    if code == T_I64 or code == T_TIMESTAMP or code == T_I32 or code == T_I16 or code == T_I8:
+        w = _width(code)
+        memcpy(&u64, p, w)       # the low w bytes on a little-endian machine
+        return buf_be(out, u64 ^ (<uint64_t>1 << (8 * w - 1)), w)
+    if code == T_U64 or code == T_U32 or code == T_U16 or code == T_U8:
+        w = _width(code)
+        memcpy(&u64, p, w)
+        return buf_be(out, u64, w)
+    return 1
+
+
 cpdef bytes encode_key(tuple types, tuple values):
     """Order-preserving key of ``values`` (already checked) under ``types`` (a prefix is fine)."""
     cdef Buf b
-    cdef Py_ssize_t i
     buf_init(&b, 32)
     try:
-        for i in range(len(values)):
-            encode_key_value(<ColumnType>types[i], values[i], &b)
+        encode_key_into(types, values, &b)
         return PyBytes_FromStringAndSize(<char*>b.data, b.len)
     finally:
         buf_free(&b)
+
+
+cdef int encode_key_into(tuple types, tuple values, Buf* out) except -1:
+    """``encode_key`` into a caller's buffer (emptied first)."""
+    cdef Py_ssize_t i
+    out.len = 0
+    for i in range(len(values)):
+        encode_key_value(<ColumnType>types[i], values[i], out)
+    return 0
 
 
 cdef bytes encode_row_key(tuple types, tuple cols, tuple row, Buf* scratch):

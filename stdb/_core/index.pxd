@@ -6,6 +6,7 @@ from libc.stdint cimport uint64_t, int64_t
 cdef class KeySource:
     """What an index needs of its table: the encoded key of a stored row."""
     cdef bytes row_key(self, uint64_t rowid, int ino)
+    cdef bint key_matches(self, uint64_t rowid, int ino, bytes key) except -1
 
 cdef uint64_t hash_key(bytes key) noexcept
 
@@ -13,6 +14,7 @@ cdef class HashIndex:
     cdef readonly str name
     cdef readonly Py_ssize_t count
     cdef readonly Py_ssize_t capacity
+    cdef int shift                 # home slot = hash >> shift (capacity = 2^(64 - shift))
     cdef Py_ssize_t tombs
     cdef uint64_t* slots
     cdef KeySource source

@@ -2,9 +2,11 @@
 """Indexes.
 
 HashIndex (primary keys and unique hash indexes): open addressing with linear probing
-over one array of u64 slots.  A slot packs a 24-bit hash fingerprint and the row id + 1,
-so the index holds no keys at all: a candidate whose fingerprint matches is confirmed by
-asking the table for that row's key.  8 bytes a slot, load ≤ 3/4.
+over one array of u64 slots.  A slot packs a 24-bit hash fingerprint (the hash's top 24 bits)
+and the row id + 1, so the index holds no keys at all: a candidate whose fingerprint matches is
+confirmed by asking the table for that row's key.  8 bytes a slot, load ≤ 3/4.  A key's home
+slot is taken from the hash's *top* bits, so while the table has ≤ 2^24 slots a rehash places
+every entry from its fingerprint alone, without asking the table for any key.
 
 SortedIndex (btree indexes, and non-unique hash indexes): entries are
 ``key bytes + row id (8 bytes big-endian)`` in the order-preserving key codec, kept in
@@ -34,6 +36,9 @@ cdef class KeySource:
     cdef bytes row_key(self, uint64_t rowid, int ino):
         raise NotImplementedError
 
+    cdef bint key_matches(self, uint64_t rowid, int ino, bytes key) except -1:
+        return self.row_key(rowid, ino) == key
+
 
 cdef uint64_t hash_key(bytes key) noexcept:
     """FNV-1a over the key bytes, finished with murmur3's fmix64."""
@@ -59,6 +64,7 @@ cdef class HashIndex:
         self.source = source
         self.ino = ino
         self.capacity = 16
+        self.shift = 60
         self.slots = <uint64_t*>PyMem_Malloc(self.capacity * sizeof(uint64_t))
         if self.slots == NULL:
             raise MemoryError()
@@ -70,7 +76,7 @@ cdef class HashIndex:
     cdef int64_t find(self, bytes key, uint64_t h) except -2:
         """The row id stored under ``key``, or -1."""
         cdef uint64_t mask = self.capacity - 1
-        cdef uint64_t i = h & mask
+        cdef uint64_t i = h >> self.shift
         cdef uint64_t fp = h >> 40
         cdef uint64_t s
         while True:
@@ -78,7 +84,7 @@ cdef class HashIndex:
             if s == EMPTY:
                 return -1
             if s != TOMB and (s >> 40) == fp:
-                if self.source.row_key((s & ROW_MASK) - 1, self.ino) == key:
+                if self.source.key_matches((s & ROW_MASK) - 1, self.ino, key):
                     return <int64_t>((s & ROW_MASK) - 1)
             i = (i + 1) & mask
 
@@ -91,7 +97,7 @@ cdef class HashIndex:
                 newcap *= 2
             self._rehash(newcap)
         mask = self.capacity - 1
-        i = h & mask
+        i = h >> self.shift
         while self.slots[i] != EMPTY and self.slots[i] != TOMB:
             i = (i + 1) & mask
         if self.slots[i] == TOMB:
@@ -102,7 +108,7 @@ cdef class HashIndex:
 
     cdef int remove(self, bytes key, uint64_t h, uint64_t rowid) except -1:
         cdef uint64_t mask = self.capacity - 1
-        cdef uint64_t i = h & mask
+        cdef uint64_t i = h >> self.shift
         cdef uint64_t want = ((h >> 40) << 40) | (rowid + 1)
         while self.slots[i] != EMPTY:
             if self.slots[i] == want:
@@ -116,8 +122,11 @@ cdef class HashIndex:
     cdef int _rehash(self, Py_ssize_t newcap) except -1:
         cdef uint64_t* old = self.slots
         cdef Py_ssize_t oldcap = self.capacity, j
-        cdef uint64_t s, h, i, mask, rowid
+        cdef uint64_t s, i, mask, rowid
+        cdef int shift = 64
         cdef uint64_t* fresh = <uint64_t*>PyMem_Malloc(newcap * sizeof(uint64_t))
+        while (<Py_ssize_t>1 << (64 - shift)) < newcap:
+            shift -= 1
         if fresh == NULL:
             raise MemoryError()
         memset(fresh, 0, newcap * sizeof(uint64_t))
@@ -127,9 +136,11 @@ cdef class HashIndex:
                 s = old[j]
                 if s == EMPTY or s == TOMB:
                     continue
-                rowid = (s & ROW_MASK) - 1
-                h = hash_key(self.source.row_key(rowid, self.ino))
-                i = h & mask
+                if shift >= 40:      # the fingerprint holds the home slot's bits
+                    i = (s >> 40) >> (shift - 40)
+                else:
+                    rowid = (s & ROW_MASK) - 1
+                    i = hash_key(self.source.row_key(rowid, self.ino)) >> shift
                 while fresh[i] != EMPTY:
                     i = (i + 1) & mask
                 fresh[i] = s
@@ -138,6 +149,7 @@ cdef class HashIndex:
             raise
         self.slots = fresh
         self.capacity = newcap
+        self.shift = shift
         self.tombs = 0
         PyMem_Free(old)
         return 0

@@ -2,7 +2,7 @@
 """Packed columnar pages: fixed-width columns as packed arrays, a per-page heap."""
 
 from libc.stdint cimport uint8_t, uint32_t, uint64_t
-from stdb._core.codec cimport ColumnType
+from stdb._core.codec cimport ColumnType, Buf
 
 cdef enum:
     PAGE_BYTES = 65536
@@ -43,6 +43,7 @@ cdef class Page:
     cdef int claim(self, int slot) except -1
     cdef tuple read(self, int slot)
     cdef object read_col(self, int slot, int col)
+    cdef int key_col(self, int slot, int col, Buf* out) except -1
     cdef void release(self, int slot) noexcept
     cdef bint rewrite(self, int slot, tuple row, list heap) except -1
     cdef int compact(self) except -1

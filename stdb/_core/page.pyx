@@ -23,6 +23,7 @@ from cpython.unicode cimport PyUnicode_AsUTF8String, PyUnicode_DecodeUTF8
 
 from stdb._core.codec cimport (
     ColumnType, Buf, buf_init, buf_free, encode_value, decode_value, f32_of, f64_of,
+    key_escaped, key_fixed_int,
     T_BOOL, T_I8, T_I16, T_I32, T_I64, T_U8, T_U16, T_U32, T_U64, T_F32, T_F64,
     T_STRING, T_BYTES, T_IDENTITY, T_TIMESTAMP, T_OPTION,
 )
@@ -332,6 +333,21 @@ cdef class Page:
         if t.code == T_OPTION:
             t = t.inner
         return decode_value(t, self.data + off, ln, &pos)
+
+    cdef int key_col(self, int slot, int col, Buf* out) except -1:
+        """Append the key form of column ``col`` of ``slot`` straight from the page (integers,
+        bools, strings and bytes).  Returns 1, writing nothing, for other types."""
+        cdef Layout L = self.layout
+        cdef const unsigned char* p = self.data + L.offset[col] + <Py_ssize_t>slot * L.width[col]
+        cdef uint32_t off, ln
+        cdef int code = L.code[col]
+        if not L.in_heap[col]:
+            return key_fixed_int(code, p, out)
+        if code != T_STRING and code != T_BYTES:
+            return 1
+        memcpy(&off, p, 4)
+        memcpy(&ln, p + 4, 4)
+        return key_escaped(self.data + off, ln, out)
 
     cdef tuple read(self, int slot):
         cdef int i

@@ -33,6 +33,7 @@ cdef class Table(KeySource):
     cdef tuple _delete_at(self, Page page, uint64_t rowid, tuple row)
 
     cdef Page _page(self, uint64_t rowid)
+    cdef int _row_key_into(self, uint64_t rowid, int ino) except -1
     cdef Layout _new_page_layout(self)
     cdef tuple _keys(self, tuple row)
     cdef int _check_unique(self, tuple keys, tuple old_keys, tuple row) except -1

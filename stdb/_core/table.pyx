@@ -10,10 +10,12 @@ so a refused operation leaves the table as it was.
 
 cimport cython
 from libc.stdint cimport uint64_t, int64_t, int32_t, int16_t, int8_t
-from libc.string cimport memcpy
+from libc.string cimport memcpy, memcmp
+from cpython.bytes cimport PyBytes_FromStringAndSize, PyBytes_AS_STRING, PyBytes_GET_SIZE
 
 from stdb._core.codec cimport (
-    RowCodec, ColumnType, check_value, int_range, encode_key, encode_row_key, buf_init, buf_free,
+    RowCodec, ColumnType, check_value, int_range, encode_key, encode_key_into, encode_row_key,
+    buf_init, buf_free,
     T_I8, T_I16, T_I32, T_I64, T_U8, T_U16, T_U32, T_U64, T_F32, T_F64, T_TIMESTAMP,
 )
 from stdb._core.page cimport Layout, Page, heap_values
@@ -93,13 +95,30 @@ cdef class Table(KeySource):
             return None
         return page
 
-    cdef bytes row_key(self, uint64_t rowid, int ino):
+    cdef int _row_key_into(self, uint64_t rowid, int ino) except -1:
+        """Build the key of stored row ``rowid`` for index ``ino`` in ``keybuf``."""
         cdef Page page = self._page(rowid)
         if page is None:
             raise InternalError(f"table '{self.name}': index points at missing row {rowid}")
         cdef int slot = rowid & SLOT_MASK
-        cols = self.index_cols[ino]
-        return encode_key(self.index_types[ino], tuple([page.read_col(slot, c) for c in cols]))
+        cdef tuple cols = self.index_cols[ino]
+        cdef Py_ssize_t i
+        self.keybuf.len = 0
+        for i in range(len(cols)):
+            if page.key_col(slot, <int>cols[i], &self.keybuf):
+                # a type the page cannot key directly: go through the Python values
+                return encode_key_into(self.index_types[ino],
+                                       tuple([page.read_col(slot, c) for c in cols]), &self.keybuf)
+        return 0
+
+    cdef bytes row_key(self, uint64_t rowid, int ino):
+        self._row_key_into(rowid, ino)
+        return PyBytes_FromStringAndSize(<char*>self.keybuf.data, self.keybuf.len)
+
+    cdef bint key_matches(self, uint64_t rowid, int ino, bytes key) except -1:
+        self._row_key_into(rowid, ino)
+        return (self.keybuf.len == PyBytes_GET_SIZE(key)
+                and memcmp(self.keybuf.data, PyBytes_AS_STRING(key), self.keybuf.len) == 0)
 
     cdef tuple _keys(self, tuple row):
         cdef Py_ssize_t i, n = len(self.indexes)
