@@ -537,8 +537,6 @@ cdef int encode_key_value(ColumnType t, object v, Buf* out) except -1:
     cdef uint32_t u32
     cdef int w
     cdef bytes bs
-    cdef const unsigned char* s
-    cdef Py_ssize_t i, n
     if code == T_BOOL:
         return buf_u8(out, 1 if v else 0)
     if code == T_I64 or code == T_TIMESTAMP or code == T_I32 or code == T_I16 or code == T_I8:
