@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import os
 
-from bench import durability, engine, modules
+from bench import durability, engine, modules, queries
 
 
 def main() -> int:
@@ -16,6 +16,7 @@ def main() -> int:
     engine.run(50_000 if a.quick else 1_000_000, a.out)
     durability.main(["--out", a.out] + (["--commits", "3000", "--rows", "20000"] if a.quick else []))
     modules.main(["--out", a.out] + (["--quick"] if a.quick else []))
+    queries.main(["--out", a.out] + (["--quick"] if a.quick else []))
     return 0
 
 

@@ -95,3 +95,82 @@ def diff_rows(draw, ids=DIFF_IDS):
         col = draw(st.integers(0, 5))
         row[col] = draw(st.sampled_from(["str", -1, 2**70, None, 1.5, [70000]]))
     return tuple(row)
+
+
+# ---- SQL: random schemas, data, conditions and queries (tests/test_query_oracle.py)
+
+SQL_TYPES = ("i64", "i32", "u16", "string", "bool", "f64", "option<i64>", "option<string>")
+
+
+@st.composite
+def sql_schemas(draw):
+    """Three tables a, b, c: ``id u64`` primary key, a join column ``k i64`` (btree index on
+    a and b, none on c) and 1-3 more columns of random types."""
+    from stdb import Column, IndexDef, TableSchema
+    out = []
+    for name in ("a", "b", "c"):
+        types = draw(st.lists(st.sampled_from(SQL_TYPES), min_size=1, max_size=3))
+        cols = [Column("id", "u64"), Column("k", "i64")]
+        cols += [Column(f"{name}{i}", t) for i, t in enumerate(types)]
+        idx = [IndexDef(f"{name}_k", "k")] if name != "c" else []
+        out.append(TableSchema(name, cols, primary_key="id", indexes=idx))
+    return out
+
+
+def sql_value(t: str):
+    """Values that SQLite represents exactly (no NaN/inf, no NUL in text, i64 range)."""
+    if t.startswith("option<"):
+        return st.none() | sql_value(t[7:-1])
+    if t == "string":
+        return st.text(alphabet=st.sampled_from("abcxyz' é"), max_size=4)
+    if t == "bool":
+        return st.booleans()
+    if t == "f64":
+        return st.sampled_from([-2.5, -1.0, 0.0, 0.5, 1.0, 3.25, 7.0])
+    lo, hi = {"i64": (-5, 5), "i32": (-5, 5), "u16": (0, 9), "u64": (0, 40)}[t]
+    return st.integers(lo, hi)
+
+
+def sql_literal(v) -> str:
+    from stdb.query.render import literal_sql
+    return literal_sql(v)
+
+
+@st.composite
+def sql_conditions(draw, schema, qual: str | None = None, depth: int = 2, others=()):
+    """A random WHERE condition over ``schema``'s columns (and ``others``' when joining)."""
+    tables = [(schema, qual)] + list(others)
+    sch, q = draw(st.sampled_from(tables))
+    col = draw(st.sampled_from(sch.columns))
+    t = col.type.name
+    name = f"{q}.{col.name}" if q else col.name
+    base = t[7:-1] if t.startswith("option<") else t
+    kinds = ["cmp", "in", "null"] if t.startswith("option<") else ["cmp", "in"]
+    if base not in ("bool", "string"):
+        kinds.append("between")
+    if depth > 0:
+        kinds += ["and", "or", "not"]
+    kind = draw(st.sampled_from(kinds))
+    if kind in ("and", "or"):
+        parts = draw(st.lists(sql_conditions(schema, qual, depth - 1, others), min_size=2, max_size=3))
+        return "(" + f" {kind.upper()} ".join(parts) + ")"
+    if kind == "not":
+        return f"NOT ({draw(sql_conditions(schema, qual, depth - 1, others))})"
+    if kind == "null":
+        return f"{name} IS {draw(st.sampled_from(['', 'NOT ']))}NULL"
+    val = sql_value(base)
+    if kind == "cmp":
+        op = draw(st.sampled_from(["=", "!=", "<", "<=", ">", ">="] if base != "bool" else ["=", "!="]))
+        return f"{name} {op} {sql_literal(draw(val))}"
+    if kind == "in":
+        vals = draw(st.lists(val, min_size=1, max_size=3))
+        return f"{name} {draw(st.sampled_from(['', 'NOT ']))}IN ({', '.join(map(sql_literal, vals))})"
+    lo, hi = sorted([draw(val), draw(val)])
+    return f"{name} {draw(st.sampled_from(['', 'NOT ']))}BETWEEN {sql_literal(lo)} AND {sql_literal(hi)}"
+
+
+@st.composite
+def sql_rows(draw, schema, ids):
+    """Rows of ``schema`` with distinct ids drawn from ``ids``."""
+    keys = draw(st.lists(st.sampled_from(ids), unique=True, max_size=len(ids)))
+    return [tuple([k] + [draw(sql_value(c.type.name)) for c in schema.columns[1:]]) for k in keys]

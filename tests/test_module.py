@@ -393,3 +393,29 @@ def test_a_host_bug_is_an_internal_error_after_rollback(db, monkeypatch):
     assert rows(db) == []
     db.call("put", (2, 2))
     assert rows(db) == [(2, 2)]
+
+
+def test_database_subscriptions_queries_and_sql(db):
+    """The in-process query API: subscribe, reducer commits report diffs (also to on_update),
+    failed calls report none, one-off queries, owner-only DML logged as ':sql'."""
+    owner = b"\x07" * 32
+    db.call("put", (1, 10))
+    seen = []
+    db.on_update = seen.append
+    [s] = db.subscribe(["SELECT * FROM kv WHERE v >= 10"], "me")
+    assert s.rows == [(1, 10)] and db.subscribers(s.query_id) == {"me"}
+    res = db.call("put", (2, 20))
+    assert res.updates[s.query_id].inserts == [(2, 20)] and seen == [res.updates]
+    assert db.call("put", (3, 5)).updates == {}                # not in the result: no diff
+    with pytest.raises(stdb.ReducerError):
+        db.call("put_then_fail", (4, 40))
+    assert len(seen) == 1                                       # rolled back: nothing sent
+    assert db.query("SELECT COUNT(*), SUM(v) FROM kv").rows == [(3, 35)]
+    with pytest.raises(stdb.AuthError):
+        db.sql("DELETE FROM kv WHERE k = 2")                   # no owner yet: nobody may
+    db.owner = owner
+    res = db.sql("DELETE FROM kv WHERE k = 2", sender=owner)
+    assert res.updates[s.query_id].deletes == [(2, 20)]
+    rec = log_records(db)[-1]
+    assert (rec.reducer, rec.args, rec.caller) == (":sql", b"DELETE FROM kv WHERE k = 2", owner)
+    assert db.unsubscribe(s.query_id, "me") and db.call("put", (5, 50)).updates == {}

@@ -20,7 +20,7 @@ from stdb._core.codec import ColumnType, RowCodec
 from stdb._core.schema import TableSchema
 from stdb.errors import ConstraintError, DataError, InternalError, SchemaError
 
-__all__ = ["Table"]
+__all__ = ["Table", "Matcher"]
 
 Row = tuple
 _OPS = ("==", "!=", "<", "<=", ">", ">=")
@@ -283,3 +283,58 @@ class Table:
             if want != keys or len(want) != len(self._rows):
                 raise InternalError(f"table '{self.name}': unique index '{name}' disagrees with the rows")
         return True
+
+
+class Matcher:
+    """The pure-Python twin of ``stdb._core.matcher.Matcher``: every subscription of a table
+    is checked against every changed row (anchor and residual both tested plainly).  The
+    matcher tests' oracle and the matcher benchmark's naive baseline."""
+
+    def __init__(self) -> None:
+        self._subs: dict[int, tuple[str, Any, Any]] = {}     # sid -> (table, anchor test, residual)
+
+    def __len__(self) -> int:
+        return len(self._subs)
+
+    def __contains__(self, sid: object) -> bool:
+        return sid in self._subs
+
+    def _add(self, sid: int, table: str, anchor: Any, residual: Any) -> None:
+        if sid in self._subs:
+            raise InternalError(f"subscription {sid} is already in the matcher")
+        self._subs[sid] = (table, anchor, residual)
+
+    def add_every(self, sid: int, table: str, residual: Any) -> None:
+        self._add(sid, table, lambda row: True, residual)
+
+    def add_eq(self, sid: int, table: str, column: int, values: Sequence[Any], residual: Any) -> None:
+        vals = list(values)
+        self._add(sid, table, lambda row: any(row[column] == v for v in vals), residual)
+
+    def add_range(self, sid: int, table: str, column: int, lo: Any, lo_incl: bool, hi: Any,
+                  hi_incl: bool, residual: Any) -> None:
+        if lo is None and hi is None:
+            raise InternalError("a range anchor needs at least one bound")
+
+        def inside(row: Row) -> bool:
+            x = row[column]
+            if x is None:
+                return False
+            if lo is not None and not (lo <= x if lo_incl else lo < x):
+                return False
+            return hi is None or (x <= hi if hi_incl else x < hi)
+        self._add(sid, table, inside, residual)
+
+    def remove(self, sid: int) -> None:
+        if self._subs.pop(sid, None) is None:
+            raise InternalError(f"subscription {sid} is not in the matcher")
+
+    def match(self, table: str, rows: list[Row]) -> dict[int, list[Row]]:
+        out: dict[int, list[Row]] = {}
+        for sid, (t, anchor, residual) in self._subs.items():
+            if t != table:
+                continue
+            hit = [r for r in rows if anchor(r) and (residual is None or residual(r))]
+            if hit:
+                out[sid] = hit
+        return out

@@ -25,6 +25,9 @@ from stdb.errors import DataError, InternalError, ModuleError, ReducerError
 from stdb.module import _wasm
 from stdb.module.describe import ABI_VERSION, ModuleSchema, ReducerDef, parse_description
 from stdb.module.host import Limits, ModuleHost
+from stdb.query.ast import Select
+from stdb.query.parser import parse as parse_sql
+from stdb.query.service import QueryDiff, QueryResult, QueryService, Subscribed
 from stdb.storage.datastore import TxDelta
 from stdb.storage.durable import DurableStore, StoreConfig
 from stdb.storage.lmdbenv import META_DB
@@ -73,6 +76,7 @@ class CallResult:
     fuel_used: int
     timestamp: int
     duration_s: float
+    updates: dict[int, QueryDiff] = field(default_factory=dict)   # subscribed query id -> diff
 
 
 @dataclass
@@ -109,6 +113,9 @@ class Database:
         self._inst: Any = None
         self._codecs: list[Any] = []
         self._last_ts = 0
+        self.queries = QueryService(self.store.datastore, lambda: self.owner)
+        # called with {query id: QueryDiff} after every commit that changed a subscribed result
+        self.on_update: Callable[[dict[int, QueryDiff]], None] | None = None
         try:
             self._load_stored_module()
         except BaseException:
@@ -412,7 +419,59 @@ class Database:
                 tx.rollback()
                 raise
         commit = self.store.commit(tx, reducer=rd.name, args=raw, caller=sender, timestamp=ts)
-        return CallResult(rd.name, commit.offset, commit.delta, fuel, ts, time.perf_counter() - t0)
+        return CallResult(rd.name, commit.offset, commit.delta, fuel, ts, time.perf_counter() - t0,
+                          self._updates(commit.delta))
+
+    def _updates(self, delta: TxDelta) -> dict[int, QueryDiff]:
+        updates = self.queries.on_commit(delta)
+        if updates and self.on_update is not None:
+            self.on_update(updates)
+        return updates
+
+    # ---- queries and subscriptions
+
+    def subscribe(self, queries: Sequence[str], subscriber: Any = None, *,
+                  sender: bytes = ZERO_IDENTITY) -> list[Subscribed]:
+        """Subscribe ``subscriber`` (any hashable key; the server uses its connection) to SQL
+        queries; returns each query's id, normalized text and current rows.  Later commits
+        report diffs per query id (``CallResult.updates`` and ``on_update``)."""
+        if not _is_identity(sender):
+            raise DataError("sender must be a 32-byte identity")
+        return self.queries.subscribe(queries, subscriber, sender)
+
+    def unsubscribe(self, query_id: int, subscriber: Any = None) -> bool:
+        return self.queries.unsubscribe(query_id, subscriber)
+
+    def unsubscribe_all(self, subscriber: Any = None) -> int:
+        return self.queries.unsubscribe_all(subscriber)
+
+    def subscribers(self, query_id: int) -> set[Any]:
+        return self.queries.subs.subscribers(query_id)
+
+    def query(self, sql: str, *, sender: bytes = ZERO_IDENTITY) -> QueryResult:
+        """A one-off SELECT over the committed state."""
+        if not _is_identity(sender):
+            raise DataError("sender must be a 32-byte identity")
+        return self.queries.query(sql, sender)
+
+    def sql(self, sql: str, *, sender: bytes = ZERO_IDENTITY) -> QueryResult | CallResult:
+        """Run SQL: a SELECT as ``query``; INSERT / UPDATE / DELETE (the owner only) in one
+        transaction through the commit log, logged with reducer name ``:sql`` and the text."""
+        if not _is_identity(sender):
+            raise DataError("sender must be a 32-byte identity")
+        if isinstance(parse_sql(sql), Select):
+            return self.queries.query(sql, sender)
+        ts = self._timestamp(None)
+        t0 = time.perf_counter()
+        tx = self.store.begin()
+        try:
+            self.queries.dml(sql, sender, tx)
+        except BaseException:
+            tx.rollback()
+            raise
+        commit = self.store.commit(tx, reducer=":sql", args=sql.encode("utf-8"), caller=sender, timestamp=ts)
+        return CallResult(":sql", commit.offset, commit.delta, 0, ts, time.perf_counter() - t0,
+                          self._updates(commit.delta))
 
     # ---- schedules
 
@@ -470,7 +529,8 @@ class Database:
         except BaseException:
             tx.rollback()
             raise
-        self.store.commit(tx, reducer="", args=b"", caller=None, timestamp=self._timestamp(None))
+        commit = self.store.commit(tx, reducer="", args=b"", caller=None, timestamp=self._timestamp(None))
+        self._updates(commit.delta)
 
 
 _KIND_TEXT = {"trap": "trapped", "out_of_fuel": "ran out of fuel", "timeout": "ran past its time limit"}

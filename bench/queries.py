@@ -1,0 +1,207 @@
+"""Subscription matching and one-off queries, side by side with their baselines in one run.
+
+* **Equality subscriptions**: N distinct ``SELECT * FROM player WHERE zone = k`` (N = 10 … 100k)
+  and a commit that updates one player (two changed rows: the old and the new version).
+  stdb: ``Subscriptions.diff`` with the Cython matcher; naive: the same compiled queries, each
+  checked against every changed row (the pure-Python twin matcher).  Targets (issue 6): flat
+  within 2× from 10 to 100k; ≤ 20 µs per changed row.
+* **Range subscriptions**: N ``SELECT * FROM player WHERE x BETWEEN a AND b`` (random
+  intervals, each ~1% of the domain); same commit; stdb's interval tree vs naive.  Target:
+  sub-linear in N.
+* **One-off queries** on 200k players and 1k zones vs SQLite (in memory, same indexes): a
+  filtered scan on an unindexed column, an indexed range, and a join with a filter.
+
+``python -m bench.queries [--quick]`` writes bench/results/queries.{json,md}.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import sqlite3
+import time
+
+from bench.machine import machine
+from stdb import Column, Datastore, IndexDef, TableSchema
+from stdb._core import reference
+from stdb._core.matcher import Matcher
+from stdb.query.service import QueryService
+from stdb.query.subscription import Subscriptions, compile_subscription
+
+SEED = 6
+PLAYER = TableSchema("player", [Column("id", "u64"), Column("zone", "i64"), Column("x", "i64"),
+                                Column("name", "string")],
+                     primary_key="id", indexes=[IndexDef("by_zone", "zone"), IndexDef("by_x", "x")])
+ZONE = TableSchema("zone", [Column("zid", "i64"), Column("pvp", "bool")], primary_key="zid")
+OWNER = b"\x01" * 32
+X_MAX = 1_000_000
+
+
+def _store(players: int, zones: int) -> Datastore:
+    rng = random.Random(SEED)
+    ds = Datastore()
+    ds.create_table(PLAYER)
+    ds.create_table(ZONE)
+    with ds.begin() as tx:
+        for i in range(players):
+            tx.insert("player", (i, rng.randrange(zones), rng.randrange(X_MAX), f"p{i}"))
+        for z in range(zones):
+            tx.insert("zone", (z, z % 10 == 0))
+    return ds
+
+
+_RNG = random.Random(SEED)
+
+
+def _per_commit(subs: Subscriptions, ds: Datastore, commits: int) -> float:
+    """µs per commit of Subscriptions.diff for one-player updates (diff time only; every
+    update really changes the row, so every commit has one delete and one insert)."""
+    rng = _RNG
+    n = ds.count("player")
+    total = 0.0
+    for i in range(commits + 1):
+        tx = ds.begin()
+        pid = rng.randrange(n)
+        row = tx.get("player", pid)
+        tx.update("player", (pid, rng.randrange(100_000), rng.randrange(X_MAX), row[3]))
+        delta = tx.commit()
+        assert delta.row_count == 2
+        t0 = time.perf_counter()
+        subs.diff(delta)
+        if i:                   # the first commit also builds the interval trees: not counted
+            total += time.perf_counter() - t0
+    return total / commits * 1e6
+
+
+def _subscriptions(ds: Datastore, sqls: list[str], matcher) -> Subscriptions:
+    subs = Subscriptions(ds.table, matcher)
+    for i, sql in enumerate(sqls):
+        subs.add(compile_subscription(sql, {"player": PLAYER, "zone": ZONE}.get, {}), i)
+    return subs
+
+
+def bench_eq(counts: list[int], commits: int) -> list[dict]:
+    ds = _store(10_000, 100_000)
+    out = []
+    for n in counts:
+        sqls = [f"SELECT * FROM player WHERE zone = {k}" for k in range(n)]
+        fast = _per_commit(_subscriptions(ds, sqls, Matcher()), ds, commits)
+        naive = _per_commit(_subscriptions(ds, sqls, reference.Matcher()), ds,
+                            max(3, commits // (1 + n // 1000)))
+        out.append({"subscriptions": n, "stdb_us_per_commit": fast, "stdb_us_per_changed_row": fast / 2,
+                    "naive_us_per_commit": naive})
+        print(f"  eq {n:>7,}: stdb {fast:8.1f} µs/commit, naive {naive:12.1f}", flush=True)
+    return out
+
+
+def bench_ranges(counts: list[int], commits: int) -> list[dict]:
+    ds = _store(10_000, 100)
+    rng = random.Random(SEED)
+    out = []
+    for n in counts:
+        sqls = []
+        for _ in range(n):
+            a = rng.randrange(X_MAX)
+            sqls.append(f"SELECT * FROM player WHERE x BETWEEN {a} AND {a + X_MAX // 100}")
+        fast = _per_commit(_subscriptions(ds, sqls, Matcher()), ds, commits)
+        naive = _per_commit(_subscriptions(ds, sqls, reference.Matcher()), ds,
+                            max(3, commits // (1 + n // 1000)))
+        out.append({"subscriptions": n, "stdb_us_per_commit": fast, "naive_us_per_commit": naive})
+        print(f"  range {n:>7,}: stdb {fast:8.1f} µs/commit, naive {naive:12.1f}", flush=True)
+    return out
+
+
+def _best(fn, reps: int = 3) -> float:
+    best = float("inf")
+    for _ in range(reps):
+        t0 = time.perf_counter()
+        fn()
+        best = min(best, time.perf_counter() - t0)
+    return best
+
+
+def bench_one_off(players: int) -> list[dict]:
+    ds = _store(players, 1000)
+    qs = QueryService(ds, lambda: OWNER)
+    db = sqlite3.connect(":memory:")
+    db.execute("CREATE TABLE player (id INTEGER PRIMARY KEY, zone INTEGER, x INTEGER, name TEXT)")
+    db.execute("CREATE INDEX by_zone ON player(zone)")
+    db.execute("CREATE INDEX by_x ON player(x)")
+    db.execute("CREATE TABLE zone (zid INTEGER PRIMARY KEY, pvp INTEGER)")
+    db.executemany("INSERT INTO player VALUES (?, ?, ?, ?)", (r for _, r in ds.table("player").scan()))
+    db.executemany("INSERT INTO zone VALUES (?, ?)", (r for _, r in ds.table("zone").scan()))
+    db.commit()
+    queries = [
+        ("filtered scan (unindexed name, ~0.1%)", "SELECT id, x FROM player WHERE name > 'p9990'"),
+        ("indexed range (~1%)",
+         f"SELECT id, zone FROM player WHERE x >= 500000 AND x < {500000 + X_MAX // 100}"),
+        ("join + filter (pvp zones, x < 10%)",
+         f"SELECT player.id, zone.zid FROM zone JOIN player ON player.zone = zone.zid "
+         f"WHERE zone.pvp = TRUE AND player.x < {X_MAX // 10}"),
+    ]
+    out = []
+    for label, sql in queries:
+        mine = qs.query(sql, OWNER)
+        theirs = db.execute(sql).fetchall()
+        assert sorted(mine.rows) == sorted(theirs), f"{label}: results differ"
+        t_mine = _best(lambda sql=sql: qs.query(sql, OWNER))
+        t_sqlite = _best(lambda sql=sql: db.execute(sql).fetchall())
+        out.append({"query": label, "sql": sql, "rows": len(theirs), "plan": mine.plan,
+                    "stdb_ms": t_mine * 1e3, "sqlite_ms": t_sqlite * 1e3})
+        print(f"  {label}: stdb {t_mine * 1e3:.2f} ms, SQLite {t_sqlite * 1e3:.2f} ms ({len(theirs)} rows)",
+              flush=True)
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--quick", action="store_true", help="small sizes (CI smoke run)")
+    ap.add_argument("--out", default=os.path.join(os.path.dirname(os.path.abspath(__file__)), "results"))
+    a = ap.parse_args(argv)
+    eq_counts = [10, 1000] if a.quick else [10, 1000, 10_000, 100_000]
+    range_counts = [10, 1000] if a.quick else [100, 1000, 10_000]
+    commits = 50 if a.quick else 500
+    print("equality subscriptions ...", flush=True)
+    eq = bench_eq(eq_counts, commits)
+    print("range subscriptions ...", flush=True)
+    rg = bench_ranges(range_counts, commits)
+    print("one-off queries ...", flush=True)
+    players = 20_000 if a.quick else 200_000
+    oo = bench_one_off(players)
+    res = {"machine": machine(), "equality": eq, "ranges": rg, "one_off": oo,
+           "targets": {"eq_flatness_max_ratio": 2.0, "eq_us_per_changed_row": 20.0}}
+    os.makedirs(a.out, exist_ok=True)
+    with open(os.path.join(a.out, "queries.json"), "w") as f:
+        json.dump(res, f, indent=2)
+    flat = max(r["stdb_us_per_commit"] for r in eq) / min(r["stdb_us_per_commit"] for r in eq)
+    md = ["| subscriptions (`zone = k`, distinct k) | stdb µs/commit | µs per changed row | naive µs/commit "
+          "| naive / stdb |", "|---|---|---|---|---|"]
+    for r in eq:
+        ratio = r["naive_us_per_commit"] / r["stdb_us_per_commit"]
+        md.append(f"| {r['subscriptions']:,} | {r['stdb_us_per_commit']:.1f} | "
+                  f"{r['stdb_us_per_changed_row']:.1f} | {r['naive_us_per_commit']:,.0f} | {ratio:,.0f}× |")
+    md.append(f"\nEquality matcher: largest / smallest cost = {flat:.2f} (target ≤ 2); "
+              "per changed row target ≤ 20 µs.\n")
+    md += ["| subscriptions (`x BETWEEN a AND b`) | stdb µs/commit | naive µs/commit | naive / stdb |",
+           "|---|---|---|---|"]
+    for r in rg:
+        ratio = r["naive_us_per_commit"] / r["stdb_us_per_commit"]
+        md.append(f"| {r['subscriptions']:,} | {r['stdb_us_per_commit']:.1f} | "
+                  f"{r['naive_us_per_commit']:,.0f} | {ratio:,.0f}× |")
+    md += ["", f"| one-off query ({players:,} players) | rows | stdb ms | SQLite ms | stdb / SQLite time "
+           "| stdb plan |",
+           "|---|---|---|---|---|---|"]
+    for r in oo:
+        md.append(f"| {r['query']} | {r['rows']:,} | {r['stdb_ms']:.2f} | {r['sqlite_ms']:.2f} "
+                  f"| {r['stdb_ms'] / r['sqlite_ms']:.2f} | {'; '.join(r['plan'])} |")
+    text = "\n".join(md) + "\n"
+    with open(os.path.join(a.out, "queries.md"), "w") as f:
+        f.write(text)
+    print(text)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,392 @@
+"""One-off SELECT: planning (index use for equality, IN and ranges; index or hash joins) and
+execution (filter, group and aggregate, order, limit, project).
+
+``run_select`` reads committed tables through ``tables(name)`` (the engine's Table objects).
+The plan it used is returned with the rows, so tests and ``EXPLAIN``-style tooling can check
+that an index was used.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from stdb._core.schema import TableSchema
+from stdb.errors import DataError
+from stdb.query import ast as A
+from stdb.query.bind import Col, Scope, compile_predicate, conjuncts, merge_ranges, sargs
+
+__all__ = ["QueryResult", "run_select", "plan_access"]
+
+Row = tuple
+
+
+@dataclass
+class QueryResult:
+    columns: list[str]
+    rows: list[Row]
+    plan: list[str] = field(default_factory=list)     # one line per table: how it was read
+
+
+def _refs(e: Any, scope: Scope, out: set[int]) -> None:
+    """Table positions a condition reads."""
+    if isinstance(e, A.ColumnRef):
+        out.add(scope.column(e).t)
+    elif isinstance(e, (A.And, A.Or)):
+        for x in e.items:
+            _refs(x, scope, out)
+    elif isinstance(e, A.Not):
+        _refs(e.item, scope, out)
+    elif isinstance(e, A.Compare):
+        _refs(e.left, scope, out)
+        _refs(e.right, scope, out)
+    elif isinstance(e, (A.InList, A.IsNull, A.Between)):
+        _refs(e.expr, scope, out)
+
+
+def _index_for(schema: TableSchema, col: str, btree: bool) -> str | None:
+    for ix in schema.all_indexes():
+        if ix.columns[0] != col:
+            continue
+        if btree and ix.kind == "btree":
+            return ix.name
+        if not btree and (ix.kind == "btree" or len(ix.columns) == 1):
+            return ix.name
+    return None
+
+
+def plan_access(scope: Scope, ti: int, terms: list[A.Expr]) -> tuple[str, Callable[[Any], list[int]] | None]:
+    """How to read table ``ti`` given conditions ``terms`` on it alone: (description, a function
+    of the table giving candidate row ids, or None for a full scan)."""
+    schema = scope.schemas[ti]
+    found = [sa for sa in sargs(scope, terms) if sa.col.t == ti]
+    # 1. equality or IN on an indexed column
+    for sa in found:
+        if not sa.is_eq:
+            continue
+        ix = _index_for(schema, schema.columns[sa.col.c].name, btree=False)
+        if ix is None:
+            continue
+
+        def seek(table: Any, ix: str = ix, keys: tuple = sa.values) -> list[int]:
+            out: list[int] = []
+            for k in keys:
+                try:
+                    out.extend(table.seek(ix, k))
+                except DataError:        # a value the column cannot hold: no row has it
+                    pass
+            return out
+        n = len(sa.values)
+        return f"index {ix} seek ({n} key{'s' if n > 1 else ''})", seek
+    # 2. every range term on the first column of a btree index that has one
+    for sa in found:
+        if sa.is_eq or sa.col.base.name not in _RANGEABLE:
+            continue
+        ix = _index_for(schema, schema.columns[sa.col.c].name, btree=True)
+        if ix is None:
+            continue
+        mine = [p for p in found if not p.is_eq and p.col.c == sa.col.c]
+        lo, lo_incl, hi, hi_incl = merge_ranges(mine)
+        if not (_fits(sa.col, lo) and _fits(sa.col, hi)):
+            continue                     # e.g. x > 2.5 on an integer column: filter instead
+
+        def rng(table: Any, ix: str = ix, b: tuple = (lo, lo_incl, hi, hi_incl)) -> list[int]:
+            lo, lo_incl, hi, hi_incl = b
+            if lo is not None and hi is not None and (hi < lo or (hi == lo and not (lo_incl and hi_incl))):
+                return []                # an empty interval
+            return table.range(ix, b[0], b[2], lo_inclusive=b[1], hi_inclusive=b[3])
+        return f"index {ix} range", rng
+    # 3. a comparison on a fixed-width number column: a pass over its packed array
+    for sa in found:
+        if sa.col.type.name not in _PACKED or not (sa.is_eq and len(sa.values) == 1 or
+                                                   (sa.lo is None) != (sa.hi is None)):
+            continue
+        if sa.is_eq:
+            op, v = "==", sa.values[0]
+        elif sa.lo is not None:
+            op, v = (">=" if sa.lo_incl else ">"), sa.lo
+        else:
+            op, v = ("<=" if sa.hi_incl else "<"), sa.hi
+        if not _fits(sa.col, v) and sa.col.type.name not in ("f32", "f64"):
+            continue
+        name = schema.columns[sa.col.c].name
+
+        def packed(table: Any, name: str = name, op: str = op, v: Any = v) -> list[int]:
+            return table.scan_where(name, op, v)
+        return f"column scan {name} {op} {v!r}", packed
+    return "full scan", None
+
+
+_PACKED = frozenset(("i8", "i16", "i32", "i64", "u8", "u16", "u32", "u64", "timestamp", "f64"))
+_RANGEABLE = frozenset(("i8", "i16", "i32", "i64", "u8", "u16", "u32", "u64", "timestamp", "string",
+                        "bytes", "identity", "bool"))
+
+
+def _fits(col: Col, v: Any) -> bool:
+    if v is None:
+        return True
+    try:
+        col.base.check(v)
+        return not isinstance(v, float)
+    except DataError:
+        return False
+
+
+def _agg(func: str, vals: list[Any], star: bool) -> Any:
+    if func == "count":
+        return len(vals) if star else sum(1 for v in vals if v is not None)
+    xs = [v for v in vals if v is not None]
+    if not xs:
+        return None
+    if func == "sum":
+        return sum(xs)
+    if func == "min":
+        return min(xs)
+    if func == "max":
+        return max(xs)
+    return sum(xs) / len(xs)
+
+
+def _sort_key(v: Any) -> tuple:
+    return (v is not None, v)          # NULL first ascending, last descending (as SQLite)
+
+
+def _key_at(i: int, r: tuple) -> tuple:
+    return _sort_key(r[i])
+
+
+def _key_of(f: Callable[[tuple], Any], c: tuple) -> tuple:
+    return _sort_key(f(c))
+
+
+def run_select(st: A.Select, scope: Scope, tables: Callable[[str], Any]) -> QueryResult:
+    n = len(scope.refs)
+    plan: list[str] = []
+    terms = conjuncts(st.where)
+    by_table: list[list[A.Expr]] = [[] for _ in range(n)]
+    for t in terms:
+        used: set[int] = set()
+        _refs(t, scope, used)
+        if len(used) == 1:
+            by_table[next(iter(used))].append(t)
+    # bind everything first, so that a bad query fails before reading anything
+    where = compile_predicate(scope, st.where)
+    ons = []
+    for k, j in enumerate(st.joins, start=1):
+        used = set()
+        _refs(j.on, scope, used)
+        if max(used, default=0) > k:
+            raise scope.error(getattr(j.on, "pos", 0), f"this ON condition reads a table joined after "
+                              f"'{scope.refs[k].ref}'")
+        ons.append(compile_predicate(scope, j.on))
+    items, grouped = _select_items(st, scope)
+    order = _order_items(st, scope, items, grouped)
+
+    # read table 0, then join the others
+    t0 = tables(scope.refs[0].name)
+    desc, access = plan_access(scope, 0, by_table[0])
+    plan.append(f"{scope.refs[0].ref}: {desc}")
+    pad = (None,) * (n - 1)
+    own = compile_predicate(scope, A.And(tuple(by_table[0]))) if by_table[0] and n > 1 else None
+    if access is None:
+        combos = [(row,) + pad for _, row in t0.scan()]
+    else:
+        combos = [(t0.get(rid),) + pad for rid in access(t0)]
+    if own is not None:                  # filter before joining: fewer rows to join
+        combos = [c for c in combos if own(*c)]
+    for k, j in enumerate(st.joins, start=1):
+        combos = _join(scope, k, j, ons[k - 1], combos, tables(scope.refs[k].name), by_table[k], plan)
+    rows = [c for c in combos if where(*c)]
+
+    # group, aggregate, project
+    if grouped:
+        out = _group(st, scope, items, rows)
+    else:
+        out = [tuple(f(c) for _, f in items) for c in rows] if not order else rows
+    if order:
+        src = out if grouped else rows
+        for idx, f, desc_ in reversed(order):        # stable sorts, last key first
+            key: Callable[[tuple], tuple]
+            if grouped:
+                key = functools.partial(_key_at, idx)
+            else:
+                key = functools.partial(_key_of, f)
+            src.sort(key=key, reverse=desc_)
+        out = src if grouped else [tuple(f(c) for _, f in items) for c in src]
+    if st.limit is not None:
+        out = out[:st.limit]
+    return QueryResult([name for name, _ in items], out, plan)
+
+
+def _join(scope: Scope, k: int, j: A.Join, on: Callable[..., bool], combos: list[tuple], table: Any,
+          terms: list[A.Expr], plan: list[str]) -> list[tuple]:
+    """Join table ``k`` into the partial rows: through an index on its side of an ON equality,
+    else a hash join on that equality, else a nested loop."""
+    eq: tuple[Col, Col] | None = None
+    for t in conjuncts(j.on):
+        if isinstance(t, A.Compare) and t.op == "=" and isinstance(t.left, A.ColumnRef) \
+                and isinstance(t.right, A.ColumnRef):
+            a, b = scope.column(t.left), scope.column(t.right)
+            if b.t == k and a.t < k:
+                eq = (a, b)
+            elif a.t == k and b.t < k:
+                eq = (b, a)
+            if eq is not None:
+                break
+    out: list[tuple] = []
+    ref = scope.refs[k].ref
+    pre = compile_predicate(scope, A.And(tuple(terms))) if terms else None     # its own WHERE terms
+    if eq is not None:
+        outer, inner = eq
+        ix = _index_for(scope.schemas[k], scope.schemas[k].columns[inner.c].name, btree=False)
+        if ix is not None and len(combos) * 4 < max(len(table), 1) * 8:
+            plan.append(f"{ref}: index {ix} join on {outer.name} = {inner.name}")
+            for c in combos:
+                v = c[outer.t][outer.c]
+                if v is None:
+                    continue
+                try:
+                    rids = table.seek(ix, v)
+                except DataError:
+                    continue
+                for rid in rids:
+                    nc = c[:k] + (table.get(rid),) + c[k + 1:]
+                    if (pre is None or pre(*nc)) and on(*nc):
+                        out.append(nc)
+            return out
+        plan.append(f"{ref}: hash join on {outer.name} = {inner.name}")
+        build: dict[Any, list[Row]] = {}
+        for _, row in table.scan():
+            v = row[inner.c]
+            if v is not None:
+                build.setdefault(v, []).append(row)
+        for c in combos:
+            v = c[outer.t][outer.c]
+            for row in build.get(v, ()) if v is not None else ():
+                nc = c[:k] + (row,) + c[k + 1:]
+                if (pre is None or pre(*nc)) and on(*nc):
+                    out.append(nc)
+        return out
+    plan.append(f"{ref}: nested loop")
+    rows = [row for _, row in table.scan()]
+    for c in combos:
+        for row in rows:
+            nc = c[:k] + (row,) + c[k + 1:]
+            if on(*nc):
+                out.append(nc)
+    return out
+
+
+def _select_items(st: A.Select, scope: Scope) -> tuple[list[tuple[str, Any]], bool]:
+    """(output column name, extractor) per output column; extractors read a combo (one row
+    per table) — or, when grouped, describe the aggregate to compute."""
+    grouped = bool(st.group_by) or any(isinstance(i.expr, A.Agg) for i in st.items)
+    items: list[tuple[str, Any]] = []
+    group_cols = [scope.column(g) if isinstance(g, A.ColumnRef) else None for g in st.group_by]
+    for g, gc in zip(st.group_by, group_cols, strict=True):
+        if gc is None:
+            raise scope.error(getattr(g, "pos", 0), "GROUP BY takes columns")
+    gset = {(c.t, c.c) for c in group_cols if c is not None}
+    for it in st.items:
+        e = it.expr
+        if isinstance(e, A.Star):
+            if grouped:
+                raise scope.error(e.pos, "* cannot be used with GROUP BY or aggregates")
+            tis = range(len(scope.refs)) if e.table is None else \
+                [i for i, r in enumerate(scope.refs) if r.ref == e.table]
+            if not tis:
+                raise scope.error(e.pos, f"no table '{e.table}' in this query")
+            for ti in tis:
+                for ci, name in enumerate(scope.schemas[ti].column_names):
+                    items.append((name, _getter(ti, ci)))
+        elif isinstance(e, A.ColumnRef):
+            c = scope.column(e)
+            if grouped and (c.t, c.c) not in gset:
+                raise scope.error(e.pos, f"column {c.name} must be in GROUP BY or inside an aggregate")
+            items.append((it.alias or e.name, ("col", c) if grouped else _getter(c.t, c.c)))
+        elif isinstance(e, A.Agg):
+            arg = None
+            if e.arg is not None:
+                if not isinstance(e.arg, A.ColumnRef):
+                    raise scope.error(e.pos, "an aggregate takes a column (or * for COUNT)")
+                arg = scope.column(e.arg)
+                if e.func in ("sum", "avg") and arg.base.name not in _NUMERIC:
+                    raise scope.error(e.pos, f"{e.func.upper()} needs a number column; "
+                                      f"{arg.name} is {arg.type.name}")
+                if arg.base.name.startswith("array<"):
+                    raise scope.error(e.pos, f"{arg.name} is an array; it cannot be aggregated")
+            name = it.alias or f"{e.func}({'*' if arg is None else e.arg.name})"   # type: ignore[union-attr]
+            items.append((name, ("agg", e.func, arg)))
+        else:
+            raise scope.error(getattr(e, "pos", 0),
+                              "a selected item must be a column, t.*, * or an aggregate")
+    return items, grouped
+
+
+_NUMERIC = frozenset(("i8", "i16", "i32", "i64", "u8", "u16", "u32", "u64", "f32", "f64", "timestamp"))
+
+
+def _getter(ti: int, ci: int) -> Callable[[tuple], Any]:
+    return lambda c: c[ti][ci]
+
+
+def _group(st: A.Select, scope: Scope, items: list[tuple[str, Any]], rows: list[tuple]) -> list[Row]:
+    gcols = [scope.column(g) for g in st.group_by]         # type: ignore[arg-type]
+    groups: dict[tuple, list[tuple]] = {}
+    for c in rows:
+        groups.setdefault(tuple(c[g.t][g.c] for g in gcols), []).append(c)
+    if not gcols and not groups:
+        groups[()] = []                                      # aggregates over nothing: one row
+    out = []
+    for key, members in groups.items():
+        vals = []
+        for _, spec in items:
+            if spec[0] == "col":
+                c = spec[1]
+                vals.append(key[[(g.t, g.c) for g in gcols].index((c.t, c.c))])
+            else:
+                _, func, arg = spec
+                xs = [None] * len(members) if arg is None else [m[arg.t][arg.c] for m in members]
+                vals.append(_agg(func, xs, arg is None))
+        out.append(tuple(vals))
+    return out
+
+
+def _order_items(st: A.Select, scope: Scope, items: list[tuple[str, Any]],
+                 grouped: bool) -> list[tuple[int, Any, bool]]:
+    """(output position or -1, extractor of a combo, descending) per ORDER BY term."""
+    out: list[tuple[int, Any, bool]] = []
+    names = [n for n, _ in items]
+    for o in st.order_by:
+        e = o.expr
+        if grouped:
+            pos = -1
+            if isinstance(e, A.ColumnRef) and e.table is None and e.name in names:
+                pos = names.index(e.name)
+            elif isinstance(e, A.ColumnRef):
+                c = scope.column(e)
+                for i, (_, spec) in enumerate(items):
+                    if spec[0] == "col" and (spec[1].t, spec[1].c) == (c.t, c.c):
+                        pos = i
+            elif isinstance(e, A.Agg):
+                arg = scope.column(e.arg) if isinstance(e.arg, A.ColumnRef) else None
+                for i, (_, spec) in enumerate(items):
+                    if spec[0] == "agg" and spec[1] == e.func and spec[2] == arg:
+                        pos = i
+            if pos < 0:
+                raise scope.error(getattr(e, "pos", 0), "with GROUP BY, ORDER BY takes a selected column "
+                                  "or aggregate")
+            out.append((pos, None, o.desc))
+            continue
+        if isinstance(e, A.ColumnRef) and e.table is None and e.name in names and \
+                not any(e.name in s.column_names for s in scope.schemas):
+            i = names.index(e.name)                           # an alias
+            out.append((i, items[i][1], o.desc))
+            continue
+        if not isinstance(e, A.ColumnRef):
+            raise scope.error(getattr(e, "pos", 0), "ORDER BY takes columns")
+        c = scope.column(e)
+        out.append((-1, _getter(c.t, c.c), o.desc))
+    return out

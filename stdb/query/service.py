@@ -1,0 +1,188 @@
+"""One database's query side: one-off queries, owner-only DML and subscriptions.
+
+``QueryService`` reads the committed tables of a Datastore.  ``Database`` owns one and calls
+``on_commit`` after every commit; the diffs it returns go to the subscribers (the server sends
+them to clients; in-process users read them from ``CallResult.updates``).
+
+Visibility: a table whose schema is not public is invisible to everyone but the database's
+owner — to subscriptions, one-off queries and DML alike (it is reported as missing, so its
+existence does not leak).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from stdb._core.schema import TableSchema
+from stdb.errors import AuthError, ConstraintError, QueryError, StdbError
+from stdb.query import ast as A
+from stdb.query.bind import Scope, compile_predicate, typed_literal
+from stdb.query.execute import QueryResult, run_select
+from stdb.query.parser import parse
+from stdb.query.subscription import QueryDiff, Subscriptions, compile_subscription
+
+__all__ = ["QueryService", "Subscribed", "QueryResult", "QueryDiff"]
+
+
+@dataclass
+class Subscribed:
+    """One query of a subscribe request: its id (shared by every client with the same
+    normalized query), its normalized text and its current rows."""
+
+    query_id: int
+    sql: str
+    rows: list[tuple] = field(default_factory=list)
+
+
+class QueryService:
+    def __init__(self, datastore: Any, owner: Callable[[], bytes | None]) -> None:
+        self._ds = datastore
+        self._owner = owner
+        self.subs = Subscriptions(self._table)
+
+    def _table(self, name: str) -> Any:
+        return self._ds.table(name)
+
+    def _schemas_for(self, sender: bytes) -> Callable[[str], TableSchema | None]:
+        is_owner = self._owner() is not None and sender == self._owner()
+
+        def lookup(name: str) -> TableSchema | None:
+            if name not in self._ds.table_names:
+                return None
+            s = self._ds.schema(name)
+            return s if s.public or is_owner else None
+        return lookup
+
+    # ---- subscriptions
+
+    def subscribe(self, sqls: Sequence[str], subscriber: Any, sender: bytes) -> list[Subscribed]:
+        """Compile every query first (one bad query refuses the whole request, registering
+        nothing), then register ``subscriber`` and return each query's initial rows."""
+        if isinstance(sqls, str) or not isinstance(sqls, (list, tuple)):
+            raise QueryError("subscribe takes a list of query strings")
+        lookup = self._schemas_for(sender)
+        plans = []
+        for i, sql in enumerate(sqls):
+            try:
+                plans.append(compile_subscription(sql, lookup, {"sender": sender}))
+            except QueryError as e:
+                raise QueryError(f"query {i + 1} of {len(sqls)}: {e.detail}", hint=e.hint) from None
+        out = []
+        for plan in plans:
+            qid, _ = self.subs.add(plan, subscriber)
+            out.append(Subscribed(qid, plan.key, self.subs.initial_rows(plan)))
+        return out
+
+    def unsubscribe(self, query_id: int, subscriber: Any) -> bool:
+        """Drop one query of one subscriber; False if it was not subscribed to it."""
+        if query_id not in self._ids_of(subscriber):
+            return False
+        self.subs.remove(query_id, subscriber)
+        return True
+
+    def unsubscribe_all(self, subscriber: Any) -> int:
+        ids = self._ids_of(subscriber)
+        for qid in ids:
+            self.subs.remove(qid, subscriber)
+        return len(ids)
+
+    def _ids_of(self, subscriber: Any) -> list[int]:
+        return [qid for qid, q in self.subs._by_id.items() if subscriber in q.subscribers]
+
+    def on_commit(self, delta: Any) -> dict[int, QueryDiff]:
+        """The diff of every query whose result the committed ``delta`` changed."""
+        if not delta or not len(self.subs):
+            return {}
+        return self.subs.diff(delta)
+
+    # ---- one-off queries
+
+    def query(self, sql: str, sender: bytes) -> QueryResult:
+        """A one-off SELECT (anyone; private tables for the owner only)."""
+        st = parse(sql)
+        if not isinstance(st, A.Select):
+            raise QueryError("this is DML; run it through Database.sql (owner only)")
+        refs = [st.table] + [j.table for j in st.joins]
+        scope = Scope(sql, refs, self._schemas_for(sender), {"sender": sender})
+        return run_select(st, scope, self._table)
+
+    def dml(self, sql: str, sender: bytes, tx: Any) -> tuple[A.Statement, int]:
+        """Apply INSERT / UPDATE / DELETE in ``tx`` (the caller commits); returns the number of
+        rows written.  Only the database owner may."""
+        st = parse(sql)
+        if isinstance(st, A.Select):
+            raise QueryError("a SELECT is not DML")
+        if self._owner() is None or sender != self._owner():
+            raise AuthError("only the database's owner may change rows with SQL",
+                            hint="clients change state by calling reducers")
+        scope = Scope(sql, [st.table], self._schemas_for(sender), {"sender": sender})
+        schema = scope.schemas[0]
+        name = st.table.name
+        try:
+            if isinstance(st, A.Insert):
+                return st, self._insert(scope, st, schema, tx)
+            pred = compile_predicate(scope, st.where)
+            t = tx.table(name)
+            victims = [(rid, row) for rid, row in list(t.scan()) if pred(row)]
+            if isinstance(st, A.Delete):
+                for rid, _ in victims:
+                    tx.delete_rowid(name, rid)
+                return st, len(victims)
+            sets = []
+            for col, e in st.assignments:
+                c = scope.column(A.ColumnRef(None, col, getattr(e, "pos", 0)))
+                sets.append((c.c, _value(scope, c, e)))
+            new_rows = []
+            for _rid, row in victims:
+                vals = list(row)
+                for ci, v in sets:
+                    vals[ci] = v
+                new_rows.append(tuple(vals))
+            for rid, _ in victims:
+                tx.delete_rowid(name, rid)
+            for r in new_rows:
+                tx.insert(name, r)
+            return st, len(victims)
+        except ConstraintError:
+            raise
+        except StdbError as e:
+            if isinstance(e, QueryError):
+                raise
+            raise QueryError(f"{type(st).__name__.upper()} on '{name}': {e.detail}", hint=e.hint) from None
+
+    def _insert(self, scope: Scope, st: A.Insert, schema: TableSchema, tx: Any) -> int:
+        names = list(schema.column_names) if st.columns is None else list(st.columns)
+        for n in names:
+            if n not in schema.column_names:
+                raise scope.error(st.table.pos, f"table '{schema.name}' has no column '{n}'")
+        if len(set(names)) != len(names):
+            raise scope.error(st.table.pos, "a column is named twice")
+        missing = [c.name for c in schema.columns if c.name not in names and not c.auto_inc
+                   and not c.type.name.startswith("option<")]
+        if missing:
+            raise scope.error(st.table.pos, f"INSERT must give column(s) {', '.join(missing)}")
+        for row in st.rows:
+            if len(row) != len(names):
+                raise scope.error(getattr(row[0], "pos", 0) if row else st.table.pos,
+                                  f"{len(row)} values for {len(names)} columns")
+            vals: list[Any] = [0 if c.auto_inc else None for c in schema.columns]
+            for n, e in zip(names, row, strict=True):
+                c = scope.column(A.ColumnRef(None, n, getattr(e, "pos", 0)))
+                vals[c.c] = _value(scope, c, e)
+            tx.insert(schema.name, tuple(vals))
+        return len(st.rows)
+
+
+def _value(scope: Scope, col: Any, e: A.Expr) -> Any:
+    """A literal to store in ``col`` (NULL allowed for options)."""
+    if isinstance(e, A.Literal) and e.value is None:
+        if not col.nullable:
+            raise scope.error(e.pos, f"column {col.name} is {col.type.name}; it cannot be NULL")
+        return None
+    v = typed_literal(scope, col, e)
+    if col.base.name in ("i8", "i16", "i32", "i64", "u8", "u16", "u32", "u64", "timestamp") \
+            and isinstance(v, float):
+        raise scope.error(getattr(e, "pos", 0), f"column {col.name} is {col.type.name}; {v!r} is not whole")
+    return v
