@@ -29,4 +29,5 @@ cdef class Matcher:
     cdef dict subs
     cdef dict residuals
     cdef _TableSubs _table(self, str table)
+    cdef int _set_residual(self, Py_ssize_t sid, residual) except -1
     cdef int _check_new(self, Py_ssize_t sid) except -1

@@ -174,7 +174,7 @@ cdef class Matcher:
         self._check_new(sid)
         self._table(table).every.append(sid)
         self.subs[sid] = (table, "every", -1, None)
-        self.residuals[sid] = residual
+        self._set_residual(sid, residual)
 
     def add_eq(self, Py_ssize_t sid, str table, int column, values, residual):
         """Anchored on ``row[column]`` being one of ``values`` (hashable, typed like the column)."""
@@ -195,7 +195,7 @@ cdef class Matcher:
             else:
                 lst.append(sid)
         self.subs[sid] = (table, "eq", column, vals)
-        self.residuals[sid] = residual
+        self._set_residual(sid, residual)
 
     def add_range(self, Py_ssize_t sid, str table, int column, lo, bint lo_incl, hi, bint hi_incl,
                   residual):
@@ -210,7 +210,7 @@ cdef class Matcher:
             # an empty interval (x > 3 AND x < 1) matches nothing; keeping it out of the tree
             # also keeps the tree's construction finite (every stored interval holds a point)
             self.subs[sid] = (table, "never", column, None)
-            self.residuals[sid] = residual
+            self._set_residual(sid, residual)
             return
         ts = self._table(table)
         for col, ivs in ts.ranges:
@@ -225,7 +225,14 @@ cdef class Matcher:
         iv.items[sid] = r
         iv.dirty = True
         self.subs[sid] = (table, "range", column, r)
-        self.residuals[sid] = residual
+        self._set_residual(sid, residual)
+
+    cdef int _set_residual(self, Py_ssize_t sid, residual) except -1:
+        # only subscriptions with a residual are in the dict: with many plain `col = v`
+        # subscriptions, a changed row then touches one big hash table, not two
+        if residual is not None:
+            self.residuals[sid] = residual
+        return 0
 
     cdef int _check_new(self, Py_ssize_t sid) except -1:
         if sid in self.subs:
@@ -238,7 +245,7 @@ cdef class Matcher:
         entry = self.subs.pop(sid, None)
         if entry is None:
             raise InternalError(f"subscription {sid} is not in the matcher")
-        del self.residuals[sid]
+        self.residuals.pop(sid, None)
         table, kind, column, data = entry
         if kind == "never":
             return
@@ -293,7 +300,7 @@ cdef class Matcher:
             cand.extend(ts.every)
             for i in range(len(cand)):
                 sid = cand[i]
-                f = residuals[sid]
+                f = residuals.get(sid) if residuals else None
                 if f is None or f(row):
                     hit = out.get(sid)
                     if hit is None:
