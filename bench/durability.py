@@ -11,9 +11,7 @@
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import platform
 import shutil
 import statistics
 import tempfile
@@ -22,6 +20,7 @@ import time
 import lmdb
 
 import stdb
+from bench.machine import machine, save_results
 from stdb.storage import logformat as lf
 from stdb.storage.commitlog import CommitLog, iter_records
 from stdb.storage.durable import DurableStore, StoreConfig
@@ -176,13 +175,9 @@ def main(argv: list[str] | None = None) -> int:
         rec = bench_recovery(tmp, a.rows)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-    result = {"machine": {"cores": os.cpu_count(), "python": platform.python_version(),
-                          "platform": platform.platform(), "lmdb": lmdb.version()},
+    result = {"machine": {**machine(), "lmdb": lmdb.version()},
               "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
               "durable_commits": commits, "durable_latency": latency, "recovery": rec}
-    os.makedirs(a.out, exist_ok=True)
-    with open(os.path.join(a.out, "durability.json"), "w") as f:
-        json.dump(result, f, indent=2)
     c = commits
     table = (
         "| measure | stdb | baseline | ratio | target |\n|---|---|---|---|---|\n"
@@ -197,9 +192,7 @@ def main(argv: list[str] | None = None) -> int:
         f"| recovery, log MB/s vs raw LMDB cursor scan | {rec['log_bytes'] / rec['seconds'] / 1e6:,.1f} | "
         f"{rec['log_bytes'] / rec['raw_scan_seconds'] / 1e6:,.0f} | {rec['ratio_vs_raw_scan']:.3f} "
         "| ≥ 0.25 |")
-    print(table)
-    with open(os.path.join(a.out, "durability.md"), "w") as f:
-        f.write(table + "\n")
+    save_results(a.out, "durability", result, table)
     return 0
 
 

@@ -21,7 +21,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from bench.machine import machine
+from bench.machine import machine, save_results
 
 SEED = 20261124
 BAL_MAX = 1_000_000
@@ -252,13 +252,7 @@ def run(rows: int, out_dir: str) -> dict[str, Any]:
     mem = measure_memory(rows)
     rates = measure_rates(rows)
     result = {"machine": m, "memory": mem, "rates": rates}
-    os.makedirs(out_dir, exist_ok=True)
-    with open(os.path.join(out_dir, "engine.json"), "w") as f:
-        json.dump(result, f, indent=2)
-    md = markdown(mem, rates, m)
-    with open(os.path.join(out_dir, "engine.md"), "w") as f:
-        f.write(md + "\n")
-    print(md, flush=True)
+    save_results(out_dir, "engine", result, markdown(mem, rates, m))
     return result
 
 

@@ -37,3 +37,14 @@ def machine() -> dict[str, Any]:
     return {"cores": os.cpu_count(), "cpu": cpu, "memory_bytes": mem, "python": platform.python_version(),
             "platform": platform.platform(), "sqlite": sqlite3.sqlite_version, "stdb": stdb.__version__,
             "git_commit": commit or None, "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+
+
+def save_results(out_dir: str, name: str, result: dict[str, Any], markdown: str) -> None:
+    """Write ``<name>.json`` and ``<name>.md`` into ``out_dir`` and print the Markdown."""
+    import json
+    os.makedirs(out_dir, exist_ok=True)
+    with open(os.path.join(out_dir, f"{name}.json"), "w") as f:
+        json.dump(result, f, indent=2)
+    with open(os.path.join(out_dir, f"{name}.md"), "w") as f:
+        f.write(markdown.rstrip("\n") + "\n")
+    print(markdown, flush=True)

@@ -17,14 +17,13 @@ Target (issue 5): ≤ 2 µs per host call on the direct path.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import tempfile
 import time
 
 import wasmtime
 
-from bench.machine import machine
+from bench.machine import machine, save_results
 from stdb.module import _wasm
 from stdb.module.database import Database, Limits, engine
 
@@ -140,9 +139,6 @@ def main(argv: list[str] | None = None) -> int:
     db = database_call(dbn)
     res = {"machine": machine(), "direct": d, "high_level": h, "database": db,
            "target_host_call_us": 2.0}
-    os.makedirs(args.out, exist_ok=True)
-    with open(os.path.join(args.out, "modules.json"), "w") as f:
-        json.dump(res, f, indent=2)
     rows = [("reducer call (empty)", "reducer_call_us", ""),
             ("host call (timestamp)", "host_call_us", "≤ 2 µs"),
             ("host call reading memory (table_id)", "host_call_memory_us", "≤ 2 µs")]
@@ -153,10 +149,7 @@ def main(argv: list[str] | None = None) -> int:
     md.append("| Database.call: insert one row, commit to the log (no fsync wait) | "
               f"{db['database_call_us']:.1f} "
               "| | | |")
-    text = "\n".join(md) + "\n"
-    with open(os.path.join(args.out, "modules.md"), "w") as f:
-        f.write(text)
-    print(text)
+    save_results(args.out, "modules", res, "\n".join(md))
     return 0
 
 

@@ -17,13 +17,12 @@
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import random
 import sqlite3
 import time
 
-from bench.machine import machine
+from bench.machine import machine, save_results
 from stdb import Column, Datastore, IndexDef, TableSchema
 from stdb._core import reference
 from stdb._core.matcher import Matcher
@@ -172,9 +171,6 @@ def main(argv: list[str] | None = None) -> int:
     oo = bench_one_off(players)
     res = {"machine": machine(), "equality": eq, "ranges": rg, "one_off": oo,
            "targets": {"eq_flatness_max_ratio": 2.0, "eq_us_per_changed_row": 20.0}}
-    os.makedirs(a.out, exist_ok=True)
-    with open(os.path.join(a.out, "queries.json"), "w") as f:
-        json.dump(res, f, indent=2)
     flat = max(r["stdb_us_per_commit"] for r in eq) / min(r["stdb_us_per_commit"] for r in eq)
     md = ["| subscriptions (`zone = k`, distinct k) | stdb µs/commit | µs per changed row | naive µs/commit "
           "| naive / stdb |", "|---|---|---|---|---|"]
@@ -196,10 +192,7 @@ def main(argv: list[str] | None = None) -> int:
     for r in oo:
         md.append(f"| {r['query']} | {r['rows']:,} | {r['stdb_ms']:.2f} | {r['sqlite_ms']:.2f} "
                   f"| {r['stdb_ms'] / r['sqlite_ms']:.2f} | {'; '.join(r['plan'])} |")
-    text = "\n".join(md) + "\n"
-    with open(os.path.join(a.out, "queries.md"), "w") as f:
-        f.write(text)
-    print(text)
+    save_results(a.out, "queries", res, "\n".join(md))
     return 0
 
 
