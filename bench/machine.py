@@ -48,3 +48,13 @@ def save_results(out_dir: str, name: str, result: dict[str, Any], markdown: str)
     with open(os.path.join(out_dir, f"{name}.md"), "w") as f:
         f.write(markdown.rstrip("\n") + "\n")
     print(markdown, flush=True)
+
+
+def best_of(fn: Any, reps: int = 3) -> float:
+    """The fastest of ``reps`` timed runs of ``fn()``, in seconds."""
+    best = float("inf")
+    for _ in range(reps):
+        t0 = time.perf_counter()
+        fn()
+        best = min(best, time.perf_counter() - t0)
+    return best

@@ -23,7 +23,7 @@ import time
 
 import wasmtime
 
-from bench.machine import machine, save_results
+from bench.machine import best_of, machine, save_results
 from stdb.module import _wasm
 from stdb.module.database import Database, Limits, engine
 
@@ -58,15 +58,6 @@ class _Host:
         return 0
 
 
-def _best(fn, reps: int = 5) -> float:
-    best = float("inf")
-    for _ in range(reps):
-        t0 = time.perf_counter()
-        fn()
-        best = min(best, time.perf_counter() - t0)
-    return best
-
-
 def direct(calls: int, hosts: int) -> dict:
     module = wasmtime.Module(engine(), WAT)
     inst = _wasm.instantiate(engine(), module, _Host(), memory_limit=1 << 24)
@@ -78,9 +69,9 @@ def direct(calls: int, hosts: int) -> dict:
 
     def loop(r):
         return lambda: _direct_loop(inst, r, hosts)
-    return {"reducer_call_us": _best(empty) / calls * 1e6,
-            "host_call_us": _best(loop(1)) / hosts * 1e6,
-            "host_call_memory_us": _best(loop(2)) / hosts * 1e6}
+    return {"reducer_call_us": best_of(empty, 5) / calls * 1e6,
+            "host_call_us": best_of(loop(1), 5) / hosts * 1e6,
+            "host_call_memory_us": best_of(loop(2), 5) / hosts * 1e6}
 
 
 def _direct_loop(inst, r: int, n: int) -> None:
@@ -108,9 +99,9 @@ def high_level(calls: int, hosts: int) -> dict:
     def empty():
         for _ in range(calls):
             call(store, 0, 0, 0)
-    return {"reducer_call_us": _best(empty) / calls * 1e6,
-            "host_call_us": _best(lambda: call(store, 1, hosts, 0)) / hosts * 1e6,
-            "host_call_memory_us": _best(lambda: call(store, 2, hosts, 0)) / hosts * 1e6}
+    return {"reducer_call_us": best_of(empty, 5) / calls * 1e6,
+            "host_call_us": best_of(lambda: call(store, 1, hosts, 0), 5) / hosts * 1e6,
+            "host_call_memory_us": best_of(lambda: call(store, 2, hosts, 0), 5) / hosts * 1e6}
 
 
 def database_call(n: int) -> dict:

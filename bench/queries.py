@@ -22,7 +22,7 @@ import random
 import sqlite3
 import time
 
-from bench.machine import machine, save_results
+from bench.machine import best_of, machine, save_results
 from stdb import Column, Datastore, IndexDef, TableSchema
 from stdb._core import reference
 from stdb._core.matcher import Matcher
@@ -112,15 +112,6 @@ def bench_ranges(counts: list[int], commits: int) -> list[dict]:
     return out
 
 
-def _best(fn, reps: int = 3) -> float:
-    best = float("inf")
-    for _ in range(reps):
-        t0 = time.perf_counter()
-        fn()
-        best = min(best, time.perf_counter() - t0)
-    return best
-
-
 def bench_one_off(players: int) -> list[dict]:
     ds = _store(players, 1000)
     qs = QueryService(ds, lambda: OWNER)
@@ -145,8 +136,8 @@ def bench_one_off(players: int) -> list[dict]:
         mine = qs.query(sql, OWNER)
         theirs = db.execute(sql).fetchall()
         assert sorted(mine.rows) == sorted(theirs), f"{label}: results differ"
-        t_mine = _best(lambda sql=sql: qs.query(sql, OWNER))
-        t_sqlite = _best(lambda sql=sql: db.execute(sql).fetchall())
+        t_mine = best_of(lambda sql=sql: qs.query(sql, OWNER))
+        t_sqlite = best_of(lambda sql=sql: db.execute(sql).fetchall())
         out.append({"query": label, "sql": sql, "rows": len(theirs), "plan": mine.plan,
                     "stdb_ms": t_mine * 1e3, "sqlite_ms": t_sqlite * 1e3})
         print(f"  {label}: stdb {t_mine * 1e3:.2f} ms, SQLite {t_sqlite * 1e3:.2f} ms ({len(theirs)} rows)",
