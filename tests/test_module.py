@@ -419,3 +419,11 @@ def test_database_subscriptions_queries_and_sql(db):
     rec = log_records(db)[-1]
     assert (rec.reducer, rec.args, rec.caller) == (":sql", b"DELETE FROM kv WHERE k = 2", owner)
     assert db.unsubscribe(s.query_id, "me") and db.call("put", (5, 50)).updates == {}
+
+
+def test_a_failing_update_listener_does_not_fail_the_committed_call(db, caplog):
+    db.subscribe(["SELECT * FROM kv"], "me")
+    db.on_update = lambda updates: 1 / 0
+    res = db.call("put", (1, 10))
+    assert res.offset is not None and rows(db) == [(1, 10)]
+    assert "on_update listener failed" in caplog.text

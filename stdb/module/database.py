@@ -425,7 +425,11 @@ class Database:
     def _updates(self, delta: TxDelta) -> dict[int, QueryDiff]:
         updates = self.queries.on_commit(delta)
         if updates and self.on_update is not None:
-            self.on_update(updates)
+            try:
+                self.on_update(updates)
+            except Exception:
+                # the transaction is committed: a failing listener must not make it look failed
+                log.exception("%s: the on_update listener failed", self.path)
         return updates
 
     # ---- queries and subscriptions
