@@ -48,11 +48,11 @@ cdef class _Node:
 
 
 def _lo_key(_Range r):
-    return (r.lo is not None, r.lo)
+    return (r.lo is not None, r.lo)          # unbounded first, then ascending
 
 
 def _hi_key(_Range r):
-    return (r.hi is not None, r.hi)
+    return (r.hi is None, r.hi)              # sorted in reverse: unbounded first, then descending
 
 
 cdef _Node _build(list items):
@@ -67,12 +67,7 @@ cdef _Node _build(list items):
         if r.hi is not None:
             ends.append(r.hi)
     cdef _Node node = _Node()
-    if not ends:                     # (never made: an anchor has at least one bound)
-        node.center = None
-        node.by_lo = list(items)
-        node.by_hi = list(items)
-        return node
-    ends.sort()
+    ends.sort()                      # never empty: every stored interval has a bound
     c = ends[len(ends) // 2]
     node.center = c
     for r in items:
@@ -83,10 +78,7 @@ cdef _Node _build(list items):
         else:
             mid.append(r)
     node.by_lo = sorted(mid, key=_lo_key)
-    node.by_hi = sorted(mid, key=_hi_key)
-    node.by_hi.reverse()
-    # unbounded ends must come first in by_hi as well: they hold every x above center
-    node.by_hi = [r for r in node.by_hi if r.hi is None] + [r for r in node.by_hi if r.hi is not None]
+    node.by_hi = sorted(mid, key=_hi_key, reverse=True)
     node.left = _build(left)
     node.right = _build(right)
     return node
@@ -110,11 +102,6 @@ cdef class _Intervals:
         if x is None:
             return 0
         while node is not None:
-            if node.center is None:
-                for r in node.by_lo:
-                    if r.holds(x):
-                        out.append(r.sid)
-                return 0
             if x < node.center:
                 for r in node.by_lo:
                     if r.lo is not None and r.lo > x:

@@ -92,6 +92,11 @@ def _is_identity(v: Any) -> bool:
     return isinstance(v, bytes) and len(v) == 32
 
 
+def _check_sender(sender: Any) -> None:
+    if not _is_identity(sender):
+        raise DataError("sender must be a 32-byte identity")
+
+
 class Database:
     """One database: a durable store and (after ``publish``) its module.
 
@@ -353,8 +358,7 @@ class Database:
              timestamp: int | None, before_commit: Callable[[Any], None] | None = None) -> CallResult:
         assert self.schema is not None and self._host is not None
         rd = self.schema.reducers[idx]
-        if not _is_identity(sender):
-            raise DataError("sender must be a 32-byte identity")
+        _check_sender(sender)
         conn = bytes(16) if connection_id is None else connection_id
         if not isinstance(conn, bytes) or len(conn) != 16:
             raise DataError("connection_id must be 16 bytes")
@@ -439,8 +443,7 @@ class Database:
         """Subscribe ``subscriber`` (any hashable key; the server uses its connection) to SQL
         queries; returns each query's id, normalized text and current rows.  Later commits
         report diffs per query id (``CallResult.updates`` and ``on_update``)."""
-        if not _is_identity(sender):
-            raise DataError("sender must be a 32-byte identity")
+        _check_sender(sender)
         return self.queries.subscribe(queries, subscriber, sender)
 
     def unsubscribe(self, query_id: int, subscriber: Any = None) -> bool:
@@ -454,22 +457,21 @@ class Database:
 
     def query(self, sql: str, *, sender: bytes = ZERO_IDENTITY) -> QueryResult:
         """A one-off SELECT over the committed state."""
-        if not _is_identity(sender):
-            raise DataError("sender must be a 32-byte identity")
+        _check_sender(sender)
         return self.queries.query(sql, sender)
 
     def sql(self, sql: str, *, sender: bytes = ZERO_IDENTITY) -> QueryResult | CallResult:
         """Run SQL: a SELECT as ``query``; INSERT / UPDATE / DELETE (the owner only) in one
         transaction through the commit log, logged with reducer name ``:sql`` and the text."""
-        if not _is_identity(sender):
-            raise DataError("sender must be a 32-byte identity")
-        if isinstance(parse_sql(sql), Select):
-            return self.queries.query(sql, sender)
+        _check_sender(sender)
+        st = parse_sql(sql)
+        if isinstance(st, Select):
+            return self.queries.query(sql, sender, st)
         ts = self._timestamp(None)
         t0 = time.perf_counter()
         tx = self.store.begin()
         try:
-            self.queries.dml(sql, sender, tx)
+            self.queries.dml(sql, sender, tx, st)
         except BaseException:
             tx.rollback()
             raise

@@ -20,10 +20,9 @@ from stdb.errors import DataError, QueryError
 from stdb.query import ast as A
 from stdb.query.parser import position_text
 
-__all__ = ["Col", "Scope", "Sarg", "compile_predicate", "conjuncts", "merge_ranges", "sargs", "typed_literal",
-           "ZERO_SENDER"]
+__all__ = ["Col", "Scope", "Sarg", "compile_predicate", "conjuncts", "index_for", "merge_ranges", "sargs",
+           "typed_literal"]
 
-ZERO_SENDER = bytes(32)
 _INTS = frozenset(("i8", "i16", "i32", "i64", "u8", "u16", "u32", "u64", "timestamp"))
 _FLOATS = frozenset(("f32", "f64"))
 
@@ -94,6 +93,17 @@ class Scope:
                                  hint="parameters: " + ", ".join(f":{p}" for p in self.params))
             return self.params[e.name]
         return e.value
+
+
+def index_for(schema: TableSchema, col: str, btree: bool) -> str | None:
+    """An index whose first column is ``col``: one that ranges over it (``btree``), or one that
+    can look rows up by one value of it (a btree, or a single-column hash index)."""
+    for ix in schema.all_indexes():
+        if ix.columns[0] != col:
+            continue
+        if ix.kind == "btree" or (not btree and len(ix.columns) == 1):
+            return ix.name
+    return None
 
 
 def conjuncts(e: A.Expr | None) -> list[A.Expr]:

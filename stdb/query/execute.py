@@ -13,10 +13,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from stdb._core.schema import TableSchema
 from stdb.errors import DataError
 from stdb.query import ast as A
-from stdb.query.bind import Col, Scope, compile_predicate, conjuncts, merge_ranges, sargs
+from stdb.query.bind import Col, Scope, compile_predicate, conjuncts, index_for, merge_ranges, sargs
 
 __all__ = ["QueryResult", "run_select", "plan_access"]
 
@@ -46,17 +45,6 @@ def _refs(e: Any, scope: Scope, out: set[int]) -> None:
         _refs(e.expr, scope, out)
 
 
-def _index_for(schema: TableSchema, col: str, btree: bool) -> str | None:
-    for ix in schema.all_indexes():
-        if ix.columns[0] != col:
-            continue
-        if btree and ix.kind == "btree":
-            return ix.name
-        if not btree and (ix.kind == "btree" or len(ix.columns) == 1):
-            return ix.name
-    return None
-
-
 def plan_access(scope: Scope, ti: int, terms: list[A.Expr]) -> tuple[str, Callable[[Any], list[int]] | None]:
     """How to read table ``ti`` given conditions ``terms`` on it alone: (description, a function
     of the table giving candidate row ids, or None for a full scan)."""
@@ -66,7 +54,7 @@ def plan_access(scope: Scope, ti: int, terms: list[A.Expr]) -> tuple[str, Callab
     for sa in found:
         if not sa.is_eq:
             continue
-        ix = _index_for(schema, schema.columns[sa.col.c].name, btree=False)
+        ix = index_for(schema, schema.columns[sa.col.c].name, btree=False)
         if ix is None:
             continue
 
@@ -84,7 +72,7 @@ def plan_access(scope: Scope, ti: int, terms: list[A.Expr]) -> tuple[str, Callab
     for sa in found:
         if sa.is_eq or sa.col.base.name not in _RANGEABLE:
             continue
-        ix = _index_for(schema, schema.columns[sa.col.c].name, btree=True)
+        ix = index_for(schema, schema.columns[sa.col.c].name, btree=True)
         if ix is None:
             continue
         mine = [p for p in found if not p.is_eq and p.col.c == sa.col.c]
@@ -161,18 +149,32 @@ def _key_of(f: Callable[[tuple], Any], c: tuple) -> tuple:
     return _sort_key(f(c))
 
 
+def _row_filter(scope: Scope, k: int, terms: list[A.Expr]) -> Callable[[Row], bool] | None:
+    """The WHERE terms that read table ``k`` alone, as a test of one of its rows."""
+    if not terms:
+        return None
+    pred = compile_predicate(scope, A.And(tuple(terms)))
+    before, after = (None,) * k, (None,) * (len(scope.refs) - k - 1)
+    return lambda row: pred(*before, row, *after)
+
+
 def run_select(st: A.Select, scope: Scope, tables: Callable[[str], Any]) -> QueryResult:
     n = len(scope.refs)
     plan: list[str] = []
-    terms = conjuncts(st.where)
+    # WHERE terms on one table filter that table's rows as they are read; the rest (terms
+    # over several tables) filter the joined rows
     by_table: list[list[A.Expr]] = [[] for _ in range(n)]
-    for t in terms:
+    across: list[A.Expr] = []
+    for t in conjuncts(st.where):
         used: set[int] = set()
         _refs(t, scope, used)
         if len(used) == 1:
             by_table[next(iter(used))].append(t)
+        else:
+            across.append(t)
     # bind everything first, so that a bad query fails before reading anything
-    where = compile_predicate(scope, st.where)
+    own = [_row_filter(scope, k, by_table[k]) for k in range(n)]
+    rest = compile_predicate(scope, A.And(tuple(across))) if across else None
     ons = []
     for k, j in enumerate(st.joins, start=1):
         used = set()
@@ -188,42 +190,31 @@ def run_select(st: A.Select, scope: Scope, tables: Callable[[str], Any]) -> Quer
     t0 = tables(scope.refs[0].name)
     desc, access = plan_access(scope, 0, by_table[0])
     plan.append(f"{scope.refs[0].ref}: {desc}")
+    first = (row for _, row in t0.scan()) if access is None else (t0.get(rid) for rid in access(t0))
     pad = (None,) * (n - 1)
-    own = compile_predicate(scope, A.And(tuple(by_table[0]))) if by_table[0] and n > 1 else None
-    if access is None:
-        combos = [(row,) + pad for _, row in t0.scan()]
-    else:
-        combos = [(t0.get(rid),) + pad for rid in access(t0)]
-    if own is not None:                  # filter before joining: fewer rows to join
-        combos = [c for c in combos if own(*c)]
+    combos = [(row,) + pad for row in first if own[0] is None or own[0](row)]
     for k, j in enumerate(st.joins, start=1):
-        combos = _join(scope, k, j, ons[k - 1], combos, tables(scope.refs[k].name), by_table[k], plan)
-    rows = [c for c in combos if where(*c)]
+        combos = _join(scope, k, j, ons[k - 1], combos, tables(scope.refs[k].name), own[k], plan)
+    rows = combos if rest is None else [c for c in combos if rest(*c)]
 
-    # group, aggregate, project
+    # group, aggregate, order (stable sorts, last key first), project
     if grouped:
         out = _group(st, scope, items, rows)
+        for idx, _, desc_ in reversed(order):
+            out.sort(key=functools.partial(_key_at, idx), reverse=desc_)
     else:
-        out = [tuple(f(c) for _, f in items) for c in rows] if not order else rows
-    if order:
-        src = out if grouped else rows
-        for idx, f, desc_ in reversed(order):        # stable sorts, last key first
-            key: Callable[[tuple], tuple]
-            if grouped:
-                key = functools.partial(_key_at, idx)
-            else:
-                key = functools.partial(_key_of, f)
-            src.sort(key=key, reverse=desc_)
-        out = src if grouped else [tuple(f(c) for _, f in items) for c in src]
+        for _, f, desc_ in reversed(order):
+            rows.sort(key=functools.partial(_key_of, f), reverse=desc_)
+        out = [tuple(f(c) for _, f in items) for c in rows]
     if st.limit is not None:
         out = out[:st.limit]
     return QueryResult([name for name, _ in items], out, plan)
 
 
 def _join(scope: Scope, k: int, j: A.Join, on: Callable[..., bool], combos: list[tuple], table: Any,
-          terms: list[A.Expr], plan: list[str]) -> list[tuple]:
-    """Join table ``k`` into the partial rows: through an index on its side of an ON equality,
-    else a hash join on that equality, else a nested loop."""
+          own: Callable[[Row], bool] | None, plan: list[str]) -> list[tuple]:
+    """Join table ``k`` (its rows kept by ``own``) into the partial rows: through an index on
+    its side of an ON equality, else a hash join on that equality, else a nested loop."""
     eq: tuple[Col, Col] | None = None
     for t in conjuncts(j.on):
         if isinstance(t, A.Compare) and t.op == "=" and isinstance(t.left, A.ColumnRef) \
@@ -237,10 +228,9 @@ def _join(scope: Scope, k: int, j: A.Join, on: Callable[..., bool], combos: list
                 break
     out: list[tuple] = []
     ref = scope.refs[k].ref
-    pre = compile_predicate(scope, A.And(tuple(terms))) if terms else None     # its own WHERE terms
     if eq is not None:
         outer, inner = eq
-        ix = _index_for(scope.schemas[k], scope.schemas[k].columns[inner.c].name, btree=False)
+        ix = index_for(scope.schemas[k], scope.schemas[k].columns[inner.c].name, btree=False)
         if ix is not None and len(combos) * 4 < max(len(table), 1) * 8:
             plan.append(f"{ref}: index {ix} join on {outer.name} = {inner.name}")
             for c in combos:
@@ -252,25 +242,27 @@ def _join(scope: Scope, k: int, j: A.Join, on: Callable[..., bool], combos: list
                 except DataError:
                     continue
                 for rid in rids:
-                    nc = c[:k] + (table.get(rid),) + c[k + 1:]
-                    if (pre is None or pre(*nc)) and on(*nc):
-                        out.append(nc)
+                    row = table.get(rid)
+                    if own is None or own(row):
+                        nc = c[:k] + (row,) + c[k + 1:]
+                        if on(*nc):
+                            out.append(nc)
             return out
         plan.append(f"{ref}: hash join on {outer.name} = {inner.name}")
         build: dict[Any, list[Row]] = {}
         for _, row in table.scan():
             v = row[inner.c]
-            if v is not None:
+            if v is not None and (own is None or own(row)):
                 build.setdefault(v, []).append(row)
         for c in combos:
             v = c[outer.t][outer.c]
             for row in build.get(v, ()) if v is not None else ():
                 nc = c[:k] + (row,) + c[k + 1:]
-                if (pre is None or pre(*nc)) and on(*nc):
+                if on(*nc):
                     out.append(nc)
         return out
     plan.append(f"{ref}: nested loop")
-    rows = [row for _, row in table.scan()]
+    rows = [row for _, row in table.scan() if own is None or own(row)]
     for c in combos:
         for row in rows:
             nc = c[:k] + (row,) + c[k + 1:]

@@ -77,19 +77,16 @@ class QueryService:
 
     def unsubscribe(self, query_id: int, subscriber: Any) -> bool:
         """Drop one query of one subscriber; False if it was not subscribed to it."""
-        if query_id not in self._ids_of(subscriber):
+        if query_id not in self.subs.queries_of(subscriber):
             return False
         self.subs.remove(query_id, subscriber)
         return True
 
     def unsubscribe_all(self, subscriber: Any) -> int:
-        ids = self._ids_of(subscriber)
+        ids = self.subs.queries_of(subscriber)
         for qid in ids:
             self.subs.remove(qid, subscriber)
         return len(ids)
-
-    def _ids_of(self, subscriber: Any) -> list[int]:
-        return [qid for qid, q in self.subs._by_id.items() if subscriber in q.subscribers]
 
     def on_commit(self, delta: Any) -> dict[int, QueryDiff]:
         """The diff of every query whose result the committed ``delta`` changed."""
@@ -99,19 +96,20 @@ class QueryService:
 
     # ---- one-off queries
 
-    def query(self, sql: str, sender: bytes) -> QueryResult:
-        """A one-off SELECT (anyone; private tables for the owner only)."""
-        st = parse(sql)
+    def query(self, sql: str, sender: bytes, st: A.Statement | None = None) -> QueryResult:
+        """A one-off SELECT (anyone; private tables for the owner only).  ``st``: ``sql``
+        already parsed."""
+        st = parse(sql) if st is None else st
         if not isinstance(st, A.Select):
             raise QueryError("this is DML; run it through Database.sql (owner only)")
         refs = [st.table] + [j.table for j in st.joins]
         scope = Scope(sql, refs, self._schemas_for(sender), {"sender": sender})
         return run_select(st, scope, self._table)
 
-    def dml(self, sql: str, sender: bytes, tx: Any) -> tuple[A.Statement, int]:
+    def dml(self, sql: str, sender: bytes, tx: Any, st: A.Statement | None = None) -> int:
         """Apply INSERT / UPDATE / DELETE in ``tx`` (the caller commits); returns the number of
-        rows written.  Only the database owner may."""
-        st = parse(sql)
+        rows written.  Only the database owner may.  ``st``: ``sql`` already parsed."""
+        st = parse(sql) if st is None else st
         if isinstance(st, A.Select):
             raise QueryError("a SELECT is not DML")
         if self._owner() is None or sender != self._owner():
@@ -122,14 +120,14 @@ class QueryService:
         name = st.table.name
         try:
             if isinstance(st, A.Insert):
-                return st, self._insert(scope, st, schema, tx)
+                return self._insert(scope, st, schema, tx)
             pred = compile_predicate(scope, st.where)
             t = tx.table(name)
             victims = [(rid, row) for rid, row in list(t.scan()) if pred(row)]
             if isinstance(st, A.Delete):
                 for rid, _ in victims:
                     tx.delete_rowid(name, rid)
-                return st, len(victims)
+                return len(victims)
             sets = []
             for col, e in st.assignments:
                 c = scope.column(A.ColumnRef(None, col, getattr(e, "pos", 0)))
@@ -144,7 +142,7 @@ class QueryService:
                 tx.delete_rowid(name, rid)
             for r in new_rows:
                 tx.insert(name, r)
-            return st, len(victims)
+            return len(victims)
         except ConstraintError:
             raise
         except StdbError as e:

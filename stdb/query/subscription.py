@@ -23,7 +23,7 @@ from stdb._core.matcher import Matcher
 from stdb._core.schema import TableSchema
 from stdb.errors import DataError, QueryError
 from stdb.query import ast as A
-from stdb.query.bind import Scope, compile_predicate, conjuncts, merge_ranges, sargs
+from stdb.query.bind import Scope, compile_predicate, conjuncts, index_for, merge_ranges, sargs
 from stdb.query.parser import parse
 from stdb.query.render import render
 
@@ -51,14 +51,6 @@ class SubPlan:
     anchor: tuple | None = None        # ("eq", col, values) | ("range", col, lo, lo_incl, hi, hi_incl)
     residual: Callable[[Row], bool] | None = None
     join: JoinPlan | None = None
-
-
-def _index_on(schema: TableSchema, col: str) -> str | None:
-    """An index usable to look rows up by one value of ``col``."""
-    for ix in schema.all_indexes():
-        if ix.columns[0] == col and (ix.kind == "btree" or len(ix.columns) == 1):
-            return ix.name
-    return None
 
 
 def _anchor(scope: Scope, terms: list[A.Expr]) -> tuple[tuple | None, list[A.Expr]]:
@@ -125,8 +117,9 @@ def compile_subscription(sql: str, schemas: Callable[[str], TableSchema | None],
     if a.t == b.t:
         raise scope.error(on.pos, "the ON equality must compare a column of each table")
     mine, theirs = (a, b) if a.t == me else (b, a)
-    ix_mine = _index_on(scope.schemas[me], scope.schemas[me].columns[mine.c].name)
-    ix_theirs = _index_on(scope.schemas[1 - me], scope.schemas[1 - me].columns[theirs.c].name)
+    ix_mine = index_for(scope.schemas[me], scope.schemas[me].columns[mine.c].name, btree=False)
+    ix_theirs = index_for(scope.schemas[1 - me], scope.schemas[1 - me].columns[theirs.c].name,
+                          btree=False)
     for col, ix in ((mine, ix_mine), (theirs, ix_theirs)):
         if ix is None:
             raise scope.error(on.pos, f"join column {col.name} has no index",
@@ -165,6 +158,7 @@ class Subscriptions:
         self._by_key: dict[str, _Query] = {}
         self._by_id: dict[int, _Query] = {}
         self._joins: dict[int, _Query] = {}
+        self._of: dict[Any, set[int]] = {}          # subscriber -> its query ids
         self._next = 1
 
     def __len__(self) -> int:
@@ -191,6 +185,7 @@ class Subscriptions:
                 _, col, lo, lo_incl, hi, hi_incl = plan.anchor
                 self._matcher.add_range(q.qid, plan.table, col, lo, lo_incl, hi, hi_incl, plan.residual)
         q.subscribers.add(subscriber)
+        self._of.setdefault(subscriber, set()).add(q.qid)
         return q.qid, new
 
     def remove(self, qid: int, subscriber: Any) -> bool:
@@ -199,6 +194,10 @@ class Subscriptions:
         if q is None or subscriber not in q.subscribers:
             return False
         q.subscribers.discard(subscriber)
+        mine = self._of[subscriber]
+        mine.discard(qid)
+        if not mine:
+            del self._of[subscriber]
         if q.subscribers:
             return False
         del self._by_id[qid]
@@ -208,6 +207,10 @@ class Subscriptions:
         else:
             self._matcher.remove(qid)
         return True
+
+    def queries_of(self, subscriber: Any) -> set[int]:
+        """The ids of the queries ``subscriber`` is subscribed to."""
+        return set(self._of.get(subscriber, ()))
 
     def subscribers(self, qid: int) -> set[Any]:
         q = self._by_id.get(qid)
