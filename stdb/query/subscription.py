@@ -277,8 +277,8 @@ class Subscriptions:
         s_ins = ds.inserts if ds else []
         T = self._tables(plan.table)
         S = self._tables(jp.other)
-        # candidate join values -> rows of T with that value (after and before the commit)
-        cands: dict[Row, None] = dict.fromkeys(t_del)      # an ordered set
+        # candidate rows of T (an ordered set)
+        cands: dict[Row, None] = dict.fromkeys(t_del)
         cands.update(dict.fromkeys(t_ins))
         touched = {r[jp.other_col] for r in s_del} | {r[jp.other_col] for r in s_ins}
         touched.discard(None)
@@ -295,16 +295,21 @@ class Subscriptions:
             s_del_by.setdefault(r[jp.other_col], []).append(r)
         t_ins_c = Counter(t_ins)
         t_del_c = Counter(t_del)
+        t_now: dict[Any, Counter] = {}          # join value -> rows of T under it now
+        s_now: dict[Any, list[Row]] = {}        # join value -> rows of S under it now
         out = QueryDiff()
         for row in cands:
             v = row[jp.col]
             if v is None:                       # NULL joins nothing, before or after
                 continue
-            after_n = sum(1 for rid in _seek(T, jp.index, v) if T.get(rid) == row)
+            if v not in t_now:
+                t_now[v] = Counter(T.get(rid) for rid in _seek(T, jp.index, v))
+                s_now[v] = [S.get(rid) for rid in _seek(S, jp.other_index, v)]
+            after_n = t_now[v][row]
             before_n = after_n - t_ins_c[row] + t_del_c[row]
             matched_after = False
             matched_before = False
-            s_after = [S.get(rid) for rid in _seek(S, jp.other_index, v)]
+            s_after = s_now[v]
             ins_here = Counter(s_ins_by.get(v, ()))
             for srow in s_after:
                 if jp.pred(row, srow):
