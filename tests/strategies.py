@@ -113,7 +113,7 @@ def sql_schemas(draw):
         cols = [Column("id", "u64"), Column("k", "i64")]
         cols += [Column(f"{name}{i}", t) for i, t in enumerate(types)]
         idx = [IndexDef(f"{name}_k", "k")] if name != "c" else []
-        out.append(TableSchema(name, cols, primary_key="id", indexes=idx))
+        out.append(TableSchema(name, cols, primary_key="id", indexes=idx, public=True))
     return out
 
 

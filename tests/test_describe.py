@@ -14,11 +14,13 @@ from stdb.module.describe import parse_description
 
 GOOD = {"abi": 1,
         "tables": [{"name": "t", "public": True,
-                    "columns": [{"name": "id", "type": "u64", "auto_inc": True}],
+                    "columns": [{"name": "id", "type": "u64", "auto_inc": True},
+                                {"name": "owner", "type": "identity"}],
                     "primary_key": ["id"],
                     "indexes": [{"name": "by_id", "columns": ["id"], "kind": "btree"}]}],
         "reducers": [{"name": "r", "params": [{"name": "x", "type": "option<string>"}]},
-                     {"name": "i", "lifecycle": "init", "params": []}]}
+                     {"name": "i", "lifecycle": "init", "params": []}],
+        "visibility": ["SELECT * FROM t WHERE owner = :sender"]}
 
 SCALARS = st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=8)
 JSON = st.recursive(SCALARS, lambda kids: st.lists(kids, max_size=4) |
@@ -30,6 +32,28 @@ def test_the_documented_example_parses():
     assert [t.name for t in s.tables] == ["t"] and s.tables[0].public
     assert [r.name for r in s.reducers] == ["r", "i"] and s.lifecycle("init") == 1
     assert s.reducers[0].param_types == ("option<string>",)
+    [f] = s.visibility["t"]
+    assert f.table == "t" and f.sql == GOOD["visibility"][0]
+
+
+@pytest.mark.parametrize("sql, msg", [
+    ("SELECT * FROM nope", "no table named 'nope'"),
+    ("SELECT * FROM t WHERE owner = 5", "owner"),
+    ("SELECT * FROM t WHERE id = :caller", "unknown parameter ':caller'"),
+    ("SELECT id FROM t", "SELECT * FROM table WHERE condition"),
+    ("SELECT * FROM t ORDER BY id", "SELECT * FROM table WHERE condition"),
+    ("DELETE FROM t", "SELECT * FROM table WHERE condition"),
+    ("SELECT * FROM t WHERE", "column 22"),
+    ("SELECT * FROM p WHERE id = 1", "private"),
+    (7, "SQL text"),
+])
+def test_bad_visibility_filters_are_refused_at_publish(sql, msg):
+    doc = json.loads(json.dumps(GOOD))
+    doc["tables"].append({"name": "p", "columns": [{"name": "id", "type": "u64"}]})
+    doc["visibility"] = [sql]
+    with pytest.raises(stdb.ModuleError) as e:
+        parse_description(json.dumps(doc).encode())
+    assert "visibility filter 0" in e.value.detail and msg in e.value.detail
 
 
 def _mutations():
@@ -38,7 +62,7 @@ def _mutations():
     paths = [("abi",), ("tables",), ("reducers",), t0, (*t0, "name"), (*t0, "columns"), c0, (*c0, "type"),
              (*c0, "auto_inc"), (*t0, "primary_key"), (*t0, "indexes", 0, "columns"), (*t0, "public"),
              ("reducers", 0, "params"), ("reducers", 0, "params", 0, "name"), ("reducers", 1, "lifecycle"),
-             ("reducers", 0, "name")]
+             ("reducers", 0, "name"), ("visibility",), ("visibility", 0)]
     return st.tuples(st.sampled_from(paths), JSON)
 
 

@@ -22,7 +22,7 @@ def wasm(tmp_path_factory):
     out = tmp_path_factory.mktemp("wasm")
     built = {}
     for name, src in (("transfer", "examples/transfer/transfer.c"), ("chat", "examples/chat/chat.c"),
-                      ("scheduled", "tests/modules/scheduled.c")):
+                      ("scheduled", "tests/modules/scheduled.c"), ("notes", "tests/modules/notes.c")):
         built[name] = pathlib.Path(build_module(str(ROOT / src), str(out / f"{name}.wasm"))).read_bytes()
     return built
 
@@ -120,3 +120,17 @@ def test_scheduled_module_in_c(tmp_path, wasm):
         with pytest.raises(stdb.ReducerError) as e:       # the count comes back as the "error"
             db.call("count_ticks", (2,))
         assert e.value.message == "1"
+
+
+def test_visibility_filters_in_c(tmp_path, wasm):
+    owner = b"\x01" * 32
+    with Database(str(tmp_path / "n")) as db:
+        db.publish(wasm["notes"], owner=owner)
+        assert [f.sql for f in db.schema.visibility["note"]] == [
+            "SELECT * FROM note WHERE author = :sender", "SELECT * FROM note WHERE text = 'hello, all'"]
+        for who, text in ((ALICE, "alice's"), (BOB, "bob's"), (BOB, "hello, all")):
+            db.call("add_note", (text,), sender=who)
+        texts = lambda who: sorted(r[0] for r in db.query("SELECT text FROM note", sender=who).rows)  # noqa: E731
+        assert texts(ALICE) == ["alice's", "hello, all"]
+        assert texts(BOB) == ["bob's", "hello, all"]
+        assert texts(owner) == ["alice's", "bob's", "hello, all"]

@@ -421,6 +421,31 @@ def test_database_subscriptions_queries_and_sql(db):
     assert db.unsubscribe(s.query_id, "me") and db.call("put", (5, 50)).updates == {}
 
 
+def test_module_visibility_filters_and_a_module_update_ending_subscriptions(tmp_path):
+    """A module's visibility filters narrow what non-owners see (queries and subscriptions),
+    not the owner; they survive a restart; an update ends every subscription."""
+    owner, other = b"\x07" * 32, b"\x08" * 32
+    desc = wat.describe([KV], [{"name": "put", "params": PUT["params"]}])
+    desc["visibility"] = ["SELECT * FROM kv WHERE v >= 10"]
+    wasm = wat.module(desc, [REDUCERS["put"]], data=DATA)
+    path = str(tmp_path / "db")
+    with Database(path) as d:
+        d.publish(wasm, owner=owner)
+        d.call("put", (1, 5))
+        d.call("put", (2, 50))
+        assert d.query("SELECT k FROM kv", sender=other).rows == [(2,)]
+        assert sorted(d.query("SELECT k FROM kv", sender=owner).rows) == [(1,), (2,)]
+        [s] = d.subscribe(["SELECT * FROM kv"], "c", sender=other)
+        assert s.rows == [(2, 50)]
+        res = d.call("put", (3, 7))
+        assert s.query_id not in res.updates                      # hidden from this subscriber
+        assert d.call("put", (4, 70)).updates[s.query_id].inserts == [(4, 70)]
+        update = d.publish(wasm, owner=owner)
+        assert update.unsubscribed == {"c"} and d.subscribers(s.query_id) == set()
+    with Database(path) as d:                                    # the stored module's filters
+        assert sorted(d.query("SELECT k FROM kv", sender=other).rows) == [(2,), (4,)]
+
+
 def test_a_failing_update_listener_does_not_fail_the_committed_call(db, caplog):
     db.subscribe(["SELECT * FROM kv"], "me")
     db.on_update = lambda updates: 1 / 0

@@ -11,6 +11,7 @@ from stdb._core.matcher import Matcher
 from stdb.query.parser import parse
 from stdb.query.render import render
 from stdb.query.service import QueryService
+from stdb.query.visibility import by_table, parse_filter
 
 OWNER = b"\x07" * 32
 OTHER = b"\x08" * 32
@@ -160,6 +161,64 @@ def test_join_subscription_sees_changes_on_both_sides(svc):
     d = qs.on_commit(tx.commit())[s.query_id]
     assert sorted(r[0] for r in d.deletes) == [1, 3, 5, 9]
     assert sorted(r[0] for r in d.inserts) == [2, 3, 6, 10]
+
+
+THIRD = b"\x09" * 32
+
+
+@pytest.fixture
+def filtered(svc):
+    """The same data, with the module's visibility filters: a player is visible to whoever owns
+    it and, in zone 0, to everyone; only pvp zones are visible."""
+    ds, _ = svc
+    lookup = {s.name: s for s in (PLAYER, ZONE, SECRET)}.get
+    fs = by_table([parse_filter("SELECT * FROM player WHERE owner = :sender", lookup),
+                   parse_filter("SELECT * FROM player WHERE zone = 0", lookup),
+                   parse_filter("SELECT * FROM zone z WHERE z.pvp = TRUE", lookup)])
+    return ds, QueryService(ds, lambda: OWNER, lambda: fs)
+
+
+def test_visibility_filters_narrow_queries_for_everyone_but_the_owner(filtered):
+    _, qs = filtered
+    ids = lambda sql, who: sorted(r[0] for r in qs.query(sql, who).rows)      # noqa: E731
+    assert ids("SELECT id FROM player", OWNER) == list(range(12))
+    assert ids("SELECT id FROM player", OTHER) == [0, 4, 6, 7, 8, 9, 10, 11]
+    assert ids("SELECT id FROM player", THIRD) == [0, 4, 8]
+    assert qs.query("SELECT COUNT(*) FROM player WHERE id > 2", THIRD).rows == [(2,)]
+    # both tables of a join are filtered, each under its alias; the player filters' columns
+    # do not clash with the zone's
+    assert ids("SELECT p.id FROM player p JOIN zone ON p.zone = zone.zid", OTHER) == [7, 9, 11]
+    assert ids("SELECT zid FROM zone", OTHER) == [1, 3]
+    r = qs.query("SELECT id FROM player WHERE zone = 1", OTHER)
+    assert r.plan == ["player: index by_zone seek (1 key)"] and r.rows == [(9,)]
+
+
+def test_visibility_filters_apply_to_subscriptions_and_their_diffs(filtered):
+    ds, qs = filtered
+    [a] = qs.subscribe(["SELECT * FROM player"], "c1", OTHER)
+    [b] = qs.subscribe(["SELECT * FROM player"], "c2", THIRD)
+    [o] = qs.subscribe(["SELECT * FROM player"], "c3", OWNER)
+    assert len({a.query_id, b.query_id, o.query_id}) == 3      # the filter binds the sender
+    assert sorted(r[0] for r in b.rows) == [0, 4, 8] and len(o.rows) == 12
+    [j] = qs.subscribe(["SELECT player.* FROM player JOIN zone ON player.zone = zone.zid"], "c2", THIRD)
+    assert j.rows == []                                       # THIRD's only players are in zone 0
+    tx = ds.begin()
+    tx.insert("player", (20, 2, "mine", None, THIRD))         # THIRD's own, in a hidden zone
+    tx.update("player", (7, 0, "p7", None, OTHER))            # OTHER's, now in zone 0: everyone's
+    tx.update("zone", (2, True))                              # zone 2 becomes visible
+    d = qs.on_commit(tx.commit())
+    assert [r[0] for r in d[a.query_id].inserts] == [7]       # changed, not the hidden 20
+    assert sorted(r[0] for r in d[b.query_id].inserts) == [7, 20]
+    assert sorted(r[0] for r in d[j.query_id].inserts) == [20]
+    assert sorted(r[0] for r in d[o.query_id].inserts) == [7, 20]
+
+
+def test_a_module_update_ends_every_subscription(filtered):
+    _, qs = filtered
+    [a] = qs.subscribe(["SELECT * FROM player"], "c1", OTHER)
+    assert qs.reset() == {"c1"} and len(qs.subs) == 0
+    [b] = qs.subscribe(["SELECT * FROM player"], "c1", OTHER)
+    assert b.query_id != a.query_id                           # ids are never reused
 
 
 def test_dml_is_owner_only_and_goes_through_the_transaction(svc):

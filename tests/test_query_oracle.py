@@ -25,10 +25,12 @@ from stdb._core import reference
 from stdb._core.matcher import Matcher
 from stdb.query.service import QueryService
 from stdb.query.subscription import Subscriptions, compile_subscription
+from stdb.query.visibility import by_table, parse_filter
 from tests.strategies import sql_conditions, sql_rows, sql_schemas, sql_value
 
 EXAMPLES = int(os.environ.get("STDB_ORACLE_EXAMPLES", "1000"))
 OWNER = b"\x01" * 32
+OTHER = b"\x02" * 32
 IDS = list(range(1, 13))
 
 
@@ -107,18 +109,24 @@ def test_one_off_queries_match_sqlite(data):
 
 
 @st.composite
-def subscription_sets(draw, schemas):
+def subscription_sets(draw, schemas, filters):
+    """(subscription, SQLite query of its result) pairs; ``filters``: the visibility conditions
+    on a and b (None: no filter) that the subscriber is subject to."""
     a, b, _ = schemas
+    fa, fb = filters
+    vis_a = "" if fa is None else f" AND ({fa})"
+    vis_b = "" if fb is None else f" AND ({fb})"
     out = []
     for _ in range(draw(st.integers(1, 4))):
         if draw(st.booleans()):
             cond = draw(sql_conditions(a, depth=1))
             sql = f"SELECT * FROM a WHERE {cond}"
-            out.append((sql, sql))
+            out.append((sql, f"{sql}{vis_a}"))
         else:
             cond = draw(sql_conditions(a, "a", depth=1, others=[(b, "b")]))
             out.append((f"SELECT a.* FROM a JOIN b ON a.k = b.k WHERE {cond}",
-                        f"SELECT * FROM a WHERE EXISTS (SELECT 1 FROM b WHERE a.k = b.k AND ({cond}))"))
+                        f"SELECT * FROM a WHERE EXISTS (SELECT 1 FROM b WHERE a.k = b.k AND ({cond})"
+                        f"{vis_b}){vis_a}"))
     return out
 
 
@@ -164,9 +172,17 @@ def test_subscription_diffs_equal_recomputation(data):
     schemas = data.draw(sql_schemas())
     rows = [data.draw(sql_rows(s, IDS)) for s in schemas]
     ds, db = _load(schemas, rows)
-    qs = QueryService(ds, lambda: OWNER)
-    subs = data.draw(subscription_sets(schemas))
-    got = qs.subscribe([s for s, _ in subs], "client", OWNER)
+    # half the time the subscriber is not the owner and the module has visibility filters
+    # (any may be absent) on the tables it reads
+    filtered = data.draw(st.booleans())
+    conds = tuple(data.draw(st.none() | sql_conditions(s, s.name, depth=1)) if filtered else None
+                  for s in schemas[:2])
+    fs = by_table([parse_filter(f"SELECT * FROM {s.name} WHERE {c}", {s.name: s}.get)
+                   for s, c in zip(schemas[:2], conds, strict=True) if c is not None])
+    sender = OTHER if filtered else OWNER
+    qs = QueryService(ds, lambda: OWNER, lambda: fs)
+    subs = data.draw(subscription_sets(schemas, conds))
+    got = qs.subscribe([s for s, _ in subs], "client", sender)
     caches = {}
     for g, (_, oracle_sql) in zip(got, subs, strict=True):
         assert Counter(g.rows) == Counter(_bools(schemas[0], db.execute(oracle_sql).fetchall()))
@@ -187,7 +203,7 @@ def test_subscription_diffs_equal_recomputation(data):
             cache.subtract(dels)
             assert +cache == after
     # a fresh subscriber gets exactly what the caches hold
-    fresh = qs.subscribe([s for s, _ in subs], "fresh", OWNER)
+    fresh = qs.subscribe([s for s, _ in subs], "fresh", sender)
     for f in fresh:
         assert Counter(f.rows) == +caches[f.query_id][0]
 

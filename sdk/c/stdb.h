@@ -424,6 +424,8 @@ static void stdb__table_json(const stdb_table* t) {
     stdb__lit("]}");
 }
 
+const char* const* stdb__visibility;        /* a tentative definition: NULL without STDB_VISIBILITY */
+
 static uint64_t stdb__describe(stdb_table* const* tables, uint32_t nt, const stdb_reducer* const* reducers,
                                uint32_t nr) {
     stdb__js = 0;
@@ -439,7 +441,13 @@ static uint64_t stdb__describe(stdb_table* const* tables, uint32_t nt, const std
         stdb__lit(",\"params\":"); stdb__columns(r->params, r->nparams, false);
         stdb__lit("}");
     }
-    stdb__lit("]}");
+    stdb__lit("]");
+    if (stdb__visibility) {
+        stdb__lit(",\"visibility\":[");
+        for (uint32_t i = 0; stdb__visibility[i]; i++) { if (i) stdb__lit(","); stdb__jstr(stdb__visibility[i]); }
+        stdb__lit("]");
+    }
+    stdb__lit("}");
     return ((uint64_t)(uintptr_t)stdb__js << 32) | stdb__jlen;
 }
 
@@ -451,6 +459,14 @@ static const char* stdb__dispatch(const stdb_reducer* r, const uint8_t* args, ui
     if (used < 0 || (uint32_t)used != len) return "stdb: the arguments do not match the reducer's parameters";
     return r->fn(a);
 }
+
+/* Visibility filters (docs/abi.md, docs/sql.md): for everyone but the database's owner, a public
+ * table holds only the rows at least one of its filters selects, in every subscription and query:
+ *     STDB_VISIBILITY("SELECT * FROM note WHERE owner = :sender");
+ * List every filter in one STDB_VISIBILITY (at most one per module, anywhere before STDB_REDUCERS). */
+#define STDB_VISIBILITY(...)                                                                 \
+    static const char* const stdb__visibility_list[] = { __VA_ARGS__, 0 };                    \
+    const char* const* stdb__visibility = stdb__visibility_list
 
 #define STDB_TABLES(...)                                                                     \
     static stdb_table* const stdb__tables[] = { __VA_ARGS__ }

@@ -86,6 +86,9 @@ class PublishResult:
     reducers: list[str] = field(default_factory=list)
     first_publish: bool = False
     init: CallResult | None = None
+    # an update ends every subscription (plans, indexes and visibility may have changed):
+    # whoever was subscribed must subscribe again
+    unsubscribed: set[Any] = field(default_factory=set)
 
 
 def _is_identity(v: Any) -> bool:
@@ -118,7 +121,8 @@ class Database:
         self._inst: Any = None
         self._codecs: list[Any] = []
         self._last_ts = 0
-        self.queries = QueryService(self.store.datastore, lambda: self.owner)
+        self.queries = QueryService(self.store.datastore, lambda: self.owner,
+                                    lambda: self.schema.visibility if self.schema is not None else {})
         # called with {query id: QueryDiff} after every commit that changed a subscribed result
         self.on_update: Callable[[dict[int, QueryDiff]], None] | None = None
         try:
@@ -256,6 +260,8 @@ class Database:
         if owner is not None:
             self.owner = owner
         self._activate(module, schema, prepared)
+        if not first:
+            result.unsubscribed = self.queries.reset()
         if first:
             idx = schema.lifecycle("init")
             if idx is not None:

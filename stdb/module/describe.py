@@ -9,12 +9,13 @@ are not the table's columns.  Problems are collected and reported together.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from stdb._core.codec import RowCodec
 from stdb._core.schema import Column, IndexDef, TableSchema
 from stdb.errors import ModuleError, StdbError
+from stdb.query.visibility import VisibilityFilter, by_table, parse_filter
 
 __all__ = ["ABI_VERSION", "LIFECYCLES", "ModuleSchema", "ReducerDef", "parse_description"]
 
@@ -43,6 +44,8 @@ class ModuleSchema:
     tables: tuple[TableSchema, ...]
     reducers: tuple[ReducerDef, ...]
     schedules: dict[str, str]               # schedule table -> reducer it drives
+    # table -> its visibility filters (a row is visible to a non-owner if any filter selects it)
+    visibility: dict[str, tuple[VisibilityFilter, ...]] = field(default_factory=dict)
 
     def reducer_index(self, name: str) -> int | None:
         for i, r in enumerate(self.reducers):
@@ -149,7 +152,7 @@ def parse_description(raw: bytes) -> ModuleSchema:
     except (UnicodeDecodeError, ValueError) as e:
         raise ModuleError(f"the module description is not UTF-8 JSON: {e}") from None
     problems: list[str] = []
-    if not _keys(doc, "description", {"abi", "tables", "reducers"}, set(), problems):
+    if not _keys(doc, "description", {"abi", "tables", "reducers"}, {"visibility"}, problems):
         raise ModuleError("bad module description: " + "; ".join(problems))
     if doc["abi"] != ABI_VERSION:
         raise ModuleError(f"the module is built for ABI version {doc['abi']!r}; this host speaks "
@@ -203,6 +206,13 @@ def parse_description(raw: bytes) -> ModuleSchema:
             problems.append(f"reducer {reducer!r}, driven by schedule table {table!r}, must take the "
                             f"table's columns ({', '.join(c.type.name for c in schema.columns)}) "
                             "as parameters")
+    filters = []
+    by_name = {t.name: t for t in tables}
+    for i, sql in enumerate(_list(doc.get("visibility", []), "visibility", problems)):
+        try:
+            filters.append(parse_filter(sql, by_name.get))
+        except StdbError as e:
+            problems.append(f"visibility filter {i}: {e.detail}")
     if problems:
         raise ModuleError("bad module description: " + "; ".join(problems))
-    return ModuleSchema(tuple(tables), tuple(reducers), schedules)
+    return ModuleSchema(tuple(tables), tuple(reducers), schedules, by_table(filters))

@@ -6,12 +6,13 @@ them to clients; in-process users read them from ``CallResult.updates``).
 
 Visibility: a table whose schema is not public is invisible to everyone but the database's
 owner — to subscriptions, one-off queries and DML alike (it is reported as missing, so its
-existence does not leak).
+existence does not leak).  A module's visibility filters (``stdb.query.visibility``) narrow
+its public tables, for everyone but the owner, in every subscription and one-off query.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -22,6 +23,9 @@ from stdb.query.bind import Scope, compile_predicate, typed_literal
 from stdb.query.execute import QueryResult, run_select
 from stdb.query.parser import parse
 from stdb.query.subscription import QueryDiff, Subscriptions, compile_subscription
+from stdb.query.visibility import VisibilityFilter, restrict
+
+Filters = Mapping[str, tuple[VisibilityFilter, ...]]
 
 __all__ = ["QueryService", "Subscribed", "QueryResult", "QueryDiff"]
 
@@ -37,16 +41,28 @@ class Subscribed:
 
 
 class QueryService:
-    def __init__(self, datastore: Any, owner: Callable[[], bytes | None]) -> None:
+    def __init__(self, datastore: Any, owner: Callable[[], bytes | None],
+                 filters: Callable[[], Filters] = lambda: {}) -> None:
         self._ds = datastore
         self._owner = owner
+        self._filters = filters
         self.subs = Subscriptions(self._table)
+
+    def _is_owner(self, sender: bytes) -> bool:
+        return self._owner() is not None and sender == self._owner()
+
+    def _visible(self, st: A.Statement, sender: bytes) -> A.Statement:
+        """``st`` as ``sender`` may see it: a SELECT is restricted by the visibility filters
+        unless the sender owns the database."""
+        if not isinstance(st, A.Select) or self._is_owner(sender):
+            return st
+        return restrict(st, self._filters())
 
     def _table(self, name: str) -> Any:
         return self._ds.table(name)
 
     def _schemas_for(self, sender: bytes) -> Callable[[str], TableSchema | None]:
-        is_owner = self._owner() is not None and sender == self._owner()
+        is_owner = self._is_owner(sender)
 
         def lookup(name: str) -> TableSchema | None:
             if name not in self._ds.table_names:
@@ -66,7 +82,8 @@ class QueryService:
         plans = []
         for i, sql in enumerate(sqls):
             try:
-                plans.append(compile_subscription(sql, lookup, {"sender": sender}))
+                st = self._visible(parse(sql), sender)
+                plans.append(compile_subscription(sql, lookup, {"sender": sender}, st))
             except QueryError as e:
                 raise QueryError(f"query {i + 1} of {len(sqls)}: {e.detail}", hint=e.hint) from None
         out = []
@@ -88,6 +105,10 @@ class QueryService:
             self.subs.remove(qid, subscriber)
         return len(ids)
 
+    def reset(self) -> set[Any]:
+        """End every subscription (after a module update); returns who was subscribed."""
+        return self.subs.clear()
+
     def on_commit(self, delta: Any) -> dict[int, QueryDiff]:
         """The diff of every query whose result the committed ``delta`` changed."""
         if not delta or not len(self.subs):
@@ -99,7 +120,7 @@ class QueryService:
     def query(self, sql: str, sender: bytes, st: A.Statement | None = None) -> QueryResult:
         """A one-off SELECT (anyone; private tables for the owner only).  ``st``: ``sql``
         already parsed."""
-        st = parse(sql) if st is None else st
+        st = self._visible(parse(sql) if st is None else st, sender)
         if not isinstance(st, A.Select):
             raise QueryError("this is DML; run it through Database.sql (owner only)")
         refs = [st.table] + [j.table for j in st.joins]
@@ -112,7 +133,7 @@ class QueryService:
         st = parse(sql) if st is None else st
         if isinstance(st, A.Select):
             raise QueryError("a SELECT is not DML")
-        if self._owner() is None or sender != self._owner():
+        if not self._is_owner(sender):
             raise AuthError("only the database's owner may change rows with SQL",
                             hint="clients change state by calling reducers")
         scope = Scope(sql, [st.table], self._schemas_for(sender), {"sender": sender})

@@ -70,9 +70,10 @@ def _anchor(scope: Scope, terms: list[A.Expr]) -> tuple[tuple | None, list[A.Exp
 
 
 def compile_subscription(sql: str, schemas: Callable[[str], TableSchema | None],
-                         params: dict[str, Any]) -> SubPlan:
-    """Parse and check a subscription query; QueryError names what is not allowed and where."""
-    st = parse(sql)
+                         params: dict[str, Any], st: A.Statement | None = None) -> SubPlan:
+    """Parse and check a subscription query; QueryError names what is not allowed and where.
+    ``st``: ``sql`` already parsed (and perhaps restricted by visibility filters)."""
+    st = parse(sql) if st is None else st
     if not isinstance(st, A.Select):
         raise QueryError("a subscription must be a SELECT", hint="SELECT * FROM table WHERE ...")
     if st.group_by or st.order_by or st.limit is not None:
@@ -207,6 +208,18 @@ class Subscriptions:
         else:
             self._matcher.remove(qid)
         return True
+
+    def clear(self) -> set[Any]:
+        """Drop every query (ids are never reused); returns who was subscribed."""
+        gone = set(self._of)
+        for qid in self._by_id:
+            if qid not in self._joins:
+                self._matcher.remove(qid)
+        self._by_key.clear()
+        self._by_id.clear()
+        self._joins.clear()
+        self._of.clear()
+        return gone
 
     def queries_of(self, subscriber: Any) -> set[int]:
         """The ids of the queries ``subscriber`` is subscribed to."""
