@@ -176,11 +176,15 @@ cdef class Matcher:
             m = {}
             ts.eq.append((column, m))
         for v in vals:
-            lst = m.get(v)
-            if lst is None:
-                m[v] = [sid]
+            # one subscription under a value (the usual case) is stored as its bare id: a
+            # lookup then reads no list (at 100k values every object read is a cache miss)
+            old = m.get(v)
+            if old is None:
+                m[v] = sid
+            elif type(old) is int:
+                m[v] = [old, sid]
             else:
-                lst.append(sid)
+                (<list>old).append(sid)
         self.subs[sid] = (table, "eq", column, vals)
         self._set_residual(sid, residual)
 
@@ -243,10 +247,13 @@ cdef class Matcher:
             for col, m in ts.eq:
                 if col == column:
                     for v in data:
-                        lst = m[v]
-                        lst.remove(sid)
-                        if not lst:
+                        old = m[v]
+                        if type(old) is int:
                             del m[v]
+                        else:
+                            (<list>old).remove(sid)
+                            if len(<list>old) == 1:
+                                m[v] = (<list>old)[0]
                     if not m:
                         ts.eq.remove((col, m))
                     break
@@ -278,9 +285,12 @@ cdef class Matcher:
         for row in rows:
             del cand[:]
             for col, m in ts.eq:
-                lst = (<dict>m).get(row[<Py_ssize_t>col])
-                if lst is not None:
-                    cand.extend(<list>lst)
+                hit = (<dict>m).get(row[<Py_ssize_t>col])
+                if hit is not None:
+                    if type(hit) is int:
+                        cand.append(hit)
+                    else:
+                        cand.extend(<list>hit)
             for col, ivs in ts.ranges:
                 iv = ivs
                 iv.stab(row[<Py_ssize_t>col], cand)
