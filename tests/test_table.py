@@ -281,6 +281,28 @@ def test_scan_where(nums):
         count("a", "~", 1)
 
 
+TEXTS = st.text(st.sampled_from("a\x00é\uffff\U00010000z"), max_size=4)
+
+
+@settings(max_examples=150, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(strs=st.lists(TEXTS, max_size=30), needle=TEXTS,
+       op=st.sampled_from(["==", "!=", "<", "<=", ">", ">="]))
+def test_scan_where_on_strings_and_bytes_orders_as_python(impl, strs, needle, op):
+    """String and bytes columns are compared in place (UTF-8 bytes): the order must be Python's
+    (code points; \uffff sorts before \U00010000, prefixes first, NUL is a character)."""
+    t = impl(TableSchema("s", [Column("id", "u32"), Column("s", "string"), Column("b", "bytes")],
+                         primary_key="id"))
+    for i, v in enumerate(strs):
+        t.insert((i, v, v.encode("utf-16-be")))
+    py = {"==": lambda a, b: a == b, "!=": lambda a, b: a != b, "<": lambda a, b: a < b,
+          "<=": lambda a, b: a <= b, ">": lambda a, b: a > b, ">=": lambda a, b: a >= b}[op]
+    got = sorted(t.get(r)[0] for r in t.scan_where("s", op, needle))
+    assert got == [i for i, v in enumerate(strs) if py(v, needle)]
+    nb = needle.encode("utf-16-be")
+    got = sorted(t.get(r)[0] for r in t.scan_where("b", op, nb))
+    assert got == [i for i, v in enumerate(strs) if py(v.encode("utf-16-be"), nb)]
+
+
 def test_nan_and_signed_zero_in_unique_keys(impl):
     t = impl(TableSchema("f", [Column("x", "f64")], primary_key="x"))
     t.insert((float("nan"),))

@@ -44,6 +44,7 @@ cdef class Table(KeySource):
     cdef list _scan_signed(self, int col, int opn, int64_t x)
     cdef list _scan_unsigned(self, int col, int opn, uint64_t x)
     cdef list _scan_float(self, int col, int opn, double x)
+    cdef list _scan_heap(self, int col, int opn, bytes x)
     cpdef uint64_t insert(self, object row) except? 0xFFFFFFFFFFFFFFFF
     cdef uint64_t _insert(self, object row, bint assign, bint check) except? 0xFFFFFFFFFFFFFFFF
     cpdef tuple delete(self, uint64_t rowid)

@@ -9,14 +9,15 @@ so a refused operation leaves the table as it was.
 """
 
 cimport cython
-from libc.stdint cimport uint64_t, int64_t, int32_t, int16_t, int8_t
+from libc.stdint cimport uint64_t, uint32_t, int64_t, int32_t, int16_t, int8_t
 from libc.string cimport memcpy, memcmp
 from cpython.bytes cimport PyBytes_FromStringAndSize, PyBytes_AS_STRING, PyBytes_GET_SIZE
+from cpython.unicode cimport PyUnicode_AsUTF8String
 
 from stdb._core.codec cimport (
     RowCodec, ColumnType, check_value, int_range, encode_key, encode_key_into, encode_row_key,
     buf_init, buf_free,
-    T_I8, T_I16, T_I32, T_I64, T_U8, T_U16, T_U32, T_U64, T_F32, T_F64, T_TIMESTAMP,
+    T_I8, T_I16, T_I32, T_I64, T_U8, T_U16, T_U32, T_U64, T_F32, T_F64, T_TIMESTAMP, T_STRING, T_BYTES,
 )
 from stdb._core.page cimport Layout, Page, heap_values
 from stdb._core.index cimport KeySource, HashIndex, SortedIndex, hash_key, entry_of
@@ -335,7 +336,8 @@ cdef class Table(KeySource):
 
     def scan_where(self, str column, str op, value):
         """Row ids whose ``column op value`` holds (op one of == != < <= > >=), by a
-        straight pass over the column's packed array where the column is numeric.
+        straight pass over the column's packed array where the column is numeric, or over its
+        stored bytes in place for string and bytes columns.
 
         ``value`` must be a valid value of the column's type (DataError otherwise); with an
         option column, None compares equal to None and false under the ordering operators."""
@@ -355,6 +357,10 @@ cdef class Table(KeySource):
             return self._scan_unsigned(col, opn, value)
         if code in (T_F32, T_F64):
             return self._scan_float(col, opn, value)
+        if code == T_STRING:
+            return self._scan_heap(col, opn, PyUnicode_AsUTF8String(value))
+        if code == T_BYTES:
+            return self._scan_heap(col, opn, value)
         # anything else: compare Python values
         out = []
         for rowid, row in self.scan():
@@ -390,6 +396,32 @@ cdef class Table(KeySource):
                     memcpy(&v8, base + s, 1)
                     v = v8
                 if _holds(opn, v, x):
+                    out.append((<uint64_t>pno << SLOT_BITS) | s)
+        return out
+
+    cdef list _scan_heap(self, int col, int opn, bytes x):
+        # UTF-8 orders strings as their code points do, so a byte comparison of the stored
+        # text orders like Python's str comparison (and bytes compare as bytes)
+        cdef Page page
+        cdef Py_ssize_t pno
+        cdef int s, c
+        cdef const unsigned char* base
+        cdef uint32_t off, ln
+        cdef const char* xp = PyBytes_AS_STRING(x)
+        cdef Py_ssize_t xl = PyBytes_GET_SIZE(x)
+        cdef int64_t order
+        cdef list out = []
+        for pno in range(len(self.pages)):
+            page = self.pages[pno]
+            base = page.data + page.layout.offset[col]
+            for s in range(page.high):
+                if not page.live(s):
+                    continue
+                memcpy(&off, base + s * 8, 4)
+                memcpy(&ln, base + s * 8 + 4, 4)
+                c = memcmp(page.data + off, xp, ln if ln < xl else xl)
+                order = c if c != 0 else <int64_t>ln - xl
+                if _holds(opn, order, <int64_t>0):
                     out.append((<uint64_t>pno << SLOT_BITS) | s)
         return out
 

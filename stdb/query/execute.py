@@ -86,9 +86,9 @@ def plan_access(scope: Scope, ti: int, terms: list[A.Expr]) -> tuple[str, Callab
                 return []                # an empty interval
             return table.range(ix, b[0], b[2], lo_inclusive=b[1], hi_inclusive=b[3])
         return f"index {ix} range", rng
-    # 3. a comparison on a fixed-width number column: a pass over its packed array
+    # 3. a comparison on a number, string or bytes column: a pass over its stored values
     for sa in found:
-        if sa.col.type.name not in _PACKED or not (sa.is_eq and len(sa.values) == 1 or
+        if sa.col.type.name not in _COLUMN_SCAN or not (sa.is_eq and len(sa.values) == 1 or
                                                    (sa.lo is None) != (sa.hi is None)):
             continue
         if sa.is_eq:
@@ -107,7 +107,9 @@ def plan_access(scope: Scope, ti: int, terms: list[A.Expr]) -> tuple[str, Callab
     return "full scan", None
 
 
-_PACKED = frozenset(("i8", "i16", "i32", "i64", "u8", "u16", "u32", "u64", "timestamp", "f64"))
+# columns Table.scan_where compares in place (packed numbers; string and bytes in the page heap)
+_COLUMN_SCAN = frozenset(("i8", "i16", "i32", "i64", "u8", "u16", "u32", "u64", "timestamp", "f64",
+                          "string", "bytes"))
 _RANGEABLE = frozenset(("i8", "i16", "i32", "i64", "u8", "u16", "u32", "u64", "timestamp", "string",
                         "bytes", "identity", "bool"))
 
