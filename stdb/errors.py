@@ -114,6 +114,11 @@ class ProtocolError(StdbError):
 
     code = "protocol_error"
 
+    def __init__(self, detail: str, *, hint: str | None = None, code: str | None = None,
+                 request_id: int | None = None) -> None:
+        super().__init__(detail, hint=hint, code=code)
+        self.request_id = request_id          # of the message it is about, when that was readable
+
 
 class AuthError(StdbError):
     """An identity token was missing, forged, expired or not allowed to do this."""

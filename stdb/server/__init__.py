@@ -1,0 +1,1 @@
+"""The stdb server: hosts databases, speaks the CBOR protocol over websockets."""

@@ -1,0 +1,171 @@
+"""One client connection: its identity, its bounded outbound queue and its requests.
+
+The outbound queue is bounded in messages and in bytes.  ``push`` never waits (the commit path
+calls it): a message that does not fit disconnects the client with a close reason saying so,
+and its subscriptions are freed.  Requests are handled in order; each bad one gets an ``Error``
+naming the problem (with its request id when it had a readable one) and changes nothing.
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+from typing import TYPE_CHECKING, Any
+
+import trio
+from trio_websocket import ConnectionClosed, WebSocketConnection
+
+from stdb.errors import InternalError, StdbError
+from stdb.protocol import decode_client, encode
+
+if TYPE_CHECKING:
+    from stdb.server.hosted import HostedDatabase
+    from stdb.server.server import Server
+
+__all__ = ["Connection", "QueueLimits"]
+
+log = logging.getLogger("stdb.server")
+
+CLOSE_TOO_SLOW = 4008          # websocket close codes of our own (4000-4999 are the application's)
+CLOSE_REFUSED = 4003
+CLOSE_SHUTDOWN = 1001
+
+
+class QueueLimits:
+    def __init__(self, messages: int = 1024, bytes_: int = 16 << 20) -> None:
+        self.messages = messages
+        self.bytes = bytes_
+
+
+class Connection:
+    def __init__(self, server: Server, ws: WebSocketConnection, identity: bytes, database: str, *,
+                 confirmed: bool, limits: QueueLimits) -> None:
+        self.server = server
+        self.ws = ws
+        self.identity = identity
+        self.connection_id = secrets.token_bytes(16)
+        self.database = database
+        self.confirmed = confirmed
+        self.limits = limits
+        self._send, self._recv = trio.open_memory_channel[bytes](limits.messages)
+        self.queued_bytes = 0
+        self.close_reason: tuple[int, str] | None = None
+        self._scope: trio.CancelScope | None = None
+        self.sent_bytes = 0
+
+    def _hosted(self) -> HostedDatabase | None:
+        return self.server.databases.get(self.database)
+
+    def __repr__(self) -> str:
+        return f"<Connection {self.identity.hex()[:12]} to {self.database}>"
+
+    # ---- outbound
+
+    def push(self, msg: bytes) -> None:
+        """Queue one message; never waits.  A client past its bound is disconnected."""
+        if self.close_reason is not None:
+            return
+        if self.queued_bytes + len(msg) > self.limits.bytes:
+            self.kill(f"client too slow: {self.queued_bytes + len(msg):,} bytes queued "
+                      f"(at most {self.limits.bytes:,})", CLOSE_TOO_SLOW)
+            return
+        try:
+            self._send.send_nowait(msg)
+        except trio.WouldBlock:
+            self.kill(f"client too slow: {self.limits.messages:,} messages queued", CLOSE_TOO_SLOW)
+            return
+        self.queued_bytes += len(msg)
+
+    def kill(self, reason: str, code: int = CLOSE_REFUSED) -> None:
+        """Disconnect (from any task, without waiting): the connection's tasks stop and the
+        websocket is closed with ``reason``."""
+        if self.close_reason is None:
+            self.close_reason = (code, reason)
+            log.log(logging.INFO if code == CLOSE_SHUTDOWN else logging.WARNING,
+                    "%r: disconnecting: %s", self, reason)
+        if self._scope is not None:
+            self._scope.cancel()
+
+    def error(self, e: StdbError, request_id: int | None) -> None:
+        d = e.to_dict()
+        self.push(encode("Error", request_id=request_id, code=d["code"], detail=d["detail"], hint=d["hint"]))
+
+    async def _sender(self) -> None:
+        async for msg in self._recv:
+            self.queued_bytes -= len(msg)
+            await self.ws.send_message(msg)
+            self.sent_bytes += len(msg)
+
+    # ---- the connection's life
+
+    async def serve(self, hello: bytes) -> None:
+        """Send ``hello`` (the IdentityToken), run client_connected, then handle requests
+        until the client leaves or is disconnected."""
+        hosted = self._hosted()
+        with trio.CancelScope() as scope:
+            self._scope = scope
+            if self.close_reason is not None:
+                scope.cancel()
+            async with trio.open_nursery() as n:
+                n.start_soon(self._sender)
+                self.push(hello)
+                if hosted is not None:
+                    hosted.connections.add(self)
+                    try:
+                        hosted.lifecycle(self, "connected")
+                    except StdbError as e:
+                        self.error(e, None)
+                        self.kill(f"client_connected refused the connection: {e.detail}")
+                try:
+                    await self._receive()
+                except ConnectionClosed:
+                    pass
+                n.cancel_scope.cancel()
+        hosted = self._hosted()
+        if hosted is not None:
+            hosted.disconnect(self)
+        if self.close_reason is not None:
+            code, reason = self.close_reason
+            with trio.move_on_after(2):
+                await self.ws.aclose(code, reason[:120])
+
+    async def _receive(self) -> None:
+        while True:
+            data = await self.ws.get_message()
+            try:
+                msg = decode_client(data)
+            except StdbError as e:
+                self.error(e, getattr(e, "request_id", None))
+                continue
+            try:
+                self.handle(msg)
+            except Exception as e:      # a bug of ours: report it, keep serving this client
+                log.exception("%r: internal error handling %s", self, msg["type"])
+                self.error(InternalError(f"internal error handling {msg['type']}: {type(e).__name__}"),
+                           msg["request_id"])
+            await trio.lowlevel.checkpoint()
+
+    def handle(self, msg: dict[str, Any]) -> None:
+        rid = msg["request_id"]
+        t = msg["type"]
+        hosted = self._hosted()
+        try:
+            if t == "Publish":
+                res = self.server.publish(self, msg["wasm"])
+                self.push(encode("PublishResult", request_id=rid, created_tables=res.created_tables,
+                                 altered_tables=res.altered_tables, reducers=res.reducers,
+                                 unsubscribed=self in res.unsubscribed))
+                return
+            if hosted is None or hosted.db.schema is None:
+                raise StdbError(f"database '{self.database}' has no module yet",
+                                hint="publish one: stdb publish NAME module.wasm", code="no_such_database")
+            if t == "CallReducer":
+                hosted.call(self, rid, msg["reducer"], msg["args"])
+            elif t == "Subscribe":
+                hosted.subscribe(self, rid, msg["queries"])
+            elif t == "Unsubscribe":
+                hosted.unsubscribe(self, rid, msg["query_ids"])
+            elif t == "OneOffQuery":
+                hosted.sql(self, rid, msg["sql"])
+        except StdbError as e:
+            self.error(e, rid)

@@ -1,0 +1,185 @@
+"""The server: many named databases in one data directory, clients over websockets.
+
+``Server(data_dir).serve(host, port)`` listens on ``ws://host:port/v1/database/<name>``
+(docs/protocol.md).  Layout of the data directory::
+
+    server.key              the token signing key (0600)
+    databases/<name>/       one Database (commit log, snapshots, module) per name
+
+Structured concurrency: one nursery for the databases' own tasks (schedulers, durability
+watchers), one for the connections, one for the listener.  ``stop()`` (SIGINT/SIGTERM under
+``run``) stops accepting, closes every client with a reason, waits for their handlers (a
+running reducer finishes: reducers run to completion on the trio thread), flushes every commit
+log and closes the databases.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import signal
+from functools import partial
+from typing import Any
+from urllib.parse import parse_qs, unquote, urlsplit
+
+import trio
+from trio_websocket import WebSocketRequest, serve_websocket
+
+from stdb.errors import AuthError, StdbError
+from stdb.module.database import Database, Limits, PublishResult
+from stdb.protocol import MAX_MESSAGE_BYTES, SUBPROTOCOL, encode
+from stdb.server.connection import CLOSE_SHUTDOWN, Connection, QueueLimits
+from stdb.server.hosted import HostedDatabase
+from stdb.server.identity import TokenIssuer
+from stdb.storage.durable import StoreConfig
+
+__all__ = ["Server", "run", "DATABASE_NAME"]
+
+log = logging.getLogger("stdb.server")
+
+DATABASE_NAME = re.compile(r"[a-z0-9][a-z0-9_-]{0,62}")
+PATH = re.compile(r"/v1/database/([^/?]+)")
+
+
+class Server:
+    def __init__(self, data_dir: str, *, limits: Limits | None = None, store: StoreConfig | None = None,
+                 queue: QueueLimits | None = None, max_message_bytes: int = MAX_MESSAGE_BYTES,
+                 issuer: TokenIssuer | None = None) -> None:
+        self.data_dir = os.path.abspath(data_dir)
+        self.limits = limits
+        self.store_config = store
+        self.queue = queue or QueueLimits()
+        self.max_message_bytes = max_message_bytes
+        os.makedirs(os.path.join(self.data_dir, "databases"), exist_ok=True)
+        self.issuer = issuer or TokenIssuer.load_or_create(self.data_dir)
+        self.databases: dict[str, HostedDatabase] = {}
+        self.connections: set[Connection] = set()
+        self.port: int | None = None
+        self._stop = trio.Event()
+        self._gone = trio.Event()                 # set whenever a connection ends
+        self._db_nursery: trio.Nursery | None = None
+
+    # ---- databases
+
+    def _path(self, name: str) -> str:
+        return os.path.join(self.data_dir, "databases", name)
+
+    def _open(self, name: str) -> HostedDatabase:
+        h = HostedDatabase(name, Database(self._path(name), limits=self.limits, config=self.store_config))
+        self.databases[name] = h
+        if self._db_nursery is not None:
+            self._db_nursery.start_soon(h.run)
+        return h
+
+    def publish(self, conn: Connection, wasm: bytes) -> PublishResult:
+        h = self.databases.get(conn.database)
+        if h is None:
+            h = self._open(conn.database)
+            try:
+                return h.publish(conn, wasm)
+            except BaseException:
+                if h.db.schema is None:          # a first publish that failed leaves nothing
+                    del self.databases[conn.database]
+                    h.close()
+                    _remove_tree(self._path(conn.database))
+                raise
+        return h.publish(conn, wasm)
+
+    # ---- serving
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    async def serve(self, host: str = "127.0.0.1", port: int = 3000, *,
+                    task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
+        for name in sorted(os.listdir(os.path.join(self.data_dir, "databases"))):
+            if DATABASE_NAME.fullmatch(name):
+                self._open(name)
+        try:
+            async with trio.open_nursery() as dbs:
+                self._db_nursery = dbs
+                for h in self.databases.values():
+                    dbs.start_soon(h.run)
+                async with trio.open_nursery() as conns:
+                    async with trio.open_nursery() as listener:
+                        ws = await listener.start(partial(
+                            serve_websocket, self._handle, host, port, None, handler_nursery=conns,
+                            max_message_size=self.max_message_bytes, message_queue_size=4))
+                        self.port = ws.port
+                        log.info("stdb listening on ws://%s:%d/v1/database/<name> (data in %s)",
+                                 host, ws.port, self.data_dir)
+                        task_status.started(ws.port)
+                        await self._stop.wait()
+                        listener.cancel_scope.cancel()
+                    for c in list(self.connections):
+                        c.kill("the server is shutting down", CLOSE_SHUTDOWN)
+                    # our connections close themselves (each with its reason); what else the
+                    # websocket library keeps in the nursery (refused handshakes) is cancelled
+                    with trio.move_on_after(10):
+                        while self.connections:
+                            self._gone = trio.Event()
+                            await self._gone.wait()
+                    conns.cancel_scope.cancel()
+                dbs.cancel_scope.cancel()
+        finally:
+            self._db_nursery = None
+            for h in self.databases.values():
+                try:
+                    h.db.store.flush(timeout=10)
+                except StdbError as e:
+                    log.error("%s: flushing the commit log failed: %s", h.name, e)
+                h.close()
+            log.info("stdb stopped")
+
+    async def _handle(self, request: WebSocketRequest) -> None:
+        m = PATH.fullmatch(urlsplit(request.path).path)
+        name = unquote(m.group(1)) if m else ""
+        if not m or not DATABASE_NAME.fullmatch(name):
+            await request.reject(404, body=b"connect to /v1/database/<name> (lowercase letters, digits, _ -)")
+            return
+        if SUBPROTOCOL not in request.proposed_subprotocols:
+            await request.reject(400, body=f"ask for the websocket subprotocol {SUBPROTOCOL}".encode())
+            return
+        params = parse_qs(urlsplit(request.path).query)
+        token = params.get("token", [None])[0]
+        for k, v in request.headers:
+            if k.lower() == b"authorization" and v.lower().startswith(b"bearer "):
+                token = v[7:].decode("latin-1").strip()
+        try:
+            if token is None:
+                identity, token = self.issuer.new_identity()
+            else:
+                identity = self.issuer.verify(token)
+        except AuthError as e:
+            await request.reject(401, body=f"{e.code}: {e.detail}".encode())
+            return
+        confirmed = params.get("confirmed", ["false"])[0].lower() in ("1", "true", "yes")
+        ws = await request.accept(subprotocol=SUBPROTOCOL)
+        conn = Connection(self, ws, identity, name, confirmed=confirmed, limits=self.queue)
+        self.connections.add(conn)
+        try:
+            await conn.serve(encode("IdentityToken", identity=identity, token=token,
+                                    connection_id=conn.connection_id, database=name))
+        finally:
+            self.connections.discard(conn)
+            self._gone.set()
+
+
+def _remove_tree(path: str) -> None:
+    import shutil
+    shutil.rmtree(path, ignore_errors=True)
+
+
+async def run(server: Server, host: str, port: int) -> None:
+    """Serve until SIGINT or SIGTERM, then shut down gracefully."""
+    async with trio.open_nursery() as n:
+        with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+            async def watch() -> None:
+                async for sig in signals:
+                    log.info("received %s: shutting down", signal.Signals(sig).name)
+                    server.stop()
+                    return
+            n.start_soon(watch)
+            await server.serve(host, port)
+            n.cancel_scope.cancel()

@@ -1,0 +1,245 @@
+"""End to end on a real server (port 0): chat between clients, identities, owner-only SQL,
+bad requests, slow clients, confirmed mode, graceful shutdown."""
+
+from __future__ import annotations
+
+import pathlib
+from contextlib import asynccontextmanager
+
+import cbor2
+import pytest
+import trio
+from trio_websocket import ConnectionClosed, ConnectionRejected, open_websocket_url
+
+from stdb import build_module
+from stdb.protocol import SUBPROTOCOL, decode_server, encode
+from stdb.server.connection import CLOSE_TOO_SLOW, QueueLimits
+from stdb.server.server import Server
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+TIMEOUT = 20
+
+
+@pytest.fixture(scope="module")
+def chat_wasm(tmp_path_factory):
+    out = tmp_path_factory.mktemp("wasm") / "chat.wasm"
+    return pathlib.Path(build_module(str(ROOT / "examples/chat/chat.c"), str(out))).read_bytes()
+
+
+class Client:
+    """A bare protocol client (the SDK's own tests are elsewhere): send messages, read them."""
+
+    def __init__(self, ws, hello):
+        self.ws = ws
+        self.identity = hello["identity"]
+        self.token = hello["token"]
+        self._rid = 0
+
+    async def send(self, type_, **fields):
+        self._rid += 1
+        await self.ws.send_message(encode(type_, request_id=self._rid, **fields))
+        return self._rid
+
+    async def recv(self):
+        return decode_server(await self.ws.get_message())
+
+    async def recv_type(self, type_):
+        while True:
+            m = await self.recv()
+            if m["type"] == type_:
+                return m
+
+    async def request(self, type_, **fields):
+        """Send and return the answer to this request (updates before it are skipped)."""
+        rid = await self.send(type_, **fields)
+        while True:
+            m = await self.recv()
+            if m.get("request_id") == rid:
+                return m
+
+
+@asynccontextmanager
+async def connect(port, name="chat", token=None, confirmed=False):
+    q = []
+    if token:
+        q.append(f"token={token}")
+    if confirmed:
+        q.append("confirmed=true")
+    url = f"ws://127.0.0.1:{port}/v1/database/{name}" + ("?" + "&".join(q) if q else "")
+    async with open_websocket_url(url, subprotocols=[SUBPROTOCOL], max_message_size=64 << 20) as ws:
+        hello = decode_server(await ws.get_message())
+        assert hello["type"] == "IdentityToken" and hello["database"] == name
+        yield Client(ws, hello)
+
+
+@asynccontextmanager
+async def running(tmp_path, **kw):
+    server = Server(str(tmp_path / "data"), **kw)
+    async with trio.open_nursery() as n:
+        port = await n.start(server.serve, "127.0.0.1", 0)
+        try:
+            yield server, port
+        finally:
+            server.stop()
+
+
+async def publish_chat(port, wasm):
+    c_cm = connect(port)
+    owner = await c_cm.__aenter__()
+    res = await owner.request("Publish", wasm=wasm)
+    assert res["type"] == "PublishResult" and res["created_tables"] == ["user", "message"]
+    return owner, c_cm
+
+
+async def test_two_clients_chat_and_see_each_others_messages(tmp_path, chat_wasm):
+    with trio.fail_after(TIMEOUT):
+        async with running(tmp_path) as (_, port):
+            async with connect(port) as alice:
+                assert (await alice.request("Publish", wasm=chat_wasm))["type"] == "PublishResult"
+                async with connect(port) as bob:
+                    applied = {}
+                    for c in (alice, bob):
+                        a = await c.request("Subscribe", queries=["SELECT * FROM message"])
+                        assert a["type"] == "SubscribeApplied" and a["queries"][0]["rows"] == []
+                        applied[c] = a["queries"][0]["query_id"]
+                    assert applied[alice] == applied[bob]              # one evaluation for both
+                    up = await alice.request("CallReducer", reducer="send_message", args=["hi bob"])
+                    assert up["type"] == "TransactionUpdate" and up["status"] == "committed"
+                    assert up["caller"] == alice.identity and up["reducer"] == "send_message"
+                    [u] = up["updates"]
+                    assert u["table"] == "message" and [r[3] for r in u["inserts"]] == ["hi bob"]
+                    seen = await bob.recv_type("TransactionUpdate")
+                    assert seen["request_id"] is None and seen["caller"] == alice.identity
+                    assert [r[3] for r in seen["updates"][0]["inserts"]] == ["hi bob"]
+                    # a reducer that fails: only the caller hears, with the module's message
+                    up = await bob.request("CallReducer", reducer="send_message", args=[""])
+                    assert up["status"] == "failed" and up["message"] == "messages must not be empty"
+                    assert up["updates"] == []
+                    r = await bob.request("OneOffQuery", sql="SELECT text FROM message")
+                    assert r["type"] == "OneOffQueryResult" and r["rows"] == [["hi bob"]]
+
+
+async def test_reconnect_keeps_identity_and_lifecycle_reducers_run(tmp_path, chat_wasm):
+    with trio.fail_after(TIMEOUT):
+        async with running(tmp_path) as (_, port):
+            async with connect(port) as owner:
+                await owner.request("Publish", wasm=chat_wasm)
+            async with connect(port) as first:
+                ident, token = first.identity, first.token
+            async with connect(port, token=token) as again:
+                assert again.identity == ident and again.token == token
+                r = await again.request("OneOffQuery", sql="SELECT id, online FROM user")
+                assert [ident, True] in r["rows"]                     # client_connected ran
+            async with connect(port) as other:
+                r = await other.request("OneOffQuery", sql="SELECT id, online FROM user")
+                assert [ident, False] in r["rows"]                    # client_disconnected ran
+                assert other.identity != ident
+
+
+async def test_forged_and_malformed_tokens_are_refused(tmp_path, chat_wasm):
+    with trio.fail_after(TIMEOUT):
+        async with running(tmp_path) as (server, port):
+            async with connect(port) as c:
+                good = c.token
+            head, body, sig = good.split(".")
+            forged = f"{head}.{body}.{sig[:-4]}AAAA"
+            for bad in (forged, "not-a-token", good + "x"):
+                with pytest.raises(ConnectionRejected) as e:
+                    async with connect(port, token=bad):
+                        pass
+                assert e.value.status_code == 401
+            with pytest.raises(ConnectionRejected) as e:
+                async with open_websocket_url(f"ws://127.0.0.1:{port}/v1/database/chat"):
+                    pass                                             # no subprotocol
+            assert e.value.status_code == 400
+
+
+async def test_non_owner_sql_is_refused_and_bad_requests_change_nothing(tmp_path, chat_wasm):
+    with trio.fail_after(TIMEOUT):
+        async with running(tmp_path) as (_, port):
+            async with connect(port) as owner, connect(port) as bob:
+                await owner.request("Publish", wasm=chat_wasm)
+                await owner.request("CallReducer", reducer="send_message", args=["keep me"])
+                e = await bob.request("OneOffQuery", sql="DELETE FROM message")
+                assert e["type"] == "Error" and e["code"] == "auth_error"
+                e = await bob.request("Publish", wasm=chat_wasm)
+                assert e["type"] == "Error" and e["code"] == "auth_error"
+                e = await bob.request("CallReducer", reducer="no_such", args=[])
+                assert e["type"] == "Error" and "no reducer named 'no_such'" in e["detail"]
+                e = await bob.request("CallReducer", reducer="send_message", args=[5])
+                assert e["type"] == "Error" and e["code"] == "data_error" and "send_message" in e["detail"]
+                e = await bob.request("CallReducer", reducer="send_message", args=["a", "b"])
+                assert e["type"] == "Error"
+                e = await bob.request("Subscribe", queries=["SELECT * FROM nope"])
+                assert e["type"] == "Error" and e["code"] == "query_error"
+                e = await bob.request("CallReducer", reducer="client_connected_is_not_me", args=[])
+                assert e["type"] == "Error"
+                for raw in (b"\xff\x00garbage", cbor2.dumps([1, 2]), cbor2.dumps({"type": "Nope"}),
+                            cbor2.dumps({"type": "CallReducer", "request_id": 9, "reducer": "x"}),
+                            cbor2.dumps({"type": "Subscribe", "request_id": 10, "queries": "SELECT"})):
+                    await bob.ws.send_message(raw)
+                    e = await bob.recv()
+                    assert e["type"] == "Error" and e["code"] == "protocol_error", e
+                assert e["request_id"] == 10 and "queries" in e["detail"]
+                await bob.ws.send_message("a text frame")
+                assert (await bob.recv())["code"] == "protocol_error"
+                r = await owner.request("OneOffQuery", sql="SELECT text FROM message")
+                assert r["rows"] == [["keep me"]]                    # nothing changed
+                e = await owner.request("OneOffQuery", sql="DELETE FROM message")
+                assert e["type"] == "OneOffQueryResult" and e["rows"] == [[1]]
+
+
+async def test_oversized_frame_closes_only_that_connection(tmp_path, chat_wasm):
+    with trio.fail_after(TIMEOUT):
+        async with running(tmp_path, max_message_bytes=1 << 16) as (_, port):
+            async with connect(port) as owner, connect(port) as big:
+                await owner.request("Publish", wasm=chat_wasm)
+                await big.send("CallReducer", reducer="send_message", args=["x" * (1 << 17)])
+                with pytest.raises(ConnectionClosed) as e:
+                    await big.recv()
+                assert e.value.reason.code == 1009                      # message too big
+                up = await owner.request("CallReducer", reducer="send_message", args=["still here"])
+                assert up["status"] == "committed"
+
+
+async def test_a_slow_client_is_cut_off_while_others_keep_receiving(tmp_path, chat_wasm, caplog):
+    with trio.fail_after(TIMEOUT):
+        async with running(tmp_path, queue=QueueLimits(messages=8, bytes_=1 << 20)) as (_, port):
+            async with connect(port) as owner, connect(port) as slow:
+                await owner.request("Publish", wasm=chat_wasm)
+                for c in (owner, slow):
+                    await c.request("Subscribe", queries=["SELECT * FROM message"])
+                text = "y" * 60_000
+                for i in range(100):        # ~6 MB of updates: more than socket buffers hold
+                    up = await owner.request("CallReducer", reducer="send_message", args=[f"{i}{text}"])
+                    assert up["status"] == "committed"
+                with pytest.raises(ConnectionClosed) as e:
+                    while True:
+                        await slow.recv()
+                # the close frame reaches a client only if its socket still has room: when the
+                # server's send was cut short the client sees the connection drop (1006)
+                assert e.value.reason.code in (CLOSE_TOO_SLOW, 1006)
+                assert "client too slow" in caplog.text
+                up = await owner.request("CallReducer", reducer="send_message", args=["after"])
+                assert [r[3] for r in up["updates"][0]["inserts"]] == ["after"]
+
+
+async def test_confirmed_mode_and_graceful_shutdown(tmp_path, chat_wasm):
+    with trio.fail_after(TIMEOUT):
+        async with running(tmp_path) as (server, port):
+            async with connect(port) as owner:
+                await owner.request("Publish", wasm=chat_wasm)
+            async with connect(port, confirmed=True) as c:
+                up = await c.request("CallReducer", reducer="send_message", args=["durable"])
+                assert up["status"] == "committed"
+                assert server.databases["chat"].db.store.durable_offset >= up["offset"]
+                server.stop()
+                with pytest.raises(ConnectionClosed) as e:
+                    while True:
+                        await c.recv()
+                assert e.value.reason.code == 1001 and "shutting down" in e.value.reason.reason
+    # everything acknowledged is there after a restart
+    async with running(tmp_path) as (_, port):
+        async with connect(port) as c:
+            r = await c.request("OneOffQuery", sql="SELECT text FROM message")
+            assert r["rows"] == [["durable"]]
