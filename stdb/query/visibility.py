@@ -83,13 +83,14 @@ def restrict(st: A.Select, filters: Mapping[str, tuple[VisibilityFilter, ...]]) 
     """``st`` with each filtered table's visibility condition ANDed into its WHERE."""
     if not filters:
         return st
-    terms: list[A.Expr] = [] if st.where is None else [st.where]
+    extra: list[A.Expr] = []
     for ref in [st.table] + [j.table for j in st.joins]:
         fs = filters.get(ref.name)
         if not fs or any(f.where is None for f in fs):
             continue
         alts = tuple(_requalify(f.where, f.ref, ref) for f in fs)
-        terms.append(alts[0] if len(alts) == 1 else A.Or(alts, ref.pos))
-    if len(terms) <= (0 if st.where is None else 1):
+        extra.append(alts[0] if len(alts) == 1 else A.Or(alts, ref.pos))
+    if not extra:
         return st
+    terms = extra if st.where is None else [st.where, *extra]
     return dataclasses.replace(st, where=terms[0] if len(terms) == 1 else A.And(tuple(terms)))

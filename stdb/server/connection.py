@@ -51,7 +51,6 @@ class Connection:
         self.queued_bytes = 0
         self.close_reason: tuple[int, str] | None = None
         self._scope: trio.CancelScope | None = None
-        self.sent_bytes = 0
 
     def _hosted(self) -> HostedDatabase | None:
         return self.server.databases.get(self.database)
@@ -94,7 +93,6 @@ class Connection:
         async for msg in self._recv:
             self.queued_bytes -= len(msg)
             await self.ws.send_message(msg)
-            self.sent_bytes += len(msg)
 
     # ---- the connection's life
 
@@ -104,8 +102,6 @@ class Connection:
         hosted = self._hosted()
         with trio.CancelScope() as scope:
             self._scope = scope
-            if self.close_reason is not None:
-                scope.cancel()
             async with trio.open_nursery() as n:
                 n.start_soon(self._sender)
                 self.push(hello)

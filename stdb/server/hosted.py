@@ -13,13 +13,12 @@ from __future__ import annotations
 
 import logging
 import time
-from collections import deque
-from collections.abc import Iterable
-from typing import TYPE_CHECKING, Any
+from collections import Counter, deque
+from typing import TYPE_CHECKING
 
 import trio
 
-from stdb.errors import AuthError, ModuleError, ProtocolError, ReducerError, StorageError
+from stdb.errors import AuthError, ModuleError, ProtocolError, ReducerError, StdbError, StorageError
 from stdb.module.database import CallResult, Database, PublishResult
 from stdb.protocol import encode
 from stdb.query.service import QueryDiff
@@ -32,10 +31,6 @@ __all__ = ["HostedDatabase"]
 log = logging.getLogger("stdb.server")
 
 
-def _rows(rows: Iterable[tuple]) -> list[tuple]:
-    return list(rows)
-
-
 class HostedDatabase:
     def __init__(self, name: str, db: Database) -> None:
         self.name = name
@@ -43,6 +38,7 @@ class HostedDatabase:
         self.connections: set[Connection] = set()
         self._wake = trio.Event()                       # a commit happened: re-check schedules
         self._pending: deque[tuple[int, Connection, bytes]] = deque()   # confirmed-mode queue
+        self._pending_of: Counter[Connection] = Counter()             # its messages per connection
         self._pending_event = trio.Event()
         self._last_offset = 0
         self.closed = False
@@ -84,10 +80,14 @@ class HostedDatabase:
                     for _, conn, _ in self._pending:
                         conn.kill(f"the database cannot make commits durable: {e.detail}")
                     self._pending.clear()
+                    self._pending_of.clear()
                     break
                 durable = self.db.store.durable_offset
                 while self._pending and self._pending[0][0] <= durable:
                     _, conn, msg = self._pending.popleft()
+                    self._pending_of[conn] -= 1
+                    if not self._pending_of[conn]:
+                        del self._pending_of[conn]
                     conn.push(msg)
 
     # ---- sending
@@ -98,10 +98,11 @@ class HostedDatabase:
             return
         # in order: a message without an offset of its own waits for everything before it
         off = self._last_offset if offset is None else offset
-        if off <= self.db.store.durable_offset and not any(c is conn for _, c, _ in self._pending):
+        if off <= self.db.store.durable_offset and conn not in self._pending_of:
             conn.push(msg)
             return
         self._pending.append((off, conn, msg))
+        self._pending_of[conn] += 1
         self._pending_event.set()
 
     def _note_commit(self, offset: int | None) -> None:
@@ -118,10 +119,10 @@ class HostedDatabase:
             for conn in self.db.subscribers(qid):
                 per_conn.setdefault(conn, []).append(qid)
         entries = {qid: self._entry(qid, d) for qid, d in res.updates.items()}
+        if caller_identity is None and caller is not None:
+            caller_identity = caller.identity
         base = {"offset": res.offset, "timestamp": res.timestamp, "reducer": res.reducer,
-                "caller": caller_identity if caller_identity is not None else
-                (caller.identity if caller is not None else None),
-                "status": "committed", "message": None}
+                "caller": caller_identity, "status": "committed", "message": None}
         shared: dict[tuple[int, ...], bytes] = {}     # clients with the same queries share bytes
         for conn, qids in per_conn.items():
             if conn is caller:
@@ -139,7 +140,7 @@ class HostedDatabase:
 
     def _entry(self, qid: int, d: QueryDiff) -> dict:
         return {"query_id": qid, "table": self.db.queries.subs.plan(qid).table,
-                "deletes": _rows(d.deletes), "inserts": _rows(d.inserts)}
+                "deletes": d.deletes, "inserts": d.inserts}
 
     def send_failure(self, conn: Connection, request_id: int, reducer: str, e: ReducerError) -> None:
         status = {"error": "failed"}.get(e.kind, e.kind)
@@ -190,7 +191,8 @@ class HostedDatabase:
              "rows": s.rows} for s in subs]), None)
 
     def unsubscribe(self, conn: Connection, request_id: int, query_ids: list[int]) -> None:
-        unknown = [q for q in query_ids if q not in self.db.queries.subs.queries_of(conn)]
+        mine = self.db.queries.subs.queries_of(conn)
+        unknown = [q for q in query_ids if q not in mine]
         if unknown:
             raise ProtocolError(f"not subscribed to query id(s) {', '.join(map(str, unknown[:10]))}",
                                 request_id=request_id)
@@ -202,12 +204,10 @@ class HostedDatabase:
         if self.db.owner is not None and self.db.owner != conn.identity:
             raise AuthError(f"only the owner of database '{self.name}' may publish to it")
         res = self.db.publish(wasm, owner=conn.identity)
-        for gone in res.unsubscribed:
-            other: Any = gone
+        for other in res.unsubscribed:
             if other is not conn:
-                other.push(encode("Error", request_id=None, code="resubscribe",
-                                  detail=f"the module of '{self.name}' was updated; subscribe again",
-                                  hint=None))
+                other.error(StdbError(f"the module of '{self.name}' was updated; subscribe again",
+                                      code="resubscribe"), None)
         if res.init is not None:
             self.broadcast(res.init, None, None, conn.identity)
         self._wake.set()

@@ -18,6 +18,7 @@ from __future__ import annotations
 import logging
 import os
 import re
+import shutil
 import signal
 from functools import partial
 from typing import Any
@@ -82,7 +83,7 @@ class Server:
                 if h.db.schema is None:          # a first publish that failed leaves nothing
                     del self.databases[conn.database]
                     h.close()
-                    _remove_tree(self._path(conn.database))
+                    shutil.rmtree(self._path(conn.database), ignore_errors=True)
                 raise
         return h.publish(conn, wasm)
 
@@ -133,7 +134,8 @@ class Server:
             log.info("stdb stopped")
 
     async def _handle(self, request: WebSocketRequest) -> None:
-        m = PATH.fullmatch(urlsplit(request.path).path)
+        url = urlsplit(request.path)
+        m = PATH.fullmatch(url.path)
         name = unquote(m.group(1)) if m else ""
         if not m or not DATABASE_NAME.fullmatch(name):
             await request.reject(404, body=b"connect to /v1/database/<name> (lowercase letters, digits, _ -)")
@@ -141,7 +143,7 @@ class Server:
         if SUBPROTOCOL not in request.proposed_subprotocols:
             await request.reject(400, body=f"ask for the websocket subprotocol {SUBPROTOCOL}".encode())
             return
-        params = parse_qs(urlsplit(request.path).query)
+        params = parse_qs(url.query)
         token = params.get("token", [None])[0]
         for k, v in request.headers:
             if k.lower() == b"authorization" and v.lower().startswith(b"bearer "):
@@ -164,11 +166,6 @@ class Server:
         finally:
             self.connections.discard(conn)
             self._gone.set()
-
-
-def _remove_tree(path: str) -> None:
-    import shutil
-    shutil.rmtree(path, ignore_errors=True)
 
 
 async def run(server: Server, host: str, port: int) -> None:
