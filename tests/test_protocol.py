@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import pathlib
+import re
 
 import cbor2
 import jwt
@@ -50,6 +52,18 @@ def test_arbitrary_bytes_give_a_protocol_error_or_a_checked_message(raw):
     except stdb.ProtocolError:
         return
     assert msg["type"] in ("Subscribe", "Unsubscribe", "CallReducer", "OneOffQuery", "Publish")
+
+
+def test_the_documented_vectors():
+    """docs/protocol.md's test vectors are what encode produces and what the decoders accept."""
+    doc = (pathlib.Path(__file__).resolve().parents[1] / "docs" / "protocol.md").read_text()
+    vectors = re.findall(r"^\| `(\{.*\})` \| `([0-9a-f]+)` \|$", doc, re.M)
+    assert len(vectors) == 2
+    one_off, error = (bytes.fromhex(h) for _, h in vectors)
+    assert encode("OneOffQuery", request_id=1, sql="SELECT * FROM message") == one_off
+    assert decode_client(one_off) == {"request_id": 1, "sql": "SELECT * FROM message", "type": "OneOffQuery"}
+    assert encode("Error", request_id=7, code="auth_error", detail="no", hint=None) == error
+    assert decode_server(error)["code"] == "auth_error"
 
 
 def test_server_messages_must_have_their_fields():
