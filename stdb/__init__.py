@@ -5,8 +5,10 @@ The public API is exactly what this module exports (pinned by tests/test_exports
 
 from stdb._core.codec import ColumnType, RowCodec, parse_type
 from stdb._core.schema import Column, IndexDef, TableSchema
+from stdb.client import BlockingConnection, DbConnection, ReducerOutcome, connect, connect_blocking
 from stdb.errors import (
     AuthError,
+    ConnectionLost,
     ConstraintError,
     DataError,
     InternalError,
@@ -49,8 +51,15 @@ __all__ = [
     "Limits",
     "PublishResult",
     "build_module",
+    # client
+    "BlockingConnection",
+    "DbConnection",
+    "ReducerOutcome",
+    "connect",
+    "connect_blocking",
     # errors
     "AuthError",
+    "ConnectionLost",
     "ConstraintError",
     "DataError",
     "InternalError",

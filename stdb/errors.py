@@ -21,6 +21,7 @@ __all__ = [
     "StorageError",
     "InternalError",
     "TransactionError",
+    "ConnectionLost",
 ]
 
 
@@ -132,7 +133,36 @@ class StorageError(StdbError):
     code = "storage_error"
 
 
+class ConnectionLost(StdbError):
+    """A client's connection to the server ended or could not be opened (the detail says why:
+    the server's close reason, or the network error)."""
+
+    code = "connection_lost"
+
+
 class InternalError(StdbError):
     """A bug in stdb: an invariant did not hold.  Please report it."""
 
     code = "internal_error"
+
+
+def error_from_dict(d: dict) -> StdbError:
+    """Rebuild an error sent as :meth:`StdbError.to_dict` (the client side of ``Error``): the
+    class its code names, or StdbError keeping an unknown code."""
+    code = str(d.get("code") or StdbError.code)
+    detail = str(d.get("detail") or "")
+    hint = d.get("hint")
+    hint = str(hint) if hint is not None else None
+    classes: list[type[StdbError]] = [StdbError, *_subclasses(StdbError)]
+    for cls in classes:
+        if cls.code == code:
+            return cls(detail, hint=hint)
+    return StdbError(detail, hint=hint, code=code)
+
+
+def _subclasses(cls: type[StdbError]) -> list[type[StdbError]]:
+    out: list[type[StdbError]] = []
+    for c in cls.__subclasses__():
+        out.append(c)
+        out.extend(_subclasses(c))
+    return out

@@ -83,6 +83,11 @@ def check_value(field: str, v: Any, depth: int = 0) -> None:
                         hint="arguments are null, booleans, integers, floats, text, bytes or arrays")
 
 
+def _bool(field: str, v: Any) -> None:
+    if type(v) is not bool:
+        raise _fail(field, "a boolean", v)
+
+
 def _args(field: str, v: Any) -> None:
     if type(v) is not list:
         raise _fail(field, "an array of the reducer's arguments", v)
@@ -99,6 +104,9 @@ CLIENT_MESSAGES: dict[str, dict[str, Check]] = {
     "CallReducer": {"request_id": _uint, "reducer": _NAME, "args": _args},
     "OneOffQuery": {"request_id": _uint, "sql": _SQL},
     "Publish": {"request_id": _uint, "wasm": _bytes},
+    "Describe": {"request_id": _uint},
+    "Logs": {"request_id": _uint, "limit": _uint, "follow": _bool},
+    "DeleteDatabase": {"request_id": _uint},
 }
 
 # the fields each server message has (documentation and the client's check)
@@ -110,6 +118,9 @@ SERVER_MESSAGES: dict[str, tuple[str, ...]] = {
                           "updates"),
     "OneOffQueryResult": ("request_id", "columns", "rows", "plan"),
     "PublishResult": ("request_id", "created_tables", "altered_tables", "reducers", "unsubscribed"),
+    "DescribeResult": ("request_id", "database", "module"),
+    "LogsResult": ("request_id", "entries"),
+    "DeleteResult": ("request_id", "database"),
     "Error": ("request_id", "code", "detail", "hint"),
 }
 

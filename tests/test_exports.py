@@ -8,7 +8,9 @@ EXPECTED = {
     "Column", "ColumnType", "IndexDef", "RowCodec", "TableSchema", "parse_type",
     "Datastore", "TableDelta", "Transaction", "TxDelta", "Commit", "DurableStore", "StoreConfig",
     "Database", "Limits", "CallResult", "PublishResult", "build_module",
-    "AuthError", "ConstraintError", "DataError", "InternalError", "ModuleError", "ProtocolError",
+    "connect", "connect_blocking", "DbConnection", "BlockingConnection", "ReducerOutcome",
+    "AuthError", "ConnectionLost", "ConstraintError", "DataError", "InternalError", "ModuleError",
+    "ProtocolError",
     "QueryError", "ReducerError", "SchemaError", "StdbError", "StorageError", "TransactionError",
 }
 
@@ -39,3 +41,12 @@ def test_errors_share_one_root_with_stable_codes():
             if cls is stdb.ReducerError else {}
         assert d == {"code": cls.code, "detail": "something went wrong", "hint": "do this", **extra}
         assert "do this" in str(e)
+
+
+def test_errors_round_trip_through_their_wire_form():
+    for name in stdb.errors.__all__:
+        cls = getattr(stdb.errors, name)
+        back = stdb.errors.error_from_dict(cls("detail", hint="hint").to_dict())
+        assert type(back) is cls and (back.code, back.detail, back.hint) == (cls.code, "detail", "hint")
+    other = stdb.errors.error_from_dict({"code": "resubscribe", "detail": "d", "hint": None})
+    assert type(other) is stdb.StdbError and other.code == "resubscribe"

@@ -14,6 +14,7 @@ import json
 import logging
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -41,6 +42,7 @@ TICK_SECONDS = 0.005                      # epoch ticker period: the time-limit 
 _MODULE_KEY = b"module.wasm"
 _MODULE_INFO_KEY = b"module.info"
 _DESCRIBE_FUEL = 100_000_000
+LOG_RING = 1000                          # module log records a database keeps
 
 _engine_lock = threading.Lock()
 _engine: wasmtime.Engine | None = None
@@ -114,6 +116,9 @@ class Database:
         self.clock = clock
         self.store = DurableStore(path, config, progress=progress)
         self.logger = logging.getLogger(f"stdb.module.{path}")
+        # the module's log records (every version of it), newest last; on_log hears each new one
+        self.recent_logs: deque[dict] = deque(maxlen=LOG_RING)
+        self.on_log: Callable[[dict], None] | None = None
         self.schema: ModuleSchema | None = None
         self.owner: bytes | None = None
         self._module: wasmtime.Module | None = None
@@ -144,6 +149,28 @@ class Database:
     def close(self) -> None:
         self._inst = None
         self.store.close()
+
+    def _log(self, entry: dict) -> None:
+        self.recent_logs.append(entry)
+        if self.on_log is not None:
+            self.on_log(entry)
+
+    def describe(self) -> dict:
+        """The published module's schema as plain data (docs/protocol.md, ``DescribeResult``):
+        tables with columns, keys, indexes, visibility and the reducer a schedule table drives;
+        reducers with their parameters.  ModuleError when nothing is published."""
+        if self.schema is None:
+            raise ModuleError(f"{self.path}: no module is published", hint="publish one first")
+        sch = self.schema
+        tables = []
+        for t in sch.tables:
+            d = schema_to_dict(t)
+            d["scheduled"] = sch.schedules.get(t.name)
+            d["visibility"] = [f.sql for f in sch.visibility.get(t.name, ())]
+            tables.append(d)
+        reducers = [{"name": r.name, "params": [{"name": c.name, "type": c.type.name} for c in r.params],
+                     "lifecycle": r.lifecycle} for r in sch.reducers]
+        return {"tables": tables, "reducers": reducers, "owner": self.owner}
 
     # ---- module loading
 
@@ -176,7 +203,7 @@ class Database:
 
     def _prepare(self, module: wasmtime.Module, schema: ModuleSchema) -> tuple[ModuleHost, list, Any]:
         """Everything a module needs to run, built without changing the database."""
-        host = ModuleHost(schema, self.limits, self.logger)
+        host = ModuleHost(schema, self.limits, self.logger, self._log)
         codecs = [r.codec() for r in schema.reducers]
         inst = _wasm.instantiate(engine(), module, host, memory_limit=self.limits.memory_bytes)
         return host, codecs, inst

@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import struct
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, cast
 
@@ -82,9 +83,11 @@ class ModuleHost:
     """The imports of one published module.  Per-call state (transaction, caller, time) is
     set by ``begin_call`` and cleared by ``end_call``."""
 
-    def __init__(self, schema: ModuleSchema | None, limits: Limits, logger: logging.Logger) -> None:
+    def __init__(self, schema: ModuleSchema | None, limits: Limits, logger: logging.Logger,
+                 sink: Callable[[dict], None] | None = None) -> None:
         self.limits = limits
         self.logger = logger
+        self.sink = sink                   # also told of every log record (the database's log ring)
         self.tables = [_TableInfo(t) for t in (schema.tables if schema else ())]
         self.table_ids = {t.name: i for i, t in enumerate(self.tables)}
         self.recent_logs: deque[dict] = deque(maxlen=1000)
@@ -327,8 +330,11 @@ class ModuleHost:
 
     def log(self, level: int, message: bytes) -> None:
         text = message.decode("utf-8", "replace")
-        self.recent_logs.append({"ts": self.timestamp, "level": LEVEL_NAMES.get(level, str(level)),
-                                 "reducer": self.reducer, "message": text})
+        entry = {"ts": self.timestamp, "level": LEVEL_NAMES.get(level, str(level)),
+                 "reducer": self.reducer, "message": text}
+        self.recent_logs.append(entry)
+        if self.sink is not None:
+            self.sink(entry)
         self.logger.log(LEVELS.get(level, logging.INFO), "[%s] %s", self.reducer or "-", text)
 
 

@@ -28,6 +28,7 @@ log = logging.getLogger("stdb.server")
 
 CLOSE_TOO_SLOW = 4008          # websocket close codes of our own (4000-4999 are the application's)
 CLOSE_REFUSED = 4003
+CLOSE_DELETED = 4004
 CLOSE_SHUTDOWN = 1001
 
 
@@ -80,6 +81,8 @@ class Connection:
         websocket is closed with ``reason``."""
         if self.close_reason is None:
             self.close_reason = (code, reason)
+            if code == CLOSE_TOO_SLOW:
+                self.server.metrics.disconnected_slow.inc()
             log.log(logging.INFO if code == CLOSE_SHUTDOWN else logging.WARNING,
                     "%r: disconnecting: %s", self, reason)
         if self._scope is not None:
@@ -90,9 +93,12 @@ class Connection:
         self.push(encode("Error", request_id=request_id, code=d["code"], detail=d["detail"], hint=d["hint"]))
 
     async def _sender(self) -> None:
+        metrics = self.server.metrics
         async for msg in self._recv:
             self.queued_bytes -= len(msg)
             await self.ws.send_message(msg)
+            metrics.messages_sent.inc()
+            metrics.bytes_sent.inc(len(msg))
 
     # ---- the connection's life
 
@@ -147,10 +153,18 @@ class Connection:
         hosted = self._hosted()
         try:
             if t == "Publish":
-                res = self.server.publish(self, msg["wasm"])
+                res = self.server.publish(self.database, self.identity, msg["wasm"], self)
+                if hosted is None:          # the database was created now: this client is one of its
+                    created = self._hosted()
+                    if created is not None:
+                        created.connections.add(self)
                 self.push(encode("PublishResult", request_id=rid, created_tables=res.created_tables,
                                  altered_tables=res.altered_tables, reducers=res.reducers,
                                  unsubscribed=self in res.unsubscribed))
+                return
+            if t == "DeleteDatabase":
+                self.server.delete(self.database, self.identity, self)
+                self.push(encode("DeleteResult", request_id=rid, database=self.database))
                 return
             if hosted is None or hosted.db.schema is None:
                 raise StdbError(f"database '{self.database}' has no module yet",
@@ -163,5 +177,9 @@ class Connection:
                 hosted.unsubscribe(self, rid, msg["query_ids"])
             elif t == "OneOffQuery":
                 hosted.sql(self, rid, msg["sql"])
+            elif t == "Describe":
+                hosted.describe(self, rid)
+            elif t == "Logs":
+                hosted.logs(self, rid, msg["limit"], msg["follow"])
         except StdbError as e:
             self.error(e, rid)

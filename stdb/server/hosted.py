@@ -6,7 +6,8 @@ group-commit writer fsyncs in its own thread.  After each commit the diffs go to
 subscribed connection's bounded outbound queue without waiting for any client: a client that
 cannot keep up is disconnected (``Connection.push``).  A connection in confirmed mode receives
 each update only once the commit log's durable offset has passed the update's offset
-(``_durability_watcher``).  Schedule rows run at their time (``_scheduler``).
+(``_durability_watcher``).  Schedule rows run at their time (``_scheduler``).  The module's
+log records go to the connections following them (``Logs`` with ``follow``).
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from stdb.query.service import QueryDiff
 
 if TYPE_CHECKING:
     from stdb.server.connection import Connection
+    from stdb.server.metrics import Metrics
 
 __all__ = ["HostedDatabase"]
 
@@ -32,10 +34,14 @@ log = logging.getLogger("stdb.server")
 
 
 class HostedDatabase:
-    def __init__(self, name: str, db: Database) -> None:
+    def __init__(self, name: str, db: Database, metrics: Metrics) -> None:
         self.name = name
         self.db = db
+        self.metrics = metrics
         self.connections: set[Connection] = set()
+        self.log_followers: dict[Connection, int] = {}   # connection -> its Logs request id
+        db.on_log = self._on_log
+        self._scope: trio.CancelScope | None = None
         self._wake = trio.Event()                       # a commit happened: re-check schedules
         self._pending: deque[tuple[int, Connection, bytes]] = deque()   # confirmed-mode queue
         self._pending_of: Counter[Connection] = Counter()             # its messages per connection
@@ -46,9 +52,12 @@ class HostedDatabase:
     # ---- tasks (started by the server in the database's nursery)
 
     async def run(self) -> None:
-        async with trio.open_nursery() as n:
-            n.start_soon(self._scheduler)
-            n.start_soon(self._durability_watcher)
+        with trio.CancelScope() as self._scope:
+            if self.closed:
+                return
+            async with trio.open_nursery() as n:
+                n.start_soon(self._scheduler)
+                n.start_soon(self._durability_watcher)
 
     async def _scheduler(self) -> None:
         while True:
@@ -61,8 +70,10 @@ class HostedDatabase:
                 continue
             for res in self.db.run_due():
                 if isinstance(res, CallResult):
+                    self.metrics.call(self.name, res.reducer, "committed", res.duration_s, res.fuel_used)
                     self.broadcast(res)
                 else:
+                    self.metrics.call(self.name, res.reducer or "", res.kind, 0.0)
                     log.warning("%s: scheduled reducer %s failed: %s", self.name, res.reducer, res.detail)
             await trio.lowlevel.checkpoint()
 
@@ -108,6 +119,7 @@ class HostedDatabase:
     def _note_commit(self, offset: int | None) -> None:
         if offset is not None:
             self._last_offset = max(self._last_offset, offset)
+            self.metrics.commits.labels(self.name).inc()
         self._wake.set()
 
     def broadcast(self, res: CallResult, caller: Connection | None = None, request_id: int | None = None,
@@ -158,11 +170,14 @@ class HostedDatabase:
         if rd.lifecycle is not None:
             raise ReducerError(f"reducer '{reducer}' is the {rd.lifecycle} lifecycle reducer; "
                                "the database calls it itself", reducer=reducer)
+        t0 = time.perf_counter()
         try:
             res = self.db.call(reducer, tuple(args), sender=conn.identity, connection_id=conn.connection_id)
         except ReducerError as e:
+            self.metrics.call(self.name, reducer, e.kind, time.perf_counter() - t0)
             self.send_failure(conn, request_id, reducer, e)
             return
+        self.metrics.call(self.name, reducer, "committed", res.duration_s, res.fuel_used)
         self.broadcast(res, conn, request_id)
 
     def lifecycle(self, conn: Connection, kind: str) -> None:
@@ -200,28 +215,57 @@ class HostedDatabase:
             self.db.unsubscribe(q, conn)
         self._send(conn, encode("UnsubscribeApplied", request_id=request_id, query_ids=query_ids), None)
 
-    def publish(self, conn: Connection, wasm: bytes) -> PublishResult:
-        if self.db.owner is not None and self.db.owner != conn.identity:
-            raise AuthError(f"only the owner of database '{self.name}' may publish to it")
-        res = self.db.publish(wasm, owner=conn.identity)
+    def require_owner(self, identity: bytes, what: str) -> None:
+        if self.db.owner is not None and self.db.owner != identity:
+            raise AuthError(f"only the owner of database '{self.name}' may {what}")
+
+    def publish(self, identity: bytes, wasm: bytes, conn: Connection | None = None) -> PublishResult:
+        self.require_owner(identity, "publish to it")
+        res = self.db.publish(wasm, owner=identity)
         for other in res.unsubscribed:
             if other is not conn:
                 other.error(StdbError(f"the module of '{self.name}' was updated; subscribe again",
                                       code="resubscribe"), None)
         if res.init is not None:
-            self.broadcast(res.init, None, None, conn.identity)
+            self.broadcast(res.init, None, None, identity)
         self._wake.set()
         return res
+
+    def describe(self, conn: Connection, request_id: int) -> None:
+        self._send(conn, encode("DescribeResult", request_id=request_id, database=self.name,
+                                module=self.db.describe()), None)
+
+    def logs(self, conn: Connection, request_id: int, limit: int, follow: bool) -> None:
+        """The newest ``limit`` module log records (owner only); with ``follow``, every new one
+        after them, as further LogsResult messages with the same request id."""
+        self.require_owner(conn.identity, "read its logs")
+        entries = list(self.db.recent_logs)[-limit:] if limit else []
+        conn.push(encode("LogsResult", request_id=request_id, entries=entries))
+        if follow:
+            self.log_followers[conn] = request_id
+
+    def _on_log(self, entry: dict) -> None:
+        if self.log_followers:
+            for conn, rid in list(self.log_followers.items()):
+                conn.push(encode("LogsResult", request_id=rid, entries=[entry]))
 
     def disconnect(self, conn: Connection) -> None:
         self.db.unsubscribe_all(conn)
         self.connections.discard(conn)
+        self.log_followers.pop(conn, None)
         try:
             self.lifecycle(conn, "disconnected")
         except (ReducerError, ModuleError) as e:
             log.warning("%s: client_disconnected failed for %s: %s", self.name, conn.identity.hex()[:16], e)
 
     def close(self) -> None:
+        """Stop the database's tasks and close it (its commit log is flushed first)."""
+        if self._scope is not None:
+            self._scope.cancel()
         if not self.closed:
             self.closed = True
+            try:
+                self.db.store.flush(timeout=10)
+            except StdbError as e:
+                log.error("%s: flushing the commit log failed: %s", self.name, e)
             self.db.close()

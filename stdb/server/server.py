@@ -30,9 +30,10 @@ from trio_websocket import WebSocketRequest, serve_websocket
 from stdb.errors import AuthError, StdbError
 from stdb.module.database import Database, Limits, PublishResult
 from stdb.protocol import MAX_MESSAGE_BYTES, SUBPROTOCOL, encode
-from stdb.server.connection import CLOSE_SHUTDOWN, Connection, QueueLimits
+from stdb.server.connection import CLOSE_DELETED, CLOSE_SHUTDOWN, Connection, QueueLimits
 from stdb.server.hosted import HostedDatabase
 from stdb.server.identity import TokenIssuer
+from stdb.server.metrics import Metrics
 from stdb.storage.durable import StoreConfig
 
 __all__ = ["Server", "run", "DATABASE_NAME"]
@@ -55,6 +56,7 @@ class Server:
         os.makedirs(os.path.join(self.data_dir, "databases"), exist_ok=True)
         self.issuer = issuer or TokenIssuer.load_or_create(self.data_dir)
         self.databases: dict[str, HostedDatabase] = {}
+        self.metrics = Metrics(self)
         self.connections: set[Connection] = set()
         self.port: int | None = None
         self._stop = trio.Event()
@@ -67,25 +69,44 @@ class Server:
         return os.path.join(self.data_dir, "databases", name)
 
     def _open(self, name: str) -> HostedDatabase:
-        h = HostedDatabase(name, Database(self._path(name), limits=self.limits, config=self.store_config))
+        h = HostedDatabase(name, Database(self._path(name), limits=self.limits, config=self.store_config),
+                           self.metrics)
         self.databases[name] = h
         if self._db_nursery is not None:
             self._db_nursery.start_soon(h.run)
         return h
 
-    def publish(self, conn: Connection, wasm: bytes) -> PublishResult:
-        h = self.databases.get(conn.database)
+    def publish(self, name: str, identity: bytes, wasm: bytes,
+                conn: Connection | None = None) -> PublishResult:
+        """Publish ``wasm`` to database ``name`` as ``identity`` (creating the database: the
+        first publisher owns it)."""
+        h = self.databases.get(name)
         if h is None:
-            h = self._open(conn.database)
+            h = self._open(name)
             try:
-                return h.publish(conn, wasm)
+                return h.publish(identity, wasm, conn)
             except BaseException:
                 if h.db.schema is None:          # a first publish that failed leaves nothing
-                    del self.databases[conn.database]
+                    del self.databases[name]
                     h.close()
-                    shutil.rmtree(self._path(conn.database), ignore_errors=True)
+                    shutil.rmtree(self._path(name), ignore_errors=True)
                 raise
-        return h.publish(conn, wasm)
+        return h.publish(identity, wasm, conn)
+
+    def delete(self, name: str, identity: bytes, conn: Connection | None = None) -> None:
+        """Delete database ``name`` and its data (owner only): its other clients are
+        disconnected with a reason saying so."""
+        h = self.databases.get(name)
+        if h is None:
+            raise StdbError(f"there is no database '{name}'", code="no_such_database")
+        h.require_owner(identity, "delete it")
+        for c in list(h.connections):
+            if c is not conn:
+                c.kill(f"database '{name}' was deleted by its owner", CLOSE_DELETED)
+        del self.databases[name]
+        h.close()
+        shutil.rmtree(self._path(name))
+        log.info("%s: deleted by %s", name, identity.hex()[:16])
 
     # ---- serving
 
@@ -126,11 +147,8 @@ class Server:
         finally:
             self._db_nursery = None
             for h in self.databases.values():
-                try:
-                    h.db.store.flush(timeout=10)
-                except StdbError as e:
-                    log.error("%s: flushing the commit log failed: %s", h.name, e)
                 h.close()
+            self.metrics.close()
             log.info("stdb stopped")
 
     async def _handle(self, request: WebSocketRequest) -> None:
@@ -160,6 +178,7 @@ class Server:
         ws = await request.accept(subprotocol=SUBPROTOCOL)
         conn = Connection(self, ws, identity, name, confirmed=confirmed, limits=self.queue)
         self.connections.add(conn)
+        self.metrics.connections.inc()
         try:
             await conn.serve(encode("IdentityToken", identity=identity, token=token,
                                     connection_id=conn.connection_id, database=name))
