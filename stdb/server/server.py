@@ -108,6 +108,13 @@ class Server:
         shutil.rmtree(self._path(name))
         log.info("%s: deleted by %s", name, identity.hex()[:16])
 
+    def open_existing(self) -> None:
+        """Open (recover) every database in the data directory not open yet."""
+        for name in sorted(os.listdir(os.path.join(self.data_dir, "databases"))):
+            if DATABASE_NAME.fullmatch(name) and name not in self.databases:
+                log.info("opening database %s", name)
+                self._open(name)
+
     # ---- serving
 
     def stop(self) -> None:
@@ -115,9 +122,7 @@ class Server:
 
     async def serve(self, host: str = "127.0.0.1", port: int = 3000, *,
                     task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
-        for name in sorted(os.listdir(os.path.join(self.data_dir, "databases"))):
-            if DATABASE_NAME.fullmatch(name):
-                self._open(name)
+        self.open_existing()
         try:
             async with trio.open_nursery() as dbs:
                 self._db_nursery = dbs

@@ -1,0 +1,5 @@
+"""``python -m stdb`` is the ``stdb`` command."""
+
+from stdb.cli import main
+
+main(prog_name="stdb")

@@ -1,0 +1,119 @@
+"""``stdb start``: run the server (with ``--demo``, the chat example published)."""
+
+from __future__ import annotations
+
+import logging
+import os
+import pathlib
+import tempfile
+
+import click
+import trio
+
+from stdb.cli.output import errors_exit
+from stdb.client.connection import default_credentials
+from stdb.client.credentials import load_token, save_token
+from stdb.errors import AuthError, StdbError
+
+__all__ = ["start", "DEMO_DATABASE"]
+
+log = logging.getLogger("stdb.server")
+
+DEMO_DATABASE = "chat"
+DEMO_SOURCE = pathlib.Path(__file__).resolve().parents[2] / "examples" / "chat" / "chat.c"
+
+
+def split_address(addr: str, default_port: int) -> tuple[str, int]:
+    host, _, port = addr.rpartition(":")
+    if not host:
+        host, port = addr, str(default_port)
+    try:
+        return host.strip("[]"), int(port)
+    except ValueError:
+        raise click.BadParameter(f"{addr!r} is not HOST:PORT") from None
+
+
+def _demo(server: object, url: str, credentials: str) -> bytes:
+    """Publish the chat example as database 'chat', owned by this machine's CLI identity (so
+    `stdb sql chat "DELETE …"` works from another terminal).  Returns the owner identity."""
+    from stdb.module.build import build_module
+    from stdb.server.server import Server
+
+    assert isinstance(server, Server)
+    token = load_token(credentials, url)
+    identity = None
+    if token is not None:
+        try:
+            identity = server.issuer.verify(token)
+        except AuthError:
+            identity = None          # a token of another data directory's key: make a new one
+    if identity is None:
+        identity, token = server.issuer.new_identity()
+        save_token(credentials, url, token)
+    h = server.databases.get(DEMO_DATABASE)
+    if h is None or h.db.schema is None:
+        if not DEMO_SOURCE.is_file():
+            raise StdbError(f"the demo module's source {DEMO_SOURCE} is missing",
+                            hint="--demo needs a checkout installed with `pip install -e .`")
+        with tempfile.TemporaryDirectory() as d:
+            wasm = pathlib.Path(build_module(str(DEMO_SOURCE), os.path.join(d, "chat.wasm"))).read_bytes()
+        server.publish(DEMO_DATABASE, identity, wasm)
+    return identity
+
+
+@click.command()
+@click.option("--data", default="stdb-data", show_default=True, envvar="STDB_DATA",
+              help="The data directory (databases, the token key).")
+@click.option("--listen", default="127.0.0.1:3000", show_default=True, help="HOST:PORT for clients.")
+@click.option("--demo", is_flag=True,
+              help="Publish the chat example as database 'chat' and say how to use it.")
+@click.option("--metrics", "metrics_addr", default=None, metavar="HOST:PORT",
+              help="Serve Prometheus metrics at http://HOST:PORT/metrics.")
+@click.option("--log-format", type=click.Choice(["text", "json"]), default="text", show_default=True)
+@click.option("--log-level", type=click.Choice(["debug", "info", "warning", "error"]), default="info",
+              show_default=True)
+@click.option("--relaxed", is_flag=True,
+              help="Relaxed durability: fsync on an interval, not per commit group (docs/log-format.md).")
+@click.option("--credentials", default=None, help="Where --demo keeps the CLI identity's token.")
+@errors_exit
+def start(data: str, listen: str, demo: bool, metrics_addr: str | None, log_format: str, log_level: str,
+          relaxed: bool, credentials: str | None) -> None:
+    """Start the server: databases in DATA, clients at ws://HOST:PORT/v1/database/NAME.
+
+    SIGINT or SIGTERM shuts it down gracefully (running reducers finish, commit logs are
+    flushed, clients are told why they are closed)."""
+    from stdb.server.logs import configure_logging
+    from stdb.server.server import Server, run
+    from stdb.storage.durable import StoreConfig
+
+    configure_logging(log_format, log_level)
+    host, port = split_address(listen, 3000)
+    store = StoreConfig(durability="relaxed") if relaxed else None
+    server = Server(data, store=store)
+    url = f"ws://{host}:{port}"
+    if metrics_addr:
+        mhost, mport = split_address(metrics_addr, 9100)
+        server.metrics.serve_http(mhost, mport)
+    server.open_existing()
+    if demo:
+        owner = _demo(server, url, credentials or default_credentials())
+        click.echo(f"""
+stdb is serving the demo database '{DEMO_DATABASE}' (examples/chat/chat.c) at {url}
+Its owner is your CLI identity {owner.hex()[:16]}… (token saved for `stdb` commands).
+In another terminal:
+
+    stdb call chat set_name '"ada"'
+    stdb call chat send_message '"hello, world"'
+    stdb sql chat "SELECT * FROM message"
+    stdb subscribe chat "SELECT * FROM message"      # live diffs; Ctrl-C to stop
+    stdb describe chat
+
+From Python:
+
+    async with stdb.connect("{url}", "chat") as conn:
+        await conn.subscribe("SELECT * FROM message")
+        await conn.call("send_message", "hi from Python")
+
+Ctrl-C stops the server.
+""", err=True)
+    trio.run(run, server, host, port)
