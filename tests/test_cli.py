@@ -153,7 +153,8 @@ def test_build_and_offline_log_tool(demo, tmp_path):
             ok=False)
     assert r.exit_code == 1 and "module_error" in r.output
     db = demo["dir"] / "data" / "databases" / "chat"
-    r = subprocess.run([sys.executable, "-m", "stdb", "log", "verify", str(db)], capture_output=True, text=True)
+    r = subprocess.run([sys.executable, "-m", "stdb", "log", "verify", str(db)], capture_output=True,
+                       text=True)
     assert r.returncode == 0, r.stderr
     r = subprocess.run([sys.executable, "-m", "stdb", "log", "dump", str(db), "--table", "message"],
                        capture_output=True, text=True)
@@ -164,8 +165,8 @@ def test_metrics_then_graceful_sigterm(demo):
     # runs last in this module: it stops the server
     run(demo, "call", "chat", "send_message", '"counted"')
     body = urllib.request.urlopen(f"http://127.0.0.1:{demo['mport']}/metrics", timeout=10).read().decode()
-    calls = [line for line in body.splitlines()
-             if line.startswith('stdb_reducer_calls_total{database="chat",reducer="send_message",status="committed"}')]
+    series = 'stdb_reducer_calls_total{database="chat",reducer="send_message",status="committed"}'
+    calls = [line for line in body.splitlines() if line.startswith(series)]
     assert calls and float(calls[0].split()[-1]) >= 1
     assert 'stdb_connected_clients{database="chat"}' in body and "stdb_commits_total" in body
     proc = demo["proc"]

@@ -21,6 +21,8 @@ def test_a_good_message_round_trips():
     raw = encode("CallReducer", request_id=3, reducer="send", args=[1, "x", None, [b"\x00", 2.5]])
     assert decode_client(raw) == {"type": "CallReducer", "request_id": 3, "reducer": "send",
                                   "args": [1, "x", None, [b"\x00", 2.5]]}
+    assert decode_client(encode("Logs", request_id=4, limit=0, follow=True))["follow"] is True
+    assert decode_client(encode("Describe", request_id=5)) == {"type": "Describe", "request_id": 5}
 
 
 @pytest.mark.parametrize("msg, words", [
@@ -33,6 +35,10 @@ def test_a_good_message_round_trips():
     ({"type": "CallReducer", "request_id": 1, "reducer": "r", "args": [[[[[[[[[[[[[[[[[[1]]]]]]]]]]]]]]]]]]},
      "nested"),
     ({"type": "Publish", "request_id": 1, "wasm": "text"}, "byte string"),
+    ({"type": "Logs", "request_id": 1, "limit": 10, "follow": 1}, "boolean"),
+    ({"type": "Logs", "request_id": 1, "limit": -1, "follow": False}, "unsigned"),
+    ({"type": "Describe", "request_id": 1, "database": "x"}, "unknown field 'database'"),
+    ({"type": "DeleteDatabase"}, "missing field 'request_id'"),
     ({"type": "Hello", "request_id": 1}, "unknown message type"),
     ({"request_id": 1}, "'type'"),
 ])
@@ -51,7 +57,7 @@ def test_arbitrary_bytes_give_a_protocol_error_or_a_checked_message(raw):
         msg = decode_client(raw)
     except stdb.ProtocolError:
         return
-    assert msg["type"] in ("Subscribe", "Unsubscribe", "CallReducer", "OneOffQuery", "Publish")
+    assert msg["type"] in stdb.protocol.CLIENT_MESSAGES
 
 
 def test_the_documented_vectors():

@@ -243,3 +243,40 @@ async def test_confirmed_mode_and_graceful_shutdown(tmp_path, chat_wasm):
         async with connect(port) as c:
             r = await c.request("OneOffQuery", sql="SELECT text FROM message")
             assert r["rows"] == [["durable"]]
+
+
+async def test_protocol_over_memory_streams(tmp_path, chat_wasm):
+    """The server's connection handling without a socket: a websocket over an in-memory stream
+    pair, the client side raw frames (good and bad) and the answers read back."""
+    from trio.testing import memory_stream_pair
+    from trio_websocket import wrap_client_stream, wrap_server_stream
+
+    server = Server(str(tmp_path / "data"))
+    with trio.fail_after(TIMEOUT):
+        async with trio.open_nursery() as n:
+            client_stream, server_stream = memory_stream_pair()
+
+            async def serve_one():
+                request = await wrap_server_stream(n, server_stream)
+                await server._handle(request)
+            n.start_soon(serve_one)
+            ws = await wrap_client_stream(n, client_stream, "memory", "/v1/database/chat",
+                                          subprotocols=[SUBPROTOCOL])
+            hello = decode_server(await ws.get_message())
+            assert hello["type"] == "IdentityToken" and len(hello["identity"]) == 32
+            await ws.send_message(b"\xff\x00 not cbor")
+            err = decode_server(await ws.get_message())
+            assert err["type"] == "Error" and err["code"] == "protocol_error" and "CBOR" in err["detail"]
+            await ws.send_message(encode("CallReducer", request_id=1, reducer="x", args=[]))
+            err = decode_server(await ws.get_message())
+            assert err["request_id"] == 1 and err["code"] == "no_such_database"
+            await ws.send_message(encode("Publish", request_id=2, wasm=chat_wasm))
+            assert decode_server(await ws.get_message())["type"] == "PublishResult"
+            await ws.send_message(encode("CallReducer", request_id=3, reducer="send_message", args=["mem"]))
+            up = decode_server(await ws.get_message())
+            assert up["type"] == "TransactionUpdate" and up["status"] == "committed" and up["request_id"] == 3
+            await ws.send_message(encode("OneOffQuery", request_id=4, sql="SELECT text FROM message"))
+            assert decode_server(await ws.get_message())["rows"] == [["mem"]]
+            await ws.aclose()
+    for h in server.databases.values():
+        h.close()
