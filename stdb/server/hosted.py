@@ -119,7 +119,7 @@ class HostedDatabase:
     def _note_commit(self, offset: int | None) -> None:
         if offset is not None:
             self._last_offset = max(self._last_offset, offset)
-            self.metrics.commits.labels(self.name).inc()
+            self.metrics.commit(self.name)
         self._wake.set()
 
     def broadcast(self, res: CallResult, caller: Connection | None = None, request_id: int | None = None,

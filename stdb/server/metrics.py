@@ -70,6 +70,8 @@ class Metrics:
                                          "Clients cut off for falling behind", registry=r)
         r.register(_ServerState(server))
         self._http: Any = None
+        self._children: dict[tuple[str, str, str], tuple[Any, Any, Any]] = {}
+        self._commits: dict[str, Any] = {}
 
     def serve_http(self, host: str, port: int) -> int:
         """Serve /metrics from a thread; returns the port (0 picks one)."""
@@ -85,7 +87,20 @@ class Metrics:
             self._http = None
 
     def call(self, database: str, reducer: str, status: str, seconds: float, fuel: int = 0) -> None:
-        self.reducer_calls.labels(database, reducer, status).inc()
-        self.reducer_seconds.labels(database).observe(seconds)
+        key = (database, reducer, status)
+        children = self._children.get(key)       # labels() costs more than the update itself
+        if children is None:
+            children = self._children[key] = (self.reducer_calls.labels(database, reducer, status),
+                                              self.reducer_seconds.labels(database),
+                                              self.reducer_fuel.labels(database, reducer))
+        calls, hist, fuel_used = children
+        calls.inc()
+        hist.observe(seconds)
         if fuel:
-            self.reducer_fuel.labels(database, reducer).inc(fuel)
+            fuel_used.inc(fuel)
+
+    def commit(self, database: str) -> None:
+        c = self._commits.get(database)
+        if c is None:
+            c = self._commits[database] = self.commits.labels(database)
+        c.inc()
