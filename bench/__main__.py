@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import os
 
-from bench import durability, engine, modules, queries
+from bench import durability, engine, modules, network, queries
 
 
 def main() -> int:
@@ -17,6 +17,8 @@ def main() -> int:
     durability.main(["--out", a.out] + (["--commits", "3000", "--rows", "20000"] if a.quick else []))
     modules.main(["--out", a.out] + (["--quick"] if a.quick else []))
     queries.main(["--out", a.out] + (["--quick"] if a.quick else []))
+    network.main(["--out", a.out] + (["--seconds", "2", "--fanout", "100", "--trials", "5", "--accounts",
+                                      "1000", "--no-relaxed", "--rounds", "1"] if a.quick else []))
     return 0
 
 

@@ -20,7 +20,7 @@ def test_subprotocol_matches_stdb():
 
 def test_network_benchmark_smoke():
     res = network.run(seconds=1.0, clients=(1, 2), fanout=5, trials=2, accounts=50, loadgen="python",
-                      warmup=0.3, confirmed=False, relaxed=False, gap=0.01, say=lambda s: None)
+                      warmup=0.3, confirmed=False, relaxed=False, rounds=1, gap=0.01, say=lambda s: None)
     assert [r["clients"] for r in res["transfer"]] == [1, 2]
     for row in res["transfer"]:
         for kind in ("stdb", "echo"):
