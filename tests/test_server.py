@@ -9,7 +9,7 @@ from contextlib import asynccontextmanager
 import cbor2
 import pytest
 import trio
-from trio_websocket import ConnectionClosed, ConnectionRejected, open_websocket_url
+from trio_websocket import ConnectionClosed, ConnectionRejected, connect_websocket_url, open_websocket_url
 
 from stdb import build_module
 from stdb.protocol import SUBPROTOCOL, decode_server, encode
@@ -280,3 +280,29 @@ async def test_protocol_over_memory_streams(tmp_path, chat_wasm):
             await ws.aclose()
     for h in server.databases.values():
         h.close()
+
+
+async def test_a_client_vanishing_with_replies_queued_ends_only_its_connection(tmp_path, chat_wasm):
+    """A client that drops its TCP connection (no close handshake) while the server still has
+    answers queued for it: that connection ends, the server keeps serving everyone else."""
+    with trio.fail_after(TIMEOUT):
+        async with running(tmp_path) as (server, port):
+            async with connect(port) as owner:
+                await owner.request("Publish", wasm=chat_wasm)
+                for _ in range(3):
+                    async with trio.open_nursery() as n:
+                        ws = await connect_websocket_url(n, f"ws://127.0.0.1:{port}/v1/database/chat",
+                                                         subprotocols=[SUBPROTOCOL])
+                        await ws.get_message()
+                        for i in range(200):
+                            await ws.send_message(encode("CallReducer", request_id=i, reducer="send_message",
+                                                         args=[f"m{i}"]))
+                        await ws._stream.aclose()             # abort: no close frame
+                        n.cancel_scope.cancel()
+                    await trio.sleep(0.2)
+                up = await owner.request("CallReducer", reducer="send_message", args=["still here"])
+                assert up["type"] == "TransactionUpdate" and up["status"] == "committed"
+                async with connect(port) as later:
+                    r = await later.request("OneOffQuery", sql="SELECT COUNT(*) FROM message")
+                    assert r["type"] == "OneOffQueryResult"
+            assert not server.connections or all(c.close_reason for c in server.connections)

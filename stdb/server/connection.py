@@ -94,11 +94,16 @@ class Connection:
 
     async def _sender(self) -> None:
         metrics = self.server.metrics
-        async for msg in self._recv:
-            self.queued_bytes -= len(msg)
-            await self.ws.send_message(msg)
-            metrics.messages_sent.inc()
-            metrics.bytes_sent.inc(len(msg))
+        try:
+            async for msg in self._recv:
+                self.queued_bytes -= len(msg)
+                await self.ws.send_message(msg)
+                metrics.messages_sent.inc()
+                metrics.bytes_sent.inc(len(msg))
+        except ConnectionClosed:
+            # the client went away with messages still queued: end this connection only
+            if self._scope is not None:
+                self._scope.cancel()
 
     # ---- the connection's life
 

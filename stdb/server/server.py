@@ -187,6 +187,8 @@ class Server:
         try:
             await conn.serve(encode("IdentityToken", identity=identity, token=token,
                                     connection_id=conn.connection_id, database=name))
+        except Exception:       # a bug of ours in one connection must not end the server
+            log.exception("%r: the connection failed", conn)
         finally:
             self.connections.discard(conn)
             self._gone.set()
