@@ -150,7 +150,8 @@ class Connection:
                 log.exception("%r: internal error handling %s", self, msg["type"])
                 self.error(InternalError(f"internal error handling {msg['type']}: {type(e).__name__}"),
                            msg["request_id"])
-            await trio.lowlevel.checkpoint()
+            # no checkpoint of our own: get_message yields to the other tasks even when a
+            # message is already waiting (trio's channel receive does)
 
     def handle(self, msg: dict[str, Any]) -> None:
         rid = msg["request_id"]

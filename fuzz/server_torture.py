@@ -1,0 +1,230 @@
+"""Server crash torture: SIGKILL a server under reducer load from several clients, restart, check.
+
+    python -m fuzz.server_torture --rounds 10000 --dir /tmp/storture   # the long run
+    python -m fuzz.server_torture --rounds 8                           # what CI runs
+
+Each round starts ``stdb start`` on the data directory (the first round publishes
+examples/transfer/transfer.c and opens accounts), runs C clients in **confirmed mode**, each
+calling ``transfer(from, to, amount)`` in a closed loop with an amount no other call uses, and
+SIGKILLs the server after a random delay.  After the restart it checks, against a model that
+knows every call the clients made:
+
+1. no acknowledged commit is lost: every transfer a client saw ``committed`` (confirmed mode:
+   only once durable) is in the state;
+2. nothing foreign or half-applied: the balances equal the model's balances after exactly the
+   acknowledged transfers plus some subset of the calls that were in flight at the kill (at
+   most one per client), each applied whole — and the money is conserved.
+
+The in-flight calls found applied join the model, and the next round goes on from there.
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import os
+import pathlib
+import random
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import trio
+
+from stdb.client import connect
+from stdb.errors import StdbError
+from stdb.progress import progress_bar
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+ACCOUNTS = 16
+START_BALANCE = 10**15
+
+
+@dataclass
+class Stats:
+    rounds: int = 0
+    acked: int = 0
+    in_flight_applied: int = 0
+    in_flight_lost: int = 0
+    kills_while_loaded: int = 0
+    balances: dict[int, int] = field(default_factory=dict)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def start_server(data: str, port: int, log_path: str) -> subprocess.Popen:
+    log = open(log_path, "ab")
+    proc = subprocess.Popen([sys.executable, "-m", "stdb", "start", "--data", data, "--listen",
+                             f"127.0.0.1:{port}", "--log-level", "warning"], stdout=log, stderr=log,
+                            env=dict(os.environ, STDB_CONFIG_DIR=os.path.join(data, "..", "cfg")))
+    log.close()
+    end = time.monotonic() + 120
+    while time.monotonic() < end:
+        if proc.poll() is not None:
+            raise RuntimeError(f"the server exited with {proc.returncode}; see {log_path}")
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            return proc
+        except OSError:
+            time.sleep(0.05)
+    proc.kill()
+    raise RuntimeError("the server did not listen within 120 s")
+
+
+async def _setup(url: str, wasm: bytes) -> None:
+    async with connect(url, "bank") as c:
+        await c.publish(wasm)
+        for i in range(1, ACCOUNTS + 1):
+            (await c.call("create_account", i, START_BALANCE)).raise_for_status()
+
+
+async def _balances(url: str) -> dict[int, int]:
+    async with connect(url, "bank") as c:
+        return {int(r[0]): int(r[1]) for r in (await c.query("SELECT id, balance FROM account")).rows}
+
+
+async def _load(url: str, clients: int, rng: random.Random, amounts: itertools.count,
+                acked: list, in_flight: dict, kill_after: float, kill: Callable[[], None]) -> None:
+    """Clients call transfer until the server dies; ``kill`` is called after ``kill_after`` s."""
+    async def client(k: int) -> None:
+        try:
+            async with connect(url, "bank", confirmed=True, connect_timeout=10) as c:
+                while True:
+                    a, b = rng.sample(range(1, ACCOUNTS + 1), 2)
+                    call = (a, b, next(amounts))
+                    in_flight[k] = call
+                    out = await c.call("transfer", *call)
+                    del in_flight[k]
+                    if out.status != "committed":
+                        raise AssertionError(f"transfer {call} answered {out.status}: {out.message}")
+                    acked.append(call)
+        except StdbError:
+            return                    # the server is gone (ConnectionLost): the round is over
+
+    async with trio.open_nursery() as n:
+        for k in range(clients):
+            n.start_soon(client, k)
+        await trio.sleep(kill_after)
+        kill()
+
+
+def _apply(bal: dict[int, int], calls: list[tuple[int, int, int]]) -> dict[int, int]:
+    out = dict(bal)
+    for a, b, amt in calls:
+        out[a] -= amt
+        out[b] += amt
+    return out
+
+
+def run(rounds: int, work_dir: str, *, clients: int = 4, seed: int = 1, min_delay: float = 0.05,
+        max_delay: float = 0.6, progress: bool = True) -> Stats:
+    from stdb.module.build import build_module
+
+    rng = random.Random(seed)
+    os.makedirs(work_dir, exist_ok=True)
+    data = os.path.join(work_dir, "data")
+    log_path = os.path.join(work_dir, "server.log")
+    wasm = pathlib.Path(build_module(str(ROOT / "examples/transfer/transfer.c"),
+                                     os.path.join(work_dir, "transfer.wasm"))).read_bytes()
+    stats = Stats()
+    model = {i: START_BALANCE for i in range(1, ACCOUNTS + 1)}
+    amounts = itertools.count(1 + rng.randrange(1000))
+    first = True
+    with progress_bar(rounds, "server torture", enabled=progress) as update:
+        for r in range(rounds):
+            port = _free_port()
+            proc = start_server(data, port, log_path)
+            url = f"ws://127.0.0.1:{port}"
+            try:
+                if first:
+                    trio.run(_setup, url, wasm)
+                    first = False
+                got = trio.run(_balances, url)
+                if got != model:
+                    raise AssertionError(f"round {r}: after restart the balances differ from the model "
+                                         f"before any load: {got} vs {model}")
+                acked: list = []
+                in_flight: dict = {}
+                delay = rng.uniform(min_delay, max_delay)
+
+                def kill(proc: subprocess.Popen = proc) -> None:
+                    proc.send_signal(signal.SIGKILL)
+                trio.run(_load, url, clients, rng, amounts, acked, in_flight, delay, kill)
+            finally:
+                if proc.poll() is None:
+                    proc.kill()
+                proc.wait()
+            stats.kills_while_loaded += bool(acked or in_flight)
+            # restart and find which in-flight calls made it; each is whole or absent
+            proc = start_server(data, _port := _free_port(), log_path)
+            try:
+                got = trio.run(_balances, f"ws://127.0.0.1:{_port}")
+            finally:
+                proc.send_signal(signal.SIGTERM)
+                try:
+                    proc.wait(timeout=30)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+                    proc.wait()
+            base = _apply(model, acked)
+            pending = list(in_flight.values())
+            match = None
+            for n in range(len(pending) + 1):
+                for subset in itertools.combinations(pending, n):
+                    if _apply(base, list(subset)) == got:
+                        match = subset
+                        break
+                if match is not None:
+                    break
+            if match is None:
+                raise AssertionError(
+                    f"round {r}: the recovered balances are not the {len(acked)} acknowledged transfers "
+                    f"plus any subset of the {len(pending)} in flight (an acknowledged commit lost, or "
+                    f"a transfer half-applied): got {got}, expected from acknowledged {base}")
+            if sum(got.values()) != START_BALANCE * ACCOUNTS:
+                raise AssertionError(f"round {r}: money not conserved: {sum(got.values())}")
+            model = got
+            stats.rounds += 1
+            stats.acked += len(acked)
+            stats.in_flight_applied += len(match)
+            stats.in_flight_lost += len(pending) - len(match)
+            update(stats.rounds)
+    stats.balances = model
+    return stats
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m fuzz.server_torture", description=__doc__.splitlines()[0])
+    ap.add_argument("--rounds", type=int, default=100)
+    ap.add_argument("--clients", type=int, default=4)
+    ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument("--dir", default=None, help="work directory (default: a temporary one, removed after)")
+    ap.add_argument("--max-delay", type=float, default=0.6)
+    a = ap.parse_args(argv)
+    work = a.dir or tempfile.mkdtemp(prefix="stdb-storture-")
+    t0 = time.monotonic()
+    try:
+        s = run(a.rounds, work, clients=a.clients, seed=a.seed, max_delay=a.max_delay)
+    except AssertionError as e:
+        print(f"FAILED: {e}\n(work directory kept: {work})", file=sys.stderr)
+        return 1
+    print(f"{s.rounds} rounds in {time.monotonic() - t0:.0f} s: {s.acked:,} acknowledged transfers all "
+          f"present; in flight at the kill: {s.in_flight_applied} applied whole, {s.in_flight_lost} absent; "
+          f"{s.kills_while_loaded} kills under load")
+    if a.dir is None:
+        shutil.rmtree(work, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,15 @@
+"""The short server crash-torture run (the long one: `python -m fuzz.server_torture --rounds 10000`):
+a server under reducer load from confirmed-mode clients is SIGKILLed, restarted and checked."""
+
+import os
+
+from fuzz.server_torture import ACCOUNTS, START_BALANCE, run
+
+
+def test_server_kill_9_loses_no_confirmed_transfer(tmp_path):
+    rounds = int(os.environ.get("STDB_SERVER_TORTURE_ROUNDS", "6"))
+    stats = run(rounds, str(tmp_path), clients=4, seed=11, progress=False)
+    assert stats.rounds == rounds
+    assert stats.kills_while_loaded == rounds          # every kill landed while clients were calling
+    assert stats.acked > 0
+    assert sum(stats.balances.values()) == START_BALANCE * ACCOUNTS
