@@ -80,7 +80,7 @@ def test_normalized_text_ignores_case_spacing_and_parentheses():
     ("SELECT * FROM player WHERE zone = :nope", "unknown parameter ':nope'"),
     ("SELECT name, COUNT(*) FROM player", "must be in GROUP BY"),
     ("SELECT SUM(name) FROM player", "SUM needs a number column"),
-    ("SELECT * FROM secret", "no table named 'secret'"),
+    ("SELECT * FROM secret", "table 'secret' is private: only the database's owner can read it"),
 ])
 def test_binding_errors(svc, sql, msg):
     _, qs = svc
@@ -108,7 +108,7 @@ def test_sender_parameter_and_private_tables(svc):
     _, qs = svc
     assert len(qs.query("SELECT * FROM player WHERE owner = :sender", OTHER).rows) == 6
     assert qs.query("SELECT * FROM secret", OWNER).rows == [(1, "s")]      # the owner sees it
-    with pytest.raises(stdb.QueryError, match="no table named 'secret'"):
+    with pytest.raises(stdb.QueryError, match="table 'secret' is private"):
         qs.subscribe(["SELECT * FROM secret"], "c", OTHER)
 
 

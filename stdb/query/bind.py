@@ -48,7 +48,7 @@ class Scope:
     """The tables a query reads, in FROM/JOIN order, and the text for error positions."""
 
     def __init__(self, sql: str, refs: Sequence[A.TableRef],
-                 schemas: Callable[[str], TableSchema | None], params: dict[str, Any]) -> None:
+                 schemas: Callable[[str], TableSchema | str | None], params: dict[str, Any]) -> None:
         self.sql = sql
         self.params = params
         self.refs = list(refs)
@@ -58,6 +58,8 @@ class Scope:
             s = schemas(r.name)
             if s is None:
                 raise self.error(r.pos, f"no table named '{r.name}'")
+            if isinstance(s, str):                 # the lookup's reason this table is not readable
+                raise self.error(r.pos, s)
             if r.ref in seen:
                 raise self.error(r.pos, f"'{r.ref}' names two tables in this query; give one an alias")
             seen.add(r.ref)

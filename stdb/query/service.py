@@ -61,14 +61,16 @@ class QueryService:
     def _table(self, name: str) -> Any:
         return self._ds.table(name)
 
-    def _schemas_for(self, sender: bytes) -> Callable[[str], TableSchema | None]:
+    def _schemas_for(self, sender: bytes) -> Callable[[str], TableSchema | str | None]:
         is_owner = self._is_owner(sender)
 
-        def lookup(name: str) -> TableSchema | None:
+        def lookup(name: str) -> TableSchema | str | None:
             if name not in self._ds.table_names:
                 return None
             s = self._ds.schema(name)
-            return s if s.public or is_owner else None
+            if s.public or is_owner:
+                return s
+            return f"table '{name}' is private: only the database's owner can read it"
         return lookup
 
     # ---- subscriptions

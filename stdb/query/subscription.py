@@ -69,7 +69,7 @@ def _anchor(scope: Scope, terms: list[A.Expr]) -> tuple[tuple | None, list[A.Exp
     return ("range", c, *merge_ranges(mine)), [t for i, t in enumerate(terms) if i not in used]
 
 
-def compile_subscription(sql: str, schemas: Callable[[str], TableSchema | None],
+def compile_subscription(sql: str, schemas: Callable[[str], TableSchema | str | None],
                          params: dict[str, Any], st: A.Statement | None = None) -> SubPlan:
     """Parse and check a subscription query; QueryError names what is not allowed and where.
     ``st``: ``sql`` already parsed (and perhaps restricted by visibility filters)."""
@@ -220,6 +220,10 @@ class Subscriptions:
         self._joins.clear()
         self._of.clear()
         return gone
+
+    def count_of(self, subscriber: Any) -> int:
+        """How many queries ``subscriber`` is subscribed to."""
+        return len(self._of.get(subscriber, ()))
 
     def queries_of(self, subscriber: Any) -> set[int]:
         """The ids of the queries ``subscriber`` is subscribed to."""

@@ -36,7 +36,7 @@ class VisibilityFilter:
     where: A.Expr | None       # None: every row is visible
 
 
-def parse_filter(sql: str, schemas: Callable[[str], TableSchema | None]) -> VisibilityFilter:
+def parse_filter(sql: str, schemas: Callable[[str], TableSchema | str | None]) -> VisibilityFilter:
     """Parse and type-check one filter; QueryError naming the problem otherwise."""
     if not isinstance(sql, str):
         raise QueryError(f"a visibility filter is SQL text, not {type(sql).__name__}")

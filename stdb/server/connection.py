@@ -33,9 +33,13 @@ CLOSE_SHUTDOWN = 1001
 
 
 class QueueLimits:
-    def __init__(self, messages: int = 1024, bytes_: int = 16 << 20) -> None:
+    """Per connection: the outbound queue's bound in messages and bytes, and how many queries
+    it may hold subscribed at once."""
+
+    def __init__(self, messages: int = 1024, bytes_: int = 16 << 20, queries: int = 4096) -> None:
         self.messages = messages
         self.bytes = bytes_
+        self.queries = queries
 
 
 class Connection:

@@ -200,6 +200,12 @@ class HostedDatabase:
                                     rows=res.rows, plan=list(res.plan)), None)
 
     def subscribe(self, conn: Connection, request_id: int, queries: list[str]) -> None:
+        have = self.db.queries.subs.count_of(conn)
+        cap = conn.limits.queries
+        if have + len(queries) > cap:
+            raise ProtocolError(f"too many subscribed queries: {have:,} held, {len(queries)} more asked for; "
+                                f"at most {cap:,} per connection", hint="unsubscribe some first",
+                                request_id=request_id)
         subs = self.db.subscribe(queries, conn, sender=conn.identity)
         self._send(conn, encode("SubscribeApplied", request_id=request_id, queries=[
             {"query_id": s.query_id, "sql": s.sql, "table": self.db.queries.subs.plan(s.query_id).table,
