@@ -96,6 +96,17 @@ async def test_unsubscribe_and_overlapping_queries(tmp_path, chat_wasm):  # noqa
                 assert [r[3] for r in c.table("message")] == ["one"] and gone == ["two"]
                 await b.unsubscribe()
                 assert len(c.table("message")) == 0 and sorted(gone) == ["one", "two"]
+                # the same query in two subscriptions: the server holds it once; it stays until
+                # the last of them lets go
+                s1 = await c.subscribe("SELECT * FROM message")
+                s2 = await c.subscribe("SELECT * FROM message")
+                assert s1.query_ids == s2.query_ids and len(c.table("message")) == 2
+                await s1.unsubscribe()
+                assert len(c.table("message")) == 2
+                await c.call("send_message", "while s2 holds it")
+                assert len(c.table("message")) == 3
+                await s2.unsubscribe()
+                assert len(c.table("message")) == 0
                 await c.call("send_message", "three")
                 assert len(c.table("message")) == 0
 

@@ -103,6 +103,7 @@ class ClientCache:
         self.tables: dict[str, TableCache] = {}
         self.keys: dict[str, tuple[int, ...]] = {}                 # table -> primary-key positions
         self._query_rows: dict[int, tuple[str, Counter[tuple]]] = {}
+        self._holds: Counter[int] = Counter()       # query id -> client Subscriptions holding it
         self._on: dict[tuple[str, str], list[Callback]] = {}
 
     def table(self, name: str) -> TableCache:
@@ -137,8 +138,22 @@ class ClientCache:
     # ---- changes
 
     def add_query(self, query_id: int, table: str, rows: list) -> None:
+        """A query's initial rows.  The server keeps one subscription per query and client, so
+        a query subscribed again (by another Subscription) is only counted as held once more."""
+        self._holds[query_id] += 1
+        if query_id in self._query_rows:
+            return
         self._query_rows[query_id] = (table, Counter())
         self.apply([{"query_id": query_id, "table": table, "deletes": [], "inserts": rows}], Event())
+
+    def release(self, query_id: int) -> bool:
+        """One Subscription lets go of a query; True when none holds it any more (then the
+        client unsubscribes it)."""
+        if self._holds[query_id] <= 1:
+            self._holds.pop(query_id, None)
+            return query_id in self._query_rows
+        self._holds[query_id] -= 1
+        return False
 
     def remove_query(self, query_id: int) -> None:
         entry = self._query_rows.get(query_id)
@@ -155,6 +170,7 @@ class ClientCache:
     def clear(self) -> None:
         """Forget every query and row (no callbacks: the subscriptions ended server-side)."""
         self._query_rows.clear()
+        self._holds.clear()
         for t in self.tables.values():
             t._count.clear()
             t._by_key.clear()

@@ -193,7 +193,7 @@ class DbConnection:
         sub.active = False
         if sub in self._subs:
             self._subs.remove(sub)
-        ids = [q for q in sub.query_ids if q in self.cache.query_ids()]
+        ids = [q for q in sub.query_ids if self.cache.release(q)]     # queries no other sub holds
         if ids:
             await self._request("Unsubscribe", query_ids=ids)     # rows dropped by _dispatch
 
