@@ -281,3 +281,16 @@ def test_credentials_file_round_trip(tmp_path):
     assert load_token(p, "ws://h:1") == "tok"
     save_token(p, "ws://h:1", None)
     assert json.loads(pathlib.Path(p).read_text())["tokens"] == {}
+
+
+def test_a_failing_callback_is_logged_and_the_cache_stays_right(caplog):
+    cache = ClientCache()
+    seen: list = []
+
+    def broken(row, ev):
+        raise RuntimeError("bug in user code")
+    cache.on("insert", "t", broken)
+    cache.on("insert", "t", lambda row, ev: seen.append(row))
+    cache.add_query(1, "t", [[1, "a"]])
+    assert seen == [(1, "a")] and (1, "a") in cache.table("t")
+    assert "the insert callback of table t failed" in caplog.text and "bug in user code" in caplog.text

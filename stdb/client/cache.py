@@ -9,10 +9,13 @@ reported as one update, not a delete and an insert.
 
 from __future__ import annotations
 
+import logging
 from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
+
+log = logging.getLogger("stdb.client")
 
 __all__ = ["ClientCache", "TableCache", "Event", "as_row"]
 
@@ -133,7 +136,11 @@ class ClientCache:
 
     def _fire(self, kind: str, table: str, *args: Any) -> None:
         for fn in list(self._on.get((kind, table), ())):
-            fn(*args)
+            try:
+                fn(*args)
+            except Exception:
+                # the cache is already right; a failing callback must not end the connection
+                log.exception("stdb client: the %s callback of table %s failed", kind, table)
 
     # ---- changes
 

@@ -143,20 +143,26 @@ class DbConnection:
 
     # ---- requests
 
-    async def _request(self, type_: str, **fields: Any) -> dict:
+    async def _request(self, type_: str, stream: trio.MemorySendChannel | None = None, **fields: Any) -> dict:
+        """Send a request and wait for its answer; ``stream`` receives the LogsResult messages
+        that follow the answer (``Logs`` with ``follow``)."""
         if self._closed:
             raise ConnectionLost(f"the connection is closed: {self.close_reason or 'closed by the client'}")
         self._next_rid += 1
         rid = self._next_rid
         p = self._pending[rid] = _Pending()
+        if stream is not None:
+            self._streams[rid] = stream
         try:
             await self._ws.send_message(encode(type_, request_id=rid, **fields))
         except ConnectionClosed as e:
             self._pending.pop(rid, None)
+            self._streams.pop(rid, None)
             self.close_reason = self.close_reason or _reason_text(e)
             raise ConnectionLost(f"the connection is closed: {self.close_reason}") from None
         await p.done.wait()
         if p.error is not None:
+            self._streams.pop(rid, None)
             raise p.error
         assert p.result is not None
         return p.result
@@ -227,20 +233,11 @@ class DbConnection:
     @asynccontextmanager
     async def follow_logs(self, limit: int = 10) -> AsyncIterator[trio.MemoryReceiveChannel]:
         """``async with conn.follow_logs() as entries: async for e in entries: …`` — the last
-        ``limit`` records, then each new one (owner only)."""
+        ``limit`` records, then each new one (owner only).  The server goes on sending until
+        the connection ends; after the block they are dropped."""
         send, recv = trio.open_memory_channel[dict](1024)
-        self._next_rid += 1
-        rid = self._next_rid
-        self._streams[rid] = send
-        p = self._pending[rid] = _Pending()
-        await self._ws.send_message(encode("Logs", request_id=rid, limit=limit, follow=True))
-        await p.done.wait()
-        if p.error is not None:
-            self._streams.pop(rid, None)
-            raise p.error
-        assert p.result is not None
-        for e in p.result["entries"]:
-            send.send_nowait(e)
+        first = await self._request("Logs", stream=send, limit=limit, follow=True)
+        rid = first["request_id"]
         try:
             yield recv
         finally:
@@ -289,13 +286,15 @@ class DbConnection:
             ev = Event(msg["reducer"], msg["caller"], msg["status"], msg["offset"], msg["timestamp"], rid)
             if msg["updates"]:
                 self.cache.apply(msg["updates"], ev)
-        elif t == "LogsResult" and rid in self._streams and rid not in self._pending:
+        elif t == "LogsResult" and rid in self._streams:
+            # the answer's records and every later one, in the order they came
             for e in msg["entries"]:
                 try:
                     self._streams[rid].send_nowait(e)
                 except trio.WouldBlock:
                     log.warning("stdb client: log records dropped (the reader is behind)")
-            return
+            if rid not in self._pending:
+                return
         elif t == "Error":
             err = error_from_dict(msg)
             if rid is None or rid not in self._pending:
