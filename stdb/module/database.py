@@ -254,6 +254,24 @@ class Database:
         env.write(put)
         env.sync()
 
+    def _unpublish(self, created: list[str]) -> None:
+        """Undo a first publish whose init failed: drop the tables it created, forget the
+        module (the log keeps the create and drop records)."""
+        for name in reversed(created):
+            self.store.drop_table(name)
+        self.store.flush()
+        env = self.store.env
+
+        def forget(txn: Any) -> None:
+            txn.delete(_MODULE_KEY, db=env.db(META_DB))
+            txn.delete(_MODULE_INFO_KEY, db=env.db(META_DB))
+        env.write(forget)
+        env.sync()
+        self.schema = None
+        self.owner = None
+        self._module = self._host = self._inst = None
+        self._codecs = []
+
     # ---- publish
 
     def publish(self, wasm: bytes, *, owner: bytes | None = None) -> PublishResult:
@@ -292,7 +310,12 @@ class Database:
         if first:
             idx = schema.lifecycle("init")
             if idx is not None:
-                result.init = self._run(idx, (), owner or ZERO_IDENTITY, bytes(16), None)
+                try:
+                    result.init = self._run(idx, (), owner or ZERO_IDENTITY, bytes(16), None)
+                except ReducerError as e:
+                    self._unpublish(result.created_tables)
+                    raise ModuleError(f"the module's init failed ({e.detail}); nothing was published",
+                                      hint="fix init (it runs once, on the first publish)") from None
         log.info("%s: published module (%d tables, %d reducers; created %s, altered %s)", self.path,
                  len(schema.tables), len(schema.reducers), result.created_tables, result.altered_tables)
         return result

@@ -294,51 +294,57 @@ class Subscriptions:
         s_ins = ds.inserts if ds else []
         T = self._tables(plan.table)
         S = self._tables(jp.other)
+        # rows are counted and looked up by their encoding: a row holding an array (a list) is
+        # not hashable, and the encoding is exact (NaN payloads included)
+        t_enc, s_enc = T.codec.encode, S.codec.encode
         # candidate rows of T (an ordered set)
-        cands: dict[Row, None] = dict.fromkeys(t_del)
-        cands.update(dict.fromkeys(t_ins))
-        touched = {r[jp.other_col] for r in s_del} | {r[jp.other_col] for r in s_ins}
+        cands: dict[bytes, Row] = {t_enc(r): r for r in t_del}
+        cands.update((t_enc(r), r) for r in t_ins)
+        touched = {_hashable(r[jp.other_col]) for r in s_del} | {_hashable(r[jp.other_col]) for r in s_ins}
         touched.discard(None)
         for v in touched:
             for rid in _seek(T, jp.index, v):
-                cands[T.get(rid)] = None
+                r = T.get(rid)
+                cands[t_enc(r)] = r
         if not cands:
             return None
         s_ins_by: dict[Any, list[Row]] = {}
         for r in s_ins:
-            s_ins_by.setdefault(r[jp.other_col], []).append(r)
+            s_ins_by.setdefault(_hashable(r[jp.other_col]), []).append(r)
         s_del_by: dict[Any, list[Row]] = {}
         for r in s_del:
-            s_del_by.setdefault(r[jp.other_col], []).append(r)
-        t_ins_c = Counter(t_ins)
-        t_del_c = Counter(t_del)
-        t_now: dict[Any, Counter] = {}          # join value -> rows of T under it now
+            s_del_by.setdefault(_hashable(r[jp.other_col]), []).append(r)
+        t_ins_c = Counter(map(t_enc, t_ins))
+        t_del_c = Counter(map(t_enc, t_del))
+        t_now: dict[Any, Counter] = {}          # join value -> encodings of the rows of T under it now
         s_now: dict[Any, list[Row]] = {}        # join value -> rows of S under it now
         out = QueryDiff()
-        for row in cands:
+        for key, row in cands.items():
             v = row[jp.col]
             if v is None:                       # NULL joins nothing, before or after
                 continue
-            if v not in t_now:
-                t_now[v] = Counter(T.get(rid) for rid in _seek(T, jp.index, v))
-                s_now[v] = [S.get(rid) for rid in _seek(S, jp.other_index, v)]
-            after_n = t_now[v][row]
-            before_n = after_n - t_ins_c[row] + t_del_c[row]
+            hv = _hashable(v)
+            if hv not in t_now:
+                t_now[hv] = Counter(t_enc(T.get(rid)) for rid in _seek(T, jp.index, v))
+                s_now[hv] = [S.get(rid) for rid in _seek(S, jp.other_index, v)]
+            after_n = t_now[hv][key]
+            before_n = after_n - t_ins_c[key] + t_del_c[key]
             matched_after = False
             matched_before = False
-            s_after = s_now[v]
-            ins_here = Counter(s_ins_by.get(v, ()))
+            s_after = s_now[hv]
+            ins_here = Counter(map(s_enc, s_ins_by.get(hv, ())))
             for srow in s_after:
                 if jp.pred(row, srow):
                     matched_after = True
-                    if ins_here[srow] > 0:          # inserted by this commit: not there before
-                        ins_here[srow] -= 1
+                    skey = s_enc(srow)
+                    if ins_here[skey] > 0:          # inserted by this commit: not there before
+                        ins_here[skey] -= 1
                     else:
                         matched_before = True
                 if matched_after and matched_before:
                     break
             if not matched_before:
-                matched_before = any(jp.pred(row, srow) for srow in s_del_by.get(v, ()))
+                matched_before = any(jp.pred(row, srow) for srow in s_del_by.get(hv, ()))
             n_after = after_n if matched_after else 0
             n_before = before_n if matched_before else 0
             if n_after > n_before:
@@ -348,6 +354,11 @@ class Subscriptions:
         if not out.inserts and not out.deletes:
             return None
         return out
+
+
+def _hashable(v: Any) -> Any:
+    """A join value as a dict key (an array column's value is a list)."""
+    return tuple(v) if type(v) is list else v
 
 
 def _seek(table: Any, index: str, value: Any) -> list[int]:

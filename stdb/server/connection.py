@@ -75,6 +75,8 @@ class Connection:
             return
         try:
             self._send.send_nowait(msg)
+        except trio.ClosedResourceError:          # closing (a refused connection): nothing more
+            return
         except trio.WouldBlock:
             self.kill(f"client too slow: {self.limits.messages:,} messages queued", CLOSE_TOO_SLOW)
             return
@@ -96,7 +98,7 @@ class Connection:
         d = e.to_dict()
         self.push(encode("Error", request_id=request_id, code=d["code"], detail=d["detail"], hint=d["hint"]))
 
-    async def _sender(self) -> None:
+    async def _sender(self, drained: trio.Event) -> None:
         metrics = self.server.metrics
         try:
             async for msg in self._recv:
@@ -108,6 +110,8 @@ class Connection:
             # the client went away with messages still queued: end this connection only
             if self._scope is not None:
                 self._scope.cancel()
+        finally:
+            drained.set()
 
     # ---- the connection's life
 
@@ -115,10 +119,12 @@ class Connection:
         """Send ``hello`` (the IdentityToken), run client_connected, then handle requests
         until the client leaves or is disconnected."""
         hosted = self._hosted()
+        refused = None
         with trio.CancelScope() as scope:
             self._scope = scope
             async with trio.open_nursery() as n:
-                n.start_soon(self._sender)
+                drained = trio.Event()
+                n.start_soon(self._sender, drained)
                 self.push(hello)
                 if hosted is not None:
                     hosted.connections.add(self)
@@ -126,15 +132,23 @@ class Connection:
                         hosted.lifecycle(self, "connected")
                     except StdbError as e:
                         self.error(e, None)
-                        self.kill(f"client_connected refused the connection: {e.detail}")
-                try:
-                    await self._receive()
-                except ConnectionClosed:
-                    pass
+                        refused = f"client_connected refused the connection: {e.detail}"
+                if refused is None:
+                    try:
+                        await self._receive()
+                    except ConnectionClosed:
+                        pass
+                else:
+                    # the IdentityToken and the Error go out before the close that says why
+                    self._send.close()
+                    with trio.move_on_after(2):
+                        await drained.wait()
+                    self.kill(refused)
                 n.cancel_scope.cancel()
         hosted = self._hosted()
         if hosted is not None:
-            hosted.disconnect(self)
+            # a client that client_connected refused was never connected: no client_disconnected
+            hosted.disconnect(self, lifecycle=refused is None)
         if self.close_reason is not None:
             code, reason = self.close_reason
             with trio.move_on_after(2):

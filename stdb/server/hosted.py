@@ -255,10 +255,12 @@ class HostedDatabase:
             for conn, rid in list(self.log_followers.items()):
                 conn.push(encode("LogsResult", request_id=rid, entries=[entry]))
 
-    def disconnect(self, conn: Connection) -> None:
+    def disconnect(self, conn: Connection, lifecycle: bool = True) -> None:
         self.db.unsubscribe_all(conn)
         self.connections.discard(conn)
         self.log_followers.pop(conn, None)
+        if not lifecycle:
+            return
         try:
             self.lifecycle(conn, "disconnected")
         except (ReducerError, ModuleError) as e:

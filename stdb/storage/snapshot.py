@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from stdb._core.schema import TableSchema, schema_from_dict, schema_to_dict
-from stdb.errors import SchemaError, StorageError
+from stdb.errors import SchemaError, StdbError, StorageError
 from stdb.storage.lmdbenv import SNAP_DB, SNAPMETA_DB, Env
 
 __all__ = ["SnapshotInfo", "write_snapshot", "list_snapshots", "load_snapshot", "delete_snapshot",
@@ -107,11 +107,20 @@ def write_snapshot(env: Env, offset: int, tables: list[Any]) -> SnapshotInfo:
     return SnapshotInfo(offset, manifest["created_us"], manifest["hash"], metas, len(mbytes))
 
 
+def _is_count(v: Any) -> bool:
+    return type(v) is int and v >= 0
+
+
 def _parse_manifest(offset: int, raw: bytes) -> dict:
     try:
         m = json.loads(raw)
         if m["format"] != FORMAT or m["offset"] != offset or not isinstance(m["tables"], list):
             raise ValueError("format, offset or tables do not match")
+        for i, tm in enumerate(m["tables"]):
+            if not (isinstance(tm, dict) and isinstance(tm.get("schema"), dict)
+                    and all(_is_count(tm.get(k)) for k in ("rows", "chunks", "bytes"))
+                    and isinstance(tm.get("sequences"), list) and all(map(_is_count, tm["sequences"]))):
+                raise ValueError(f"table {i} is not schema, sequences, rows, chunks and bytes")
         return m
     except (ValueError, KeyError, TypeError) as e:
         raise StorageError(f"snapshot at offset {offset}: manifest is damaged ({e})") from None
@@ -200,27 +209,37 @@ def load_snapshot(env: Env, offset: int, make_table: Callable[[TableSchema], Any
     """Verify, then build the tables of a snapshot with ``make_table(schema)``."""
     m = verify_snapshot(env, offset)
     tables = []
+    names: set[str] = set()
     with env.read() as txn:
         for tno, tm in enumerate(m["tables"]):
             try:
                 schema = schema_from_dict(tm["schema"])
             except SchemaError as e:
                 raise StorageError(f"snapshot at offset {offset}: bad schema ({e.detail})") from None
+            if schema.name in names:
+                raise StorageError(f"snapshot at offset {offset}: table '{schema.name}' appears twice")
+            names.add(schema.name)
             t = make_table(schema)
             decode = t.codec.decode
             insert = t.insert
-            for _, data in _chunks(txn, env, offset, tno):
-                mv = memoryview(data)
-                pos = 0
-                n = 0
-                while pos < len(mv):
-                    (ln,) = _LEN.unpack_from(mv, pos)
-                    insert(decode(mv[pos + 4:pos + 4 + ln]))
-                    pos += 4 + ln
-                    n += 1
-                if on_rows:
-                    on_rows(n)
-            t.restore_sequences(tuple(tm["sequences"]))
+            # the hash only says the snapshot is what was written: rows that do not decode or
+            # fit the table, or sequences of the wrong shape, still make it damaged
+            try:
+                for _, data in _chunks(txn, env, offset, tno):
+                    mv = memoryview(data)
+                    pos = 0
+                    n = 0
+                    while pos < len(mv):
+                        (ln,) = _LEN.unpack_from(mv, pos)
+                        insert(decode(mv[pos + 4:pos + 4 + ln]))
+                        pos += 4 + ln
+                        n += 1
+                    if on_rows:
+                        on_rows(n)
+                t.restore_sequences(tuple(tm["sequences"]))
+            except StdbError as e:
+                raise StorageError(f"snapshot at offset {offset}: table '{schema.name}' does not load "
+                                   f"({e.detail})") from None
             tables.append(t)
     return tables
 
