@@ -306,3 +306,32 @@ async def test_a_client_vanishing_with_replies_queued_ends_only_its_connection(t
                     r = await later.request("OneOffQuery", sql="SELECT COUNT(*) FROM message")
                     assert r["type"] == "OneOffQueryResult"
             assert not server.connections or all(c.close_reason for c in server.connections)
+
+
+async def test_an_fsync_failure_stops_acknowledgements_over_the_wire(tmp_path, chat_wasm):
+    """The disk fails under a running server: a confirmed-mode client never hears its commit
+    acknowledged (it is disconnected with the reason), later calls get a storage Error, and
+    the server keeps answering everything that needs no commit."""
+    with trio.fail_after(TIMEOUT):
+        async with running(tmp_path) as (server, port):
+            async with connect(port) as owner:
+                await owner.request("Publish", wasm=chat_wasm)
+                log_ = server.databases["chat"].db.store.log
+
+                def fail():
+                    raise OSError(5, "Input/output error")
+                async with connect(port, confirmed=True) as c:
+                    await c.request("OneOffQuery", sql="SELECT COUNT(*) FROM user")   # connected
+                    log_._sync = fail                 # the disk fails under the next commit
+                    await c.send("CallReducer", reducer="send_message", args=["never durable"])
+                    with pytest.raises(ConnectionClosed) as closed:
+                        while True:
+                            m = await c.recv()
+                            assert m["type"] != "TransactionUpdate" or m["caller"] != c.identity, \
+                                "a commit that never became durable was acknowledged"
+                    assert "cannot make commits durable" in closed.value.reason.reason
+                e = await owner.request("CallReducer", reducer="send_message", args=["after"])
+                assert e["type"] == "Error" and e["code"] == "storage_error"
+                assert "acknowledges nothing further" in e["detail"]
+                r = await owner.request("OneOffQuery", sql="SELECT COUNT(*) FROM user")
+                assert r["type"] == "OneOffQueryResult"

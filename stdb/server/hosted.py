@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING
 
 import trio
 
-from stdb.errors import AuthError, ModuleError, ProtocolError, ReducerError, StdbError, StorageError
+from stdb.errors import AuthError, ProtocolError, ReducerError, StdbError, StorageError
 from stdb.module.database import CallResult, Database, PublishResult
 from stdb.protocol import encode
 from stdb.query.service import QueryDiff
@@ -68,7 +68,13 @@ class HostedDatabase:
             self._wake = trio.Event()
             if self.db.schema is None:
                 continue
-            for res in self.db.run_due():
+            try:
+                done = self.db.run_due()
+            except StdbError as e:          # e.g. the commit log failed: no schedule can commit
+                log.error("%s: scheduled reducers cannot run: %s", self.name, e)
+                done = []
+                await trio.sleep(5)
+            for res in done:
                 if isinstance(res, CallResult):
                     self.metrics.call(self.name, res.reducer, "committed", res.duration_s, res.fuel_used)
                     self.broadcast(res)
@@ -263,7 +269,7 @@ class HostedDatabase:
             return
         try:
             self.lifecycle(conn, "disconnected")
-        except (ReducerError, ModuleError) as e:
+        except StdbError as e:                # the module refused, or the commit log has failed
             log.warning("%s: client_disconnected failed for %s: %s", self.name, conn.identity.hex()[:16], e)
 
     def close(self) -> None:
