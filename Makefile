@@ -1,6 +1,6 @@
 PY ?= python
 
-.PHONY: dev test debug-test annotate lint bench torture clean
+.PHONY: dev test debug-test annotate lint bench torture fuzz fuzz-native clean
 
 dev:            ## install in place with test and dev extras
 	$(PY) -m pip install -e '.[test,dev,bench]'
@@ -26,6 +26,13 @@ bench:          ## engine benchmarks; JSON in bench/results/
 
 torture:        ## the long crash-torture run: kill -9 at 10,000 random moments
 	$(PY) -m fuzz.torture --rounds 10000
+
+FUZZ_TIME ?= 60
+fuzz:           ## every atheris target for FUZZ_TIME seconds (default 60); crashes in fuzz/crashes/
+	$(PY) -m fuzz run --time $(FUZZ_TIME)
+
+fuzz-native:    ## the same with the Cython extensions built by clang with coverage (needs clang)
+	$(PY) -m fuzz build-native && $(PY) -m fuzz run --native --time $(FUZZ_TIME)
 
 clean:
 	rm -rf build stdb/_core/*.c stdb/_core/*.so stdb/_core/*.html stdb/_core/.build-mode \

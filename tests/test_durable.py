@@ -287,6 +287,70 @@ def test_damaged_snapshot_falls_back(tmp_path):
         assert _state(s2) == want
 
 
+def _dup_table(m, chunks):
+    m["tables"].append(m["tables"][0])
+    chunks.update({(1, c): v for (t, c), v in list(chunks.items()) if t == 0})
+
+
+def _extra_row(row):
+    def damage(m, chunks):
+        chunks[(0, 0)] += len(row).to_bytes(4, "little") + row
+        m["tables"][0]["rows"] += 1
+    return damage
+
+
+@pytest.mark.parametrize("damage", [
+    _extra_row(b"\x01"),                                                     # does not decode
+    _extra_row(stdb.RowCodec("acct", ACCT.column_names, ACCT.column_types).encode((1, 0, "dup", []))),
+    lambda m, chunks: m["tables"][0].pop("chunks"),
+    lambda m, chunks: m["tables"][0].update(sequences=[1, 2]),
+    lambda m, chunks: m["tables"][0].update(rows="30"),
+    lambda m, chunks: m["tables"].append(7),
+    _dup_table,
+], ids=["undecodable-row", "duplicate-key", "no-chunk-count", "bad-sequences", "rows-not-int",
+        "table-not-object", "table-twice"])
+def test_consistent_but_invalid_snapshot_falls_back(tmp_path, damage):
+    """Found by fuzz/fuzz_snapshot.py: a snapshot whose content hash verifies (rewritten
+    consistently) but whose rows do not decode or fit, or whose manifest has the wrong shape,
+    made recovery raise DataError / ConstraintError / KeyError / InternalError instead of
+    skipping the snapshot (and a table listed twice loaded silently).  Each is now a damaged
+    snapshot: recovery reports it and replays the log."""
+    import hashlib
+    import json
+
+    from stdb.storage import snapshot as sn
+    from stdb.storage.lmdbenv import SNAP_DB, SNAPMETA_DB
+    path = str(tmp_path / "db")
+    with DurableStore.open(path, config=NOSNAP) as s:
+        s.create_table(ACCT)
+        _fill(s, 30)
+        s.snapshot()
+        _fill(s, 5, start=30)
+        s.flush()
+        want = _state(s)
+
+        def rewrite(txn):
+            meta, cdb = s.env.db(SNAPMETA_DB), s.env.db(SNAP_DB)
+            key = (30).to_bytes(8, "big")
+            m = json.loads(bytes(txn.get(key, db=meta)))
+            chunks = {(int.from_bytes(k[8:10], "big"), int.from_bytes(k[10:], "big")): bytes(v)
+                      for k, v in txn.cursor(db=cdb) if bytes(k).startswith(key)}
+            damage(m, chunks)
+            h = hashlib.blake2b(digest_size=32)
+            h.update(sn._canonical(m))
+            for _, v in sorted(chunks.items()):
+                h.update(v)
+            m["hash"] = h.hexdigest()
+            txn.put(key, json.dumps(m).encode(), db=meta)
+            for (t, c), v in chunks.items():
+                txn.put(key + t.to_bytes(2, "big") + c.to_bytes(4, "big"), v, db=cdb)
+        s.env.write(rewrite)
+    with DurableStore.open(path, config=NOSNAP) as s2:
+        assert s2.recovery.snapshot_offset is None
+        assert [b[0] for b in s2.recovery.bad_snapshots] == [30]
+        assert _state(s2) == want
+
+
 def test_damaged_snapshot_with_compacted_log_is_refused(tmp_path):
     from stdb.storage.lmdbenv import SNAPMETA_DB
     path = str(tmp_path / "db")

@@ -163,6 +163,37 @@ def test_join_subscription_sees_changes_on_both_sides(svc):
     assert sorted(r[0] for r in d.inserts) == [2, 3, 6, 10]
 
 
+
+def test_join_subscription_over_rows_holding_arrays_and_nans():
+    """Found by fuzz/fuzz_sql.py: the join delta rule counted rows in dicts, and a row with an
+    array column (a list) is unhashable — every commit touching such a join subscription raised
+    TypeError.  Rows are now keyed by their encoding, which also matches NaN rows exactly."""
+    ds = Datastore()
+    ds.create_table(TableSchema("item", [Column("id", "u64"), Column("bag", "u64"),
+                                         Column("tags", "array<string>"), Column("w", "f64")],
+                                primary_key="id", indexes=[IndexDef("by_bag", "bag")]))
+    ds.create_table(TableSchema("bag", [Column("bid", "u64"), Column("open", "bool"),
+                                        Column("labels", "array<u8>")], primary_key="bid"))
+    with ds.begin() as tx:
+        tx.insert("item", (1, 10, ["a"], float("nan")))
+        tx.insert("item", (2, 11, [], 1.0))
+        tx.insert("bag", (10, True, [1, 2]))
+        tx.insert("bag", (11, False, []))
+    qs = QueryService(ds, lambda: OWNER)
+    [s] = qs.subscribe(["SELECT item.* FROM item JOIN bag ON item.bag = bag.bid WHERE bag.open"], "c", OWNER)
+    assert [r[0] for r in s.rows] == [1]
+    tx = ds.begin()
+    tx.update("bag", (10, False, [1]))                       # item 1 leaves
+    tx.update("bag", (11, True, [3]))                        # item 2 enters
+    tx.insert("item", (3, 11, ["x", "y"], float("nan")))     # and so does a new one
+    d = qs.on_commit(tx.commit())[s.query_id]
+    assert [r[0] for r in d.deletes] == [1]
+    assert sorted(r[0] for r in d.inserts) == [2, 3]
+    tx = ds.begin()
+    tx.update("item", (3, 11, ["x", "y"], 2.0))               # a NaN row updated in place
+    d = qs.on_commit(tx.commit())[s.query_id]
+    assert [r[3] for r in d.deletes] != [2.0] and [r[3] for r in d.inserts] == [2.0]
+
 THIRD = b"\x09" * 32
 
 

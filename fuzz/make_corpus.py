@@ -1,0 +1,282 @@
+"""Write the seed corpora (fuzz/corpus/<target>/) and dictionaries (fuzz/dicts/) from the code.
+
+    python -m fuzz seed          # rewrites fuzz/corpus/* and fuzz/dicts/*
+
+Every seed is a valid input produced by stdb itself (encoded rows, client messages, the
+documented log-record vectors, a real snapshot, the descriptions of the example modules) plus
+a few near misses, so each fuzzer starts deep inside its format.  Files are named after what
+they hold; the corpus is small on purpose (the fuzzers' own finds go to a scratch directory).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import cbor2
+
+from fuzz import fuzz_logrecord, fuzz_rowcodec, fuzz_snapshot
+from stdb._core.codec import RowCodec
+from stdb._core.schema import Column, IndexDef, TableSchema
+from stdb.protocol import CLIENT_MESSAGES, encode
+from stdb.storage import logformat as lf
+from stdb.storage.datastore import Datastore
+from stdb.storage.lmdbenv import SNAP_DB, SNAPMETA_DB, Env
+from stdb.storage.snapshot import write_snapshot
+
+ROOT = Path(__file__).resolve().parent.parent
+CORPUS = ROOT / "fuzz" / "corpus"
+DICTS = ROOT / "fuzz" / "dicts"
+ID = bytes(range(32))
+
+_SAMPLES: dict[str, list[Any]] = {
+    "bool": [False, True], "i8": [-128, 127], "i16": [-32768, 7], "i32": [-1, 2**31 - 1],
+    "i64": [-(2**63), 42], "u8": [0, 255], "u16": [258, 65535], "u32": [0, 2**32 - 1],
+    "u64": [0, 2**64 - 1], "f32": [1.5, float("nan")], "f64": [-0.0, float("inf")],
+    "string": ["", "é€😀"], "bytes": [b"", b"\x00\xff"], "identity": [ID, bytes(32)],
+    "timestamp": [0, 1_700_000_000_000_000],
+}
+
+
+def _value(t: str, k: int) -> Any:
+    if t.startswith("option<"):
+        return None if k == 0 else _value(t[7:-1], k)
+    if t.startswith("array<"):
+        return [_value(t[6:-1], j) for j in range(k + 1)] if k else []
+    return _SAMPLES[t][k % 2]
+
+
+def rowcodec() -> dict[str, bytes]:
+    out = {}
+    for sel, (types, codec) in enumerate(zip(fuzz_rowcodec.SCHEMAS, fuzz_rowcodec.CODECS, strict=True)):
+        for k in range(2):
+            row = codec.encode(tuple(_value(t, k) for t in types))
+            out[f"schema{sel}-row{k}"] = bytes([sel]) + row
+        if row:
+            out[f"schema{sel}-truncated"] = bytes([sel]) + row[:-1]
+    # signalling f32 NaNs (kept bit for bit)
+    out["f32-signalling-nan"] = bytes([7]) + bytes.fromhex("0100807f" "01000000" "0100807f" "01" "0100807f")
+    # framed rows, as in the log and snapshots (read_framed: position byte, count byte)
+    out["framed"] = bytes([2, 2]) + b"\x03\x00\x00\x00abc\x00\x00\x00\x00"
+    return out
+
+
+def _chat_messages() -> list[tuple[str, bytes]]:
+    m = [
+        ("call-send", encode("CallReducer", request_id=1, reducer="send_message", args=["hello"])),
+        ("call-set-name", encode("CallReducer", request_id=2, reducer="set_name", args=["ann"])),
+        ("call-wrong-type", encode("CallReducer", request_id=3, reducer="set_name", args=[7])),
+        ("call-nested", encode("CallReducer", request_id=4, reducer="send_message",
+                               args=[[1, [2.5, None, True, b"x"]]])),
+        ("call-lifecycle", encode("CallReducer", request_id=5, reducer="on_connect", args=[])),
+        ("call-unknown", encode("CallReducer", request_id=6, reducer="nope", args=[])),
+        ("subscribe", encode("Subscribe", request_id=7, queries=["SELECT * FROM message",
+                                                                  "SELECT * FROM user WHERE online"])),
+        ("subscribe-join", encode("Subscribe", request_id=8, queries=[
+            "SELECT m.* FROM message m JOIN user u ON m.sender = u.id WHERE u.online"])),
+        ("unsubscribe", encode("Unsubscribe", request_id=9, query_ids=[1, 2])),
+        ("query", encode("OneOffQuery", request_id=10,
+                         sql="SELECT sender, COUNT(*) FROM message GROUP BY sender ORDER BY sender LIMIT 3")),
+        ("dml", encode("OneOffQuery", request_id=11, sql="DELETE FROM message WHERE id < 3")),
+        ("describe", encode("Describe", request_id=12)),
+        ("logs", encode("Logs", request_id=13, limit=5, follow=True)),
+        ("publish-empty-module", encode("Publish", request_id=14, wasm=b"\x00asm\x01\x00\x00\x00")),
+        ("delete", encode("DeleteDatabase", request_id=15)),
+        ("unknown-field", cbor2.dumps({"type": "Describe", "request_id": 1, "extra": 1})),
+        ("not-a-map", cbor2.dumps([1, 2])),
+        ("truncated", encode("Describe", request_id=16)[:-1]),
+    ]
+    return m
+
+
+def protocol() -> dict[str, bytes]:
+    out = {}
+    for name, frame in _chat_messages():
+        out[f"owner-{name}"] = b"\x01" + frame
+        if name.startswith(("call", "subscribe", "query", "dml", "logs", "publish")):
+            out[f"other-{name}"] = b"\x00" + frame
+    return out
+
+
+SQL = [
+    "SELECT * FROM player",
+    "SELECT * FROM player WHERE zone = 1",
+    "SELECT * FROM player WHERE zone IN (1, 2) AND nick IS NOT NULL",
+    "SELECT * FROM player WHERE zone BETWEEN 1 AND 3 OR NOT (id > 4)",
+    "SELECT * FROM player WHERE name = 'it''s' AND score >= 1.5",
+    "SELECT * FROM player WHERE owner = :sender",
+    "SELECT * FROM player WHERE owner = X'0707070707070707070707070707070707070707070707070707070707070707'",
+    "select id, name as n from player p where p.zone <> 2 order by name desc, id limit 5",
+    "SELECT zone, COUNT(*), SUM(score), MIN(name), MAX(id), AVG(zone) FROM player GROUP BY zone "
+    "ORDER BY zone",
+    "SELECT COUNT(nick) FROM player WHERE id > 2",
+    "SELECT p.* FROM player p JOIN zone ON p.zone = zone.zid WHERE zone.pvp",
+    "SELECT p.id, z.label FROM player p JOIN zone z ON p.zone = z.zid JOIN player q ON q.id = p.id",
+    "SELECT * FROM zone WHERE label = X'01' AND pvp = TRUE",
+    'SELECT * FROM "player" -- a comment\nWHERE "zone" = -1;',
+    "SELECT * FROM secret",
+    "SELECT * FROM player WHERE tags IS NULL",
+    "SELECT * FROM player WHERE zone < 2 AND zone > 0 AND zone <= 1 AND zone >= 1",
+    "SELECT * FROM player WHERE x = 1",
+    "SELECT * FROM player WHERE zone = 'x'",
+    "SELECT * FROM player WHERE nick = NULL",
+    "INSERT INTO secret (v) VALUES ('a'), ('b')",
+    "INSERT INTO zone VALUES (9, FALSE, X'00ff')",
+    "INSERT INTO player (id, zone, name, owner, score, tags) VALUES (1, 1, 'dup', X'00', 1, NULL)",
+    "UPDATE player SET zone = 0, nick = NULL WHERE id = 7",
+    "UPDATE zone z SET pvp = TRUE WHERE z.zid BETWEEN 0 AND 2",
+    "DELETE FROM player WHERE zone = 3 OR name = 'p1'",
+    "DELETE FROM zone",
+    "SELECT * FROM player WHERE " + "(" * 70 + "id = 1" + ")" * 70,
+    "SELECT * FRM player",
+]
+
+
+def sql() -> dict[str, bytes]:
+    return {f"q{i:02d}": q.encode() for i, q in enumerate(SQL)}
+
+
+def logrecord() -> dict[str, bytes]:
+    out = {}
+    vectors = json.loads((ROOT / "tests" / "vectors" / "log_records.json").read_text())
+    for v in vectors:
+        name = re.sub(r"[^a-z0-9]+", "-", v["name"].lower()).strip("-")
+        out[f"vector-{name}"] = b"\x00" + bytes.fromhex(v["hex"])
+    acct = fuzz_logrecord.ACCT
+    codec = RowCodec("acct", acct.column_names, acct.column_types)
+    rows = [codec.encode((i, i * 10 - 5, f"n{i}")) for i in range(3)]
+    recs = {
+        "tx-two-tables": lf.LogRecord(3, 5, caller=ID, reducer="move", args=b"\x01\x02",
+                                      changes=[lf.TableChange("acct", rows[:1], rows[1:]),
+                                               lf.TableChange("other", [], [b"\x00"])]),
+        "tx-duplicate-insert": lf.LogRecord(4, 6, changes=[lf.TableChange("acct", [], [rows[0], rows[0]])]),
+        "tx-bad-row": lf.LogRecord(5, 7, changes=[lf.TableChange("acct", [], [rows[0][:-1]])]),
+        "drop-table": lf.LogRecord(6, 8, kind=lf.KIND_DROP_TABLE, table="acct"),
+        "alter-table": lf.LogRecord(7, 9, kind=lf.KIND_ALTER_TABLE, schema=TableSchema(
+            "acct", [*acct.columns, Column("note", "option<string>")], primary_key="id",
+            indexes=[IndexDef("by_balance", "balance")])),
+        "create-player": lf.LogRecord(8, 10, kind=lf.KIND_CREATE_TABLE, schema=TableSchema(
+            "player", [Column("id", "u64"), Column("tags", "array<string>")], primary_key="id")),
+    }
+    for name, rec in recs.items():
+        out[name] = b"\x00" + lf.encode_record(rec)
+    out["tx-crc-fixed-by-harness"] = b"\x01" + lf.encode_record(recs["tx-two-tables"])[:-3] + b"xyz"
+    return out
+
+
+def snapshot() -> dict[str, bytes]:
+    out = {}
+    d = tempfile.mkdtemp(prefix="stdb-fuzz-seed-")
+    try:
+        env = Env(d, durable=False)
+        ds = Datastore()
+        ds.create_table(fuzz_logrecord.ACCT)
+        ds.create_table(TableSchema("player", [Column("id", "u64"), Column("nick", "option<string>"),
+                                               Column("tags", "array<u8>"), Column("who", "identity")],
+                                    primary_key="id", indexes=[IndexDef("by_nick", "nick")]))
+        with ds.begin() as tx:
+            for i in range(3):
+                tx.insert("acct", (0, i - 1, f"a{i}"))
+                tx.insert("player", (i, None if i else "z", list(range(i)), ID))
+        tables = [ds.table(n) for n in ("acct", "player")]
+        for offset, ts in ((5, tables), (6, tables[:1]), (7, [])):
+            write_snapshot(env, offset, ts)
+        with env.read() as txn:
+            metas = {bytes(k): bytes(v) for k, v in txn.cursor(db=env.db(SNAPMETA_DB))}
+            chunks = [(bytes(k), bytes(v)) for k, v in txn.cursor(db=env.db(SNAP_DB))]
+        env.close()
+    finally:
+        shutil.rmtree(d, ignore_errors=True)
+    for key, manifest in sorted(metas.items()):
+        off = int.from_bytes(key, "big")
+        mine = [(int.from_bytes(k[8:10], "big"), int.from_bytes(k[10:14], "big"), v)
+                for k, v in chunks if k[:8] == key]
+        out[f"offset{off}-hash-fixed"] = fuzz_snapshot.join(fuzz_snapshot.FIX_HASH, manifest, mine)
+        out[f"offset{off}-as-written"] = fuzz_snapshot.join(0, manifest, mine)
+    return out
+
+
+def describe() -> dict[str, bytes]:
+    from stdb.module.build import build_module
+    from stdb.module.database import Database
+
+    out = {}
+    d = tempfile.mkdtemp(prefix="stdb-fuzz-seed-")
+    try:
+        db = Database(str(Path(d) / "db"))
+        for src in ("examples/chat/chat.c", "examples/transfer/transfer.c", "tests/modules/notes.c",
+                    "tests/modules/scheduled.c"):
+            wasm = Path(d) / "m.wasm"
+            build_module(str(ROOT / src), str(wasm))
+            _, raw = db._describe(db._compile(wasm.read_bytes()))
+            out[f"module-{Path(src).stem}"] = bytes(raw)
+        db.close()
+    finally:
+        shutil.rmtree(d, ignore_errors=True)
+    doc = (ROOT / "docs" / "abi.md").read_text()
+    example = re.search(r"## Module description.*?```json\n(.*?)```", doc, re.S)
+    assert example is not None
+    out["abi-md-example"] = example.group(1).encode()
+    out["minimal"] = b'{"abi": 1, "tables": [], "reducers": []}'
+    out["wrong-abi"] = b'{"abi": 2, "tables": [], "reducers": []}'
+    return out
+
+
+DICT_WORDS = {
+    "sql": ["SELECT", "FROM", "WHERE", "JOIN", "ON", "AND", "OR", "NOT", "IN", "BETWEEN", "IS", "NULL",
+            "TRUE", "FALSE", "GROUP BY", "ORDER BY", "ASC", "DESC", "LIMIT", "AS", "COUNT", "SUM", "MIN",
+            "MAX", "AVG", "INSERT INTO", "VALUES", "UPDATE", "SET", "DELETE", ":sender", "X'", "--",
+            "player", "zone", "secret", "id", "zid", "pvp", "label", "name", "nick", "owner", "score",
+            "tags", "v", "*", ".*", "(", ")", ",", ";", "=", "!=", "<>", "<=", ">=", "''", '"'],
+    "describe": ['"abi"', '"tables"', '"reducers"', '"visibility"', '"name"', '"columns"', '"type"',
+                 '"auto_inc"', '"primary_key"', '"indexes"', '"kind"', '"unique"', '"public"',
+                 '"scheduled"', '"params"', '"lifecycle"', '"init"', '"client_connected"',
+                 '"client_disconnected"', '"btree"', '"hash"', '"scheduled_id"', '"scheduled_at"',
+                 '"repeat_us"', '"option<', '"array<', *(f'"{t}"' for t in _SAMPLES), "true", "false",
+                 "null", "[]", "{}"],
+}
+
+
+def _dict_line(word: str | bytes) -> str:
+    raw = word.encode() if isinstance(word, str) else word
+    return '"' + "".join(chr(b) if 32 <= b < 127 and b not in (34, 92) else f"\\x{b:02x}" for b in raw) + '"'
+
+
+def dictionaries() -> dict[str, list[bytes | str]]:
+    d: dict[str, list[bytes | str]] = {k: list(v) for k, v in DICT_WORDS.items()}
+    # CBOR text strings of every message type and field name, for the protocol target
+    words: set[str] = {"type", *CLIENT_MESSAGES}
+    for fields in CLIENT_MESSAGES.values():
+        words.update(fields)
+    d["protocol"] = [cbor2.dumps(w) for w in sorted(words)]
+    d["snapshot"] = [fuzz_snapshot.SEP, '"format"', '"offset"', '"created_us"', '"hash"', '"tables"',
+                     '"schema"', '"sequences"', '"rows"', '"chunks"', '"bytes"']
+    return d
+
+
+GENERATORS = {"rowcodec": rowcodec, "protocol": protocol, "sql": sql, "logrecord": logrecord,
+              "snapshot": snapshot, "describe": describe}
+
+
+def main() -> None:
+    for target, gen in GENERATORS.items():
+        seeds = gen()
+        out = CORPUS / target
+        shutil.rmtree(out, ignore_errors=True)
+        out.mkdir(parents=True)
+        for name, data in seeds.items():
+            (out / name).write_bytes(data)
+        print(f"{target}: {len(seeds)} seeds, {sum(map(len, seeds.values())):,} bytes")
+    DICTS.mkdir(parents=True, exist_ok=True)
+    for target, words in dictionaries().items():
+        (DICTS / f"{target}.dict").write_text(
+            f"# libFuzzer dictionary for fuzz_{target} (written by `python -m fuzz seed`)\n"
+            + "".join(_dict_line(w) + "\n" for w in words))
+
+
+if __name__ == "__main__":
+    main()
