@@ -31,8 +31,15 @@ def _ident(name: str) -> str:
     return '"' + name.replace('"', '""') + '"'
 
 
+_ATOMS = (A.ColumnRef, A.Literal, A.Param, A.Agg, A.Star)
+
+
 def render_expr(e: A.Expr | A.Star, params: dict[str, Any]) -> str:
-    r = lambda x: render_expr(x, params)           # noqa: E731
+    def r(x: A.Expr | A.Star) -> str:
+        # an operand that is itself a condition keeps its parentheses, so that the text parses
+        # back to the same tree (the binder refuses such operands, but the text must not lie)
+        s = render_expr(x, params)
+        return s if isinstance(x, _ATOMS) or isinstance(e, (A.And, A.Or, A.Not)) else f"({s})"
     if isinstance(e, A.Star):
         return f"{_ident(e.table)}.*" if e.table else "*"
     if isinstance(e, A.ColumnRef):
@@ -60,6 +67,13 @@ def render_expr(e: A.Expr | A.Star, params: dict[str, Any]) -> str:
     raise TypeError(f"cannot render {type(e).__name__}")
 
 
+def _operand(e: A.Expr | A.Star, params: dict[str, Any]) -> str:
+    """A select item, grouping, ordering, assigned or inserted value: parenthesised unless it is
+    a column, a value or an aggregate."""
+    s = render_expr(e, params)
+    return s if isinstance(e, _ATOMS) else f"({s})"
+
+
 def _table(t: A.TableRef) -> str:
     return _ident(t.name) + (f" AS {_ident(t.alias)}" if t.alias else "")
 
@@ -67,7 +81,7 @@ def _table(t: A.TableRef) -> str:
 def render(st: A.Statement, params: dict[str, Any] | None = None) -> str:
     p = params or {}
     if isinstance(st, A.Select):
-        items = ", ".join(render_expr(i.expr, p) + (f" AS {_ident(i.alias)}" if i.alias else "")
+        items = ", ".join(_operand(i.expr, p) + (f" AS {_ident(i.alias)}" if i.alias else "")
                           for i in st.items)
         out = f"SELECT {items} FROM {_table(st.table)}"
         for j in st.joins:
@@ -75,19 +89,19 @@ def render(st: A.Statement, params: dict[str, Any] | None = None) -> str:
         if st.where is not None:
             out += f" WHERE {render_expr(st.where, p)}"
         if st.group_by:
-            out += " GROUP BY " + ", ".join(render_expr(g, p) for g in st.group_by)
+            out += " GROUP BY " + ", ".join(_operand(g, p) for g in st.group_by)
         if st.order_by:
-            out += " ORDER BY " + ", ".join(render_expr(o.expr, p) + (" DESC" if o.desc else "")
+            out += " ORDER BY " + ", ".join(_operand(o.expr, p) + (" DESC" if o.desc else "")
                                             for o in st.order_by)
         if st.limit is not None:
             out += f" LIMIT {st.limit}"
         return out
     if isinstance(st, A.Insert):
         cols = f" ({', '.join(map(_ident, st.columns))})" if st.columns is not None else ""
-        rows = ", ".join("(" + ", ".join(render_expr(v, p) for v in row) + ")" for row in st.rows)
+        rows = ", ".join("(" + ", ".join(_operand(v, p) for v in row) + ")" for row in st.rows)
         return f"INSERT INTO {_table(st.table)}{cols} VALUES {rows}"
     if isinstance(st, A.Update):
-        sets = ", ".join(f"{_ident(c)} = {render_expr(v, p)}" for c, v in st.assignments)
+        sets = ", ".join(f"{_ident(c)} = {_operand(v, p)}" for c, v in st.assignments)
         where = f" WHERE {render_expr(st.where, p)}" if st.where is not None else ""
         return f"UPDATE {_table(st.table)} SET {sets}{where}"
     where = f" WHERE {render_expr(st.where, p)}" if st.where is not None else ""
