@@ -1,6 +1,6 @@
 PY ?= python
 
-.PHONY: dev test debug-test annotate lint bench torture fuzz fuzz-native clean
+.PHONY: dev test debug-test annotate lint bench torture server-torture fuzz fuzz-native clean
 
 dev:            ## install in place with test and dev extras
 	$(PY) -m pip install -e '.[test,dev,bench]'
@@ -26,6 +26,9 @@ bench:          ## engine benchmarks; JSON in bench/results/
 
 torture:        ## the long crash-torture run: kill -9 at 10,000 random moments
 	$(PY) -m fuzz.torture --rounds 10000
+
+server-torture: ## the long server crash torture: kill -9 a loaded server 10,000 times, restart, check
+	$(PY) -m fuzz.server_torture --rounds 10000
 
 FUZZ_TIME ?= 60
 fuzz:           ## every atheris target for FUZZ_TIME seconds (default 60); crashes in fuzz/crashes/
