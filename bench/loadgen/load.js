@@ -11,6 +11,15 @@
 // MODE fanout: CLIENTS clients each Subscribe to `SELECT * FROM account WHERE id = 1`; one more
 //   client calls transfer(1, 2, 1) --trials times, --gap seconds apart; each trial is the time from
 //   sending the call to the last subscriber receiving its TransactionUpdate.
+// MODE soak (`python -m bench.soak`, issue 8): CLIENTS subscribers, client i subscribed to
+//   `SELECT * FROM account WHERE id = <i % HOT + 1>` (--hot accounts, default 100), plus --callers
+//   connections (default 4) sending an open-loop load of --rate transfer calls/s between them (each
+//   end a hot account with probability --hot-prob, else any account), for --warmup then SECONDS
+//   seconds.  Diff latency: from sending a call to each subscriber receiving the TransactionUpdate
+//   whose `offset` is the one the caller's answer carried.  Prints {"event":"ready"} once all are
+//   subscribed, {"event":"start"} after the warm-up, a {"event":"progress"} line every --progress
+//   seconds, {"event":"stop"}, then (after waiting at most --drain seconds for what is in flight)
+//   the result line.  A connection closed by the server counts as an error and is reopened.
 //
 // Messages are CBOR maps with string keys; integers go out as CBOR integers (cbor-x writes
 // numbers beyond 32 bits as floats, so those are sent as BigInts).  The stdb server refuses
@@ -26,13 +35,15 @@ const cbor = new Encoder({ useRecords: false, mapsAsObjects: true });
 
 function usage(msg) {
   process.stderr.write(`load.js: ${msg}\nusage: node load.js URL CLIENTS SECONDS MODE ACCOUNTS ` +
-                       '[--warmup S] [--trials N] [--gap S]\n');
+                       '[--warmup S] [--trials N] [--gap S] [--rate R --callers K --hot H --hot-prob P ' +
+                       '--progress S --drain S]\n');
   process.exit(2);
 }
 
 function parseArgs(argv) {
   const pos = [];
-  const opt = { warmup: 1, trials: 20, gap: 0.05 };
+  const opt = { warmup: 1, trials: 20, gap: 0.05, rate: 500, callers: 4, hot: 100, 'hot-prob': 0.25, progress: 30,
+    drain: 10 };
   for (let i = 0; i < argv.length; i++) {
     if (argv[i].startsWith('--')) {
       const k = argv[i].slice(2);
@@ -42,7 +53,7 @@ function parseArgs(argv) {
   }
   if (pos.length !== 5) usage('five positional arguments expected');
   const [url, clients, seconds, mode, accounts] = pos;
-  if (mode !== 'transfer' && mode !== 'fanout') usage(`unknown mode ${mode}`);
+  if (mode !== 'transfer' && mode !== 'fanout' && mode !== 'soak') usage(`unknown mode ${mode}`);
   return { url, clients: Number(clients), seconds: Number(seconds), mode, accounts: Number(accounts), ...opt };
 }
 
@@ -263,9 +274,276 @@ async function fanout(a) {
   await closeAll([caller, ...subs.map((s) => s.ws)]);
 }
 
+// ---- soak (python -m bench.soak, issue 8)
+
+const HIST_SCALE = 50;                 // log-spaced latency buckets ~2% wide, for "p99 so far"
+const HIST_SIZE = 1200;                // up to e^24 µs
+const histIndex = (us) => Math.min(HIST_SIZE - 1, Math.floor(Math.log1p(Math.max(0, us)) * HIST_SCALE));
+
+function histPercentile(hist, total, q) {          // the upper bound of the bucket holding it, µs
+  if (!total) return null;
+  const k = Math.min(total - 1, Math.floor(total * q)) + 1;
+  let cum = 0;
+  for (let i = 0; i < HIST_SIZE; i++) {
+    cum += hist[i];
+    if (cum >= k) return Math.expm1((i + 1) / HIST_SCALE);
+  }
+  return null;
+}
+
+function sortedOf(xs) {
+  return Float64Array.from(xs).sort();
+}
+
+const ms = (us) => (us === null || us === undefined ? null : us / 1e3);
+
+async function soak(a) {
+  const hot = Math.max(1, Math.min(a.hot, a.accounts));
+  const hotProb = a['hot-prob'];
+  let rng = 12345;
+  const rand = (n) => {                              // xorshift32: the same sequence every run
+    rng ^= rng << 13; rng >>>= 0; rng ^= rng >>> 17; rng ^= rng << 5; rng >>>= 0;
+    return rng % n;
+  };
+  const pick = () => (rand(1 << 20) < hotProb * (1 << 20) ? 1 + rand(hot) : 1 + rand(a.accounts));
+  let errors = 0;
+  let reconnects = 0;
+  let mismatches = 0;
+  const firstErrors = [];
+  const fail = (what) => { errors += 1; if (firstErrors.length < 10) firstErrors.push(what.slice(0, 400)); };
+  const subsOf = new Int32Array(hot + 1);           // subscribed clients per hot account
+  const calls = new Map();        // request id -> call, until answered and every diff of it delivered
+  const byOffset = new Map();     // commit offset -> answered call with diffs still to come
+  const early = new Map();        // commit offset -> receive times of diffs that beat the caller's answer
+  let measuring = false;
+  let stopping = false;
+  let closing = false;
+  let drained = null;
+  const fresh = () => ({
+    sent: 0, answered: 0, committed: 0, expected: 0, delivered: 0, lat: [], callLat: [], interval: [],
+    hist: new Float64Array(HIST_SIZE), maxInFlight: 0, secMax: [], secCount: [],
+  });
+  let tWin = 0;                   // when the measured window started (µs)
+  let m = fresh();
+
+  function maybeDone(rec) {
+    if (!rec.answered || rec.got < rec.expect) return;
+    if (rec.got > rec.expect && !rec.extra) {
+      rec.extra = true;
+      fail(`call ${rec.rid} (offset ${rec.offset}): ${rec.got} diffs delivered, ${rec.expect} expected`);
+    }
+    calls.delete(rec.rid);
+    if (rec.offset !== null) byOffset.delete(rec.offset);
+    if (stopping && calls.size === 0 && drained) drained();
+  }
+
+  function deliver(rec, t) {
+    rec.got += 1;
+    if (rec.measured) {
+      const us = t - rec.t0;
+      m.delivered += 1;
+      const sec = Math.max(0, Math.floor((t - tWin) / 1e6));  // per second of the window: worst latency
+      while (m.secMax.length <= sec) { m.secMax.push(0); m.secCount.push(0); }
+      if (us > m.secMax[sec]) m.secMax[sec] = us;
+      m.secCount[sec] += 1;
+      m.lat.push(us);
+      m.interval.push(us);
+      m.hist[histIndex(us)] += 1;
+    }
+    maybeDone(rec);
+  }
+
+  function subscriber(i) {
+    const acct = (i % hot) + 1;
+    const s = { i, acct, ws: null, row: null, lastOffset: -1, live: false, applied: null };
+    const rowKey = (r) => JSON.stringify(r, jsonSafe);
+    const onMessage = (msg) => {
+      const t = now();
+      if (msg.type === 'TransactionUpdate' && msg.request_id === null) {
+        const off = Number(msg.offset);
+        const u = msg.updates;
+        if (!(off > s.lastOffset) || u.length !== 1 || u[0].deletes.length !== 1 || u[0].inserts.length !== 1 ||
+            rowKey(u[0].deletes[0]) !== rowKey(s.row) || Number(u[0].inserts[0][0]) !== acct) {
+          mismatches += 1;
+          fail(`subscriber ${i} (account ${acct}, row ${rowKey(s.row)}, last offset ${s.lastOffset}): ` +
+               `unexpected diff ${JSON.stringify(msg, jsonSafe)}`);
+        }
+        s.lastOffset = off;
+        if (u.length === 1 && u[0].inserts.length === 1) s.row = u[0].inserts[0];
+        const rec = byOffset.get(off);
+        if (rec) deliver(rec, t);
+        else {
+          let l = early.get(off);
+          if (!l) early.set(off, (l = []));
+          l.push(t);
+        }
+      } else if (msg.type === 'SubscribeApplied' && s.applied) {
+        const ok = msg.queries.length === 1 && msg.queries[0].rows.length === 1;
+        if (ok) {
+          s.row = msg.queries[0].rows[0];
+          s.live = true;
+          subsOf[acct] += 1;
+        } else fail(`subscriber ${i}: ${JSON.stringify(msg, jsonSafe)}`);
+        const r = s.applied; s.applied = null; r(s);
+      } else if (msg.type === 'Closed') {
+        if (closing) return;
+        if (s.live) { s.live = false; subsOf[acct] -= 1; }
+        fail(`subscriber ${i}: closed by the server: ${msg.code} ${msg.detail}`);
+        if (s.applied) { const r = s.applied; s.applied = null; r(s); }
+        if (!stopping) { reconnects += 1; sleep(1).then(open).catch((e) => fail(`subscriber ${i}: reconnect: ${e}`)); }
+      } else {
+        fail(`subscriber ${i}: ${JSON.stringify(msg, jsonSafe)}`);
+        if (s.applied) { const r = s.applied; s.applied = null; r(s); }
+      }
+    };
+    const open = () => connect(a.url, onMessage).then((ws) => new Promise((resolve) => {
+      s.ws = ws;
+      s.lastOffset = -1;
+      s.applied = resolve;
+      ws.send(cbor.encode({ type: 'Subscribe', request_id: 1,
+                            queries: [`SELECT * FROM account WHERE id = ${acct}`] }));
+    }));
+    return open();
+  }
+
+  function caller(k) {
+    const c = { k, ws: null, live: false };
+    const onMessage = (msg) => {
+      const t = now();
+      if (msg.type === 'Closed') {
+        if (closing) return;
+        c.live = false;
+        fail(`caller ${k}: closed by the server: ${msg.code} ${msg.detail}`);
+        if (!stopping) { reconnects += 1; sleep(1).then(open).catch((e) => fail(`caller ${k}: reconnect: ${e}`)); }
+        return;
+      }
+      const rec = msg.request_id === null || msg.request_id === undefined ? null : calls.get(Number(msg.request_id));
+      if (!rec || rec.answered) { fail(`caller ${k}: ${JSON.stringify(msg, jsonSafe)}`); return; }
+      rec.answered = true;
+      if (rec.measured) { m.answered += 1; m.callLat.push(t - rec.t0); }
+      if (msg.type !== 'TransactionUpdate' || msg.status !== 'committed' || msg.offset === null) {
+        fail(`caller ${k}: ${JSON.stringify(msg, jsonSafe)}`);
+        rec.expect = 0;
+        maybeDone(rec);
+        return;
+      }
+      if (rec.measured) m.committed += 1;
+      rec.offset = Number(msg.offset);
+      byOffset.set(rec.offset, rec);
+      const l = early.get(rec.offset);
+      if (l) {
+        early.delete(rec.offset);
+        for (const te of l) deliver(rec, te);
+      }
+      maybeDone(rec);
+    };
+    const open = () => connect(a.url, onMessage).then((ws) => { c.ws = ws; c.live = true; return c; });
+    return open();
+  }
+
+  const t00 = now();
+  const subs = await connectMany(a.clients, a.url, subscriber);
+  const callers = await connectMany(a.callers, a.url, caller);
+  const subscribed = subs.filter((s) => s.live).length;
+  out({ event: 'ready', clients: a.clients, subscribed, connect_seconds: (now() - t00) / 1e6 });
+
+  let rid = 0;
+  let sent = 0;
+  let next = 0;
+  const tLoad = now();
+  const tick = () => {                              // open loop: every call due by now goes out
+    const due = Math.floor(((now() - tLoad) * a.rate) / 1e6);
+    while (sent < due && !stopping) {
+      sent += 1;
+      let c = null;
+      for (let j = 0; j < callers.length && !c; j++) {
+        const x = callers[(next + j) % callers.length];
+        if (x.live) { c = x; next = (next + j + 1) % callers.length; }
+      }
+      if (!c) continue;                               // every caller is reconnecting (already an error)
+      const from = pick();
+      let to = pick();
+      if (to === from) to = (to % a.accounts) + 1;
+      rid += 1;
+      const expect = (from <= hot ? subsOf[from] : 0) + (to <= hot ? subsOf[to] : 0);
+      const rec = { rid, t0: now(), expect, got: 0, offset: null, answered: false, measured: measuring,
+                    extra: false };
+      calls.set(rid, rec);
+      if (measuring) { m.sent += 1; m.expected += expect; }
+      c.ws.send(callReducer(rid, 'transfer', [from, to, 1]));
+    }
+    if (calls.size > m.maxInFlight) m.maxInFlight = calls.size;
+  };
+  const sender = setInterval(tick, 1);
+  await sleep(a.warmup);
+
+  m = fresh();
+  measuring = true;
+  const cpu0 = process.cpuUsage();
+  const t0 = now();
+  tWin = t0;
+  out({ event: 'start' });
+  let cpuLast = process.cpuUsage();
+  let tLast = t0;
+  const progress = setInterval(() => {
+    const t = now();
+    const cpu = process.cpuUsage(cpuLast);
+    const iv = sortedOf(m.interval);
+    out({
+      event: 'progress', elapsed_s: (t - t0) / 1e6, sent: m.sent, answered: m.answered, committed: m.committed,
+      delivered: m.delivered, expected: m.expected, in_flight: calls.size, errors, reconnects,
+      p99_ms: ms(histPercentile(m.hist, m.delivered, 0.99)), interval_p50_ms: ms(percentile(iv, 0.5)),
+      interval_p99_ms: ms(percentile(iv, 0.99)), interval_max_ms: iv.length ? ms(iv[iv.length - 1]) : null,
+      loadgen_cpu: (cpu.user + cpu.system) / (t - tLast),
+    });
+    m.interval = [];
+    cpuLast = process.cpuUsage();
+    tLast = t;
+  }, a.progress * 1e3);
+  await sleep(a.seconds);
+  measuring = false;
+  stopping = true;
+  clearInterval(sender);
+  clearInterval(progress);
+  const wall = now() - t0;
+  const cpu = process.cpuUsage(cpu0);
+  out({ event: 'stop' });
+  await Promise.race([sleep(a.drain), new Promise((r) => { drained = r; if (calls.size === 0) r(); })]);
+  let unanswered = 0;
+  let missing = 0;
+  for (const rec of calls.values()) {
+    if (!rec.measured) continue;
+    if (!rec.answered) unanswered += 1;
+    else missing += Math.max(0, rec.expect - rec.got);
+  }
+  let unmatched = 0;
+  for (const l of early.values()) unmatched += l.length;
+  if (unanswered) fail(`${unanswered} calls unanswered ${a.drain} s after the load stopped`);
+  if (missing) fail(`${missing} diffs not delivered ${a.drain} s after the load stopped`);
+  if (unmatched) fail(`${unmatched} diffs with an offset no call's answer carried`);
+  const lat = sortedOf(m.lat);
+  const cl = sortedOf(m.callLat);
+  out({
+    event: 'result', mode: 'soak', loadgen: 'node', clients: a.clients, subscribed, callers: a.callers,
+    rate: a.rate, hot, hot_prob: hotProb, seconds: wall / 1e6, warmup: a.warmup,
+    calls_sent: m.sent, calls_answered: m.answered, calls_committed: m.committed,
+    calls_per_s: m.committed / (wall / 1e6), calls_unanswered: unanswered,
+    diffs_expected: m.expected, diffs_delivered: m.delivered, diffs_missing: missing, diffs_unmatched: unmatched,
+    diff_mismatches: mismatches, diff_p50_ms: ms(percentile(lat, 0.5)), diff_p99_ms: ms(percentile(lat, 0.99)),
+    diff_p999_ms: ms(percentile(lat, 0.999)), diff_max_ms: lat.length ? ms(lat[lat.length - 1]) : null,
+    call_p50_ms: ms(percentile(cl, 0.5)), call_p99_ms: ms(percentile(cl, 0.99)),
+    call_max_ms: cl.length ? ms(cl[cl.length - 1]) : null, max_in_flight: m.maxInFlight,
+    errors, reconnects, first_errors: firstErrors, loadgen_cpu: (cpu.user + cpu.system) / wall,
+    per_second: { max_ms: m.secMax.map((x) => Math.round(x) / 1e3), diffs: m.secCount },
+  });
+  closing = true;
+  await closeAll([...subs.map((s) => s.ws), ...callers.map((c) => c.ws)]);
+}
+
 async function main() {
   const a = parseArgs(process.argv.slice(2));
   if (a.mode === 'transfer') await transfer(a);
+  else if (a.mode === 'soak') await soak(a);
   else await fanout(a);
   process.exit(0);
 }
