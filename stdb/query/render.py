@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 from stdb.query import ast as A
+from stdb.query.parser import KEYWORDS
 
 __all__ = ["render", "render_expr", "literal_sql"]
 
@@ -26,7 +27,7 @@ def literal_sql(v: Any) -> str:
 
 
 def _ident(name: str) -> str:
-    if name.isidentifier() and name.isascii():
+    if name.isidentifier() and name.isascii() and name.lower() not in KEYWORDS:
         return name
     return '"' + name.replace('"', '""') + '"'
 
