@@ -335,3 +335,28 @@ async def test_an_fsync_failure_stops_acknowledgements_over_the_wire(tmp_path, c
                 assert "acknowledges nothing further" in e["detail"]
                 r = await owner.request("OneOffQuery", sql="SELECT COUNT(*) FROM user")
                 assert r["type"] == "OneOffQueryResult"
+
+
+async def test_a_client_pipelining_thousands_of_calls_gets_every_answer(tmp_path, chat_wasm):
+    """Read-side backpressure: a client that pipelines 3,000 calls is not cut off as too slow
+    when the server runs calls faster than it sends answers (a queue of 16 messages here makes
+    that certain); it gets all 3,000."""
+    with trio.fail_after(TIMEOUT * 3):
+        async with running(tmp_path, queue=QueueLimits(messages=16)) as (server, port):
+            async with connect(port) as c:
+                await c.request("Publish", wasm=chat_wasm)
+                n = 3000
+
+                async def send_all():
+                    for i in range(n):
+                        await c.ws.send_message(encode("CallReducer", request_id=10_000 + i,
+                                                       reducer="send_message", args=[f"m{i}"]))
+                async with trio.open_nursery() as nursery:
+                    nursery.start_soon(send_all)
+                    await trio.sleep(1)               # let the server's answers pile up unread
+                    got = set()
+                    while len(got) < n:
+                        m = await c.recv()
+                        assert m["type"] == "TransactionUpdate" and m["status"] == "committed", m
+                        got.add(m["request_id"])
+                assert got == {10_000 + i for i in range(n)}

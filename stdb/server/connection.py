@@ -56,6 +56,7 @@ class Connection:
         self.queued_bytes = 0
         self.close_reason: tuple[int, str] | None = None
         self._scope: trio.CancelScope | None = None
+        self._room: trio.Event | None = None      # set when the backlog has drained (see _receive)
 
     def _hosted(self) -> HostedDatabase | None:
         return self.server.databases.get(self.database)
@@ -106,6 +107,11 @@ class Connection:
                 await self.ws.send_message(msg)
                 metrics.messages_sent.inc()
                 metrics.bytes_sent.inc(len(msg))
+                if self._room is not None:
+                    n, b = self._backlog()
+                    if n * 4 <= self.limits.messages and b * 4 <= self.limits.bytes:
+                        self._room.set()            # down to a quarter: read requests again
+                        self._room = None
         except ConnectionClosed:
             # the client went away with messages still queued: end this connection only
             if self._scope is not None:
@@ -154,8 +160,20 @@ class Connection:
             with trio.move_on_after(2):
                 await self.ws.aclose(code, reason[:120])
 
+    def _backlog(self) -> tuple[int, int]:
+        return self._send.statistics().current_buffer_used, self.queued_bytes
+
     async def _receive(self) -> None:
+        limits = self.limits
         while True:
+            # Read-side backpressure: while this client's own answers fill more than half its
+            # queue, read no more of its requests (a client that pipelines thousands of calls
+            # waits for the answers instead of being cut off as too slow).  Updates from other
+            # clients' commits still go to the queue and still cut off a client that never reads.
+            n, b = self._backlog()
+            if n * 2 > limits.messages or b * 2 > limits.bytes:
+                self._room = trio.Event()
+                await self._room.wait()
             data = await self.ws.get_message()
             try:
                 msg = decode_client(data)
