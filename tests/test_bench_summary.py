@@ -1,0 +1,77 @@
+"""bench/summary.py: every ratio against its target, from the results on disk (no timing asserted)."""
+
+import json
+
+import pytest
+
+from bench import modules, queries, summary
+
+
+def _write(d, name, obj):
+    (d / f"{name}.json").write_text(json.dumps(obj))
+
+
+def _durability(log_ratio, replay):
+    return {"machine": {"cores": 2, "git_commit": "abc1234"}, "date": "2026-11-25T00:00:00Z",
+            "durable_commits": {"log_commits_per_s": 600_000.0, "raw_lmdb_puts_per_s": 1_000_000.0,
+                                "log_ratio_vs_raw": log_ratio},
+            "durable_latency": {"median_us": 350.0, "p99_us": 550.0},
+            "recovery": {"row_ops_per_s": replay, "seconds": 0.5, "log_bytes": 10_000_000,
+                         "raw_scan_seconds": 0.001, "ratio_vs_raw_scan": 0.005}}
+
+
+def test_verdicts_follow_the_figures_and_missing_results_are_named(tmp_path):
+    _write(tmp_path, "durability", _durability(0.6, 2_000_000.0))
+    rows, found, missing = summary.summarise(str(tmp_path))
+    assert set(found) == {"durability"}
+    assert any("bench.engine" in m for m in missing) and any("bench.network" in m for m in missing)
+    by = {r.measure: r for r in rows}
+    assert by["durable commits/s, commit log alone"].met is True
+    assert by["recovery, row-ops/s replayed"].met is True
+    assert by["recovery vs raw LMDB cursor scan of the log"].met is False
+    assert by["one durable commit, median / p99"].met is None
+
+    _write(tmp_path, "durability", _durability(0.4, 900_000.0))
+    rows, _, _ = summary.summarise(str(tmp_path))
+    by = {r.measure: r for r in rows}
+    assert by["durable commits/s, commit log alone"].met is False
+    assert by["recovery, row-ops/s replayed"].met is False
+    md = summary.markdown(rows, {"durability": {"machine": {"cores": 2}}}, [], [])
+    assert "Targets: 0 met, 3 not met." in md
+    assert "| durability | durable commits/s, commit log alone | 600,000 |" in md
+
+
+def test_target_rows_of_a_result_and_the_newest_network_file(tmp_path):
+    t = {"measure": "calls/s at 50 clients", "stdb": 1000.0, "baseline": "echo", "baseline_value": 4000.0,
+         "ratio": 0.25, "target": "≥ 0.9 of echo", "met": False}
+    _write(tmp_path, "network-20260101-000000", {"targets": [dict(t, met=True)], "transfer": []})
+    _write(tmp_path, "network-20261125-000000", {"targets": [t], "transfer": [
+        {"clients": 1, "stdb": {"msg_per_s": 10.0}, "echo": {"msg_per_s": 20.0}},
+        {"clients": 50, "stdb": {"msg_per_s": 30.0}, "echo": {"msg_per_s": 40.0}}]})
+    rows, found, _ = summary.summarise(str(tmp_path))
+    assert found["network-*"]["_file"] == "network-20261125-000000.json"
+    (row,) = rows
+    assert (row.ratio, row.met, row.baseline) == (0.25, False, "echo 4,000")
+    assert summary.network_series(found["network-*"]) == {"stdb": [(1, 10.0), (50, 30.0)],
+                                                          "echo": [(1, 20.0), (50, 40.0)]}
+
+
+def test_real_quick_results_make_plots_and_the_readme_section(tmp_path):
+    assert modules.main(["--quick", "--out", str(tmp_path)]) == 0
+    assert queries.main(["--quick", "--out", str(tmp_path)]) == 0
+    readme = tmp_path / "README.md"
+    readme.write_text("# x\n\n## Performance\n\n<!-- bench:begin -->\nold table\n<!-- bench:end -->\n\nafter\n")
+    assert summary.main(["--results", str(tmp_path), "--readme", str(readme)]) == 0
+    text = readme.read_text()
+    assert "old table" not in text and text.endswith("<!-- bench:end -->\n\nafter\n")
+    assert "| subscriptions | matcher µs/commit, 10 → 1,000 equality subscriptions |" in text
+    assert "![subscriptions.png](docs/bench/subscriptions.png)" in text
+    png = (tmp_path / "docs" / "bench" / "subscriptions.png").read_bytes()
+    assert png.startswith(b"\x89PNG")
+    saved = json.loads((tmp_path / "summary.json").read_text())
+    assert saved["sources"] == {"queries": "queries.json", "modules": "modules.json"}
+
+
+def test_a_readme_without_the_markers_is_refused():
+    with pytest.raises(ValueError, match="bench:begin"):
+        summary.replace_section("# no markers\n", "body")
