@@ -216,7 +216,8 @@ def markdown(rows: list[Row], found: dict[str, dict[str, Any]], missing: list[st
              plot_dir: str = "") -> str:
     dates = sorted({str(d.get("date") or (d.get("machine") or {}).get("date")) for d in found.values()})
     commits = sorted({str((d.get("machine") or {}).get("git_commit")) for d in found.values()} - {"None"})
-    span = f"{dates[0][:10]} – {dates[-1][:10]}" if dates else "?"
+    days = sorted({d[:10] for d in dates})
+    span = " – ".join(days[::max(1, len(days) - 1)]) if days else "?"
     out = [f"Latest `python -m bench` results ({span}; stdb commit{'s' if len(commits) > 1 else ''} "
            f"{', '.join(commits) or '?'}) on: {_machine_line(found)}.",
            "How each figure is measured: `bench/README.md`; every result as JSON in `bench/results/`. "
@@ -241,11 +242,12 @@ def plot_subscriptions(q: dict[str, Any], path: str) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     fig, ax = plt.subplots(figsize=(6.4, 4.2))
-    for key, label, style, colour in (("equality", "zone = k", "o-", "tab:blue"),
-                                      ("ranges", "x BETWEEN a AND b", "s-", "tab:green")):
+    for key, label, mark, colour in (("equality", "zone = k", "o", "tab:blue"),
+                                     ("ranges", "x BETWEEN a AND b", "s", "tab:green")):
         n = [e["subscriptions"] for e in q[key]]
-        ax.plot(n, [e["stdb_us_per_commit"] for e in q[key]], style, color=colour, label=f"stdb, {label}")
-        ax.plot(n, [e["naive_us_per_commit"] for e in q[key]], style, color=colour, alpha=0.35, ls="--",
+        ax.plot(n, [e["stdb_us_per_commit"] for e in q[key]], marker=mark, color=colour,
+                label=f"stdb, {label}")
+        ax.plot(n, [e["naive_us_per_commit"] for e in q[key]], marker=mark, color=colour, alpha=0.35, ls="--",
                 label=f"naive (every query × every row), {label}")
     ax.set_xscale("log")
     ax.set_yscale("log")
