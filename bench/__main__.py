@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import os
 
-from bench import durability, engine, modules, network, queries
+from bench import durability, engine, modules, network, queries, transfer
 
 
 def main() -> int:
@@ -15,6 +15,7 @@ def main() -> int:
     a = p.parse_args()
     engine.run(50_000 if a.quick else 1_000_000, a.out)
     durability.main(["--out", a.out] + (["--commits", "3000", "--rows", "20000"] if a.quick else []))
+    transfer.main(["--out", a.out] + (["--quick"] if a.quick else []))
     modules.main(["--out", a.out] + (["--quick"] if a.quick else []))
     queries.main(["--out", a.out] + (["--quick"] if a.quick else []))
     network.main(["--out", a.out] + (["--seconds", "2", "--fanout", "100", "--trials", "5", "--accounts",
