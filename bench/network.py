@@ -40,6 +40,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 import cbor2
@@ -308,13 +309,18 @@ class ServerProcess:
     """A server subprocess on a free port; ``stop()`` always ends it."""
 
     def __init__(self, kind: str, args: list[str], tmp: str, cpu: int | None,
-                 name: str | None = None) -> None:
+                 name: str | None = None, cmd: Callable[[int], list[str]] | None = None) -> None:
+        """``python -m bench.network serve-<kind> --port P *args``, or ``cmd(P)`` when given (any
+        program that listens on 127.0.0.1:P), pinned to ``cpu``; its output goes to ``<tmp>/<name>.log``."""
         self.kind = name or kind
         self.port = _free_port()
         self.log = os.path.join(tmp, f"{self.kind}.log")
-        cmd = [sys.executable, "-m", "bench.network", f"serve-{kind}", "--port", str(self.port), *args]
+        if cmd is None:
+            argv = [sys.executable, "-m", "bench.network", f"serve-{kind}", "--port", str(self.port), *args]
+        else:
+            argv = cmd(self.port)
         with open(self.log, "w") as f:
-            self.proc = subprocess.Popen(_pinned(cpu, cmd), cwd=ROOT, stdout=f, stderr=subprocess.STDOUT)
+            self.proc = subprocess.Popen(_pinned(cpu, argv), cwd=ROOT, stdout=f, stderr=subprocess.STDOUT)
         self.pid = self.proc.pid
 
     def url(self, query: str = "") -> str:
@@ -340,7 +346,7 @@ class ServerProcess:
 
     def stop(self) -> None:
         if self.proc.poll() is None:
-            self.proc.terminate()              # stdb: graceful (flushes the log); echo: exits
+            self.proc.terminate()              # stdb, tarantool, redis: graceful; the echo servers exit
             try:
                 self.proc.wait(15)
             except subprocess.TimeoutExpired:
@@ -382,8 +388,16 @@ def run_load(loadgen: str, url: str, clients: int, seconds: float, mode: str, ac
         cmd = [ensure_node(), os.path.join(LOADGEN_DIR, "load.js"), *args]
     else:
         cmd = [sys.executable, "-m", "bench.network", "load", *args]
-    errlog = os.path.join(tmp or tempfile.gettempdir(), f"loadgen-{os.getpid()}.log")
     limit = warmup + seconds + 60 + (trials * (10 + gap) + clients * 0.05 if mode == "fanout" else 0)
+    return run_loadgen(cmd, limit, cpu=cpu, server=server, tmp=tmp, what=f"the {loadgen} load generator")
+
+
+def run_loadgen(cmd: list[str], limit: float, *, cpu: int | None = None, server: ServerProcess | None = None,
+                tmp: str | None = None, what: str = "the load generator") -> dict:
+    """Run a load generator that prints JSON lines (``{"event": "start"}`` when its measured window
+    opens, then ``{"event": "result", ...}``), pinned to ``cpu`` and killed after ``limit`` seconds;
+    its result, plus ``server_cpu``: the server's CPU use (cores) over the window."""
+    errlog = os.path.join(tmp or tempfile.gettempdir(), f"loadgen-{os.getpid()}.log")
     with open(errlog, "w") as err:
         p = subprocess.Popen(_pinned(cpu, cmd), cwd=ROOT, stdout=subprocess.PIPE, stderr=err, text=True)
     timer = threading.Timer(limit, p.kill)
@@ -411,7 +425,7 @@ def run_load(loadgen: str, url: str, clients: int, seconds: float, mode: str, ac
             p.kill()
             p.wait()
     if result is None:
-        raise RuntimeError(f"the {loadgen} load generator gave no result (exit {p.returncode}):\n"
+        raise RuntimeError(f"{what} gave no result (exit {p.returncode}):\n"
                            f"{_tail(errlog)}")
     result.pop("event", None)
     return result
@@ -448,39 +462,136 @@ async def setup_stdb(url: str, wasm: bytes, accounts: int, batch: int = 500) -> 
 
 # ---------------------------------------------------------------- the benchmark
 
-def run(seconds: float = 5.0, clients: Sequence[int] = (1, 10, 50), fanout: int = 1000, trials: int = 20,
+PEERS = ("sqlite", "tarantool", "redis", "ceilings")      # issue 9's peers and ceilings (bench/peers.py)
+CLIENT_BOUND = 0.80     # a result at or above this share of its load generator's ceiling is client-bound
+TARGET_CLIENTS = 50
+# (stdb case, compared case, wanted ratio or None for context only, what is compared)
+TARGETS: list[tuple[str, str, float | None, str]] = [
+    ("stdb", "tarantool", 1.0, "stdb durable vs Tarantool (fsync'd WAL)"),
+    ("stdb", "echo", TARGET_RATIO, "stdb durable vs the echo ceiling"),
+    ("stdb_confirmed", "sqlite_full", 3.0,
+     "stdb confirmed vs trio-websocket + SQLite FULL (equal durability)"),
+    ("stdb_confirmed", "tarantool", None, "stdb confirmed vs Tarantool (both answer after the fsync)"),
+]
+
+
+@dataclass
+class Case:
+    """One server (or a load generator's ceiling), measured at every client count."""
+    key: str                              # its key in the JSON: "stdb", "tarantool", "node_ceiling", ...
+    title: str
+    answer: str                           # when a call's answer goes out: what it promises
+    loadgen: str                          # what drives it: node, python, net.box, redis-benchmark
+    measure: Callable[[int], dict]        # clients -> one load run's result line
+    ceiling_of: str | None = None         # set on a ceiling: the load generator it measures
+
+
+@dataclass
+class Bench:
+    """What the cases of one run share: the work directory, the CPUs, the load's shape, and every
+    server started (all stopped at the end, whatever happens)."""
+    tmp: str
+    server_cpu: int | None
+    load_cpu: int | None
+    accounts: int
+    seconds: float
+    warmup: float
+    loadgen: str
+    servers: list[ServerProcess] = field(default_factory=list)
+
+    def start(self, sp: ServerProcess) -> ServerProcess:
+        self.servers.append(sp)
+        return sp
+
+    def settle(self, server: ServerProcess) -> None:
+        time.sleep(0.3)                   # let the server settle the closed connections
+        if server.proc.poll() is not None:
+            raise RuntimeError(f"the {server.kind} server died during the run")
+
+    def ws_load(self, server: ServerProcess, clients: int, query: str = "") -> dict:
+        """The websocket load generator's transfer mode against ``server``."""
+        r = run_load(self.loadgen, server.url(query), clients, self.seconds, "transfer", self.accounts,
+                     warmup=self.warmup, cpu=self.load_cpu, server=server, tmp=self.tmp)
+        self.settle(server)
+        return r
+
+
+def _keep_best(row: dict[str, Any], key: str, r: dict) -> None:
+    """Keep the best round of a case in ``row``; every round's rate and the errors of all rounds too."""
+    best = row.get(key)
+    rates = (best["rounds_msg_per_s"] if best else []) + [r["msg_per_s"]]
+    errors = (best["errors"] if best else 0) + r["errors"]
+    if best is None or r["msg_per_s"] > best["msg_per_s"]:
+        best = r
+    row[key] = {**best, "rounds_msg_per_s": rates, "errors": errors}
+
+
+def _flag_client_bound(row: dict[str, Any], cases: Sequence[Case]) -> None:
+    """Mark each result with its load generator's ceiling at this client count, when measured."""
+    ceilings = {c.ceiling_of: row[c.key]["msg_per_s"] for c in cases if c.ceiling_of and c.key in row}
+    for c in cases:
+        ceiling = ceilings.get(c.loadgen)
+        if c.ceiling_of is None and c.key in row and ceiling:
+            share = row[c.key]["msg_per_s"] / ceiling
+            row[c.key].update(ceiling_msg_per_s=ceiling, share_of_ceiling=share,
+                              client_bound=share >= CLIENT_BOUND)
+
+
+def _targets(rows: list[dict[str, Any]], info: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
+    """The target rows (read by bench/summary.py): ratios of msg/s at TARGET_CLIENTS clients."""
+    at = next((r for r in rows if r["clients"] == TARGET_CLIENTS), None)
+    out = []
+    for a, b, want, what in TARGETS:
+        ra, rb = (at or {}).get(a), (at or {}).get(b)
+        ratio = ra["msg_per_s"] / rb["msg_per_s"] if ra and rb and rb["msg_per_s"] else None
+        out.append({
+            "measure": f"{what}, msg/s at {TARGET_CLIENTS} clients", "case": a, "versus": b,
+            "clients": TARGET_CLIENTS, "stdb": ra["msg_per_s"] if ra else None,
+            "baseline": info.get(b, {}).get("title", b), "baseline_value": rb["msg_per_s"] if rb else None,
+            "ratio": ratio, "want": want, "target": f"≥ {want:g}×" if want is not None else "",
+            "met": None if want is None or ratio is None else ratio >= want,
+            "client_bound": bool(ra and ra.get("client_bound")) or bool(rb and rb.get("client_bound"))})
+    return out
+
+
+ANSWER_DURABLE = "at commit, before its group's fsync"
+
+
+def run(seconds: float = 4.0, clients: Sequence[int] = (1, 10, 50), fanout: int = 1000, trials: int = 20,
         accounts: int = 10_000, loadgen: str = "node", warmup: float = 1.0, confirmed: bool = True,
-        relaxed: bool = True, rounds: int = 2, gap: float = 0.05,
+        relaxed: bool = True, rounds: int = 2, gap: float = 0.05, peers: Sequence[str] = PEERS,
         say: Callable[[str], None] = lambda s: print(s, flush=True)) -> dict:
     """Run everything once; returns the results (without machine info).
 
-    Per client count, in turns, ``rounds`` times: stdb (durable store), the echo server, and
-    when asked stdb in confirmed mode (same server, ``?confirmed=true``) and stdb with a relaxed
-    store (a second server whose commit log fsyncs every 50 ms instead of every group).  Each
-    case reports its best round (the VM's speed wanders; every round's rate is kept too)."""
+    Per client count, in turns, ``rounds`` times: stdb (durable store), the echo server, when
+    asked stdb in confirmed mode (same server, ``?confirmed=true``) and stdb with a relaxed store
+    (a second server whose commit log fsyncs every 50 ms instead of every group), then the
+    ``peers`` (bench/peers.py: ``sqlite``, ``tarantool``, ``redis``, and ``ceilings``: the load
+    generators' own).  Each case reports its best round (the VM's speed wanders; every round's
+    rate is kept too).  A peer whose program is not installed is skipped, with the reason in
+    ``skipped``."""
     import stdb
     if loadgen == "node":
         ensure_node()
     _raise_nofile(2 * fanout + 1024)
     server_cpu, load_cpu = _cpus()
     tmp = tempfile.mkdtemp(prefix="stdb-bench-net-")
-    servers: list[ServerProcess] = []
+    b = Bench(tmp, server_cpu, load_cpu, accounts, seconds, warmup, loadgen)
     rows: list[dict[str, Any]] = []
+    cases: list[Case] = []
+    skipped: dict[str, str] = {}
     fan = None
     try:
         wasm_path = stdb.build_module(TRANSFER_C, os.path.join(tmp, "transfer.wasm"))
         with open(wasm_path, "rb") as f:
             wasm = f.read()
-        db = ServerProcess("stdb", ["--data", os.path.join(tmp, "data")], tmp, server_cpu)
-        servers.append(db)
-        echo = ServerProcess("echo", [], tmp, server_cpu)
-        servers.append(echo)
+        db = b.start(ServerProcess("stdb", ["--data", os.path.join(tmp, "data")], tmp, server_cpu))
+        echo = b.start(ServerProcess("echo", [], tmp, server_cpu))
         lax = None
         if relaxed:
-            lax = ServerProcess("stdb", ["--data", os.path.join(tmp, "data-relaxed"),
-                                         "--durability", "relaxed"], tmp, server_cpu, name="stdb-relaxed")
-            servers.append(lax)
-        for sp in servers:
+            lax = b.start(ServerProcess("stdb", ["--data", os.path.join(tmp, "data-relaxed"), "--durability",
+                                                 "relaxed"], tmp, server_cpu, name="stdb-relaxed"))
+        for sp in b.servers:
             sp.wait_ready()
         say(f"setting up: publish transfer.wasm, create {accounts:,} accounts ...")
         t0 = time.perf_counter()
@@ -489,37 +600,35 @@ def run(seconds: float = 5.0, clients: Sequence[int] = (1, 10, 50), fanout: int 
         if lax is not None:
             trio.run(setup_stdb, lax.url(), wasm, accounts)
 
-        def load(server: ServerProcess, c: int, query: str = "") -> dict:
-            r = run_load(loadgen, server.url(query), c, seconds, "transfer", accounts, warmup=warmup,
-                         cpu=load_cpu, server=server, tmp=tmp)
-            time.sleep(0.3)                 # let the server settle the closed connections
-            if server.proc.poll() is not None:
-                raise RuntimeError(f"the {server.kind} server died during the run")
-            return r
-
-        cases: list[tuple[str, ServerProcess, str]] = [("stdb", db, ""), ("echo", echo, "")]
+        cases = [Case("stdb", "stdb durable", ANSWER_DURABLE, loadgen, lambda c: b.ws_load(db, c)),
+                 Case("echo", "trio-websocket echo (no database)", "at once (nothing stored)", loadgen,
+                      lambda c: b.ws_load(echo, c))]
         if confirmed:
-            cases.append(("stdb_confirmed", db, "confirmed=true"))
+            cases.append(Case("stdb_confirmed", "stdb confirmed (?confirmed=true)", "after the fsync",
+                              loadgen, lambda c: b.ws_load(db, c, "confirmed=true")))
         if lax is not None:
-            cases.append(("stdb_relaxed", lax, ""))
+            cases.append(Case("stdb_relaxed", "stdb relaxed store", "at commit; fsync every 50 ms", loadgen,
+                              lambda c: b.ws_load(lax, c)))
+        if peers:
+            from bench import peers as peers_mod
+            more, skipped = peers_mod.cases(b, peers, say)
+            cases += more
+            for why in skipped.values():
+                say(f"  skipped: {why}")
         for c in clients:
             say(f"transfers, {c} client(s), {seconds:g} s each, {rounds} round(s): "
-                f"{', '.join(k for k, _, _ in cases)} ...")
+                f"{', '.join(k.key for k in cases)} ...")
             row: dict[str, Any] = {"clients": c}
             for _ in range(rounds):               # the cases take turns; each keeps its best round
-                for key, server, query in cases:
-                    r = load(server, c, query)
-                    best = row.get(key)
-                    rates = (best["rounds_msg_per_s"] if best else []) + [r["msg_per_s"]]
-                    if best is None or r["msg_per_s"] > best["msg_per_s"]:
-                        best = r
-                    row[key] = {**best, "rounds_msg_per_s": rates,
-                                "errors": (row[key]["errors"] if key in row else 0) + r["errors"]}
+                for case in cases:
+                    _keep_best(row, case.key, case.measure(c))
+            _flag_client_bound(row, cases)
             echo_rate = row["echo"]["msg_per_s"]
             row["ratio"] = row["stdb"]["msg_per_s"] / echo_rate if echo_rate else None
             rows.append(row)
-            say("  " + ", ".join(f"{k} {row[k]['msg_per_s']:,.0f}/s (p50 {row[k]['p50_us'] or 0:,.0f} µs)"
-                                 for k, _, _ in cases) + f"; stdb/echo {row['ratio'] or 0:.2f}")
+            say("  " + ", ".join(f"{k.key} {row[k.key]['msg_per_s']:,.0f}/s "
+                                 f"(p50 {row[k.key]['p50_us'] or 0:,.0f} µs)" for k in cases)
+                + f"; stdb/echo {row['ratio'] or 0:.2f}")
         if fanout:
             say(f"fan-out: {fanout:,} subscribers, {trials} trials ...")
             fan = run_load(loadgen, db.url(), fanout, 0, "fanout", accounts, warmup=0, trials=trials, gap=gap,
@@ -527,25 +636,33 @@ def run(seconds: float = 5.0, clients: Sequence[int] = (1, 10, 50), fanout: int 
             say(f"  commit to last delivery: median {fan['median_ms'] or 0:.1f} ms, "
                 f"max {fan['max_ms'] or 0:.1f} ms")
     except BaseException:
-        for sp in servers:
+        for sp in b.servers:
             say(f"--- the {sp.kind} server's log (exit code {sp.proc.poll()}):\n{_tail(sp.log)}")
         raise
     finally:
-        for sp in servers:
+        for sp in b.servers:
             sp.stop()
-        tracebacks = {sp.kind: _tail(sp.log, 10**7).count("Traceback") for sp in servers}
+        tracebacks = {sp.kind: _tail(sp.log, 10**7).count("Traceback") for sp in b.servers}
         shutil.rmtree(tmp, ignore_errors=True)
-    at = next((r for r in rows if r["clients"] == 50), None)
+    info = {c.key: {"title": c.title, "answer": c.answer, "loadgen": c.loadgen, "ceiling_of": c.ceiling_of}
+            for c in cases}
+    fields = ("msg_per_s", "p50_us", "p99_us", "errors", "server_cpu", "loadgen_cpu", "client_bound")
+    summary = {c.key: [{"clients": r["clients"], **{k: r[c.key].get(k) for k in fields}} for r in rows]
+               for c in cases}
+    at = next((r for r in rows if r["clients"] == TARGET_CLIENTS), None)
     return {"config": {"seconds": seconds, "warmup": warmup, "clients": list(clients), "accounts": accounts,
                        "fanout": fanout, "trials": trials, "loadgen": loadgen, "rounds": rounds,
+                       "peers": list(peers),
                        "store": "durable (StoreConfig default: one fsync per group commit)",
-                       "server_cpu": server_cpu, "loadgen_cpu": load_cpu},
-            "setup_seconds": setup_s, "transfer": rows, "fanout": fan, "server_log_tracebacks": tracebacks,
+                       "server_cpu": server_cpu, "loadgen_cpu": load_cpu, "client_bound_share": CLIENT_BOUND},
+            "setup_seconds": setup_s, "transfer": rows, "cases": summary, "case_info": info,
+            "targets": _targets(rows, info), "skipped": skipped, "fanout": fan,
+            "server_log_tracebacks": tracebacks,
             "target": {"ratio_at_50_clients": at["ratio"] if at else None, "want": TARGET_RATIO,
                        "met": (at["ratio"] >= TARGET_RATIO) if at and at["ratio"] is not None else None}}
 
 
-def _versions(loadgen: str) -> dict:
+def _versions(loadgen: str, peers: Sequence[str] = ()) -> dict:
     import importlib.metadata as md
     v: dict[str, Any] = {}
     for pkg in ("trio", "trio-websocket", "cbor2"):
@@ -553,14 +670,20 @@ def _versions(loadgen: str) -> dict:
             v[pkg] = md.version(pkg)
         except md.PackageNotFoundError:
             v[pkg] = None
-    if loadgen == "node":
-        v["node"] = subprocess.run(["node", "--version"], capture_output=True, text=True).stdout.strip()
+    if loadgen == "node" or "ceilings" in peers:
+        try:
+            v["node"] = subprocess.run(["node", "--version"], capture_output=True, text=True).stdout.strip()
+        except OSError:
+            v["node"] = None
         for pkg in ("ws", "cbor-x"):
             try:
                 with open(os.path.join(LOADGEN_DIR, "node_modules", pkg, "package.json")) as f:
                     v[pkg] = json.load(f)["version"]
             except (OSError, ValueError, KeyError):
                 v[pkg] = None
+    if peers:
+        from bench import peers as peers_mod
+        v.update(peers_mod.versions(peers))
     return v
 
 
@@ -569,33 +692,62 @@ def markdown(res: dict) -> str:
         return "–" if x is None else format(x, fmt)
 
     cfg = res["config"]
-    extra = [(k, title) for k, title in (("stdb_confirmed", "stdb confirmed mode"),
-                                         ("stdb_relaxed", "stdb relaxed store"))
-             if any(k in r for r in res["transfer"])]
-    lines = [f"Transfers over websocket: best of {cfg['rounds']} rounds of {cfg['seconds']:g} s per case "
-             f"(each after {cfg['warmup']:g} s warm-up), "
-             f"{cfg['accounts']:,} accounts, {cfg['loadgen']} load generator; stdb's store durable "
-             "(fsync per group commit) unless said otherwise. CPU = server / load generator, in cores.", "",
-             "| clients | stdb msg/s | echo msg/s | stdb / echo | stdb p50 / p99 µs | echo p50 / p99 µs "
-             "| CPU stdb | CPU echo |" + "".join(f" {t} msg/s (p50 µs) |" for _, t in extra),
-             "|---|---|---|---|---|---|---|---|" + "---|" * len(extra)]
-    for r in res["transfer"]:
-        s, e = r["stdb"], r["echo"]
-        line = (f"| {r['clients']} | {n(s['msg_per_s'])} | {n(e['msg_per_s'])} | **{n(r['ratio'], '.2f')}** "
-                f"| {n(s['p50_us'])} / {n(s['p99_us'])} | {n(e['p50_us'])} / {n(e['p99_us'])} "
-                f"| {n(s.get('server_cpu'), '.2f')} / {n(s.get('loadgen_cpu'), '.2f')} "
-                f"| {n(e.get('server_cpu'), '.2f')} / {n(e.get('loadgen_cpu'), '.2f')} |")
-        for k, _ in extra:
-            c = r.get(k) or {}
-            line += f" {n(c.get('msg_per_s'))} ({n(c.get('p50_us'))}) |"
-        lines.append(line)
-    errs = sum(r[k].get("errors", 0) for r in res["transfer"] for k in ("stdb", "echo", "stdb_confirmed",
-                                                                        "stdb_relaxed") if k in r)
-    lines += ["", f"Every call answered `committed`: {'yes' if not errs else f'no, {errs} errors'}."]
-    t = res["target"]
-    if t["ratio_at_50_clients"] is not None:
-        lines[-1] += (f" Target ≥ {t['want']:.2f} of echo at 50 clients: {t['ratio_at_50_clients']:.2f} — "
-                      f"**{'met' if t['met'] else 'not met'}**.")
+    rows = res["transfer"]
+    info = res.get("case_info") or {k: {"title": k, "answer": "", "loadgen": cfg["loadgen"]}
+                                    for k in ("stdb", "echo") if rows and k in rows[0]}
+    counts = [r["clients"] for r in rows]
+    lines = [f"Transfers over the network: best of {cfg['rounds']} rounds of {cfg['seconds']:g} s per case "
+             f"(each after {cfg['warmup']:g} s warm-up), {cfg['accounts']:,} accounts, closed-loop clients; "
+             f"servers on CPU {cfg['server_cpu']}, load generators on CPU {cfg['loadgen_cpu']}. "
+             f"Cell: msg/s (p50 / p99 µs); ⚠ = at least {CLIENT_BOUND:.0%} of its load generator's ceiling "
+             "(client-bound: the figure says more about the load generator than the server).", "",
+             "| case | answer sent | load generator | "
+             + " | ".join(f"{c} client{'s' * (c != 1)}" for c in counts) + " |",
+             "|---|---|---|" + "---|" * len(counts)]
+    for key, i in info.items():
+        cells = []
+        for r in rows:
+            x = r.get(key)
+            if x is None:
+                cells.append("–")
+                continue
+            flag = " ⚠" if x.get("client_bound") else ""
+            cells.append(f"**{n(x['msg_per_s'])}**{flag} ({n(x['p50_us'])} / {n(x['p99_us'])})")
+        lines.append(f"| {i['title']} | {i['answer']} | {i['loadgen']} | " + " | ".join(cells) + " |")
+    lines += ["", "CPU used over the measured window, server / load generator (cores):", "",
+              "| case | " + " | ".join(str(c) for c in counts) + " |", "|---|" + "---|" * len(counts)]
+    for key, i in info.items():
+        cells = [f"{n(r[key].get('server_cpu'), '.2f')} / {n(r[key].get('loadgen_cpu'), '.2f')}"
+                 if key in r else "–" for r in rows]
+        lines.append(f"| {i['title']} | " + " | ".join(cells) + " |")
+    targets = res.get("targets") or []
+    if targets:
+        lines += ["", f"Targets (msg/s ratios at {TARGET_CLIENTS} clients):", ""]
+        for t in targets:
+            if t["ratio"] is None:
+                if not any(r["clients"] == TARGET_CLIENTS for r in rows):
+                    verdict = f"not measured (no {TARGET_CLIENTS}-client run)"
+                else:
+                    verdict = f"not measured ({t['versus'] if t['baseline_value'] is None else t['case']} not run)"
+            else:
+                verdict = f"{t['ratio']:.2f}"
+                if t["want"] is not None:
+                    verdict += f" (want ≥ {t['want']:g}) — **{'met' if t['met'] else 'not met'}**"
+                else:
+                    verdict += " (context, no target)"
+                if t["client_bound"]:
+                    verdict += "; ⚠ one side is client-bound"
+            lines.append(f"* {t['measure'].rsplit(',', 1)[0]}: {verdict}")
+    elif res["target"]["ratio_at_50_clients"] is not None:
+        t = res["target"]
+        lines += ["", f"Target ≥ {t['want']:.2f} of echo at 50 clients: {t['ratio_at_50_clients']:.2f} — "
+                  f"**{'met' if t['met'] else 'not met'}**."]
+    errs = {i["title"]: sum(r[k].get("errors", 0) for r in rows if k in r) for k, i in info.items()}
+    bad = {k: e for k, e in errs.items() if e}
+    lines += ["", "Every call answered `committed` (or OK): " + ("yes." if not bad else "no: " + ", ".join(
+        f"{k} {e} errors" for k, e in bad.items()) + ".")]
+    for why in (res.get("skipped") or {}).values():
+        lines.append(f"Skipped: {why}")
     f = res.get("fanout")
     if f:
         lines += ["", f"Fan-out: {f['subscribed']:,} of {f['clients']:,} clients subscribed to "
@@ -615,7 +767,7 @@ def main(argv: list[str] | None = None) -> int:
     if argv and argv[0] in ("serve-stdb", "serve-echo", "load"):
         return _sub(argv)
     p = argparse.ArgumentParser(prog="python -m bench.network", description=__doc__.splitlines()[0])
-    p.add_argument("--seconds", type=float, default=5.0, help="measured seconds per case and round")
+    p.add_argument("--seconds", type=float, default=4.0, help="measured seconds per case and round")
     p.add_argument("--rounds", type=int, default=2, help="rounds of every case; the best is reported")
     p.add_argument("--warmup", type=float, default=1.0)
     p.add_argument("--clients", default="1,10,50", help="concurrent clients, comma-separated")
@@ -625,19 +777,27 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--loadgen", choices=("node", "python"), default="node")
     p.add_argument("--no-confirmed", action="store_true", help="skip the confirmed-mode runs")
     p.add_argument("--no-relaxed", action="store_true", help="skip the relaxed-store runs")
+    p.add_argument("--peers", default=",".join(PEERS),
+                   help=f"the peers to measure too, comma-separated, from {','.join(PEERS)} (default: all)")
+    p.add_argument("--no-peers", action="store_true", help="stdb and the echo server only (issue 7's run)")
     p.add_argument("--out", default=RESULTS_DIR, help="a directory, or the .json file to write")
     a = p.parse_args(argv)
+    peers = [] if a.no_peers else [x for x in a.peers.split(",") if x]
+    unknown = set(peers) - set(PEERS)
+    if unknown:
+        p.error(f"unknown peers: {', '.join(sorted(unknown))} (known: {', '.join(PEERS)})")
     if a.loadgen == "node" and shutil.which("node") is None:
         print("node is not installed: using the Python load generator instead (--loadgen python)", flush=True)
         a.loadgen = "python"
     from bench.machine import machine, save_results
     res = run(a.seconds, [int(c) for c in a.clients.split(",") if c], a.fanout, a.trials, a.accounts,
-              a.loadgen, a.warmup, not a.no_confirmed, not a.no_relaxed, a.rounds)
+              a.loadgen, a.warmup, not a.no_confirmed, not a.no_relaxed, a.rounds, peers=peers)
     stamp = time.strftime("%Y%m%d-%H%M%S", time.gmtime())
     out_dir, name = a.out, f"network-{stamp}"
     if a.out.endswith(".json"):
         out_dir, name = os.path.dirname(a.out) or ".", os.path.basename(a.out)[:-5]
-    result = {"machine": {**machine(), **_versions(a.loadgen)},
+    result = {"machine": {**machine(), **_versions(a.loadgen, peers)},
+              "command": "python -m bench.network " + " ".join(argv),
               "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), **res}
     save_results(out_dir, name, result, markdown(result))
     print(f"(written to {os.path.join(out_dir, name)}.json)")
