@@ -153,6 +153,7 @@ def digest(rows: Any) -> str:
 @dataclass
 class Run:
     seconds: float                        # the timed part (for waiting modes: including the waits)
+    done: int                             # transfers run (fewer than asked when the time cap hit)
     refused: int
     state: str                            # digest of the final balances
     extra: dict[str, Any] = field(default_factory=dict)
@@ -164,13 +165,15 @@ def _check_refusal(e: Exception) -> None:
 
 
 def run_stdb(wl: Workload, n: int, path: str, wasm: bytes, *, durability: str = "durable",
-             wait: str = "none", group: int = GROUP_K, reopen: bool = False) -> Run:
+             wait: str = "none", group: int = GROUP_K, reopen: bool = False,
+             cap: float | None = None) -> Run:
     """``Database.call("transfer", ...)`` for the first ``n`` transfers.
 
     ``wait``: "none" (the call returns once committed and queued for the log), "each"
     (``wait_durable`` of each commit before the next call) or "group" (``flush`` after every
     ``group`` calls).  The timed part always ends with a flush for the waiting modes; for "none"
-    it is timed separately (``until_durable_s``)."""
+    it is timed separately (``until_durable_s``).  ``cap`` (wait "each" only): stop after about
+    that many seconds (checked every 64 transfers)."""
     import stdb
     db = stdb.Database(path, config=stdb.StoreConfig(durability=durability))
     try:
@@ -212,12 +215,15 @@ def run_stdb(wl: Workload, n: int, path: str, wasm: bytes, *, durability: str = 
             seconds = loop
         elif wait == "each":
             wait_durable = store.wait_durable
-            for args in transfers:
+            for i, args in enumerate(transfers):
                 try:
                     wait_durable(call("transfer", args).offset)
                 except ReducerError as e:
                     _check_refusal(e)
                     refused += 1
+                if cap is not None and i & 63 == 63 and time.perf_counter() - t0 > cap:
+                    n = i + 1
+                    break
             seconds = time.perf_counter() - t0
         elif wait == "group":
             flush = store.flush
@@ -244,10 +250,10 @@ def run_stdb(wl: Workload, n: int, path: str, wasm: bytes, *, durability: str = 
             extra["recovered_state"] = digest(db.store.datastore.scan("account"))
         finally:
             db.close()
-    return Run(seconds, refused, state, extra)
+    return Run(seconds, n, refused, state, extra)
 
 
-def run_sqlite(wl: Workload, n: int, path: str, *, synchronous: str) -> Run:
+def run_sqlite(wl: Workload, n: int, path: str, *, synchronous: str, cap: float | None = None) -> Run:
     """One transaction per transfer: BEGIN; SELECT both; check; UPDATE both; COMMIT (or
     ROLLBACK when refused).  WAL journal, ``synchronous`` FULL or NORMAL."""
     file = os.path.join(path, "bank.db")
@@ -268,7 +274,10 @@ def run_sqlite(wl: Workload, n: int, path: str, *, synchronous: str) -> Run:
         refused = 0
         transfers = wl.transfers[:n]
         t0 = time.perf_counter()
-        for f, t, a in transfers:
+        for i, (f, t, a) in enumerate(transfers):
+            if cap is not None and i & 63 == 0 and i and time.perf_counter() - t0 > cap:
+                n = i
+                break
             ex("BEGIN")
             bf = ex(sel, (f,)).fetchone()[0]
             bt = ex(sel, (t,)).fetchone()[0]
@@ -287,10 +296,10 @@ def run_sqlite(wl: Workload, n: int, path: str, *, synchronous: str) -> Run:
         state = digest(con.execute("SELECT id, balance FROM account"))
     finally:
         con.close()
-    return Run(seconds, refused, state)
+    return Run(seconds, n, refused, state)
 
 
-def run_lmdb(wl: Workload, n: int, path: str, *, group: int | None) -> Run:
+def run_lmdb(wl: Workload, n: int, path: str, *, group: int | None, cap: float | None = None) -> Run:
     """Accounts as 8-byte big-endian id → 8-byte balance; one write transaction per transfer
     (get both, check, put both; aborted when refused).  ``group=None``: the env is opened with
     sync on, every commit fsyncs.  ``group=K``: the env is opened with sync off and
@@ -324,6 +333,9 @@ def run_lmdb(wl: Workload, n: int, path: str, *, group: int | None) -> Run:
                 txn.commit()
             if group is not None and i % group == group - 1:
                 env.sync(True)
+            if cap is not None and i & 63 == 63 and time.perf_counter() - t0 > cap:
+                n = i + 1
+                break
         if group is not None:
             env.sync(True)
         seconds = time.perf_counter() - t0
@@ -335,7 +347,7 @@ def run_lmdb(wl: Workload, n: int, path: str, *, group: int | None) -> Run:
             state = digest((struct.unpack(">Q", k)[0], vunpack(v)[0]) for k, v in txn.cursor())
     finally:
         env.close()
-    return Run(seconds, refused, state)
+    return Run(seconds, n, refused, state)
 
 
 def run_dict(wl: Workload, n: int) -> Run:
@@ -353,7 +365,7 @@ def run_dict(wl: Workload, n: int) -> Run:
         bal[f] = bf - a
         bal[t] = bt + a
     seconds = time.perf_counter() - t0
-    return Run(seconds, refused, digest(bal.items()))
+    return Run(seconds, n, refused, digest(bal.items()))
 
 
 @dataclass
@@ -362,7 +374,7 @@ class Contender:
     label: str
     promise: str                      # what an acknowledged transfer survives
     synced: bool                      # one fsync per transfer: runs the shorter prefix
-    run: Callable[[Workload, int, str, bool], Run]
+    run: Callable[[Workload, int, str, bool, float | None], Run]   # (wl, n, dir, reopen, cap)
 
 
 def contenders(wasm: bytes) -> list[Contender]:
@@ -370,35 +382,41 @@ def contenders(wasm: bytes) -> list[Contender]:
     return [
         Contender("stdb_durable", "stdb durable (default; caller does not wait)",
                   "acknowledged at commit, before the fsync; fsync'd by the log writer within one group",
-                  False, lambda wl, n, p, ro: run_stdb(wl, n, p, wasm, reopen=ro)),
+                  False, lambda wl, n, p, ro, cap: run_stdb(wl, n, p, wasm, reopen=ro)),
         Contender(f"stdb_durable_group{k}", f"stdb durable, one wait per {k} calls",
                   f"every {k}th call waits until all before it are fsync'd (K={k} confirmed clients)",
-                  False, lambda wl, n, p, ro: run_stdb(wl, n, p, wasm, wait="group", reopen=ro)),
+                  False, lambda wl, n, p, ro, cap: run_stdb(wl, n, p, wasm, wait="group", reopen=ro)),
         Contender("stdb_durable_wait_each", "stdb durable, wait_durable after each call",
                   "fsync'd before the next call (SQLite FULL's promise)",
-                  True, lambda wl, n, p, ro: run_stdb(wl, n, p, wasm, wait="each", reopen=ro)),
+                  True, lambda wl, n, p, ro, cap: run_stdb(wl, n, p, wasm, wait="each", reopen=ro, cap=cap)),
         Contender("stdb_relaxed", "stdb relaxed (fsync every 50 ms)",
                   "survives a process crash; a machine crash loses up to 50 ms",
-                  False, lambda wl, n, p, ro: run_stdb(wl, n, p, wasm, durability="relaxed", reopen=ro)),
+                  False, lambda wl, n, p, ro, cap: run_stdb(wl, n, p, wasm, durability="relaxed", reopen=ro)),
         Contender("sqlite_full", "SQLite WAL, synchronous=FULL",
                   "WAL fsync'd at each COMMIT", True,
-                  lambda wl, n, p, ro: run_sqlite(wl, n, p, synchronous="FULL")),
+                  lambda wl, n, p, ro, cap: run_sqlite(wl, n, p, synchronous="FULL", cap=cap)),
         Contender("sqlite_normal", "SQLite WAL, synchronous=NORMAL",
                   "survives a process crash; a machine crash loses commits since the last checkpoint",
-                  False, lambda wl, n, p, ro: run_sqlite(wl, n, p, synchronous="NORMAL")),
+                  False, lambda wl, n, p, ro, cap: run_sqlite(wl, n, p, synchronous="NORMAL")),
         Contender("lmdb_sync", "raw LMDB, synced per txn",
-                  "fsync'd at each commit", True, lambda wl, n, p, ro: run_lmdb(wl, n, p, group=None)),
+                  "fsync'd at each commit", True,
+                  lambda wl, n, p, ro, cap: run_lmdb(wl, n, p, group=None, cap=cap)),
         Contender(f"lmdb_group{k}", f"raw LMDB, env.sync() every {k} txns",
                   f"unsynced txns, fsync every {k} transfers", False,
-                  lambda wl, n, p, ro: run_lmdb(wl, n, p, group=k)),
-        Contender("dict", "Python dicts", "none (memory only)", False, lambda wl, n, p, ro: run_dict(wl, n)),
+                  lambda wl, n, p, ro, cap: run_lmdb(wl, n, p, group=k)),
+        Contender("dict", "Python dicts", "none (memory only)", False,
+                  lambda wl, n, p, ro, cap: run_dict(wl, n)),
     ]
 
 
 # ---------------------------------------------------------------- driver
 
 def bench(accounts: int, transfers: int, synced: int, reps: int, tmp: str,
-          only: Sequence[str] | None = None, say: Callable[[str], None] = print) -> dict[str, Any]:
+          only: Sequence[str] | None = None, say: Callable[[str], None] = print,
+          synced_cap: float | None = None) -> dict[str, Any]:
+    """Every contender on both workloads, ``reps`` times, in turns; each run checked against the
+    reference model.  The contenders that fsync every transfer run ``synced`` transfers, or stop
+    after about ``synced_cap`` seconds (their state is then checked after the transfers they ran)."""
     import stdb
     wasm_path = stdb.build_module(TRANSFER_C, os.path.join(tmp, "transfer.wasm"))
     with open(wasm_path, "rb") as f:
@@ -422,7 +440,8 @@ def bench(accounts: int, transfers: int, synced: int, reps: int, tmp: str,
             "initial_total": sum(wl.balances)}
     res: dict[str, Any] = {
         c.name: {"label": c.label, "promise": c.promise, "transfers": synced if c.synced else transfers,
-                 **{d: {"seconds_runs": [], "tps_runs": []} for d in DISTRIBUTIONS}} for c in cs}
+                 **{d: {"seconds_runs": [], "tps_runs": [], "transfers_runs": []} for d in DISTRIBUTIONS}}
+        for c in cs}
     # the contenders take turns, run by run, so each sees the same stretches of the VM's speed
     for rep in range(reps):
         for dist in DISTRIBUTIONS:
@@ -430,10 +449,13 @@ def bench(accounts: int, transfers: int, synced: int, reps: int, tmp: str,
             for c in cs:
                 n = synced if c.synced else transfers
                 path = os.path.join(tmp, f"{c.name}-{dist}-{rep}")
-                r = c.run(wl, n, path, rep == 0)
+                r = c.run(wl, n, path, rep == 0, synced_cap if c.synced else None)
                 shutil.rmtree(path, ignore_errors=True)
+                n = r.done
+                if (dist, n) not in expected:
+                    expected[dist, n] = reference(wl, n)
                 want_state, want_refused = expected[dist, n]
-                got = {"state": r.state, "refused": r.refused}
+                got = {"transfers": n, "state": r.state, "refused": r.refused}
                 if "recovered_state" in r.extra:
                     got["recovered_state"] = r.extra["recovered_state"]
                 if r.state != want_state or r.refused != want_refused or \
@@ -443,7 +465,8 @@ def bench(accounts: int, transfers: int, synced: int, reps: int, tmp: str,
                 e = res[c.name][dist]
                 e["seconds_runs"].append(r.seconds)
                 e["tps_runs"].append(n / r.seconds)
-                e.update(refused=r.refused, state=r.state, verified=True)
+                e["transfers_runs"].append(n)
+                e.update(transfers_done=n, refused=r.refused, state=r.state, verified=True)   # the last run
                 if "recovered_state" in r.extra:
                     e["recovered_state_verified"] = True
                 for k, v in r.extra.items():
@@ -457,12 +480,13 @@ def bench(accounts: int, transfers: int, synced: int, reps: int, tmp: str,
     for c in cs:
         for dist in DISTRIBUTIONS:
             e = res[c.name][dist]
-            best = min(range(len(e["seconds_runs"])), key=e["seconds_runs"].__getitem__)
+            best = max(range(len(e["tps_runs"])), key=e["tps_runs"].__getitem__)
             e["seconds"] = e["seconds_runs"][best]
             e["tps"] = e["tps_runs"][best]
+            e["transfers"] = e["transfers_runs"][best]
             if "until_durable_s_runs" in e:
                 e["until_durable_s"] = e["until_durable_s_runs"][best]
-                e["tps_until_durable"] = res[c.name]["transfers"] / e["until_durable_s"]
+                e["tps_until_durable"] = e["transfers"] / e["until_durable_s"]
                 e["lag_records_at_end"] = e["lag_records_at_end_runs"][best]
                 e["final_wait_s"] = e["final_wait_s_runs"][best]
     return {"workloads": wl_info, "contenders": res}
@@ -537,13 +561,16 @@ def markdown(result: dict[str, Any]) -> str:
         "|---|---|---|---|---|",
     ]
     for e in c.values():
+        done = [e[d]["transfers"] for d in DISTRIBUTIONS]
+        ran = f"{e['transfers']:,}" if set(done) == {e["transfers"]} else \
+            f"{done[0]:,} / {done[1]:,} of {e['transfers']:,} ({cfg['synced_cap_seconds']:g} s cap)"
         cell = []
         for d in DISTRIBUTIONS:
             s = f"{e[d]['tps']:,.0f}"
             if "tps_until_durable" in e[d]:
                 s += f" ({e[d]['tps_until_durable']:,.0f} until durable)"
             cell.append(s)
-        lines.append(f"| {e['label']} | {e['promise']} | {e['transfers']:,} | {cell[0]} | {cell[1]} |")
+        lines.append(f"| {e['label']} | {e['promise']} | {ran} | {cell[0]} | {cell[1]} |")
     if "stdb_durable" in c:
         e = c["stdb_durable"]
         lines += ["", "stdb durable (default), at the end of the timed loop: "
@@ -577,6 +604,8 @@ def main(argv: list[str] | None = None) -> int:
                    help="transfers per run (default 20,000; --quick 500)")
     p.add_argument("--synced-transfers", type=int, default=None,
                    help="transfers per run for the contenders that fsync every transfer (default a tenth)")
+    p.add_argument("--synced-seconds", type=float, default=4.0,
+                   help="stop a per-transfer-fsync run after about this many seconds (0: none; default 4)")
     p.add_argument("--reps", type=int, default=None, help="runs per contender, best reported (default 3)")
     p.add_argument("--only", default="", help="comma-separated contender names (default: all)")
     p.add_argument("--quick", action="store_true", help="tiny sizes: a smoke run of a few seconds")
@@ -594,7 +623,8 @@ def main(argv: list[str] | None = None) -> int:
     tmp = tempfile.mkdtemp(prefix="stdb-bench-transfer-")
     t0 = time.time()
     try:
-        res = bench(accounts, transfers, synced, reps, tmp, only, say=lambda s: print(s, flush=True))
+        res = bench(accounts, transfers, synced, reps, tmp, only, say=lambda s: print(s, flush=True),
+                    synced_cap=a.synced_seconds or None)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     import stdb
@@ -607,6 +637,7 @@ def main(argv: list[str] | None = None) -> int:
         "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "config": {
             "accounts": accounts, "transfers": transfers, "synced_transfers": synced, "reps": reps,
+            "synced_cap_seconds": a.synced_seconds or None,
             "quick": a.quick, "seed": SEED, "zipf_s": ZIPF_S, "zipf_generator": "Gray et al. / YCSB "
             "ZipfianGenerator, ranks mapped to ids by a fixed permutation; Python random.Random",
             "initial_balance": f"uniform integer in [0, {BALANCE_MAX}]",
@@ -618,7 +649,8 @@ def main(argv: list[str] | None = None) -> int:
             "timing": "best of reps; set-up (creating the accounts, in one transaction) not timed; "
                       "fresh directory per run; the contenders take turns run by run",
             "note": "contenders that fsync every transfer (stdb wait-each, SQLite FULL, LMDB synced) run "
-                    "only the first synced_transfers of the same list: rates are rates; their final "
+                    "only the first synced_transfers of the same list, or fewer when a run reaches "
+                    "synced_cap_seconds (transfers_runs says how many): rates are rates; their final "
                     "state is checked against the reference after that many transfers",
         },
         **res,

@@ -12,7 +12,7 @@ from bench import transfer
 def test_transfer_benchmark_smoke(tmp_path):
     out = tmp_path / "out"
     assert transfer.main(["--quick", "--accounts", "300", "--transfers", "300", "--synced-transfers", "60",
-                          "--out", str(out)]) == 0
+                          "--synced-seconds", "0", "--out", str(out)]) == 0
     res = json.loads((out / "transfer.json").read_text())
     cfg = res["config"]
     assert (cfg["accounts"], cfg["transfers"], cfg["synced_transfers"]) == (300, 300, 60)
