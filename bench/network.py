@@ -728,7 +728,8 @@ def markdown(res: dict) -> str:
                 if not any(r["clients"] == TARGET_CLIENTS for r in rows):
                     verdict = f"not measured (no {TARGET_CLIENTS}-client run)"
                 else:
-                    verdict = f"not measured ({t['versus'] if t['baseline_value'] is None else t['case']} not run)"
+                    gone = t["versus"] if t["baseline_value"] is None else t["case"]
+                    verdict = f"not measured ({gone} not run)"
             else:
                 verdict = f"{t['ratio']:.2f}"
                 if t["want"] is not None:
