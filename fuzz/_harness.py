@@ -10,11 +10,19 @@ Native coverage (opt-in): ``python -m fuzz build-native`` compiles the Cython ex
 clang's sanitizer-coverage into ``build/fuzz-native/``; with ``STDB_FUZZ_NATIVE`` set to that
 directory the targets load those copies instead of the ones in ``stdb/`` and libFuzzer sees
 the branches inside the C code too.  The normal build is never touched.
+
+AddressSanitizer (opt-in): ``python -m fuzz build-native --asan`` compiles them with
+``-fsanitize=address`` as well, into ``build/fuzz-native-asan/`` (with an ``ASAN`` marker file).
+Those can only be loaded into a Python started with atheris's ASan runtime preloaded
+(``LD_PRELOAD=<atheris.path()>/asan_with_fuzzer.so``, which has libFuzzer linked in): ``python -m
+fuzz run --asan`` sets that up for each target.  With a preloaded libFuzzer the targets use it
+(atheris's default) instead of loading the one inside atheris.
 """
 
 from __future__ import annotations
 
 import contextlib
+import functools
 import glob
 import importlib.machinery
 import importlib.util
@@ -22,13 +30,32 @@ import os
 import sys
 from collections.abc import Callable, Iterator
 
-__all__ = ["TARGETS", "instrumented", "instrument_module", "fuzz", "NATIVE_ENV", "NATIVE_MODULES"]
+__all__ = ["TARGETS", "instrumented", "instrument_module", "fuzz", "NATIVE_ENV", "NATIVE_MODULES",
+           "ASAN_MARKER", "libfuzzer_preloaded", "asan_loaded"]
 
 TARGETS = ("rowcodec", "protocol", "sql", "logrecord", "snapshot", "describe")
 NATIVE_ENV = "STDB_FUZZ_NATIVE"
 # the Cython extensions a native build replaces (module name -> path relative to the repo)
 NATIVE_MODULES = ("stdb._core.codec", "stdb._core.page", "stdb._core.index", "stdb._core.table",
                   "stdb._core.matcher", "stdb.module._wasm")
+# a file of this name in a native build directory says it was compiled with -fsanitize=address
+ASAN_MARKER = "ASAN"
+
+
+@functools.cache
+def libfuzzer_preloaded() -> bool:
+    """Whether a libFuzzer is in the process's global symbols before atheris loads its own: the
+    case under ``LD_PRELOAD=…/asan_with_fuzzer.so`` (asked before ``instrumented`` loads one)."""
+    import ctypes
+
+    return hasattr(ctypes.CDLL(None), "LLVMFuzzerRunDriver")
+
+
+def asan_loaded() -> bool:
+    """Whether the AddressSanitizer runtime is in this process (it must come first: preloaded)."""
+    import ctypes
+
+    return hasattr(ctypes.CDLL(None), "__asan_init")
 
 
 class _NativeFinder:
@@ -62,13 +89,17 @@ def instrumented(active: bool) -> Iterator[None]:
     import atheris
 
     root = _native_root()
+    if root is not None and os.path.exists(os.path.join(root, ASAN_MARKER)) and not asan_loaded():
+        raise ImportError(f"{NATIVE_ENV}={root} is an AddressSanitizer build: it loads only with the "
+                          "ASan runtime preloaded (run it with `python -m fuzz run --asan`)")
     if root is not None:
-        # sanitizer-coverage callbacks in the instrumented extensions resolve against the
-        # libFuzzer inside atheris: load it with global symbols before any extension
-        import ctypes
+        if not libfuzzer_preloaded():
+            # sanitizer-coverage callbacks in the instrumented extensions resolve against the
+            # libFuzzer inside atheris: load it with global symbols before any extension
+            import ctypes
 
-        core = glob.glob(os.path.join(os.path.dirname(atheris.__file__), "core_with_libfuzzer*.so"))
-        ctypes.CDLL(core[0], mode=os.RTLD_GLOBAL)
+            core = glob.glob(os.path.join(os.path.dirname(atheris.__file__), "core_with_libfuzzer*.so"))
+            ctypes.CDLL(core[0], mode=os.RTLD_GLOBAL)
         sys.meta_path.insert(0, _NativeFinder(root))
     with atheris.instrument_imports(include=["stdb"]):
         yield
@@ -91,6 +122,8 @@ def fuzz(test_one_input: Callable[[bytes], None], argv: list[str] | None = None)
     """Run libFuzzer on ``test_one_input`` with ``argv`` (libFuzzer's own arguments)."""
     import atheris
 
-    kw = {"internal_libfuzzer": True} if _native_root() is not None else {}
+    # the libFuzzer loaded by ``instrumented`` for a native build; a preloaded one (ASan) is
+    # found by atheris itself
+    kw = {"internal_libfuzzer": True} if _native_root() is not None and not libfuzzer_preloaded() else {}
     atheris.Setup(list(sys.argv if argv is None else argv), test_one_input, **kw)
     atheris.Fuzz()
