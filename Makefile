@@ -37,6 +37,10 @@ fuzz:           ## every atheris target for FUZZ_TIME seconds (default 60); cras
 fuzz-native:    ## the same with the Cython extensions built by clang with coverage (needs clang)
 	$(PY) -m fuzz build-native && $(PY) -m fuzz run --native --time $(FUZZ_TIME)
 
+.PHONY: fuzz-asan
+fuzz-asan:      ## the same with AddressSanitizer too (needs clang; self-check: python -m fuzz asan-selfcheck)
+	$(PY) -m fuzz build-native --asan && $(PY) -m fuzz run --asan --time $(FUZZ_TIME)
+
 clean:
 	rm -rf build stdb/_core/*.c stdb/_core/*.so stdb/_core/*.html stdb/_core/.build-mode \
 		stdb/module/*.c stdb/module/*.so stdb/module/*.html
