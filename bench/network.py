@@ -1,24 +1,30 @@
-"""The networked benchmark (issue 7): stdb over websockets vs a bare echo server, side by side.
+"""The networked benchmark (issues 7 and 9): stdb over websockets vs its peers, side by side.
 
 * **Transfers** — the transfer reducer (examples/transfer/transfer.c) called over websocket by
   1, 10 and 50 concurrent closed-loop clients (each sends ``CallReducer transfer(from, to, 1)``
   and waits for the ``TransactionUpdate`` answering it), against a bare trio-websocket echo
   server that decodes each CBOR message and answers with an encoded TransactionUpdate-shaped
   map (no database), driven by the same load generator in the same run.  stdb runs with its
-  default store: durable (one fsync per group commit).  The target is ≥ 90% of the echo
-  server's rate at 50 clients.  Also measured: the same load in confirmed mode
-  (``?confirmed=true``: a client hears of a commit only once it is fsync'd), and against a
-  second stdb server whose store is relaxed (fsync every 50 ms), which shows what the per-group
-  fsync costs.
+  default store: durable (one fsync per group commit).  Also measured: the same load in
+  confirmed mode (``?confirmed=true``: a client hears of a commit only once it is fsync'd), and
+  against a second stdb server whose store is relaxed (fsync every 50 ms).
+* **Peers** (bench/peers.py, issue 9) — a trio-websocket + SQLite server (synchronous FULL and
+  NORMAL), Tarantool 2.6 with an fsync'd WAL (net.box load), Redis with ``appendfsync always``
+  (redis-benchmark), and each load generator's own ceiling; every case takes its turn in every
+  round.  Targets at 50 clients: stdb durable ≥ Tarantool, stdb ≥ 0.90 of the echo server,
+  stdb confirmed ≥ 3× SQLite FULL (equal durability).  ``bash bench/setup.sh`` installs the peers;
+  a peer that is not installed is skipped with a message.
 * **Fan-out** — 1,000 clients subscribed to ``SELECT * FROM account WHERE id = 1``; one more
   client transfers from account 1, over and over; each trial is the time from sending the call
   to the last subscriber receiving its TransactionUpdate.
 
 Each server runs in its own process pinned to one CPU, the load generator (Node.js, in
-bench/loadgen/; or ``--loadgen python``, trio + trio-websocket) on the other.
+bench/loadgen/; or ``--loadgen python``, trio + trio-websocket; net.box; redis-benchmark) on the
+other.
 
-    python -m bench.network [--seconds T] [--clients 1,10,50] [--fanout 1000] [--trials 20]
-                            [--loadgen node|python] [--no-confirmed] [--no-relaxed] [--out DIR|FILE.json]
+    python -m bench.network [--seconds T] [--rounds R] [--clients 1,10,50] [--fanout 1000] [--trials 20]
+                            [--loadgen node|python] [--no-confirmed] [--no-relaxed]
+                            [--peers sqlite,tarantool,redis,ceilings | --no-peers] [--out DIR|FILE.json]
 
 The subcommands ``serve-stdb``, ``serve-echo`` and ``load`` are the processes it starts.
 """
