@@ -21,7 +21,8 @@ lint:
 	$(PY) -m mypy
 	cython-lint stdb/_core stdb/module
 
-bench:          ## engine benchmarks; JSON in bench/results/
+bench:          ## the whole benchmark suite with its peers (bench/setup.sh installs them); JSON in bench/results/, summary into the README
+	bash bench/setup.sh
 	$(PY) -m bench
 
 torture:        ## the long crash-torture run: kill -9 at 10,000 random moments
