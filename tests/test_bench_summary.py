@@ -60,7 +60,8 @@ def test_real_quick_results_make_plots_and_the_readme_section(tmp_path):
     assert modules.main(["--quick", "--out", str(tmp_path)]) == 0
     assert queries.main(["--quick", "--out", str(tmp_path)]) == 0
     readme = tmp_path / "README.md"
-    readme.write_text("# x\n\n## Performance\n\n<!-- bench:begin -->\nold table\n<!-- bench:end -->\n\nafter\n")
+    readme.write_text("# x\n\n## Performance\n\n<!-- bench:begin -->\nold table\n"
+                      "<!-- bench:end -->\n\nafter\n")
     assert summary.main(["--results", str(tmp_path), "--readme", str(readme)]) == 0
     text = readme.read_text()
     assert "old table" not in text and text.endswith("<!-- bench:end -->\n\nafter\n")

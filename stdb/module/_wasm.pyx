@@ -9,8 +9,12 @@ a C array of raw values, and host imports defined with
 wasmtime-py is still used for everything off the hot path (engine, compile, linker,
 instantiate, trap details).
 
-A call releases the GIL while WASM runs (so the epoch ticker, a C thread, never waits for
-it); each host callback takes the GIL back for the Python side of the import.
+A call keeps the GIL while WASM runs.  Releasing it around the call made every call a
+hand-off to whichever Python thread waited (the commit-log writer, woken by each commit): the
+embedded transfer ran ~40% slower (67 vs 48 µs a call in bench/transfer.py's stdb loop, measured
+2026-11-30).  The epoch ticker is a C thread that never needs the GIL, so the time limit still
+interrupts a looping module; other Python threads wait at most that limit.  Host callbacks
+are ``with gil`` (a no-op check when the calling thread holds it).
 """
 
 cimport cython
@@ -299,8 +303,7 @@ cdef class Instance:
         c_set_epoch_deadline(self.ctx, ticks)
         self.host_error = None
         self.trap_note = None
-        with nogil:
-            err = c_call(self.ctx, f, vals, n, &trap)
+        err = c_call(self.ctx, f, vals, n, &trap)     # GIL kept: see the module docstring
         if err != NULL:
             e = wasmtime.WasmtimeError._from_ptr(
                 ctypes.cast(<size_t>err, ctypes.POINTER(_wffi.wasmtime_error_t)))
