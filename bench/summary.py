@@ -276,9 +276,16 @@ def plot_network(d: dict[str, Any], path: str) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     fig, ax = plt.subplots(figsize=(6.4, 4.2))
+    colours = plt.get_cmap("tab20").colors
+    servers = 0
     for case, pts in sorted(network_series(d).items()):
         xs, ys = zip(*sorted(pts), strict=True)
-        ax.plot(xs, ys, "o-", label=case)
+        if case.endswith("_ceiling"):        # the load generators' own maxima: context, not servers
+            ax.plot(xs, ys, "x--", color="0.55", lw=1, label=case)
+        else:
+            ax.plot(xs, ys, "o-", color=colours[(2 * servers) % 20 + servers // 10],
+                    lw=2.2 if case.startswith("stdb") else 1.2, label=case)
+            servers += 1
     ax.set_xscale("log")
     ax.set_yscale("log")
     ax.set_xlabel("closed-loop clients")
