@@ -64,6 +64,26 @@ def test_commit_delta(ds):
     assert sorted(d.deletes) == [(2, 10, "u1", [1]), (3, 20, "u2", [2])]
     assert sorted(d.inserts) == [(2, 11, "u1", [1]), (6, 5, "a", [])]
     assert delta.row_count == 4
+    enc = ds.table("acct").codec.encode          # the encodings the commit log writes as they are
+    assert d.encoded == ([enc(r) for r in d.deletes], [enc(r) for r in d.inserts])
+
+
+def test_update_rowid(ds):
+    before = state(ds)
+    tx = ds.begin()
+    rid = tx.table("acct").seek("pk", 2)[0]
+    assert tx.update_rowid("acct", rid, (2, 11, "u1b", [9])) == (2, 10, "u1", [1])
+    assert tx.get("acct", 2) == (2, 11, "u1b", [9])
+    assert tx.seek("acct", "by_name", "u1b") == [(2, 11, "u1b", [9])]
+    with pytest.raises(stdb.ConstraintError, match="no row at row id"):
+        tx.update_rowid("acct", 10**9, (2, 0, "x", []))
+    with pytest.raises(stdb.ConstraintError):                    # unique by_name still holds
+        tx.update_rowid("acct", rid, (2, 11, "u3", []))
+    tx.rollback()
+    assert state(ds) == before
+    with ds.begin() as tx:
+        tx.update_rowid("acct", rid, (2, 12, "u1", [1]))
+    assert ds.table("acct").get(rid) == (2, 12, "u1", [1])
 
 
 def test_rollback_restores_everything(ds):

@@ -140,6 +140,15 @@ def test_iterators_see_the_rows_of_their_creation(host):
     assert sorted(drain(host, host.scan(0))) == [(1, 0, "a"), (3, 9, "C"), (4, 1, "z")]   # storage order
 
 
+def test_random_seed_is_derived_from_the_call_when_not_given(host):
+    from stdb.module.host import call_seed
+    host.begin_call(host.tx, "r", b"\x01" * 32, b"\x02" * 16, 1234)     # no seed given
+    seed = host.random_seed
+    assert seed == call_seed(1234, b"\x01" * 32, "r") and host.random_seed == seed
+    assert call_seed(1235, b"\x01" * 32, "r") != seed and call_seed(1234, b"\x03" * 32, "r") != seed
+    assert call_seed(1234, b"\x01" * 32, "s") != seed
+
+
 def test_context_and_end_of_call(host):
     assert (host.sender, host.connection_id, host.timestamp, host.random_seed) == \
         (b"\x01" * 32, b"\x02" * 16, 1234, 99)

@@ -429,13 +429,11 @@ class Database:
                             hint="parameters: " + ", ".join(f"{c.name} {c.type.name}"
                                                             for c in rd.params)) from None
         ts = self._timestamp(timestamp)
-        seed = int.from_bytes(hashlib.blake2b(ts.to_bytes(8, "little") + sender + rd.name.encode(),
-                                              digest_size=8).digest(), "little", signed=True)
         host = self._host
         tx = self.store.begin()
         t0 = time.perf_counter()
         inst = self._instance()
-        host.begin_call(tx, rd.name, sender, conn, ts, seed)
+        host.begin_call(tx, rd.name, sender, conn, ts)
         try:
             try:
                 packed = inst.call_reducer(idx, raw, self.limits.fuel, self._ticks())

@@ -57,6 +57,7 @@ class CommitLog:
         self._closing = False
         self._writer_idle = False   # the writer waits for work: appends must wake it
         self.groups = 0          # write transactions so far (stats)
+        self.last_record_bytes = 0   # the size of the record the last append queued
         self.records = 0
         # hooks for fault-injection tests: the write and the fsync of one group
         self._write_group: Callable[[int, list[bytes]], None] = self._lmdb_write
@@ -102,6 +103,7 @@ class CommitLog:
             data = build(offset)
             self._queue.append(data)
             self._next = offset + 1
+            self.last_record_bytes = len(data)
             if self._writer_idle:
                 self._cond.notify_all()
         return offset

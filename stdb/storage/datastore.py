@@ -42,6 +42,9 @@ class TableDelta:
 
     deletes: list[Row] = field(default_factory=list)
     inserts: list[Row] = field(default_factory=list)
+    # the rows' row-codec encodings (deletes, inserts), as pending_delta computed them to compare
+    # rows; the commit log writes them as they are
+    encoded: tuple[list[bytes], list[bytes]] | None = field(default=None, compare=False, repr=False)
 
 
 @dataclass
@@ -260,9 +263,22 @@ class Transaction:
         rowid = self._pk_rowid(name, t, key)
         if rowid is None:
             raise ConstraintError(f"table '{name}': no row with primary key {key!r} to update")
+        return self._update_at(name, t, rowid, checked)
+
+    def update_rowid(self, name: str, rowid: int, row: Sequence[Any]) -> Row:
+        """Replace the row stored at ``rowid`` (found through ``table(name)``, e.g. by its
+        primary key) and return the old row; the new row must keep every unique key unique."""
+        t = self._table(name)
+        if not t.contains(rowid):
+            raise ConstraintError(f"table '{name}': no row at row id {rowid} to update")
+        return self._update_at(name, t, rowid, row)
+
+    def _update_at(self, name: str, t: Any, rowid: int, row: Sequence[Any]) -> Row:
         old = t.get(rowid)
-        self._touch(name, t, rowid, True)
-        newid = t.update(rowid, checked)
+        orig = self._orig[name]
+        if rowid not in orig:
+            orig[rowid] = old
+        newid = t.update(rowid, row)
         if newid != rowid:
             self._touch(name, t, newid, False)
         return old
@@ -315,22 +331,35 @@ class Transaction:
         for name, orig in self._orig.items():
             t = self._store.table(name)
             enc = t.codec.encode
+            contains, get = t.contains, t.get
             deletes: list[Row] = []
             inserts: list[Row] = []
+            dk: list[bytes] = []          # their encodings: each row is encoded once, and the
+            ik: list[bytes] = []          # commit log reuses them (TableDelta.encoded)
             for rowid, before in orig.items():
-                after: Any = t.get(rowid) if t.contains(rowid) else _EMPTY
-                if before is not _EMPTY and after is not _EMPTY and \
-                        (before == after or enc(before) == enc(after)):   # NaN != NaN: compare bytes
-                    continue
+                after: Any = get(rowid) if contains(rowid) else _EMPTY
                 if before is not _EMPTY:
-                    deletes.append(before)
-                if after is not _EMPTY:
+                    if after is not _EMPTY:
+                        if before == after:
+                            continue
+                        eb, ea = enc(before), enc(after)
+                        if eb == ea:          # NaN != NaN: equal rows are equal bytes
+                            continue
+                        deletes.append(before)
+                        dk.append(eb)
+                        inserts.append(after)
+                        ik.append(ea)
+                    else:
+                        deletes.append(before)
+                        dk.append(enc(before))
+                elif after is not _EMPTY:
                     inserts.append(after)
+                    ik.append(enc(after))
             if deletes and inserts:
                 # a row deleted and re-inserted unchanged (at another id) is no change
-                deletes, inserts = _cancel_pairs(deletes, inserts, enc)
+                deletes, dk, inserts, ik = _cancel_pairs(deletes, dk, inserts, ik)
             if deletes or inserts:
-                delta.tables[name] = TableDelta(deletes, inserts)
+                delta.tables[name] = TableDelta(deletes, inserts, (dk, ik))
         return delta
 
     def rollback(self) -> None:
@@ -354,22 +383,24 @@ class Transaction:
         self._store._end(self)
 
 
-def _cancel_pairs(deletes: list[Row], inserts: list[Row], enc: Callable[[Row], bytes]
-                  ) -> tuple[list[Row], list[Row]]:
-    """Drop rows that are both deleted and inserted (as a multiset, compared by encoding)."""
-    dk = [enc(r) for r in deletes]
-    ik = [enc(r) for r in inserts]
+def _cancel_pairs(deletes: list[Row], dk: list[bytes], inserts: list[Row], ik: list[bytes]
+                  ) -> tuple[list[Row], list[bytes], list[Row], list[bytes]]:
+    """Drop rows that are both deleted and inserted (as a multiset, compared by their
+    encodings ``dk`` / ``ik``); returns the rows left and their encodings."""
     if set(dk).isdisjoint(ik):                  # the usual case: nothing to cancel
-        return deletes, inserts
+        return deletes, dk, inserts, ik
     common = Counter(dk) & Counter(ik)
-    return _minus(deletes, dk, common.copy()), _minus(inserts, ik, common)
+    deletes, dk = _minus(deletes, dk, common.copy())
+    inserts, ik = _minus(inserts, ik, common)
+    return deletes, dk, inserts, ik
 
 
-def _minus(rows: list[Row], keys: list[bytes], counts: Counter) -> list[Row]:
-    out = []
+def _minus(rows: list[Row], keys: list[bytes], counts: Counter) -> tuple[list[Row], list[bytes]]:
+    out, out_keys = [], []
     for r, k in zip(rows, keys, strict=True):
         if counts.get(k, 0) > 0:
             counts[k] -= 1
         else:
             out.append(r)
-    return out
+            out_keys.append(k)
+    return out, out_keys

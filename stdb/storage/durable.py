@@ -163,12 +163,15 @@ class DurableStore:
         try:
             changes = []
             for name, d in delta.tables.items():
-                enc = self.datastore.table(name).codec.encode
-                changes.append(lf.TableChange(name, [enc(r) for r in d.deletes], [enc(r) for r in d.inserts]))
+                if d.encoded is not None:
+                    changes.append(lf.TableChange(name, *d.encoded))
+                else:
+                    enc = self.datastore.table(name).codec.encode
+                    changes.append(lf.TableChange(name, [enc(r) for r in d.deletes],
+                                                  [enc(r) for r in d.inserts]))
             ts = _now() if timestamp is None else timestamp
-            offset = self._append(lambda off: lf.encode_record(
-                lf.LogRecord(off, ts, caller=caller, reducer=reducer, args=args, changes=changes)),
-                before_snapshot=lambda: tx.commit(delta))
+            offset = self._append(lambda off: lf.encode_tx(off, ts, caller, reducer, args, changes),
+                                  before_snapshot=lambda: tx.commit(delta))
         except BaseException:
             if tx.is_open:
                 tx.rollback()
@@ -189,18 +192,11 @@ class DurableStore:
     def _append(self, build: Callable[[int], bytes], before_snapshot: Callable[[], Any] | None = None) -> int:
         """Append a record; ``before_snapshot`` (ending the transaction) runs once the record is
         queued and before an automatic snapshot may be taken."""
-        size = [0]
-
-        def counted(off: int) -> bytes:
-            data = build(off)
-            size[0] = len(data)
-            return data
-
-        offset = self.log.append(counted)
+        offset = self.log.append(build)
         if before_snapshot is not None:
             before_snapshot()
         self._since_snapshot_txs += 1
-        self._since_snapshot_bytes += size[0]
+        self._since_snapshot_bytes += self.log.last_record_bytes
         self._maybe_snapshot()
         return offset
 

@@ -24,6 +24,7 @@ kind 3, DROP TABLE::     u64 offset | i64 timestamp | u16 length | table name
 
 from __future__ import annotations
 
+import functools
 import json
 import struct
 from dataclasses import dataclass, field
@@ -105,30 +106,46 @@ def _name(b: bytes | str) -> bytes:
     return _U16.pack(len(raw)) + raw
 
 
+_name_cached = functools.lru_cache(maxsize=1024)(_name)   # table and reducer names repeat
+
+
+def _framed(kind: int, body: bytes) -> bytes:
+    head8 = _HEAD.pack(FORMAT_VERSION, kind, 0, len(body), 0)[:8]
+    return head8 + _U32.pack(crc32c.crc32c(body, crc32c.crc32c(head8))) + body
+
+
+def encode_tx(offset: int, timestamp: int, caller: bytes | None, reducer: str, args: bytes,
+              changes: list[TableChange]) -> bytes:
+    """The stored bytes of a transaction record (``encode_record`` of a KIND_TX LogRecord,
+    without building one: the commit path calls this for every commit)."""
+    if caller is None:
+        who = b"\x00"
+    else:
+        if len(caller) != 32:
+            raise StorageError(f"caller identity of {len(caller)} bytes (must be 32)")
+        who = b"\x01" + bytes(caller)
+    u32 = _U32.pack
+    parts = [_OFF_TS.pack(offset, timestamp), who, _name_cached(reducer), u32(len(args)), args,
+             _U16.pack(len(changes))]
+    append = parts.append
+    for ch in changes:
+        append(_name_cached(ch.table))
+        append(_TBL.pack(len(ch.deletes), len(ch.inserts)))
+        for row in ch.deletes:
+            append(u32(len(row)))
+            append(row)
+        for row in ch.inserts:
+            append(u32(len(row)))
+            append(row)
+    return _framed(KIND_TX, b"".join(parts))
+
+
 def encode_record(rec: LogRecord) -> bytes:
     """The stored bytes of a record (header + body)."""
-    parts = [_OFF_TS.pack(rec.offset, rec.timestamp)]
     if rec.kind == KIND_TX:
-        if rec.caller is None:
-            parts.append(b"\x00")
-        else:
-            if len(rec.caller) != 32:
-                raise StorageError(f"caller identity of {len(rec.caller)} bytes (must be 32)")
-            parts.append(b"\x01" + bytes(rec.caller))
-        parts.append(_name(rec.reducer))
-        parts.append(_U32.pack(len(rec.args)))
-        parts.append(rec.args)
-        parts.append(_U16.pack(len(rec.changes)))
-        for ch in rec.changes:
-            parts.append(_name(ch.table))
-            parts.append(_TBL.pack(len(ch.deletes), len(ch.inserts)))
-            for row in ch.deletes:
-                parts.append(_U32.pack(len(row)))
-                parts.append(row)
-            for row in ch.inserts:
-                parts.append(_U32.pack(len(row)))
-                parts.append(row)
-    elif rec.kind in (KIND_CREATE_TABLE, KIND_ALTER_TABLE):
+        return encode_tx(rec.offset, rec.timestamp, rec.caller, rec.reducer, rec.args, rec.changes)
+    parts = [_OFF_TS.pack(rec.offset, rec.timestamp)]
+    if rec.kind in (KIND_CREATE_TABLE, KIND_ALTER_TABLE):
         if rec.schema is None:
             raise StorageError(f"a {KIND_NAMES[rec.kind]} record needs a schema")
         js = json.dumps(schema_to_dict(rec.schema), separators=(",", ":"), sort_keys=True).encode()
@@ -138,9 +155,7 @@ def encode_record(rec: LogRecord) -> bytes:
         parts.append(_name(rec.table))
     else:
         raise StorageError(f"unknown log record kind {rec.kind}")
-    body = b"".join(parts)
-    head8 = _HEAD.pack(FORMAT_VERSION, rec.kind, 0, len(body), 0)[:8]
-    return head8 + _U32.pack(crc32c.crc32c(body, crc32c.crc32c(head8))) + body
+    return _framed(rec.kind, b"".join(parts))
 
 
 class _Reader:
