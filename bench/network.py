@@ -82,17 +82,26 @@ def serve_stdb(data_dir: str, host: str, port: int, durability: str = "durable")
 _ECHO_ID = bytes(32)
 
 
+async def accept_like_stdb(request: Any, identity: bytes, database: str) -> Any:
+    """stdb's handshake for a stand-in server: refuse a client without stdb's subprotocol (None),
+    else accept and send an IdentityToken first; returns the websocket."""
+    if SUBPROTOCOL not in request.proposed_subprotocols:
+        await request.reject(400, body=f"ask for the websocket subprotocol {SUBPROTOCOL}".encode())
+        return None
+    ws = await request.accept(subprotocol=SUBPROTOCOL)
+    await ws.send_message(cbor2.dumps({"type": "IdentityToken", "identity": identity, "token": database,
+                                       "connection_id": bytes(16), "database": database}))
+    return ws
+
+
 async def _echo(request: Any) -> None:
     """One echo client: the same handshake as stdb (subprotocol, an IdentityToken first), then
     for each binary message: decode the CBOR, answer with a TransactionUpdate-shaped map."""
     from trio_websocket import ConnectionClosed
-    if SUBPROTOCOL not in request.proposed_subprotocols:
-        await request.reject(400, body=f"ask for the websocket subprotocol {SUBPROTOCOL}".encode())
-        return
-    ws = await request.accept(subprotocol=SUBPROTOCOL)
     try:
-        await ws.send_message(cbor2.dumps({"type": "IdentityToken", "identity": _ECHO_ID, "token": "echo",
-                                           "connection_id": bytes(16), "database": "echo"}))
+        ws = await accept_like_stdb(request, _ECHO_ID, "echo")
+        if ws is None:
+            return
         offset = 0
         while True:
             msg = cbor2.loads(await ws.get_message())

@@ -56,11 +56,11 @@ from bench.network import (
     LOADGEN_DIR,
     MAX_MESSAGE_BYTES,
     ROOT,
-    SUBPROTOCOL,
     Bench,
     Case,
     ServerProcess,
     _pinned,
+    accept_like_stdb,
     ensure_node,
     run_loadgen,
 )
@@ -141,13 +141,10 @@ def _error(rid: Any, code: str, detail: str) -> bytes:
 
 async def _sqlite_client(bank: SqliteBank, request: Any) -> None:
     from trio_websocket import ConnectionClosed
-    if SUBPROTOCOL not in request.proposed_subprotocols:
-        await request.reject(400, body=f"ask for the websocket subprotocol {SUBPROTOCOL}".encode())
-        return
-    ws = await request.accept(subprotocol=SUBPROTOCOL)
     try:
-        await ws.send_message(cbor2.dumps({"type": "IdentityToken", "identity": _CALLER, "token": "sqlite",
-                                           "connection_id": bytes(16), "database": "bank"}))
+        ws = await accept_like_stdb(request, _CALLER, "bank")
+        if ws is None:
+            return
         while True:
             raw = await ws.get_message()
             try:

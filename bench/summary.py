@@ -249,16 +249,8 @@ def plot_subscriptions(q: dict[str, Any], path: str) -> None:
                 label=f"stdb, {label}")
         ax.plot(n, [e["naive_us_per_commit"] for e in q[key]], marker=mark, color=colour, alpha=0.35, ls="--",
                 label=f"naive (every query × every row), {label}")
-    ax.set_xscale("log")
-    ax.set_yscale("log")
-    ax.set_xlabel("subscriptions")
-    ax.set_ylabel("µs per commit (one-row update)")
-    ax.set_title("Subscription matcher cost per commit")
-    ax.grid(True, which="both", alpha=0.3)
-    ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    _save_loglog(fig, ax, path, "subscriptions", "µs per commit (one-row update)",
+                 "Subscription matcher cost per commit")
 
 
 def network_series(d: dict[str, Any]) -> dict[str, list[tuple[int, float]]]:
@@ -286,11 +278,17 @@ def plot_network(d: dict[str, Any], path: str) -> None:
             ax.plot(xs, ys, "o-", color=colours[(2 * servers) % 20 + servers // 10],
                     lw=2.2 if case.startswith("stdb") else 1.2, label=case)
             servers += 1
+    _save_loglog(fig, ax, path, "closed-loop clients", "transfer calls/s",
+                 "Transfer over the network, servers on one core")
+
+
+def _save_loglog(fig: Any, ax: Any, path: str, xlabel: str, ylabel: str, title: str) -> None:
+    import matplotlib.pyplot as plt
     ax.set_xscale("log")
     ax.set_yscale("log")
-    ax.set_xlabel("closed-loop clients")
-    ax.set_ylabel("transfer calls/s")
-    ax.set_title("Transfer over the network, servers on one core")
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
     ax.grid(True, which="both", alpha=0.3)
     ax.legend(fontsize=7)
     fig.tight_layout()
