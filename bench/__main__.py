@@ -39,8 +39,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"python -m bench: {name} failed (exit status {rc})", flush=True)
             return rc
     print(f"\n=== summary ({time.perf_counter() - t0:.0f} s of benchmarks)", flush=True)
-    readme = [] if not (q or a.no_readme) else ["--no-readme"]
-    return summary.main(["--results", a.out, *readme])
+    return summary.main(["--results", a.out] + (["--no-readme"] if q or a.no_readme else []))
 
 
 if __name__ == "__main__":

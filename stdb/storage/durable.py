@@ -163,12 +163,8 @@ class DurableStore:
         try:
             changes = []
             for name, d in delta.tables.items():
-                if d.encoded is not None:
-                    changes.append(lf.TableChange(name, *d.encoded))
-                else:
-                    enc = self.datastore.table(name).codec.encode
-                    changes.append(lf.TableChange(name, [enc(r) for r in d.deletes],
-                                                  [enc(r) for r in d.inserts]))
+                assert d.encoded is not None           # pending_delta encodes every row it reports
+                changes.append(lf.TableChange(name, *d.encoded))
             ts = _now() if timestamp is None else timestamp
             offset = self._append(lambda off: lf.encode_tx(off, ts, caller, reducer, args, changes),
                                   before_snapshot=lambda: tx.commit(delta))
