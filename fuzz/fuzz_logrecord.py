@@ -7,6 +7,8 @@ Cython).  The record is read under the offset its body claims (flag bit 1: one m
 must be refused).
 
 * ``decode_record`` returns a record or raises ``StorageError`` — nothing else;
+* read as a log value (layout 2), ``split_value`` cuts it into pieces that cover it exactly
+  (one piece when it is a whole record), and ``find_record_inside`` returns an offset or None;
 * a decoded record encodes back to the same bytes (a create/alter-table record, whose schema
   JSON may be spelled differently, to a record that decodes equal);
 * applying it to a datastore holding the table of the documented vectors (what recovery does,
@@ -28,6 +30,7 @@ with instrumented(__name__ == "__main__"):
     from stdb._core.schema import Column, TableSchema
     from stdb.errors import StdbError, StorageError
     from stdb.storage import logformat as lf
+    from stdb.storage.commitlog import split_value
     from stdb.storage.datastore import Datastore
     from stdb.storage.recovery import apply_record
 
@@ -57,11 +60,19 @@ def TestOneInput(data: bytes) -> None:
         (offset,) = struct.unpack_from("<Q", value, lf.HEADER_SIZE)
     if flags & WRONG_OFFSET:
         offset = (offset + 1) % (1 << 64)
+    # the value as a log value of layout 2: its pieces cover it exactly, in order
+    pieces = split_value(offset, value)
+    assert b"".join(bytes(p) for _, p in pieces) == value
+    assert [o for o, _ in pieces] == list(range(offset, offset + len(pieces)))
+    hidden = lf.find_record_inside(value)
+    assert hidden is None or 0 <= hidden < 1 << 64
     try:
         lf.check_header(offset, value)
         header_ok = True
     except StorageError:
         header_ok = False
+    if header_ok:
+        assert len(pieces) == 1        # a whole record is one piece
     try:
         rec = lf.decode_record(offset, value)
     except StorageError:

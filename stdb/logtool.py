@@ -125,9 +125,11 @@ def cmd_verify(env: Env, args: argparse.Namespace) -> int:
         total = b[1] - b[0] + 1
         with progress_bar(total, "verifying log") as tick:
             for off, value in iter_records(env, b[0]):
-                if off != expected:
+                if off > expected:
                     problems.append(f"log: offsets jump from {expected - 1} to {off} "
                                     f"({off - expected} records missing)")
+                elif off < expected:
+                    problems.append(f"log: offset {off} is stored twice (it follows {expected - 1})")
                 expected = off + 1
                 try:
                     lf.decode_record(off, value)

@@ -6,9 +6,9 @@ import pytest
 
 import stdb
 from stdb.storage import logformat as lf
-from stdb.storage.commitlog import iter_records, log_bounds
+from stdb.storage.commitlog import BATCH_BYTES, LOG_LAYOUT, iter_records, log_bounds, split_value
 from stdb.storage.durable import DurableStore, StoreConfig
-from stdb.storage.lmdbenv import LOG_DB, Env
+from stdb.storage.lmdbenv import LOG_DB, META_DB, Env
 from stdb.storage.snapshot import list_snapshots, verify_snapshot
 
 ACCT = stdb.TableSchema(
@@ -198,30 +198,65 @@ def test_automatic_snapshots_pruning_and_compaction(tmp_path):
         assert _state(s2) == want
 
 
-def _damage(env, offset, fn):
+def _values(env):
+    """[(key offset, value bytes)] of the log sub-database as stored."""
+    with env.read() as txn:
+        return [(lf.key_offset(bytes(k)), bytes(v)) for k, v in txn.cursor(db=env.db(LOG_DB))]
+
+
+def relayout(env, per_value):
+    """Store the log again with ``per_value`` consecutive records per LMDB value (1: layout 1)."""
+    records = [(o, bytes(r)) for o, r in iter_records(env)]
+
     def put(txn):
-        raw = bytes(txn.get(lf.offset_key(offset), db=env.db(LOG_DB)))
-        txn.put(lf.offset_key(offset), fn(raw), db=env.db(LOG_DB))
+        db = env.db(LOG_DB)
+        txn.drop(db, delete=False)
+        for i in range(0, len(records), per_value):
+            run = records[i:i + per_value]
+            txn.put(lf.offset_key(run[0][0]), b"".join(r for _, r in run), db=db)
     env.write(put)
 
 
+def damage_record(env, offset, fn):
+    """Replace the stored bytes of the record at ``offset`` with ``fn(bytes)``, in its value."""
+    for key, value in _values(env):
+        pieces = [bytes(r) for _, r in split_value(key, value)]
+        if key <= offset < key + len(pieces):
+            pieces[offset - key] = fn(pieces[offset - key])
+            item = (lf.offset_key(key), b"".join(pieces))
+            env.write(lambda txn, item=item: txn.put(*item, db=env.db(LOG_DB)))
+            return
+    raise AssertionError(f"no record at offset {offset}")
+
+
+def _filled(path, n, per_value, then=lambda env: None):
+    """A store of ``n`` + 1 records (create table + fills), laid out ``per_value`` per value;
+    ``then(env)`` runs before it closes; returns what it returns."""
+    with DurableStore.open(path, config=NOSNAP) as s:
+        s.create_table(ACCT)
+        _fill(s, n)
+        s.flush()
+        relayout(s.env, per_value)
+        return then(s.env)
+
+
+LAYOUTS = pytest.mark.parametrize("per_value", [1, 4, 1000],
+                                  ids=["one-per-value", "4-per-value", "one-value"])
+
+
+@LAYOUTS
 @pytest.mark.parametrize("damage", [
     lambda raw: raw[:-3],                                   # torn (short) write
     lambda raw: raw[:20] + bytes([raw[20] ^ 0x40]) + raw[21:],  # flipped bit
-    lambda raw: b"",                                        # empty value
-])
-def test_torn_tail_is_truncated_with_a_warning(tmp_path, damage, caplog):
+], ids=["short", "flipped"])
+def test_torn_tail_is_truncated_with_a_warning(tmp_path, damage, per_value, caplog):
     path = str(tmp_path / "db")
-    with DurableStore.open(path, config=NOSNAP) as s:
-        s.create_table(ACCT)
-        _fill(s, 20)
-        s.flush()
-        _damage(s.env, 20, damage)
-        expected_before_tail = None
+    _filled(path, 20, per_value, lambda env: damage_record(env, 20, damage))
     with DurableStore.open(path, config=NOSNAP) as s:
         assert s.recovery.torn == [20]
         assert any("offset 20" in w for w in s.recovery.warnings)
         assert s.log.next_offset == 20
+        assert log_bounds(s.env) == (0, 19)     # the records sharing its value are kept
         expected_before_tail = _state(s)
         # the database carries on: the next commit takes offset 20 again
         tx = s.begin()
@@ -233,19 +268,32 @@ def test_torn_tail_is_truncated_with_a_warning(tmp_path, damage, caplog):
         assert len(_state(s)) == len(expected_before_tail) + 1
 
 
-def test_damage_in_the_middle_is_refused(tmp_path):
+def test_empty_tail_value_is_truncated(tmp_path):
     path = str(tmp_path / "db")
+    _filled(path, 20, 1, lambda env: damage_record(env, 20, lambda raw: b""))
     with DurableStore.open(path, config=NOSNAP) as s:
-        s.create_table(ACCT)
-        _fill(s, 20)
-        s.flush()
-        _damage(s.env, 10, lambda raw: raw[:30] + bytes([raw[30] ^ 1]) + raw[31:])
+        assert s.recovery.torn == [20] and s.log.next_offset == 20
+
+
+@LAYOUTS
+@pytest.mark.parametrize("damage", [
+    lambda raw: raw[:30] + bytes([raw[30] ^ 1]) + raw[31:],        # a flipped body byte
+    lambda raw: raw[:4] + bytes([raw[4] ^ 0x80]) + raw[5:],        # body length 128 bytes too long
+    lambda raw: raw[:4] + bytes([raw[4] ^ 0x08]) + raw[5:],        # a wrong length (8 off)
+], ids=["flipped-body", "length-long", "length-off"])
+def test_damage_in_the_middle_is_refused(tmp_path, damage, per_value):
+    path = str(tmp_path / "db")
+
+    def damaged(env):
+        damage_record(env, 10, damage)
+        return _values(env)
+    before = _filled(path, 20, per_value, damaged)
     with pytest.raises(stdb.StorageError, match="damaged at offset 10 and has valid records after it"):
         DurableStore.open(path, config=NOSNAP)
     # refused means unchanged: the damaged record and everything after it are still there
     env = Env(path, readonly=True)
     try:
-        assert log_bounds(env) == (0, 20)
+        assert _values(env) == before
     finally:
         env.close()
 
@@ -256,8 +304,81 @@ def test_missing_record_is_refused(tmp_path):
         s.create_table(ACCT)
         _fill(s, 10)
         s.flush()
+        relayout(s.env, 1)
         s.env.write(lambda txn: txn.delete(lf.offset_key(5), db=s.env.db(LOG_DB)))
     with pytest.raises(stdb.StorageError, match=r"missing records 5\.\.5"):
+        DurableStore.open(path, config=NOSNAP)
+
+
+def test_offset_stored_twice_is_refused(tmp_path):
+    path = str(tmp_path / "db")
+
+    def store_twice(env):                          # values at 0, 4, 8; 6 again on its own
+        rec = next(bytes(r) for o, r in iter_records(env, 6) if o == 6)
+        env.write(lambda txn: txn.put(lf.offset_key(6), rec, db=env.db(LOG_DB)))
+    _filled(path, 10, 4, store_twice)
+    with pytest.raises(stdb.StorageError, match="holds offset 6 twice"):
+        DurableStore.open(path, config=NOSNAP)
+
+
+def test_group_shares_values_and_reads_back(tmp_path):
+    path = str(tmp_path / "db")
+    with DurableStore.open(path, config=NOSNAP) as s:
+        s.create_table(ACCT)
+        _fill(s, 2000)
+        s.flush(timeout=30)
+        values = _values(s.env)
+        assert len(values) == s.log.groups < 2001    # one value per group here (all small)
+        offs = [o for o, _ in iter_records(s.env)]
+        assert offs == list(range(2001))
+        assert all(lf.decode_record(o, r).offset == o for o, r in iter_records(s.env))
+        assert [o for o, _ in iter_records(s.env, 1500)] == list(range(1500, 2001))
+        assert log_bounds(s.env) == (0, 2000)
+        want = _state(s)
+    with DurableStore.open(path, config=NOSNAP) as s:
+        assert _state(s) == want and s.recovery.replayed == 2001
+
+
+def test_big_groups_split_into_values_of_bounded_size(tmp_path):
+    path = str(tmp_path / "db")
+    with DurableStore.open(path, config=NOSNAP) as s:
+        s.create_table(ACCT)
+        s.log.flush()
+        hold = threading.Lock()
+        real = s.log._write_group
+
+        def slow_write(first, group):           # hold the writer so that one group gathers
+            with hold:
+                real(first, group)
+        s.log._write_group = slow_write
+        with hold:
+            for i in range(40):
+                tx = s.begin()
+                tx.insert("acct", (0, i, "x" * 30000, []))
+                s.commit(tx)
+        s.flush(timeout=30)
+        values = _values(s.env)
+        assert [o for o, _ in iter_records(s.env)] == list(range(41))
+        assert all(len(v) <= BATCH_BYTES for _, v in values)
+        assert 4 <= len(values) <= 8               # 40 × ~30 kB in values of ≤ 256 KiB
+        want = _state(s)
+    with DurableStore.open(path, config=NOSNAP) as s:
+        assert _state(s) == want
+
+
+def test_layout_1_logs_read_and_get_marked(tmp_path):
+    path = str(tmp_path / "db")
+    _filled(path, 30, 1, lambda env: env.write(lambda txn: txn.delete(b"log_layout", db=env.db(META_DB))))
+    with DurableStore.open(path, config=NOSNAP) as s2:
+        assert s2.recovery.replayed == 31
+        with s2.env.read() as txn:
+            assert bytes(txn.get(b"log_layout", db=s2.env.db(META_DB))) == str(LOG_LAYOUT).encode()
+
+
+def test_newer_layout_is_refused(tmp_path):
+    path = str(tmp_path / "db")
+    _filled(path, 3, 1, lambda env: env.write(lambda txn: txn.put(b"log_layout", b"99", db=env.db(META_DB))))
+    with pytest.raises(stdb.StorageError, match="has layout 99; this build reads layouts up to"):
         DurableStore.open(path, config=NOSNAP)
 
 

@@ -9,9 +9,9 @@ import sys
 import pytest
 
 import stdb
-from stdb.storage import logformat as lf
 from stdb.storage.durable import DurableStore, StoreConfig
-from stdb.storage.lmdbenv import LOG_DB, Env
+from stdb.storage.lmdbenv import Env
+from tests.test_durable import damage_record
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SCHEMA = stdb.TableSchema("acct", [("id", "u64", True), ("bal", "i64"), ("who", "string")], primary_key="id")
@@ -67,7 +67,7 @@ def test_verify_ok_then_damaged(db):
     rc, out, _ = tool("verify", db)
     assert rc == 0 and "OK" in out
     env = Env(db, durable=False)
-    env.write(lambda txn: txn.put(lf.offset_key(60), b"\x01garbage", db=env.db(LOG_DB)))
+    damage_record(env, 60, lambda raw: b"\x01garbage")
     env.close()
     before = _digest(db)
     rc, out, _ = tool("verify", db)

@@ -13,7 +13,7 @@ import stdb
 from stdb import parse_type
 from stdb.module.database import Database, Limits
 from stdb.storage import logformat as lf
-from stdb.storage.lmdbenv import LOG_DB
+from stdb.storage.commitlog import iter_records
 from tests import wat
 from tests.strategies import BASE_TYPES, values_of
 
@@ -70,8 +70,7 @@ def rows(db: Database, table: str = "kv") -> list:
 def log_records(db: Database) -> list[lf.LogRecord]:
     env = db.store.env
     db.store.flush()
-    with env.read() as txn:
-        return [lf.decode_record(lf.key_offset(bytes(k)), bytes(v)) for k, v in txn.cursor(db=env.db(LOG_DB))]
+    return [lf.decode_record(off, bytes(v)) for off, v in iter_records(env)]
 
 
 def test_call_commits_through_the_log_and_survives_reopen(tmp_path, db):

@@ -5,6 +5,12 @@ thread takes everything queued, writes it in one LMDB transaction and (in ``dura
 mode) fsyncs that transaction, then advances the *durable offset* and wakes whoever waits
 for it.  While the writer is busy with one group, the next one gathers.
 
+Layout (docs/log-format.md, "log layout 2"): a group is stored as few LMDB values as
+possible, each holding consecutive records (up to ``BATCH_BYTES``) under the offset of its
+first record.  One put per value means the writer hands the GIL to the appending threads
+once per group rather than once per record (py-lmdb releases it around every put).  A
+value holding one record — every value of a layout-1 log — is the same thing.
+
 Durability modes (docs/log-format.md):
 
 * ``durable`` (default): a group is fsync'd before its offsets count as durable.  A commit
@@ -22,18 +28,25 @@ ever reported durable.
 from __future__ import annotations
 
 import logging
+import struct
 import threading
 import time
 from collections.abc import Callable, Iterator
+from typing import Any
 
 from stdb.errors import StorageError
 from stdb.storage import logformat as lf
-from stdb.storage.lmdbenv import LOG_DB, Env
+from stdb.storage.lmdbenv import LOG_DB, META_DB, Env
 
-__all__ = ["CommitLog", "DURABILITY_MODES"]
+__all__ = ["CommitLog", "DURABILITY_MODES", "BATCH_BYTES", "LOG_LAYOUT", "group_values", "iter_records",
+           "log_bounds", "split_value", "truncate_log", "delete_log_through", "check_layout", "mark_layout"]
 
 log = logging.getLogger("stdb.commitlog")
 DURABILITY_MODES = ("durable", "relaxed")
+BATCH_BYTES = 256 * 1024    # a group's records go into LMDB values of at most this much (or one record)
+LOG_LAYOUT = 2              # 1: one record per value; 2: one or more consecutive records per value
+_LAYOUT_KEY = b"log_layout"
+_BODY_LEN = struct.Struct("<I")
 
 
 class CommitLog:
@@ -136,9 +149,9 @@ class CommitLog:
     # ---- the writer
 
     def _lmdb_write(self, first: int, group: list[bytes]) -> None:
-        """Put the records of offsets first, first + 1, ... (keys built in C: map + zip)."""
+        """Put the records of offsets first, first + 1, ... as values of consecutive records."""
         db = self.env.db(LOG_DB)
-        items = list(zip(map(lf.KEY_STRUCT.pack, range(first, first + len(group))), group, strict=True))
+        items = group_values(first, group)
 
         def put_all(txn):
             # offsets only grow, so LMDB can append without searching (MDB_APPEND)
@@ -199,16 +212,66 @@ class CommitLog:
                 return
 
 
-def iter_records(env: Env, start: int = 0) -> Iterator[tuple[int, bytes | memoryview]]:
-    """(offset, raw value) of every stored record from ``start`` on, in offset order.
+def group_values(first: int, group: list[bytes]) -> list[tuple[bytes, bytes]]:
+    """(key, value) items storing ``group`` (records of offsets first, first + 1, ...): runs of
+    consecutive records joined into values of at most BATCH_BYTES (a bigger record alone)."""
+    items = []
+    start, size = 0, 0
+    for i, rec in enumerate(group):
+        if size and size + len(rec) > BATCH_BYTES:
+            items.append((lf.offset_key(first + start), b"".join(group[start:i])))
+            start, size = i, 0
+        size += len(rec)
+    items.append((lf.offset_key(first + start), b"".join(group[start:])))
+    return items
 
-    Values are only valid inside the iteration (they point into LMDB's map)."""
+
+def split_value(first: int, value: bytes | memoryview) -> list[tuple[int, memoryview]]:
+    """The records stored in one log value, as (offset, bytes) from ``first`` on, split by the
+    body lengths in their headers.  Nothing is verified here (``lf.check_header`` does that):
+    where the framing stops making sense — fewer bytes left than a header, or a length past
+    the end — the rest of the value is one last piece, which fails its checks."""
+    mv = memoryview(value)
+    n = len(mv)
+    if n >= lf.HEADER_SIZE and _BODY_LEN.unpack_from(mv, 4)[0] + lf.HEADER_SIZE == n:
+        return [(first, mv)]           # one record (every value of a layout-1 log)
+    out = []
+    pos = 0
+    while pos < n:
+        end = n
+        if n - pos >= lf.HEADER_SIZE:
+            end = pos + lf.HEADER_SIZE + _BODY_LEN.unpack_from(mv, pos + 4)[0]
+            if end > n:
+                end = n
+        out.append((first + len(out), mv[pos:end]))
+        pos = end
+    if not out:
+        out.append((first, mv))        # an empty value: one (bad) piece
+    return out
+
+
+def _seek(cur: Any, start: int) -> bool:
+    """Put ``cur`` on the value that may hold offset ``start``: the last one whose key is at or
+    before it, else the first one (False for an empty log)."""
+    if not cur.set_range(lf.offset_key(start)):
+        return bool(cur.last())
+    if lf.key_offset(bytes(cur.key())) > start and not cur.prev():
+        return bool(cur.first())
+    return True
+
+
+def iter_records(env: Env, start: int = 0) -> Iterator[tuple[int, bytes | memoryview]]:
+    """(offset, raw record) of every stored record from ``start`` on, in offset order.
+
+    Records are only valid inside the iteration (they point into LMDB's map)."""
     with env.read() as txn:
         cur = txn.cursor(db=env.db(LOG_DB))
-        if not cur.set_range(lf.offset_key(start)):
+        if not _seek(cur, start):
             return
         for key, value in cur:
-            yield lf.key_offset(bytes(key)), value
+            for off, rec in split_value(lf.key_offset(bytes(key)), value):
+                if off >= start:
+                    yield off, rec
 
 
 def log_bounds(env: Env) -> tuple[int, int] | None:
@@ -219,4 +282,71 @@ def log_bounds(env: Env) -> tuple[int, int] | None:
             return None
         first = lf.key_offset(bytes(cur.key()))
         cur.last()
-        return first, lf.key_offset(bytes(cur.key()))
+        last = lf.key_offset(bytes(cur.key()))
+        return first, last + len(split_value(last, cur.value())) - 1
+
+
+def truncate_log(env: Env, offset: int) -> None:
+    """Delete the records from ``offset`` on (a torn tail): later values go, the value holding
+    ``offset`` keeps the records before it."""
+    def drop(txn):
+        db = env.db(LOG_DB)
+        cur = txn.cursor(db=db)
+        if not _seek(cur, offset):
+            return
+        rewrite = None
+        key = lf.key_offset(bytes(cur.key()))
+        if key < offset:
+            pieces = split_value(key, cur.value())
+            if len(pieces) > offset - key:
+                rewrite = b"".join(bytes(r) for _, r in pieces[: offset - key])
+            more = cur.next()
+        else:
+            more = True
+        doomed = []
+        while more:
+            doomed.append(bytes(cur.key()))
+            more = cur.next()
+        for k in doomed:
+            txn.delete(k, db=db)
+        if rewrite is not None:
+            txn.put(lf.offset_key(key), rewrite, db=db)
+    env.write(drop)
+
+
+def delete_log_through(txn: Any, env: Env, offset: int) -> None:
+    """Delete (in write transaction ``txn``) the values whose records all precede ``offset + 1``
+    — log compaction after a snapshot; a value holding later records too is kept whole."""
+    cur = txn.cursor(db=env.db(LOG_DB))
+    if not cur.first():
+        return
+    while True:
+        key = cur.key()
+        if not key:
+            return
+        first = lf.key_offset(bytes(key))
+        last = first + len(split_value(first, cur.value())) - 1
+        if first > offset or last > offset:
+            return
+        if not cur.delete():
+            return
+
+
+def check_layout(env: Env) -> int:
+    """The log layout of ``env`` (1 when unmarked); StorageError for one newer than this build."""
+    with env.read() as txn:
+        raw = txn.get(_LAYOUT_KEY, db=env.db(META_DB))
+    try:
+        layout = 1 if raw is None else int(bytes(raw))
+    except ValueError:
+        raise StorageError(f"the log layout marker of {env.path!r} is unreadable ({bytes(raw)!r})") from None
+    if layout > LOG_LAYOUT:
+        raise StorageError(f"the commit log at {env.path!r} has layout {layout}; this build reads "
+                           f"layouts up to {LOG_LAYOUT}", hint="open it with a newer stdb")
+    return layout
+
+
+def mark_layout(env: Env) -> None:
+    """Record that this log may hold values of several records (before the first such write)."""
+    if check_layout(env) < LOG_LAYOUT:
+        env.write(lambda txn: txn.put(_LAYOUT_KEY, str(LOG_LAYOUT).encode(), db=env.db(META_DB)))

@@ -18,9 +18,9 @@ from stdb._core.schema import TableSchema
 from stdb.errors import SchemaError, StorageError, TransactionError
 from stdb.progress import progress_bar
 from stdb.storage import logformat as lf
-from stdb.storage.commitlog import CommitLog, log_bounds
+from stdb.storage.commitlog import CommitLog, delete_log_through, log_bounds, mark_layout
 from stdb.storage.datastore import Datastore, Transaction, TxDelta
-from stdb.storage.lmdbenv import LOG_DB, Env
+from stdb.storage.lmdbenv import Env
 from stdb.storage.recovery import RecoveryResult, recover
 from stdb.storage.snapshot import SnapshotInfo, delete_snapshot, list_snapshots, write_snapshot
 
@@ -61,6 +61,7 @@ class DurableStore:
         # what recovery read may still be only in the OS page cache (the crashed process wrote
         # it, nobody fsync'd it): make it durable before the log reports it as durable
         try:
+            mark_layout(self.env)
             self.env.sync()
         except BaseException:
             self.env.close()
@@ -243,7 +244,7 @@ class DurableStore:
             delete_snapshot(self.env, s.offset)
         if self.config.compact_log and len(snaps) >= 1:
             oldest = snaps[min(keep, len(snaps)) - 1].offset
-            self.env.write(lambda txn: _delete_log_through(txn, self.env, oldest))
+            self.env.write(lambda txn: delete_log_through(txn, self.env, oldest))
 
     # ---- end
 
@@ -272,15 +273,6 @@ class DurableStore:
             "snapshots": [s.offset for s in list_snapshots(self.env)],
             "tables": {n: len(self.datastore.table(n)) for n in self.datastore.table_names},
         }
-
-
-def _delete_log_through(txn: Any, env: Env, offset: int) -> None:
-    cur = txn.cursor(db=env.db(LOG_DB))
-    if not cur.first():
-        return
-    while cur.key() and lf.key_offset(bytes(cur.key())) <= offset:
-        if not cur.delete():
-            break
 
 
 def _now() -> int:

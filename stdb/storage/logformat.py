@@ -38,6 +38,7 @@ from stdb.errors import DataError, SchemaError, StorageError
 __all__ = [
     "FORMAT_VERSION", "KIND_TX", "KIND_CREATE_TABLE", "KIND_DROP_TABLE", "KIND_ALTER_TABLE", "HEADER_SIZE",
     "LogRecord", "TableChange", "encode_record", "decode_record", "offset_key", "key_offset",
+    "find_record_inside",
 ]
 
 FORMAT_VERSION = 1
@@ -205,6 +206,26 @@ def check_header(offset: int, value: bytes | memoryview) -> tuple[int, memoryvie
     if kind not in KIND_NAMES or flags != 0:
         raise StorageError(f"log record at offset {offset} has unknown kind {kind} / flags {flags}")
     return kind, body
+
+
+def find_record_inside(damaged: bytes | memoryview) -> int | None:
+    """The offset claimed by the first intact record starting at byte 1 or later of
+    ``damaged`` (a piece of a log value that fails its checks), or None.
+
+    Recovery uses it to tell a torn tail from damage in the middle of a value: a record that
+    passes its CRC after the damage was committed, so the damage is not a torn write."""
+    data = bytes(damaged)
+    n = len(data)
+    version = bytes([FORMAT_VERSION])
+    p = data.find(version, 1)
+    while 0 <= p <= n - HEADER_SIZE - _OFF_TS.size:
+        _, kind, flags, length, crc = _HEAD.unpack_from(data, p)
+        end = p + HEADER_SIZE + length
+        if kind in KIND_NAMES and flags == 0 and _OFF_TS.size <= length and end <= n:
+            if crc32c.crc32c(data[p + HEADER_SIZE:end], crc32c.crc32c(data[p:p + 8])) == crc:
+                return int(_OFF_TS.unpack_from(data, p + HEADER_SIZE)[0])
+        p = data.find(version, p + 1)
+    return None
 
 
 def decode_record(offset: int, value: bytes | memoryview) -> LogRecord:

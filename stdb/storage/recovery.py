@@ -1,8 +1,9 @@
 """Start-up recovery: the newest snapshot whose hash verifies, then the log tail.
 
 * A record that fails its checks (CRC, length, version, offset) at the *tail* of the log —
-  nothing valid after it — is a torn write: in repair mode it is deleted with a warning
-  naming its offset; read-only callers get it reported in ``RecoveryResult.torn``.
+  nothing valid after it, not even inside the damaged bytes — is a torn write: in repair
+  mode it is deleted with a warning naming its offset; read-only callers get it reported in
+  ``RecoveryResult.torn``.
 * Damage in the *middle* of the log (a valid record after a bad one, or a gap in the
   offsets) is refused with a StorageError: replaying past it would silently lose a
   committed transaction, and stopping before it would silently drop the later ones.
@@ -16,9 +17,9 @@ from dataclasses import dataclass, field
 
 from stdb.errors import StdbError, StorageError
 from stdb.storage import logformat as lf
-from stdb.storage.commitlog import iter_records, log_bounds
+from stdb.storage.commitlog import check_layout, iter_records, log_bounds, truncate_log
 from stdb.storage.datastore import Datastore
-from stdb.storage.lmdbenv import LOG_DB, Env
+from stdb.storage.lmdbenv import Env
 from stdb.storage.snapshot import list_snapshots, load_snapshot
 
 __all__ = ["RecoveryResult", "LogScan", "recover", "apply_record", "scan_log"]
@@ -86,7 +87,12 @@ def scan_log(env: Env, start: int) -> LogScan:
     expected = start
     for off, value in iter_records(env, start):
         if off != expected:
-            scan.gap = (expected, off - 1)
+            if scan.first_bad is not None:
+                # a damaged length hid how many records its value held: what follows is
+                # still a later record, so this is damage in the middle
+                scan.valid_after_bad = off
+            else:
+                scan.gap = (expected, off - 1)     # off < expected: an offset stored twice
             return scan
         try:
             lf.check_header(off, value)
@@ -102,6 +108,12 @@ def scan_log(env: Env, start: int) -> LogScan:
             if scan.first_bad is None:
                 scan.first_bad = off
             scan.bad.append(off)
+            hidden = lf.find_record_inside(value)
+            if hidden is not None:
+                # an intact record inside the damaged bytes (a broken length hid it): it was
+                # committed, so this is damage in the middle, not a torn write
+                scan.valid_after_bad = hidden
+                return scan
         expected = off + 1
     return scan
 
@@ -114,6 +126,7 @@ def recover(env: Env, *, table_factory: Callable | None = None, repair: bool = T
     ``to_offset`` stops after that record (point-in-time replay); ``progress(done, total)`` is
     called as records are applied.  ``repair`` deletes a torn tail (read-write opens only).
     """
+    check_layout(env)
     ds = Datastore(table_factory)
     bounds = log_bounds(env)
     result = RecoveryResult(ds, 0, None)
@@ -158,6 +171,9 @@ def recover(env: Env, *, table_factory: Callable | None = None, repair: bool = T
             "before the damage")
     if scan.gap is not None:
         a, b = scan.gap
+        if b < a:
+            raise StorageError(f"the commit log holds offset {b + 1} twice (after {a - 1}); "
+                               f"refusing to guess which is the committed one", hint=hint)
         raise StorageError(f"the commit log is missing records {a}..{b} (it jumps from offset {a - 1} "
                            f"to {b + 1}); refusing to skip committed transactions", hint=hint)
     bad, first_bad = scan.bad, scan.first_bad
@@ -173,10 +189,7 @@ def recover(env: Env, *, table_factory: Callable | None = None, repair: bool = T
         log.warning(msg)
         result.torn = bad
         if repair:
-            def drop(txn):
-                for off in bad:
-                    txn.delete(lf.offset_key(off), db=env.db(LOG_DB))
-            env.write(drop)
+            truncate_log(env, first_bad)
 
     # 3. replay the tail
     stop = last if first_bad is None else first_bad - 1
