@@ -24,7 +24,7 @@ from typing import Any
 from stdb.errors import StdbError, StorageError
 from stdb.progress import progress_bar
 from stdb.storage import logformat as lf
-from stdb.storage.commitlog import iter_records, log_bounds
+from stdb.storage.commitlog import check_layout, iter_records, log_bounds
 from stdb.storage.lmdbenv import Env
 from stdb.storage.recovery import recover, scan_log
 from stdb.storage.snapshot import list_snapshots, verify_snapshot
@@ -84,7 +84,7 @@ def _jsonable(v: Any) -> Any:
 def cmd_inspect(env: Env, args: argparse.Namespace) -> int:
     b = log_bounds(env)
     snaps = list_snapshots(env)
-    out: dict[str, Any] = {"path": env.path, "map_size": env.map_size()}
+    out: dict[str, Any] = {"path": env.path, "map_size": env.map_size(), "log_layout": check_layout(env)}
     if b is None:
         out["log"] = None
     else:

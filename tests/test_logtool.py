@@ -52,6 +52,7 @@ def test_inspect_and_stats(db):
     assert rc == 0
     info = json.loads(out)
     assert info["log"]["first_offset"] == 0 and info["log"]["last_offset"] == 101
+    assert info["log_layout"] == 2
     assert info["log"]["kinds"] == {"create_table": 2, "tx": 100}
     assert info["log"]["row_ops_per_table"]["log"] == 10
     assert [s["offset"] for s in info["snapshots"]] == [79, 39]   # every 40 records, newest 2 kept
