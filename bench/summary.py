@@ -215,11 +215,18 @@ def summarise(results_dir: str) -> tuple[list[Row], dict[str, dict[str, Any]], l
 def markdown(rows: list[Row], found: dict[str, dict[str, Any]], missing: list[str], plots: list[str],
              plot_dir: str = "") -> str:
     dates = sorted({str(d.get("date") or (d.get("machine") or {}).get("date")) for d in found.values()})
-    commits = sorted({str((d.get("machine") or {}).get("git_commit")) for d in found.values()} - {"None"})
+    by_commit: dict[str, list[str]] = {}
+    for name, d in found.items():
+        by_commit.setdefault(str((d.get("machine") or {}).get("git_commit")), []).append(name.rstrip("-*"))
+    by_commit.pop("None", None)
     days = sorted({d[:10] for d in dates})
     span = " – ".join(days[::max(1, len(days) - 1)]) if days else "?"
-    out = [f"Latest `python -m bench` results ({span}; stdb commit{'s' if len(commits) > 1 else ''} "
-           f"{', '.join(commits) or '?'}) on: {_machine_line(found)}.",
+    if len(by_commit) > 1:    # results of several runs: say which came from which commit
+        which = "; ".join(f"{', '.join(sorted(names))} at {c}" for c, names in sorted(by_commit.items()))
+        commit_text = f"stdb commits: {which}"
+    else:
+        commit_text = f"stdb commit {next(iter(by_commit), '?')}"
+    out = [f"Latest `python -m bench` results ({span}; {commit_text}) on: {_machine_line(found)}.",
            "How each figure is measured: `bench/README.md`; every result as JSON in `bench/results/`. "
            "A ratio is stdb's rate over the compared one (higher is better for stdb; for times, the other's "
            "time over stdb's), except where the target says otherwise.", "",

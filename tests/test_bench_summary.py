@@ -41,6 +41,15 @@ def test_verdicts_follow_the_figures_and_missing_results_are_named(tmp_path):
     assert "| durability | durable commits/s, commit log alone | 600,000 |" in md
 
 
+def test_header_names_the_commit_of_each_result_when_they_differ(tmp_path):
+    rows, found = [], {"durability": _durability(0.6, 2e6), "engine": {"machine": {"git_commit": "abc1234"}},
+                       "transfer": {"machine": {"git_commit": "def5678"}}}
+    assert "; stdb commit abc1234)" in summary.markdown(rows, {k: found[k] for k in ("durability", "engine")},
+                                                          [], [])
+    md = summary.markdown(rows, found, [], [])
+    assert "stdb commits: durability, engine at abc1234; transfer at def5678)" in md
+
+
 def test_target_rows_of_a_result_and_the_newest_network_file(tmp_path):
     t = {"measure": "calls/s at 50 clients", "stdb": 1000.0, "baseline": "echo", "baseline_value": 4000.0,
          "ratio": 0.25, "target": "≥ 0.9 of echo", "met": False}
