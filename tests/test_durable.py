@@ -375,10 +375,14 @@ def test_layout_1_logs_read_and_get_marked(tmp_path):
             assert bytes(txn.get(b"log_layout", db=s2.env.db(META_DB))) == str(LOG_LAYOUT).encode()
 
 
-def test_newer_layout_is_refused(tmp_path):
+@pytest.mark.parametrize("marker, error", [
+    (b"99", "has layout 99; this build reads layouts up to 2"),
+    (b"x2", r"log layout marker .* is unreadable \(b'x2'\)"),
+])
+def test_newer_or_unreadable_layout_is_refused(tmp_path, marker, error):
     path = str(tmp_path / "db")
-    _filled(path, 3, 1, lambda env: env.write(lambda txn: txn.put(b"log_layout", b"99", db=env.db(META_DB))))
-    with pytest.raises(stdb.StorageError, match="has layout 99; this build reads layouts up to"):
+    _filled(path, 3, 1, lambda env: env.write(lambda txn: txn.put(b"log_layout", marker, db=env.db(META_DB))))
+    with pytest.raises(stdb.StorageError, match=error):
         DurableStore.open(path, config=NOSNAP)
 
 

@@ -335,11 +335,12 @@ def delete_log_through(txn: Any, env: Env, offset: int) -> None:
 def check_layout(env: Env) -> int:
     """The log layout of ``env`` (1 when unmarked); StorageError for one newer than this build."""
     with env.read() as txn:
-        raw = txn.get(_LAYOUT_KEY, db=env.db(META_DB))
+        value = txn.get(_LAYOUT_KEY, db=env.db(META_DB))
+        raw = None if value is None else bytes(value)     # copied while the transaction lives
     try:
-        layout = 1 if raw is None else int(bytes(raw))
+        layout = 1 if raw is None else int(raw)
     except ValueError:
-        raise StorageError(f"the log layout marker of {env.path!r} is unreadable ({bytes(raw)!r})") from None
+        raise StorageError(f"the log layout marker of {env.path!r} is unreadable ({raw!r})") from None
     if layout > LOG_LAYOUT:
         raise StorageError(f"the commit log at {env.path!r} has layout {layout}; this build reads "
                            f"layouts up to {LOG_LAYOUT}", hint="open it with a newer stdb")
