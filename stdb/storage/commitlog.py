@@ -235,7 +235,7 @@ def split_value(first: int, value: bytes | memoryview) -> list[tuple[int, memory
     n = len(mv)
     if n >= lf.HEADER_SIZE and _BODY_LEN.unpack_from(mv, 4)[0] + lf.HEADER_SIZE == n:
         return [(first, mv)]           # one record (every value of a layout-1 log)
-    out = []
+    out: list[tuple[int, memoryview]] = []
     pos = 0
     while pos < n:
         end = n
