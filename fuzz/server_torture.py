@@ -3,11 +3,11 @@
     python -m fuzz.server_torture --rounds 10000 --dir /tmp/storture   # the long run
     python -m fuzz.server_torture --rounds 8                           # what CI runs
 
-Each round starts ``stdb start`` on the data directory (the first round publishes
-examples/transfer/transfer.c and opens accounts), runs C clients in **confirmed mode**, each
-calling ``transfer(from, to, amount)`` in a closed loop with an amount no other call uses, and
-SIGKILLs the server after a random delay.  After the restart it checks, against a model that
-knows every call the clients made:
+``stdb start`` runs on a data directory (first publishing examples/transfer/transfer.c and
+opening accounts).  Each round runs C clients in **confirmed mode**, each calling
+``transfer(from, to, amount)`` in a closed loop with an amount no other call uses, and SIGKILLs
+the server after a random delay.  After the restart it checks, against a model that knows
+every call the clients made:
 
 1. no acknowledged commit is lost: every transfer a client saw ``committed`` (confirmed mode:
    only once durable) is in the state;
@@ -15,7 +15,9 @@ knows every call the clients made:
    acknowledged transfers plus some subset of the calls that were in flight at the kill (at
    most one per client), each applied whole — and the money is conserved.
 
-The in-flight calls found applied join the model, and the next round goes on from there.
+The in-flight calls found applied join the model, and the next round loads the restarted
+server.  Every ``--graceful-every`` rounds (10) the server is also stopped with SIGTERM and
+started again, and nothing may change.
 """
 
 from __future__ import annotations
@@ -53,6 +55,7 @@ class Stats:
     in_flight_applied: int = 0
     in_flight_lost: int = 0
     kills_while_loaded: int = 0
+    graceful_restarts: int = 0
     balances: dict[int, int] = field(default_factory=dict)
 
 
@@ -126,8 +129,22 @@ def _apply(bal: dict[int, int], calls: list[tuple[int, int, int]]) -> dict[int, 
     return out
 
 
+def _stop(proc: subprocess.Popen) -> None:
+    """SIGTERM (a graceful shutdown), SIGKILL if it has not ended within 30 s."""
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+    try:
+        proc.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
 def run(rounds: int, work_dir: str, *, clients: int = 4, seed: int = 1, min_delay: float = 0.05,
-        max_delay: float = 0.6, progress: bool = True) -> Stats:
+        max_delay: float = 0.6, graceful_every: int = 10, progress: bool = True) -> Stats:
+    """``rounds`` kills.  The server restarted after a kill (recovery) is the one checked and
+    then loaded and killed in the next round; every ``graceful_every`` rounds it is also
+    stopped with SIGTERM and started again, and the balances must be unchanged."""
     from stdb.module.build import build_module
 
     rng = random.Random(seed)
@@ -139,66 +156,60 @@ def run(rounds: int, work_dir: str, *, clients: int = 4, seed: int = 1, min_dela
     stats = Stats()
     model = {i: START_BALANCE for i in range(1, ACCOUNTS + 1)}
     amounts = itertools.count(1 + rng.randrange(1000))
-    first = True
-    with progress_bar(rounds, "server torture", enabled=progress) as update:
-        for r in range(rounds):
-            port = _free_port()
-            proc = start_server(data, port, log_path)
-            url = f"ws://127.0.0.1:{port}"
-            try:
-                if first:
-                    trio.run(_setup, url, wasm)
-                    first = False
-                got = trio.run(_balances, url)
-                if got != model:
-                    raise AssertionError(f"round {r}: after restart the balances differ from the model "
-                                         f"before any load: {got} vs {model}")
+    port = _free_port()
+    proc = start_server(data, port, log_path)
+    try:
+        trio.run(_setup, f"ws://127.0.0.1:{port}", wasm)
+        with progress_bar(rounds, "server torture", enabled=progress) as update:
+            for r in range(rounds):
+                if r and graceful_every and r % graceful_every == 0:
+                    _stop(proc)                        # a graceful restart keeps everything
+                    proc = start_server(data, port := _free_port(), log_path)
+                    got = trio.run(_balances, f"ws://127.0.0.1:{port}")
+                    if got != model:
+                        raise AssertionError(f"round {r}: after a graceful restart the balances differ "
+                                             f"from the model: {got} vs {model}")
+                    stats.graceful_restarts += 1
                 acked: list = []
                 in_flight: dict = {}
                 delay = rng.uniform(min_delay, max_delay)
 
                 def kill(proc: subprocess.Popen = proc) -> None:
                     proc.send_signal(signal.SIGKILL)
+                url = f"ws://127.0.0.1:{port}"
                 trio.run(_load, url, clients, rng, amounts, acked, in_flight, delay, kill)
-            finally:
                 if proc.poll() is None:
                     proc.kill()
                 proc.wait()
-            stats.kills_while_loaded += bool(acked or in_flight)
-            # restart and find which in-flight calls made it; each is whole or absent
-            proc = start_server(data, _port := _free_port(), log_path)
-            try:
-                got = trio.run(_balances, f"ws://127.0.0.1:{_port}")
-            finally:
-                proc.send_signal(signal.SIGTERM)
-                try:
-                    proc.wait(timeout=30)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
-                    proc.wait()
-            base = _apply(model, acked)
-            pending = list(in_flight.values())
-            match = None
-            for n in range(len(pending) + 1):
-                for subset in itertools.combinations(pending, n):
-                    if _apply(base, list(subset)) == got:
-                        match = subset
+                stats.kills_while_loaded += bool(acked or in_flight)
+                # restart (recovery) and find which in-flight calls made it; each is whole or absent
+                proc = start_server(data, port := _free_port(), log_path)
+                got = trio.run(_balances, f"ws://127.0.0.1:{port}")
+                base = _apply(model, acked)
+                pending = list(in_flight.values())
+                match = None
+                for n in range(len(pending) + 1):
+                    for subset in itertools.combinations(pending, n):
+                        if _apply(base, list(subset)) == got:
+                            match = subset
+                            break
+                    if match is not None:
                         break
-                if match is not None:
-                    break
-            if match is None:
-                raise AssertionError(
-                    f"round {r}: the recovered balances are not the {len(acked)} acknowledged transfers "
-                    f"plus any subset of the {len(pending)} in flight (an acknowledged commit lost, or "
-                    f"a transfer half-applied): got {got}, expected from acknowledged {base}")
-            if sum(got.values()) != START_BALANCE * ACCOUNTS:
-                raise AssertionError(f"round {r}: money not conserved: {sum(got.values())}")
-            model = got
-            stats.rounds += 1
-            stats.acked += len(acked)
-            stats.in_flight_applied += len(match)
-            stats.in_flight_lost += len(pending) - len(match)
-            update(stats.rounds)
+                if match is None:
+                    raise AssertionError(
+                        f"round {r}: the recovered balances are not the {len(acked)} acknowledged transfers "
+                        f"plus any subset of the {len(pending)} in flight (an acknowledged commit lost, or "
+                        f"a transfer half-applied): got {got}, expected from acknowledged {base}")
+                if sum(got.values()) != START_BALANCE * ACCOUNTS:
+                    raise AssertionError(f"round {r}: money not conserved: {sum(got.values())}")
+                model = got
+                stats.rounds += 1
+                stats.acked += len(acked)
+                stats.in_flight_applied += len(match)
+                stats.in_flight_lost += len(pending) - len(match)
+                update(stats.rounds)
+    finally:
+        _stop(proc)
     stats.balances = model
     return stats
 
@@ -210,17 +221,21 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--dir", default=None, help="work directory (default: a temporary one, removed after)")
     ap.add_argument("--max-delay", type=float, default=0.6)
+    ap.add_argument("--graceful-every", type=int, default=10,
+                    help="every N rounds also stop the server with SIGTERM and check that nothing "
+                         "changed (0: never)")
     a = ap.parse_args(argv)
     work = a.dir or tempfile.mkdtemp(prefix="stdb-storture-")
     t0 = time.monotonic()
     try:
-        s = run(a.rounds, work, clients=a.clients, seed=a.seed, max_delay=a.max_delay)
+        s = run(a.rounds, work, clients=a.clients, seed=a.seed, max_delay=a.max_delay,
+                graceful_every=a.graceful_every)
     except AssertionError as e:
         print(f"FAILED: {e}\n(work directory kept: {work})", file=sys.stderr)
         return 1
     print(f"{s.rounds} rounds in {time.monotonic() - t0:.0f} s: {s.acked:,} acknowledged transfers all "
           f"present; in flight at the kill: {s.in_flight_applied} applied whole, {s.in_flight_lost} absent; "
-          f"{s.kills_while_loaded} kills under load")
+          f"{s.kills_while_loaded} kills under load; {s.graceful_restarts} graceful restarts unchanged")
     if a.dir is None:
         shutil.rmtree(work, ignore_errors=True)
     return 0

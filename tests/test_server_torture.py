@@ -1,5 +1,6 @@
 """The short server crash-torture run (the long one: `python -m fuzz.server_torture --rounds 10000`):
-a server under reducer load from confirmed-mode clients is SIGKILLed, restarted and checked."""
+a server under reducer load from confirmed-mode clients is SIGKILLed, restarted and checked; every
+third round it is also stopped with SIGTERM and restarted, and nothing may change."""
 
 import os
 
@@ -8,8 +9,9 @@ from fuzz.server_torture import ACCOUNTS, START_BALANCE, run
 
 def test_server_kill_9_loses_no_confirmed_transfer(tmp_path):
     rounds = int(os.environ.get("STDB_SERVER_TORTURE_ROUNDS", "6"))
-    stats = run(rounds, str(tmp_path), clients=4, seed=11, progress=False)
+    stats = run(rounds, str(tmp_path), clients=4, seed=11, graceful_every=3, progress=False)
     assert stats.rounds == rounds
+    assert stats.graceful_restarts == (rounds - 1) // 3    # SIGTERM restarts changed nothing
     assert stats.kills_while_loaded == rounds          # every kill landed while clients were calling
     assert stats.acked > 0
     assert sum(stats.balances.values()) == START_BALANCE * ACCOUNTS
