@@ -366,6 +366,21 @@ def test_big_groups_split_into_values_of_bounded_size(tmp_path):
         assert _state(s) == want
 
 
+def test_compaction_keeps_a_value_that_straddles_the_snapshot(tmp_path):
+    from stdb.storage.commitlog import delete_log_through
+    path = str(tmp_path / "db")
+
+    def straddle(env):                      # values 0-3, 4-7, 8-10; snapshot covers through 5
+        want = [(o, bytes(r)) for o, r in iter_records(env)]
+        env.write(lambda txn: delete_log_through(txn, env, 5))
+        assert [k for k, _ in _values(env)] == [4, 8]
+        assert log_bounds(env) == (4, 10)
+        assert [(o, bytes(r)) for o, r in iter_records(env, 6)] == want[6:]
+        env.write(lambda txn: delete_log_through(txn, env, 10))
+        assert log_bounds(env) is None
+    _filled(path, 10, 4, straddle)
+
+
 def test_layout_1_logs_read_and_get_marked(tmp_path):
     path = str(tmp_path / "db")
     _filled(path, 30, 1, lambda env: env.write(lambda txn: txn.delete(b"log_layout", db=env.db(META_DB))))
