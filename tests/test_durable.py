@@ -19,6 +19,8 @@ ACCT = stdb.TableSchema(
     indexes=[stdb.IndexDef("by_balance", "balance")],
 )
 NOSNAP = StoreConfig(snapshot_every_txs=None, snapshot_every_bytes=None)
+RELAXED = StoreConfig(durability="relaxed", sync_interval=0.01, snapshot_every_txs=None,
+                      snapshot_every_bytes=None)
 
 
 def _state(store, name="acct"):
@@ -107,24 +109,28 @@ def test_group_commit_batches_concurrent_appends(tmp_path):
 
 
 def test_relaxed_mode_becomes_durable_on_interval(tmp_path):
-    cfg = StoreConfig(durability="relaxed", sync_interval=0.01, snapshot_every_txs=None,
-                      snapshot_every_bytes=None)
-    with DurableStore.open(str(tmp_path / "db"), config=cfg) as s:
+    with DurableStore.open(str(tmp_path / "db"), config=RELAXED) as s:
+        assert not s.env.durable          # LMDB does not sync at commit: the interval does
         s.create_table(ACCT)
         offs = _fill(s, 50)
         s.wait_durable(offs[-1], timeout=10)
         assert s.durable_offset >= offs[-1]
 
 
-@pytest.mark.parametrize("hook, error", [
-    ("_sync", OSError(5, "Input/output error")),          # fsync fails
-    ("_write_group", OSError(28, "No space left on device")),  # the write fails (ENOSPC)
-])
-def test_io_failure_stops_acknowledgements(tmp_path, hook, error):
-    s = DurableStore.open(str(tmp_path / "db"), config=NOSNAP)
+@pytest.mark.parametrize("config, hook, error", [
+    # durable mode: LMDB fsyncs at commit, so a failed fsync fails the group's write
+    (NOSNAP, "_write_group", OSError(5, "Input/output error")),
+    (NOSNAP, "_write_group", OSError(28, "No space left on device")),  # the write fails (ENOSPC)
+    (RELAXED, "_sync", OSError(5, "Input/output error")),             # the interval's fsync fails
+    (RELAXED, "_write_group", OSError(28, "No space left on device")),
+], ids=["durable-fsync", "durable-enospc", "relaxed-fsync", "relaxed-enospc"])
+def test_io_failure_stops_acknowledgements(tmp_path, config, hook, error):
+    """The failure is raised where the fsync happens: in the group's write (durable mode,
+    LMDB's sync at commit) or in the interval's sync (relaxed mode)."""
+    s = DurableStore.open(str(tmp_path / "db"), config=config)
     try:
         s.create_table(ACCT)
-        s.flush()
+        s.flush(timeout=10)
         good = s.durable_offset
 
         def fail(*args):
@@ -531,10 +537,10 @@ def test_a_commit_the_failed_log_refuses_leaves_nothing_in_memory(tmp_path):
         s.commit(tx)
         s.flush()
 
-        def broken_sync():
+        def broken_write(first, group):      # durable mode: LMDB's fsync at commit fails
             raise OSError(5, "Input/output error")
 
-        s.log._sync = broken_sync
+        s.log._write_group = broken_write
         tx = s.begin()
         tx.insert("acct", (0, 2, "lost", []))
         with pytest.raises(stdb.StorageError):

@@ -318,11 +318,11 @@ async def test_an_fsync_failure_stops_acknowledgements_over_the_wire(tmp_path, c
                 await owner.request("Publish", wasm=chat_wasm)
                 log_ = server.databases["chat"].db.store.log
 
-                def fail():
+                def fail(first, group):      # LMDB's fsync at the group's commit fails
                     raise OSError(5, "Input/output error")
                 async with connect(port, confirmed=True) as c:
                     await c.request("OneOffQuery", sql="SELECT COUNT(*) FROM user")   # connected
-                    log_._sync = fail                 # the disk fails under the next commit
+                    log_._write_group = fail          # the disk fails under the next commit
                     await c.send("CallReducer", reducer="send_message", args=["never durable"])
                     with pytest.raises(ConnectionClosed) as closed:
                         while True:

@@ -13,12 +13,15 @@ value holding one record — every value of a layout-1 log — is the same thing
 
 Durability modes (docs/log-format.md):
 
-* ``durable`` (default): a group is fsync'd before its offsets count as durable.  A commit
-  whose offset is ≤ ``durable_offset`` survives a crash of the process or the machine.
-* ``relaxed``: groups are written without fsync and the log is fsync'd every
-  ``sync_interval`` seconds; ``durable_offset`` advances only after each fsync, so waiting for
-  durability stays truthful, but commits not yet waited for can be lost in a machine crash
-  (not in a process crash: LMDB's written pages survive the process).
+* ``durable`` (default): a group is fsync'd before its offsets count as durable — by LMDB
+  itself at commit (the store opens its environment with LMDB's sync: data pages flushed, then
+  the meta page written synchronously).  A commit whose offset is ≤ ``durable_offset``
+  survives a crash of the process or the machine.
+* ``relaxed``: groups are written without fsync (LMDB ``MDB_NOSYNC``) and the log is fsync'd
+  every ``sync_interval`` seconds; ``durable_offset`` advances only after each fsync, so
+  waiting for durability stays truthful.  A process crash loses nothing (LMDB's written pages
+  survive the process); a machine crash loses the commits since the last fsync and, on a
+  filesystem that does not keep write order, can leave the LMDB file inconsistent.
 
 A failed write or fsync puts the log in a failed state: the error is kept, every waiter
 and every later ``append`` gets a StorageError, and no offset after the last durable one is
@@ -164,6 +167,10 @@ class CommitLog:
 
     def _run(self) -> None:
         last_sync = time.monotonic()
+        # A durable environment (DurableStore's, in durable mode) fsyncs every write transaction
+        # at commit, data pages before the meta page: a group is durable once written, and a
+        # machine crash can never leave a meta page pointing at pages that did not reach the disk.
+        synced_by_commit = self.env.durable
         while True:
             with self._cond:
                 while not self._queue and not self._closing:
@@ -188,10 +195,13 @@ class CommitLog:
                     self.records += len(group)
                     with self._cond:
                         self._written = first + len(group) - 1
-                # The environment is opened without LMDB's own sync: this is the one fsync
-                # of a group (durable mode) or of an interval (relaxed mode).
-                if self.durability == "durable" or closing or \
-                        time.monotonic() - last_sync >= self.sync_interval:
+                        if synced_by_commit:    # LMDB flushed the group before returning
+                            self._durable = self._written
+                            self._cond.notify_all()
+                # Otherwise (an environment without LMDB's own sync: relaxed mode) this is the
+                # fsync of an interval, or of each group if asked for durable mode.
+                if not synced_by_commit and (self.durability == "durable" or closing or
+                                             time.monotonic() - last_sync >= self.sync_interval):
                     if self._written > self._durable:
                         self._sync()
                         last_sync = time.monotonic()

@@ -51,7 +51,9 @@ class DurableStore:
                  table_factory: Callable | None = None, progress: bool = True) -> None:
         self.path = path
         self.config = config or StoreConfig()
-        self.env = Env(path, durable=False, map_size=self.config.map_size)
+        # durable mode: LMDB fsyncs each write transaction (data, then the meta page), so no
+        # machine crash can leave the file pointing at pages that never reached the disk
+        self.env = Env(path, durable=self.config.durability == "durable", map_size=self.config.map_size)
         try:
             self.recovery: RecoveryResult = self._recover(table_factory, progress)
         except BaseException:

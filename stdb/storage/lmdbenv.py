@@ -30,14 +30,19 @@ T = TypeVar("T")
 class Env:
     """An LMDB environment holding one database's log, snapshots and metadata.
 
-    ``durable``: every write transaction is fsync'd at commit (LMDB ``sync=True``);
-    otherwise the caller syncs with :meth:`sync`.
+    ``durable``: every write transaction is fsync'd at commit (LMDB ``sync=True``,
+    ``metasync=True``: the data pages are flushed before the meta page that makes them the
+    current tree is written, and that write is synchronous too).  Otherwise (LMDB ``MDB_NOSYNC``)
+    the caller syncs with :meth:`sync`; a process crash loses nothing LMDB wrote, but a machine
+    crash before the sync can lose those transactions and, on a filesystem that does not keep
+    the order of writes, leave the file inconsistent (LMDB's documented NOSYNC risk).
     """
 
     def __init__(self, path: str, *, readonly: bool = False, durable: bool = True,
                  map_size: int = INITIAL_MAP) -> None:
         self.path = path
         self.readonly = readonly
+        self.durable = durable and not readonly
         # one write transaction at a time in this process, so that growing the map (which
         # LMDB allows only with no transaction active) never races another writer
         self._wlock = threading.Lock()
