@@ -29,7 +29,6 @@ import pathlib
 import random
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -59,16 +58,17 @@ class Stats:
     balances: dict[int, int] = field(default_factory=dict)
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def start_server(data: str, port: int, log_path: str) -> subprocess.Popen:
+def start_server(data: str, log_path: str) -> tuple[subprocess.Popen, int]:
+    """``stdb start`` on a port the system picks; returns the process and the port it wrote
+    to its ``--port-file`` once listening.  (Choosing a free port here and passing it on would
+    race with anything else picking ports: two torture runs side by side did, and one checked
+    the other's server.)"""
+    port_file = os.path.join(os.path.dirname(log_path), "port")
+    if os.path.exists(port_file):
+        os.remove(port_file)
     log = open(log_path, "ab")
-    proc = subprocess.Popen([sys.executable, "-m", "stdb", "start", "--data", data, "--listen",
-                             f"127.0.0.1:{port}", "--log-level", "warning"], stdout=log, stderr=log,
+    proc = subprocess.Popen([sys.executable, "-m", "stdb", "start", "--data", data, "--listen", "127.0.0.1:0",
+                             "--port-file", port_file, "--log-level", "warning"], stdout=log, stderr=log,
                             env=dict(os.environ, STDB_CONFIG_DIR=os.path.join(data, "..", "cfg")))
     log.close()
     end = time.monotonic() + 120
@@ -76,10 +76,10 @@ def start_server(data: str, port: int, log_path: str) -> subprocess.Popen:
         if proc.poll() is not None:
             raise RuntimeError(f"the server exited with {proc.returncode}; see {log_path}")
         try:
-            socket.create_connection(("127.0.0.1", port), timeout=1).close()
-            return proc
-        except OSError:
-            time.sleep(0.05)
+            with open(port_file) as f:
+                return proc, int(f.read())
+        except FileNotFoundError:
+            time.sleep(0.02)
     proc.kill()
     raise RuntimeError("the server did not listen within 120 s")
 
@@ -156,15 +156,14 @@ def run(rounds: int, work_dir: str, *, clients: int = 4, seed: int = 1, min_dela
     stats = Stats()
     model = {i: START_BALANCE for i in range(1, ACCOUNTS + 1)}
     amounts = itertools.count(1 + rng.randrange(1000))
-    port = _free_port()
-    proc = start_server(data, port, log_path)
+    proc, port = start_server(data, log_path)
     try:
         trio.run(_setup, f"ws://127.0.0.1:{port}", wasm)
         with progress_bar(rounds, "server torture", enabled=progress) as update:
             for r in range(rounds):
                 if r and graceful_every and r % graceful_every == 0:
                     _stop(proc)                        # a graceful restart keeps everything
-                    proc = start_server(data, port := _free_port(), log_path)
+                    proc, port = start_server(data, log_path)
                     got = trio.run(_balances, f"ws://127.0.0.1:{port}")
                     if got != model:
                         raise AssertionError(f"round {r}: after a graceful restart the balances differ "
@@ -183,7 +182,7 @@ def run(rounds: int, work_dir: str, *, clients: int = 4, seed: int = 1, min_dela
                 proc.wait()
                 stats.kills_while_loaded += bool(acked or in_flight)
                 # restart (recovery) and find which in-flight calls made it; each is whole or absent
-                proc = start_server(data, port := _free_port(), log_path)
+                proc, port = start_server(data, log_path)
                 got = trio.run(_balances, f"ws://127.0.0.1:{port}")
                 base = _apply(model, acked)
                 pending = list(in_flight.values())

@@ -177,3 +177,37 @@ def test_metrics_then_graceful_sigterm(demo):
     assert any(r["message"] == "received SIGTERM: shutting down" for r in records)
     assert records[-1]["message"] == "stdb stopped" and records[-1]["level"] == "info"
     assert "stdb is serving the demo database 'chat'" in err
+
+
+def test_start_on_a_port_the_system_picks_writes_it_to_the_port_file(tmp_path):
+    port_file = tmp_path / "port"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "stdb", "start", "--data", str(tmp_path / "data"), "--listen", "127.0.0.1:0",
+         "--port-file", str(port_file), "--log-level", "warning"],
+        env=dict(os.environ, STDB_CONFIG_DIR=str(tmp_path / "cfg")), stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE, text=True)
+    try:
+        end = time.monotonic() + 60
+        while not port_file.exists():
+            assert proc.poll() is None, proc.stderr.read()
+            assert time.monotonic() < end, "no port file"
+            time.sleep(0.05)
+        port = int(port_file.read_text())
+        assert port > 0
+
+        async def hello():
+            async with connect(f"ws://127.0.0.1:{port}", "anything") as c:
+                return c.identity
+        assert len(trio.run(hello)) == 32            # a server of ours answers there
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=30) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
+def test_demo_refuses_a_port_the_system_picks(tmp_path):
+    res = CliRunner().invoke(main, ["start", "--demo", "--data", str(tmp_path / "d"),
+                                    "--listen", "127.0.0.1:0"])
+    assert res.exit_code != 0 and "--demo needs a fixed port" in res.output

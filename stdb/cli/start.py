@@ -75,9 +75,11 @@ def _demo(server: object, url: str, credentials: str) -> bytes:
 @click.option("--relaxed", is_flag=True,
               help="Relaxed durability: fsync on an interval, not per commit group (docs/log-format.md).")
 @click.option("--credentials", default=None, help="Where --demo keeps the CLI identity's token.")
+@click.option("--port-file", default=None, metavar="PATH",
+              help="Once listening, write the port there (with --listen HOST:0 the system picks a free one).")
 @errors_exit
 def start(data: str, listen: str, demo: bool, metrics_addr: str | None, log_format: str, log_level: str,
-          relaxed: bool, credentials: str | None) -> None:
+          relaxed: bool, credentials: str | None, port_file: str | None) -> None:
     """Start the server: databases in DATA, clients at ws://HOST:PORT/v1/database/NAME.
 
     SIGINT or SIGTERM shuts it down gracefully (running reducers finish, commit logs are
@@ -88,6 +90,9 @@ def start(data: str, listen: str, demo: bool, metrics_addr: str | None, log_form
 
     configure_logging(log_format, log_level)
     host, port = split_address(listen, 3000)
+    if demo and port == 0:
+        raise click.BadParameter("--demo needs a fixed port (its credentials and instructions name it)",
+                                 param_hint="--listen")
     store = StoreConfig(durability="relaxed") if relaxed else None
     server = Server(data, store=store)
     url = f"ws://{host}:{port}"
@@ -116,4 +121,4 @@ From Python:
 
 Ctrl-C stops the server.
 """, err=True)
-    trio.run(run, server, host, port)
+    trio.run(run, server, host, port, port_file)

@@ -194,8 +194,10 @@ class Server:
             self._gone.set()
 
 
-async def run(server: Server, host: str, port: int) -> None:
-    """Serve until SIGINT or SIGTERM, then shut down gracefully."""
+async def run(server: Server, host: str, port: int, port_file: str | None = None) -> None:
+    """Serve until SIGINT or SIGTERM, then shut down gracefully.  With ``port_file``, the port
+    the server listens on (the one the system chose for port 0) is written there once it
+    listens — atomically (a temporary file renamed), so a reader never sees half a number."""
     async with trio.open_nursery() as n:
         with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
             async def watch() -> None:
@@ -204,5 +206,11 @@ async def run(server: Server, host: str, port: int) -> None:
                     server.stop()
                     return
             n.start_soon(watch)
-            await server.serve(host, port)
+            async with trio.open_nursery() as serving:
+                bound = await serving.start(partial(server.serve, host, port))
+                if port_file is not None:
+                    tmp = f"{port_file}.{os.getpid()}.tmp"
+                    with open(tmp, "w") as f:
+                        f.write(f"{bound}\n")
+                    os.replace(tmp, port_file)
             n.cancel_scope.cancel()
