@@ -36,8 +36,15 @@ def test_verdicts_follow_the_figures_and_missing_results_are_named(tmp_path):
     by = {r.measure: r for r in rows}
     assert by["durable commits/s, commit log alone"].met is False
     assert by["recovery, row-ops/s replayed"].met is False
+    assert not any(r.measure.startswith("(context)") for r in rows)   # older results: no such row
     md = summary.markdown(rows, {"durability": {"machine": {"cores": 2}}}, [], [])
     assert "Targets: 0 met, 3 not met." in md
+    d = _durability(0.4, 900_000.0)
+    d["durable_commits"].update(raw_lmdb_grouped_values_per_s=800_000.0, log_ratio_vs_raw_grouped=0.75)
+    _write(tmp_path, "durability", d)
+    rows, _, _ = summary.summarise(str(tmp_path))
+    (ctx,) = [r for r in rows if r.measure.startswith("(context)")]
+    assert (ctx.ratio, ctx.met, ctx.baseline) == (0.75, None, "raw LMDB, values of ≤ 256 KiB 800,000")
     assert "| durability | durable commits/s, commit log alone | 600,000 |" in md
 
 
