@@ -390,7 +390,8 @@ def contenders(wasm: bytes) -> list[Contender]:
                   "fsync'd before the next call (SQLite FULL's promise)",
                   True, lambda wl, n, p, ro, cap: run_stdb(wl, n, p, wasm, wait="each", reopen=ro, cap=cap)),
         Contender("stdb_relaxed", "stdb relaxed (fsync every 50 ms)",
-                  "survives a process crash; a machine crash loses up to 50 ms",
+                  "survives a process crash; a machine crash loses up to 50 ms (LMDB NOSYNC: on a "
+                  "filesystem that does not keep write order, it can also leave the file inconsistent)",
                   False, lambda wl, n, p, ro, cap: run_stdb(wl, n, p, wasm, durability="relaxed", reopen=ro)),
         Contender("sqlite_full", "SQLite WAL, synchronous=FULL",
                   "WAL fsync'd at each COMMIT", True,
