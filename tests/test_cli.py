@@ -211,3 +211,16 @@ def test_demo_refuses_a_port_the_system_picks(tmp_path):
     res = CliRunner().invoke(main, ["start", "--demo", "--data", str(tmp_path / "d"),
                                     "--listen", "127.0.0.1:0"])
     assert res.exit_code != 0 and "--demo needs a fixed port" in res.output
+
+
+def test_start_on_a_port_in_use_says_so(tmp_path):
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        p = subprocess.run([sys.executable, "-m", "stdb", "start", "--data", str(tmp_path / "d"), "--listen",
+                            f"127.0.0.1:{port}", "--log-level", "warning"], capture_output=True, text=True,
+                           timeout=120, env=dict(os.environ, STDB_CONFIG_DIR=str(tmp_path / "cfg")))
+    assert p.returncode == 1
+    assert f"cannot_listen: cannot listen on 127.0.0.1:{port}: Address already in use" in p.stderr
+    assert "Traceback" not in p.stderr

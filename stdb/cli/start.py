@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import pathlib
@@ -121,4 +122,24 @@ From Python:
 
 Ctrl-C stops the server.
 """, err=True)
-    trio.run(run, server, host, port, port_file)
+    try:
+        trio.run(run, server, host, port, port_file)
+    except (OSError, BaseExceptionGroup) as e:
+        cause = _only_os_error(e)
+        if cause is None:
+            raise
+        raise StdbError(f"cannot listen on {host}:{port}: {cause.strerror or cause}",
+                        hint="another process may hold the port: choose another with --listen "
+                             "(HOST:0 lets the system pick one; --port-file says which)",
+                        code="cannot_listen") from None
+
+
+def _only_os_error(e: BaseException) -> OSError | None:
+    """The error binding the listening socket that ended the server (a port in use, an
+    address not ours, a privileged port), also when trio's nurseries wrapped it in exception
+    groups; None for anything else."""
+    while isinstance(e, BaseExceptionGroup) and len(e.exceptions) == 1:
+        e = e.exceptions[0]
+    if isinstance(e, OSError) and e.errno in (errno.EADDRINUSE, errno.EADDRNOTAVAIL, errno.EACCES):
+        return e
+    return None
