@@ -589,3 +589,14 @@ def test_rows_holding_nan_replay_after_update_and_delete(tmp_path):
     with DurableStore.open(path, config=NOSNAP) as store:
         assert list(store.datastore.scan("m")) == [(1, 3.0)]
         assert store.recovery.replayed == 5
+
+
+def test_durable_mode_refuses_an_environment_without_lmdbs_sync(tmp_path):
+    from stdb.storage.commitlog import CommitLog
+    env = Env(str(tmp_path / "db"), durable=False)
+    try:
+        with pytest.raises(stdb.StorageError, match="durable mode needs an environment that syncs at commit"):
+            CommitLog(env, durability="durable")
+        CommitLog(env, durability="relaxed").close()      # relaxed mode syncs on its interval
+    finally:
+        env.close()

@@ -58,6 +58,11 @@ class CommitLog:
         if durability not in DURABILITY_MODES:
             raise StorageError(f"unknown durability mode {durability!r}",
                                hint="use 'durable' or 'relaxed'")
+        if durability == "durable" and not env.durable:
+            # an unsynced commit followed by an fsync can leave LMDB's file inconsistent after
+            # a machine crash: durable mode lets LMDB sync each group itself
+            raise StorageError(f"durable mode needs an environment that syncs at commit ({env.path!r} "
+                               "was opened with durable=False)")
         self.env = env
         self.durability = durability
         self.sync_interval = sync_interval
@@ -199,9 +204,8 @@ class CommitLog:
                             self._durable = self._written
                             self._cond.notify_all()
                 # Otherwise (an environment without LMDB's own sync: relaxed mode) this is the
-                # fsync of an interval, or of each group if asked for durable mode.
-                if not synced_by_commit and (self.durability == "durable" or closing or
-                                             time.monotonic() - last_sync >= self.sync_interval):
+                # fsync of an interval.
+                if not synced_by_commit and (closing or time.monotonic() - last_sync >= self.sync_interval):
                     if self._written > self._durable:
                         self._sync()
                         last_sync = time.monotonic()
@@ -335,8 +339,7 @@ def delete_log_through(txn: Any, env: Env, offset: int) -> None:
         if not key:
             return
         first = lf.key_offset(bytes(key))
-        last = first + len(split_value(first, cur.value())) - 1
-        if first > offset or last > offset:
+        if first + len(split_value(first, cur.value())) - 1 > offset:    # its last record
             return
         if not cur.delete():
             return
