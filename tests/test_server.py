@@ -249,7 +249,9 @@ async def test_protocol_over_memory_streams(tmp_path, chat_wasm):
     """The server's connection handling without a socket: a websocket over an in-memory stream
     pair, the client side raw frames (good and bad) and the answers read back."""
     from trio.testing import memory_stream_pair
-    from trio_websocket import wrap_client_stream, wrap_server_stream
+    from trio_websocket import wrap_client_stream
+
+    from stdb.server.websocket import server_handshake
 
     server = Server(str(tmp_path / "data"))
     with trio.fail_after(TIMEOUT):
@@ -257,7 +259,8 @@ async def test_protocol_over_memory_streams(tmp_path, chat_wasm):
             client_stream, server_stream = memory_stream_pair()
 
             async def serve_one():
-                request = await wrap_server_stream(n, server_stream)
+                request = await server_handshake(server_stream, server.max_message_bytes)
+                assert request is not None
                 await server._handle(request)
             n.start_soon(serve_one)
             ws = await wrap_client_stream(n, client_stream, "memory", "/v1/database/chat",

@@ -25,7 +25,6 @@ from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
 import trio
-from trio_websocket import WebSocketRequest, serve_websocket
 
 from stdb.errors import AuthError, StdbError
 from stdb.module.database import Database, Limits, PublishResult
@@ -34,6 +33,7 @@ from stdb.server.connection import CLOSE_DELETED, CLOSE_SHUTDOWN, Connection, Qu
 from stdb.server.hosted import HostedDatabase
 from stdb.server.identity import TokenIssuer
 from stdb.server.metrics import Metrics
+from stdb.server.websocket import Request, serve_websocket
 from stdb.storage.durable import StoreConfig
 
 __all__ = ["Server", "run", "DATABASE_NAME"]
@@ -130,13 +130,12 @@ class Server:
                     dbs.start_soon(h.run)
                 async with trio.open_nursery() as conns:
                     async with trio.open_nursery() as listener:
-                        ws = await listener.start(partial(
-                            serve_websocket, self._handle, host, port, None, handler_nursery=conns,
-                            max_message_size=self.max_message_bytes, message_queue_size=4))
-                        self.port = ws.port
+                        self.port = await listener.start(partial(
+                            serve_websocket, self._handle, host, port, handler_nursery=conns,
+                            max_message=self.max_message_bytes))
                         log.info("stdb listening on ws://%s:%d/v1/database/<name> (data in %s)",
-                                 host, ws.port, self.data_dir)
-                        task_status.started(ws.port)
+                                 host, self.port, self.data_dir)
+                        task_status.started(self.port)
                         await self._stop.wait()
                         listener.cancel_scope.cancel()
                     for c in list(self.connections):
@@ -156,7 +155,7 @@ class Server:
             self.metrics.close()
             log.info("stdb stopped")
 
-    async def _handle(self, request: WebSocketRequest) -> None:
+    async def _handle(self, request: Request) -> None:
         url = urlsplit(request.path)
         m = PATH.fullmatch(url.path)
         name = unquote(m.group(1)) if m else ""

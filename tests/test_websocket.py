@@ -1,0 +1,212 @@
+"""The server's websocket layer (stdb/server/websocket.py) on a real socket: the opening
+handshake and its refusals, frames as a client may send them (fragmented, pings, a close),
+protocol errors closed with the code naming them, and trio-websocket as a client."""
+
+from __future__ import annotations
+
+import base64
+import os
+import struct
+
+import pytest
+import trio
+from trio_websocket import ConnectionRejected, open_websocket_url
+
+from stdb.server.websocket import Closed, Request, serve_websocket
+
+TIMEOUT = 10
+MAX = 1 << 16
+KEY = base64.b64encode(b"0123456789abcdef").decode()
+
+
+async def _echo(request: Request) -> None:
+    """Accepts "echo" at /echo, refuses anything else; echoes every message."""
+    if request.path != "/echo":
+        await request.reject(404, body=b"no such path")
+        return
+    ws = await request.accept("echo" if "echo" in request.proposed_subprotocols else None)
+    try:
+        while True:
+            await ws.send_message(await ws.get_message())
+    except Closed:
+        pass
+
+
+@pytest.fixture
+async def port(nursery):
+    return await nursery.start(lambda task_status: serve_websocket(
+        _echo, "127.0.0.1", 0, handler_nursery=nursery, max_message=MAX, task_status=task_status))
+
+
+def handshake(path: str = "/echo", **headers: str) -> bytes:
+    h = {"Host": "x", "Upgrade": "websocket", "Connection": "Upgrade", "Sec-WebSocket-Key": KEY,
+         "Sec-WebSocket-Version": "13", **{k.replace("_", "-"): v for k, v in headers.items()}}
+    return (f"GET {path} HTTP/1.1\r\n" + "".join(f"{k}: {v}\r\n" for k, v in h.items() if v) +
+            "\r\n").encode()
+
+
+def frame(op: int, payload: bytes, *, fin: bool = True, mask: bool = True, rsv: int = 0) -> bytes:
+    n = len(payload)
+    head = bytes([(0x80 if fin else 0) | rsv | op])
+    m = 0x80 if mask else 0
+    if n < 126:
+        head += bytes([m | n])
+    elif n < 1 << 16:
+        head += bytes([m | 126]) + struct.pack("!H", n)
+    else:
+        head += bytes([m | 127]) + struct.pack("!Q", n)
+    if not mask:
+        return head + payload
+    key = os.urandom(4)
+    return head + key + bytes(b ^ key[i % 4] for i, b in enumerate(payload))
+
+
+class Raw:
+    """A client speaking bytes: the handshake's answer, then server frames read one by one."""
+
+    def __init__(self, stream: trio.SocketStream) -> None:
+        self.stream = stream
+        self.buf = b""
+
+    async def _more(self) -> bool:
+        data = await self.stream.receive_some(1 << 16)
+        self.buf += data
+        return bool(data)
+
+    async def response(self) -> tuple[int, bytes]:
+        while b"\r\n\r\n" not in self.buf:
+            assert await self._more(), "connection closed before the response"
+        head, self.buf = self.buf.split(b"\r\n\r\n", 1)
+        return int(head.split(b" ")[1]), head
+
+    async def body(self) -> bytes:
+        while await self._more():
+            pass
+        return self.buf
+
+    async def frame(self) -> tuple[int, bytes]:
+        while True:
+            if len(self.buf) >= 2:
+                n, h = self.buf[1] & 0x7F, 2
+                if n == 126 and len(self.buf) >= 4:
+                    n, h = struct.unpack("!H", self.buf[2:4])[0], 4
+                elif n == 127 and len(self.buf) >= 10:
+                    n, h = struct.unpack("!Q", self.buf[2:10])[0], 10
+                if n < 126 or h > 2:
+                    assert not self.buf[1] & 0x80, "server frames are never masked"
+                    if len(self.buf) >= h + n:
+                        op, payload = self.buf[0] & 0x0F, self.buf[h:h + n]
+                        assert self.buf[0] & 0x80, "the server sends whole messages"
+                        self.buf = self.buf[h + n:]
+                        return op, payload
+            assert await self._more(), "connection closed before a frame"
+
+    async def close_code(self) -> tuple[int, str]:
+        op, payload = await self.frame()
+        assert op == 0x8
+        return struct.unpack("!H", payload[:2])[0], payload[2:].decode()
+
+    async def send(self, data: bytes) -> None:
+        await self.stream.send_all(data)
+
+
+async def raw(port: int, request: bytes | None = None) -> Raw:
+    r = Raw(await trio.open_tcp_stream("127.0.0.1", port))
+    await r.send(handshake() if request is None else request)
+    return r
+
+
+async def opened(port: int) -> Raw:
+    r = await raw(port, handshake(Sec_WebSocket_Protocol="x, echo"))
+    status, head = await r.response()
+    assert status == 101
+    accept = base64.b64encode(__import__("hashlib").sha1(
+        KEY.encode() + b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11").digest())
+    assert b"Sec-WebSocket-Accept: " + accept in head           # RFC 6455's accept key
+    assert b"Sec-WebSocket-Protocol: echo" in head
+    return r
+
+
+async def test_trio_websocket_client_round_trip(port):
+    with trio.fail_after(TIMEOUT):
+        async with open_websocket_url(f"ws://127.0.0.1:{port}/echo", subprotocols=["echo"]) as ws:
+            for msg in (b"", b"x" * 125, b"y" * 126, b"w" * 65_535, "text ✓"):
+                await ws.send_message(msg)
+                assert await ws.get_message() == msg
+            assert ws.subprotocol == "echo"
+
+
+async def test_refused_path_gets_the_handlers_status(port):
+    with trio.fail_after(TIMEOUT):
+        with pytest.raises(ConnectionRejected) as e:
+            async with open_websocket_url(f"ws://127.0.0.1:{port}/nope"):
+                pass
+        assert e.value.status_code == 404 and e.value.body == b"no such path"
+
+
+@pytest.mark.parametrize("request_, status, says", [
+    (b"POST /echo HTTP/1.1\r\nHost: x\r\n\r\n", 405, b"GET"),
+    (b"GET /echo HTTP/1.0\r\n\r\n", 400, b"HTTP/1.1"),
+    (b"hello\r\n\r\n", 400, b"request line"),
+    (handshake(Upgrade=""), 426, b"Upgrade: websocket"),
+    (handshake(Connection="keep-alive"), 400, b"Connection: Upgrade"),
+    (handshake(Sec_WebSocket_Version="8"), 426, b"version 13"),
+    (handshake(Sec_WebSocket_Key="short"), 400, b"Sec-WebSocket-Key"),
+    (b"GET /echo HTTP/1.1\r\nX-Big: " + b"a" * 200_000 + b"\r\n\r\n", 431, b"larger than"),
+], ids=["post", "http1.0", "garbage", "no-upgrade", "no-connection-upgrade", "version", "key", "huge"])
+async def test_bad_handshakes_get_an_http_error_naming_the_problem(port, request_, status, says):
+    with trio.fail_after(TIMEOUT):
+        r = await raw(port, request_)
+        got, _ = await r.response()
+        assert got == status
+        assert says in await r.body()
+
+
+async def test_fragmented_message_ping_and_close(port):
+    with trio.fail_after(TIMEOUT):
+        r = await opened(port)
+        # a message in three fragments with a ping between them
+        await r.send(frame(0x2, b"ab", fin=False) + frame(0x0, b"cd", fin=False) + frame(0x9, b"hi") +
+                     frame(0x0, b"ef"))
+        assert await r.frame() == (0xA, b"hi")                  # the pong echoes the ping
+        assert await r.frame() == (0x2, b"abcdef")
+        await r.send(frame(0xA, b"unsolicited pong") + frame(0x1, "héllo".encode()))
+        assert await r.frame() == (0x1, "héllo".encode())
+        await r.send(frame(0x8, struct.pack("!H", 1000) + b"bye"))
+        assert await r.close_code() == (1000, "")               # the close is answered
+        assert await r.body() == b""                            # and the server closes TCP
+
+
+@pytest.mark.parametrize("data, code, says", [
+    (frame(0x2, b"x", mask=False), 1002, "masked"),
+    (frame(0x2, b"x", rsv=0x40), 1002, "reserved bits"),
+    (frame(0x0, b"x"), 1002, "continuation"),
+    (frame(0x2, b"a", fin=False) + frame(0x2, b"b"), 1002, "fragmented"),
+    (frame(0x9, b"p", fin=False), 1002, "control frames"),
+    (frame(0x3, b"x"), 1002, "opcode"),
+    (frame(0x1, b"\xff\xfe"), 1007, "UTF-8"),
+    (frame(0x2, b"x" * (MAX + 1)), 1009, "more than"),
+    (frame(0x2, b"a" * 40_000, fin=False) + frame(0x0, b"b" * 40_000), 1009, "more than"),
+    (frame(0x8, b"\x03"), 1002, "1-byte"),
+])
+async def test_protocol_errors_close_with_a_code_naming_them(port, data, code, says):
+    with trio.fail_after(TIMEOUT):
+        r = await opened(port)
+        await r.send(data)
+        got, reason = await r.close_code()
+        assert got == code and says in reason
+
+
+async def test_a_huge_declared_length_is_refused_before_it_is_read(port):
+    with trio.fail_after(TIMEOUT):
+        r = await opened(port)
+        await r.send(bytes([0x82, 0x80 | 127]) + struct.pack("!Q", 1 << 40) + b"mask")
+        assert (await r.close_code())[0] == 1009
+
+
+async def test_many_messages_in_one_write_are_all_answered_in_order(port):
+    with trio.fail_after(TIMEOUT):
+        r = await opened(port)
+        await r.send(b"".join(frame(0x2, str(i).encode()) for i in range(500)))
+        for i in range(500):
+            assert await r.frame() == (0x2, str(i).encode())
