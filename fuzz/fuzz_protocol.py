@@ -60,6 +60,16 @@ def chat_wasm() -> bytes:
     return out.read_bytes()
 
 
+class Captured:
+    """Stands in for the websocket: takes every message at once (as a socket with room does)."""
+
+    def __init__(self) -> None:
+        self.sent: list[bytes] = []
+
+    def send_nowait(self, msg: bytes) -> None:
+        self.sent.append(msg)
+
+
 class World:
     """A server (never started) hosting the chat database, and one connection per sender."""
 
@@ -72,7 +82,7 @@ class World:
         self.inputs = 0
 
     def connection(self, identity: bytes) -> Connection:
-        return Connection(self.server, None, identity, DB, confirmed=False,  # type: ignore[arg-type]
+        return Connection(self.server, Captured(), identity, DB, confirmed=False,  # type: ignore[arg-type]
                           limits=QueueLimits(messages=4096, bytes_=64 << 20, queries=64))
 
     def close(self) -> None:
@@ -100,7 +110,7 @@ def world() -> World:
 
 
 def _drain(conn: Connection) -> list[dict[str, Any]]:
-    out = []
+    out = [decode_server(m) for m in conn.ws.sent]      # type: ignore[attr-defined]
     while True:
         try:
             msg = conn._recv.receive_nowait()

@@ -1,6 +1,7 @@
 """Commit log, group commit, snapshots and recovery of a DurableStore."""
 
 import threading
+import time
 
 import pytest
 
@@ -106,6 +107,49 @@ def test_group_commit_batches_concurrent_appends(tmp_path):
         assert s.durable_offset == 2000
         # 2001 records took far fewer fsync'd groups than records
         assert s.log.groups < 2001
+
+
+def _paced_log(tmp_path, delay):
+    from stdb.storage.commitlog import CommitLog
+    env = Env(str(tmp_path / "db"), durable=True)
+    return env, CommitLog(env, durability="durable", group_delay=delay, group_siblings=2)
+
+
+def test_a_busy_writer_paces_its_groups(tmp_path):
+    """Commits that arrive while a group is written (at least group_siblings of them) wait for
+    the next group, which starts group_delay after the previous one began: one bigger group."""
+    env, log = _paced_log(tmp_path, 0.3)
+    starts: list[tuple[float, int]] = []
+    write = log._write_group
+
+    def hooked(first, group):
+        starts.append((time.monotonic(), len(group)))
+        if len(starts) == 1:
+            for i in range(5):                  # five commits arrive during the first write
+                log.append(lambda off, i=i: lf.encode_tx(off, 0, None, "r", b"", []))
+        write(first, group)
+
+    try:
+        log._write_group = hooked
+        log.wait_durable(log.append(lambda off: lf.encode_tx(off, 0, None, "r", b"", [])), timeout=10)
+        log.flush(timeout=10)               # the five appended during the first group's write
+        assert [n for _, n in starts] == [1, 5]
+        assert starts[1][0] - starts[0][0] >= 0.3
+        assert log.durable_offset == 5
+    finally:
+        log.close()
+        env.close()
+
+
+def test_a_lone_committer_is_not_paced(tmp_path):
+    env, log = _paced_log(tmp_path, 30.0)
+    try:
+        for _ in range(3):      # nothing arrives while each group is written: no group waits
+            log.wait_durable(log.append(lambda off: lf.encode_tx(off, 0, None, "r", b"", [])), timeout=10)
+        assert log.groups == 3
+    finally:
+        log.close()
+        env.close()
 
 
 def test_relaxed_mode_becomes_durable_on_interval(tmp_path):

@@ -33,6 +33,8 @@ log = logging.getLogger("stdb.store")
 class StoreConfig:
     durability: str = "durable"          # or "relaxed"
     sync_interval: float = 0.05          # relaxed mode: seconds between fsyncs
+    group_delay: float = 0.002           # durable mode under load: seconds between group starts
+    group_siblings: int = 2              # ... when this many commits arrived during a group's write
     snapshot_every_txs: int | None = 100_000   # take a snapshot after this many log records
     snapshot_every_bytes: int | None = 256 << 20  # ... or this many log bytes
     keep_snapshots: int = 2
@@ -70,6 +72,7 @@ class DurableStore:
             raise
         self.log = CommitLog(self.env, durability=self.config.durability,
                              sync_interval=self.config.sync_interval,
+                             group_delay=self.config.group_delay, group_siblings=self.config.group_siblings,
                              next_offset=self.recovery.next_offset)
         self._since_snapshot_txs = 0
         self._since_snapshot_bytes = 0
