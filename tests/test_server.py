@@ -189,6 +189,33 @@ async def test_non_owner_sql_is_refused_and_bad_requests_change_nothing(tmp_path
                 assert e["type"] == "OneOffQueryResult" and e["rows"] == [[1]]
 
 
+async def test_metrics_count_calls_commits_and_messages(tmp_path, chat_wasm):
+    from prometheus_client import generate_latest
+
+    def value(body: str, series: str) -> float:
+        return float(next(line for line in body.splitlines() if line.startswith(series + " ")).split()[-1])
+
+    with trio.fail_after(TIMEOUT):
+        async with running(tmp_path) as (server, port):
+            async with connect(port) as owner:
+                await owner.request("Publish", wasm=chat_wasm)
+                for i in range(3):
+                    assert (await owner.request("CallReducer", reducer="send_message", args=[f"m{i}"]))[
+                        "status"] == "committed"
+                assert (await owner.request("CallReducer", reducer="send_message", args=[""]))[
+                    "status"] == "failed"           # chat refuses empty messages
+                body = generate_latest(server.metrics.registry).decode()
+                calls = 'stdb_reducer_calls_total{database="chat",reducer="send_message",status="%s"}'
+                assert value(body, calls % "committed") == 3 and value(body, calls % "error") == 1
+                assert value(body, 'stdb_reducer_duration_seconds_count{database="chat"}') == 4
+                assert value(body, 'stdb_reducer_duration_seconds_bucket{database="chat",le="+Inf"}') == 4
+                assert value(body, 'stdb_reducer_fuel_total{database="chat",reducer="send_message"}') > 0
+                assert value(body, 'stdb_commits_total{database="chat"}') >= 3
+                # IdentityToken, PublishResult and four TransactionUpdates, at least
+                assert value(body, "stdb_messages_sent_total") >= 6
+                assert value(body, "stdb_bytes_sent_total") > 100
+
+
 async def test_oversized_frame_closes_only_that_connection(tmp_path, chat_wasm):
     with trio.fail_after(TIMEOUT):
         async with running(tmp_path, max_message_bytes=1 << 16) as (_, port):

@@ -75,9 +75,7 @@ class Connection:
         if not self.queued_bytes and not self._out_closed:
             # nothing waiting before it: write it now if the socket takes it (no task switch)
             rest = self.ws.send_nowait(msg)
-            metrics = self.server.metrics
-            metrics.messages_sent.inc()
-            metrics.bytes_sent.inc(len(msg))
+            self.server.metrics.sent(1, len(msg))
             if rest is None:
                 return
             msg = rest                # the sender writes what the socket did not take
@@ -128,8 +126,7 @@ class Connection:
                 # a Framed item is the rest of a message push began writing (counted there)
                 sent = [m for m in batch if not isinstance(m, Framed)]
                 if sent:
-                    metrics.messages_sent.inc(len(sent))
-                    metrics.bytes_sent.inc(sum(map(len, sent)))
+                    metrics.sent(len(sent), sum(map(len, sent)))
                 if self._room is not None:
                     n, b = self._backlog()
                     if n * 4 <= self.limits.messages and b * 4 <= self.limits.bytes:

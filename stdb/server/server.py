@@ -15,6 +15,7 @@ log and closes the databases.
 
 from __future__ import annotations
 
+import gc
 import logging
 import os
 import re
@@ -193,6 +194,16 @@ class Server:
             self._gone.set()
 
 
+def _tune_gc() -> None:
+    """For the server process, once it has started: what exists now (modules, databases, the
+    schema objects) moves out of the cyclic collector's sight for good (``gc.freeze``), and young
+    objects are collected every 10,000 allocations instead of 700.  Each call allocates a few
+    hundred short-lived objects, nearly all freed by reference counting; the default threshold
+    ran a collection every couple of calls.  Measured at 50 clients: +4–9% calls/s (issue 7)."""
+    gc.freeze()
+    gc.set_threshold(10_000, 20, 20)
+
+
 async def run(server: Server, host: str, port: int, port_file: str | None = None) -> None:
     """Serve until SIGINT or SIGTERM, then shut down gracefully.  With ``port_file``, the port
     the server listens on (the one the system chose for port 0) is written there once it
@@ -207,6 +218,7 @@ async def run(server: Server, host: str, port: int, port_file: str | None = None
             n.start_soon(watch)
             async with trio.open_nursery() as serving:
                 bound = await serving.start(partial(server.serve, host, port))
+                _tune_gc()
                 if port_file is not None:
                     tmp = f"{port_file}.{os.getpid()}.tmp"
                     with open(tmp, "w") as f:
