@@ -4,7 +4,9 @@
   1, 10 and 50 concurrent closed-loop clients (each sends ``CallReducer transfer(from, to, 1)``
   and waits for the ``TransactionUpdate`` answering it), against a bare trio-websocket echo
   server that decodes each CBOR message and answers with an encoded TransactionUpdate-shaped
-  map (no database), driven by the same load generator in the same run.  stdb runs with its
+  map (no database), driven by the same load generator in the same run; for context, the same
+  echo on stdb's own websocket layer (the server's transport since issue 7's rework, so the
+  ratio to it is what the database costs).  stdb runs with its
   default store: durable (one fsync per group commit).  Also measured: the same load in
   confirmed mode (``?confirmed=true``: a client hears of a commit only once it is fsync'd), and
   against a second stdb server whose store is relaxed (fsync every 50 ms).
@@ -47,6 +49,7 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 import cbor2
@@ -114,9 +117,41 @@ async def _echo(request: Any) -> None:
         pass
 
 
-def serve_echo(host: str, port: int) -> None:
-    from trio_websocket import serve_websocket
+async def _echo_stdb_layer(request: Any) -> None:
+    """The same echo on stdb's own websocket layer (stdb/server/websocket.py): what the server's
+    transport costs without the database."""
+    from stdb.server.websocket import Closed
+    if SUBPROTOCOL not in request.proposed_subprotocols:
+        await request.reject(400, body=f"ask for the websocket subprotocol {SUBPROTOCOL}".encode())
+        return
+    ws = await request.accept(SUBPROTOCOL)
+    try:
+        await ws.send_message(cbor2.dumps({"type": "IdentityToken", "identity": _ECHO_ID, "token": "echo",
+                                           "connection_id": bytes(16), "database": "echo"}))
+        offset = 0
+        while True:
+            msg = cbor2.loads(await ws.get_message())
+            offset += 1
+            await ws.send_message(cbor2.dumps({
+                "type": "TransactionUpdate", "offset": offset, "timestamp": time.time_ns() // 1000,
+                "reducer": msg.get("reducer"), "caller": _ECHO_ID, "status": "committed", "message": None,
+                "request_id": msg.get("request_id"), "updates": []}))
+    except Closed:
+        pass
+
+
+def serve_echo(host: str, port: int, layer: str = "trio-websocket") -> None:
     signal.signal(signal.SIGTERM, lambda *_: os._exit(0))
+    if layer == "stdb":
+        from stdb.server import websocket as sw
+
+        async def main() -> None:
+            async with trio.open_nursery() as n:
+                await n.start(partial(sw.serve_websocket, _echo_stdb_layer, host, port, handler_nursery=n,
+                                      max_message=MAX_MESSAGE_BYTES))
+        trio.run(main)
+        return
+    from trio_websocket import serve_websocket
     trio.run(lambda: serve_websocket(_echo, host, port, None, max_message_size=MAX_MESSAGE_BYTES,
                                      message_queue_size=4))
 
@@ -487,6 +522,8 @@ TARGETS: list[tuple[str, str, float | None, str]] = [
     ("stdb_confirmed", "sqlite_full", 3.0,
      "stdb confirmed vs trio-websocket + SQLite FULL (equal durability)"),
     ("stdb_confirmed", "tarantool", None, "stdb confirmed vs Tarantool (both answer after the fsync)"),
+    # context: the server's own transport without the database (what the database costs)
+    ("stdb", "echo_stdb", None, "stdb durable vs an echo on stdb's own websocket layer"),
 ]
 
 
@@ -602,6 +639,8 @@ def run(seconds: float = 4.0, clients: Sequence[int] = (1, 10, 50), fanout: int 
             wasm = f.read()
         db = b.start(ServerProcess("stdb", ["--data", os.path.join(tmp, "data")], tmp, server_cpu))
         echo = b.start(ServerProcess("echo", [], tmp, server_cpu))
+        echo_own = b.start(ServerProcess("echo", ["--layer", "stdb"], tmp, server_cpu,
+                                         name="echo-stdb-layer"))
         lax = None
         if relaxed:
             lax = b.start(ServerProcess("stdb", ["--data", os.path.join(tmp, "data-relaxed"), "--durability",
@@ -617,7 +656,9 @@ def run(seconds: float = 4.0, clients: Sequence[int] = (1, 10, 50), fanout: int 
 
         cases = [Case("stdb", "stdb durable", ANSWER_DURABLE, loadgen, lambda c: b.ws_load(db, c)),
                  Case("echo", "trio-websocket echo (no database)", "at once (nothing stored)", loadgen,
-                      lambda c: b.ws_load(echo, c))]
+                      lambda c: b.ws_load(echo, c)),
+                 Case("echo_stdb", "echo on stdb's websocket layer (no database)", "at once (nothing stored)",
+                      loadgen, lambda c: b.ws_load(echo_own, c))]
         if confirmed:
             cases.append(Case("stdb_confirmed", "stdb confirmed (?confirmed=true)", "after the fsync",
                               loadgen, lambda c: b.ws_load(db, c, "confirmed=true")))
@@ -831,6 +872,7 @@ def _sub(argv: list[str]) -> int:
     e = sub.add_parser("serve-echo")
     e.add_argument("--host", default="127.0.0.1")
     e.add_argument("--port", type=int, required=True)
+    e.add_argument("--layer", choices=("trio-websocket", "stdb"), default="trio-websocket")
     ld = sub.add_parser("load", help="the Python load generator (same arguments as bench/loadgen/load.js)")
     ld.add_argument("url")
     ld.add_argument("clients", type=int)
@@ -844,7 +886,7 @@ def _sub(argv: list[str]) -> int:
     if a.cmd == "serve-stdb":
         serve_stdb(a.data, a.host, a.port, a.durability)
     elif a.cmd == "serve-echo":
-        serve_echo(a.host, a.port)
+        serve_echo(a.host, a.port, a.layer)
     else:
         py_load(a.url, a.clients, a.seconds, a.mode, a.accounts, a.warmup, a.trials, a.gap)
     return 0

@@ -25,7 +25,7 @@ def test_network_benchmark_smoke():
                       warmup=0.2, confirmed=False, relaxed=False, rounds=1, gap=0.01, peers=("sqlite",),
                       say=lambda s: None)
     assert [r["clients"] for r in res["transfer"]] == [1, 2]
-    kinds = ("stdb", "echo", "sqlite_full", "sqlite_normal")
+    kinds = ("stdb", "echo", "echo_stdb", "sqlite_full", "sqlite_normal")
     for row in res["transfer"]:
         for kind in kinds:
             r = row[kind]
@@ -51,7 +51,7 @@ def test_network_benchmark_smoke():
             assert e["client_bound"] is None                   # no ceiling for the Python load generator
     assert [(t["case"], t["versus"]) for t in res["targets"]] == [
         ("stdb", "tarantool"), ("stdb", "echo"), ("stdb_confirmed", "sqlite_full"),
-        ("stdb_confirmed", "tarantool")]
+        ("stdb_confirmed", "tarantool"), ("stdb", "echo_stdb")]
     assert all(t["ratio"] is None and t["met"] is None for t in res["targets"])
     assert res["skipped"] == {}
     md = network.markdown({**res})

@@ -121,6 +121,7 @@ def test_a_busy_writer_paces_its_groups(tmp_path):
     env, log = _paced_log(tmp_path, 0.3)
     starts: list[tuple[float, int]] = []
     write = log._write_group
+    second = threading.Event()
 
     def hooked(first, group):
         starts.append((time.monotonic(), len(group)))
@@ -128,14 +129,42 @@ def test_a_busy_writer_paces_its_groups(tmp_path):
             for i in range(5):                  # five commits arrive during the first write
                 log.append(lambda off, i=i: lf.encode_tx(off, 0, None, "r", b"", []))
         write(first, group)
+        if len(starts) == 2:
+            second.set()
 
     try:
         log._write_group = hooked
-        log.wait_durable(log.append(lambda off: lf.encode_tx(off, 0, None, "r", b"", [])), timeout=10)
-        log.flush(timeout=10)               # the five appended during the first group's write
+        log.append(lambda off: lf.encode_tx(off, 0, None, "r", b"", []))
+        assert second.wait(10)                  # (not wait_durable: a waiter ends the delay)
         assert [n for _, n in starts] == [1, 5]
         assert starts[1][0] - starts[0][0] >= 0.3
         assert log.durable_offset == 5
+    finally:
+        log.close()
+        env.close()
+
+
+def test_a_caller_waiting_for_durability_ends_the_delay(tmp_path):
+    """Pacing is for commits nobody waits on: a wait_durable caller (confirmed mode) gets its
+    group written at once, even in the middle of a long delay."""
+    env, log = _paced_log(tmp_path, 60.0)
+    write = log._write_group
+    first_done = threading.Event()
+
+    def hooked(first, group):
+        if first == 0:
+            for _ in range(3):                  # commits arrive during the first write
+                log.append(lambda off: lf.encode_tx(off, 0, None, "r", b"", []))
+        write(first, group)
+        first_done.set()
+
+    try:
+        log._write_group = hooked
+        log.append(lambda off: lf.encode_tx(off, 0, None, "r", b"", []))
+        assert first_done.wait(10)
+        t0 = time.monotonic()
+        log.wait_durable(3, timeout=10)         # would take 60 s if the delay were kept
+        assert time.monotonic() - t0 < 10 and log.groups == 2
     finally:
         log.close()
         env.close()

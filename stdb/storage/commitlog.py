@@ -69,11 +69,15 @@ class CommitLog:
         self.sync_interval = sync_interval
         self.max_group = max_group
         # Pacing (durable mode): when at least group_siblings commits arrived while a group was
-        # written, the next group starts no sooner than group_delay after that one began, so
-        # under load the fsyncs (each costs the CPU ~0.1 ms here, and wakes threads) cover more
-        # commits.  A lone committer never waits: nothing arrives while its group is written.
+        # written and nobody waits for durability, the next group starts no sooner than
+        # group_delay after that one began, so under load each group (two device flushes, and
+        # a dozen thread switches to hand the GIL back and forth) covers more commits.  A caller
+        # in wait_durable (confirmed mode) ends the delay at once, and a lone committer never
+        # meets one: nothing arrives while its group is written.
         self.group_delay = group_delay
         self.group_siblings = group_siblings
+        self._durable_waiters = 0
+        self._pacing = False
         self._next = next_offset
         self._written = next_offset - 1
         self._durable = next_offset - 1
@@ -140,14 +144,22 @@ class CommitLog:
         """Block until ``offset`` is durable; StorageError if the log failed or on timeout."""
         deadline = None if timeout is None else time.monotonic() + timeout
         with self._cond:
-            while self._durable < offset:
-                self._raise_if_failed()
-                if offset >= self._next:
-                    raise StorageError(f"offset {offset} was never appended (next is {self._next})")
-                remaining = None if deadline is None else deadline - time.monotonic()
-                if remaining is not None and remaining <= 0:
-                    raise StorageError(f"offset {offset} not durable after {timeout} s")
-                self._cond.wait(remaining if remaining is not None else 1.0)
+            if self._durable >= offset:
+                return
+            self._durable_waiters += 1
+            if self._pacing:
+                self._cond.notify_all()       # someone waits: the writer must not delay
+            try:
+                while self._durable < offset:
+                    self._raise_if_failed()
+                    if offset >= self._next:
+                        raise StorageError(f"offset {offset} was never appended (next is {self._next})")
+                    remaining = None if deadline is None else deadline - time.monotonic()
+                    if remaining is not None and remaining <= 0:
+                        raise StorageError(f"offset {offset} not durable after {timeout} s")
+                    self._cond.wait(remaining if remaining is not None else 1.0)
+            finally:
+                self._durable_waiters -= 1
 
     def flush(self, timeout: float | None = None) -> None:
         """Wait until everything appended so far is durable."""
@@ -186,10 +198,15 @@ class CommitLog:
         pace_until = 0.0
         while True:
             with self._cond:
-                if pace_until and not self._closing:
-                    wait = pace_until - time.monotonic()
-                    if wait > 0:
-                        self._cond.wait(wait)     # appends do not wake a pacing writer; close does
+                if pace_until:
+                    self._pacing = True
+                    # appends do not wake a pacing writer; close and wait_durable do
+                    while not self._closing and not self._durable_waiters:
+                        wait = pace_until - time.monotonic()
+                        if wait <= 0:
+                            break
+                        self._cond.wait(wait)
+                    self._pacing = False
                 while not self._queue and not self._closing:
                     self._writer_idle = True
                     if self.durability == "relaxed" and self._written > self._durable:
@@ -216,7 +233,8 @@ class CommitLog:
                         if synced_by_commit:    # LMDB flushed the group before returning
                             self._durable = self._written
                             self._cond.notify_all()
-                        busy = synced_by_commit and len(self._queue) >= self.group_siblings
+                        busy = (synced_by_commit and len(self._queue) >= self.group_siblings
+                                and not self._durable_waiters)
                     pace_until = started + self.group_delay if busy and self.group_delay > 0 else 0.0
                 # Otherwise (an environment without LMDB's own sync: relaxed mode) this is the
                 # fsync of an interval.
