@@ -54,7 +54,7 @@ _BODY_LEN = struct.Struct("<I")
 
 class CommitLog:
     def __init__(self, env: Env, *, durability: str = "durable", sync_interval: float = 0.05,
-                 next_offset: int = 0, max_group: int = 4096, group_delay: float = 0.002,
+                 next_offset: int = 0, max_group: int = 4096, group_delay: float = 0.005,
                  group_siblings: int = 2) -> None:
         if durability not in DURABILITY_MODES:
             raise StorageError(f"unknown durability mode {durability!r}",

@@ -33,7 +33,7 @@ log = logging.getLogger("stdb.store")
 class StoreConfig:
     durability: str = "durable"          # or "relaxed"
     sync_interval: float = 0.05          # relaxed mode: seconds between fsyncs
-    group_delay: float = 0.002           # durable mode under load: seconds between group starts
+    group_delay: float = 0.005           # durable mode under load: seconds between group starts
     group_siblings: int = 2              # ... when this many commits arrived during a group's write
     snapshot_every_txs: int | None = 100_000   # take a snapshot after this many log records
     snapshot_every_bytes: int | None = 256 << 20  # ... or this many log bytes
