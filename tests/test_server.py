@@ -12,6 +12,7 @@ import trio
 from trio_websocket import ConnectionClosed, ConnectionRejected, connect_websocket_url, open_websocket_url
 
 from stdb import build_module
+from stdb.errors import ProtocolError
 from stdb.protocol import SUBPROTOCOL, decode_server, encode
 from stdb.server.connection import CLOSE_TOO_SLOW, QueueLimits
 from stdb.server.server import Server
@@ -285,10 +286,14 @@ async def test_protocol_over_memory_streams(tmp_path, chat_wasm):
         async with trio.open_nursery() as n:
             client_stream, server_stream = memory_stream_pair()
 
+            n.start_soon(server.requests.run)        # what serve() runs: the request task
+            served = trio.Event()
+
             async def serve_one():
                 request = await server_handshake(server_stream, server.max_message_bytes)
                 assert request is not None
                 await server._handle(request)
+                served.set()
             n.start_soon(serve_one)
             ws = await wrap_client_stream(n, client_stream, "memory", "/v1/database/chat",
                                           subprotocols=[SUBPROTOCOL])
@@ -308,6 +313,8 @@ async def test_protocol_over_memory_streams(tmp_path, chat_wasm):
             await ws.send_message(encode("OneOffQuery", request_id=4, sql="SELECT text FROM message"))
             assert decode_server(await ws.get_message())["rows"] == [["mem"]]
             await ws.aclose()
+            await served.wait()
+            n.cancel_scope.cancel()
     for h in server.databases.values():
         h.close()
 
@@ -365,6 +372,92 @@ async def test_an_fsync_failure_stops_acknowledgements_over_the_wire(tmp_path, c
                 assert "acknowledges nothing further" in e["detail"]
                 r = await owner.request("OneOffQuery", sql="SELECT COUNT(*) FROM user")
                 assert r["type"] == "OneOffQueryResult"
+
+
+async def test_pipelined_requests_are_answered_in_order_errors_included(tmp_path, chat_wasm):
+    """Requests go through the server's request task in batches (stdb/server/requests.py): one
+    connection's answers still come in the order it sent, a message that does not decode is
+    answered in its place, and several clients' requests share batches."""
+    with trio.fail_after(TIMEOUT):
+        async with running(tmp_path) as (server, port):
+            async with connect(port) as owner, connect(port) as other:
+                await owner.request("Publish", wasm=chat_wasm)
+                before = (server.requests.batches, server.requests.handled)
+                sent = []
+                for i in range(200):
+                    for c in (owner, other):
+                        if i % 50 == 7:
+                            await c.ws.send_message(b"\xff not cbor")
+                            sent.append((c, "Error"))
+                        else:
+                            rid = await c.send("CallReducer", reducer="send_message", args=[f"{i}"])
+                            sent.append((c, rid))
+                for c in (owner, other):
+                    for _, want in [x for x in sent if x[0] is c]:
+                        m = await c.recv()
+                        if want == "Error":
+                            assert m["type"] == "Error" and m["code"] == "protocol_error"
+                        else:
+                            assert m["type"] == "TransactionUpdate" and m["request_id"] == want, (m, want)
+                assert server.requests.handled - before[1] == 400
+                assert server.requests.batches - before[0] <= 400
+
+
+async def test_the_request_task_handles_what_arrived_in_one_batch_and_sends_after_it():
+    from stdb.server.requests import Requests
+
+    class Conn:
+        def __init__(self, name):
+            self.name, self.pushed = name, []
+
+        def run_request(self, msg, error):
+            log.append((self.name, msg, error))
+            # an answer pushed while the batch runs waits for the batch's end
+            if not reqs.defer(self, f"answer {msg}"):
+                raise AssertionError("not deferred")
+            assert all(not c.pushed for c in conns)
+
+        def push(self, out):
+            self.pushed.append(out)
+
+    reqs = Requests()
+    conns = [Conn("a"), Conn("b")]
+    log = []
+    err = ProtocolError("bad")
+    for i in range(3):
+        for c in conns:
+            reqs.submit(c, i)
+    reqs.submit(conns[0], None, err)
+    with trio.fail_after(TIMEOUT):
+        async with trio.open_nursery() as n:
+            n.start_soon(reqs.run)
+            while reqs.handled < 7:
+                await trio.sleep(0)
+            n.cancel_scope.cancel()
+    assert reqs.batches == 1 and reqs.handled == 7
+    assert log == [("a", 0, None), ("b", 0, None), ("a", 1, None), ("b", 1, None), ("a", 2, None),
+                   ("b", 2, None), ("a", None, err)]
+    assert conns[0].pushed == ["answer 0", "answer 1", "answer 2", "answer None"]
+    assert conns[1].pushed == ["answer 0", "answer 1", "answer 2"]
+    assert not reqs.defer(conns[0], "after the batch")        # no batch running: send at once
+
+
+async def test_requests_sent_before_leaving_are_handled_before_client_disconnected(tmp_path, chat_wasm):
+    with trio.fail_after(TIMEOUT):
+        async with running(tmp_path) as (server, port):
+            async with connect(port) as owner:
+                await owner.request("Publish", wasm=chat_wasm)
+                async with connect(port) as leaving:
+                    for i in range(20):
+                        await leaving.send("CallReducer", reducer="send_message", args=[f"bye {i}"])
+                # it closed without reading an answer: all 20 were still handled
+                with trio.fail_after(5):
+                    while True:
+                        r = await owner.request("OneOffQuery", sql="SELECT text FROM message")
+                        if len(r["rows"]) == 20:
+                            break
+                        await trio.sleep(0.01)
+                assert sorted(r["rows"]) == sorted([[f"bye {i}"] for i in range(20)])
 
 
 async def test_a_client_pipelining_thousands_of_calls_gets_every_answer(tmp_path, chat_wasm):

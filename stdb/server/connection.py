@@ -31,6 +31,7 @@ CLOSE_REFUSED = 4003
 CLOSE_DELETED = 4004
 CLOSE_SHUTDOWN = 1001
 SEND_BATCH_BYTES = 1 << 18      # the sender writes at most about this much at once
+MAX_INFLIGHT = 64               # a connection's requests submitted and not yet handled, at most
 
 
 class QueueLimits:
@@ -59,6 +60,8 @@ class Connection:
         self._scope: trio.CancelScope | None = None
         self._room: trio.Event | None = None      # set when the backlog has drained (see _receive)
         self._out_closed = False                  # nothing more may be queued (a refused client)
+        self._inflight = 0                        # requests submitted, not yet handled
+        self._handled: trio.Event | None = None   # set when one is handled (see _wait_inflight)
 
     def _hosted(self) -> HostedDatabase | None:
         return self.server.databases.get(self.database)
@@ -69,8 +72,9 @@ class Connection:
     # ---- outbound
 
     def push(self, msg: bytes) -> None:
-        """Queue one message; never waits.  A client past its bound is disconnected."""
-        if self.close_reason is not None:
+        """Queue one message; never waits.  A client past its bound is disconnected.  While
+        the server handles a batch of requests, the message waits for the batch's end."""
+        if self.close_reason is not None or self.server.requests.defer(self, msg):
             return
         if not self.queued_bytes and not self._out_closed:
             # nothing waiting before it: write it now if the socket takes it (no task switch)
@@ -164,6 +168,9 @@ class Connection:
                         await self._receive()
                     except Closed:
                         pass
+                    # what the client sent before it left is handled (and answered, if it
+                    # still listens) before client_disconnected runs
+                    await self._wait_inflight(0)
                 else:
                     # the IdentityToken and the Error go out before the close that says why
                     self._out_closed = True
@@ -191,24 +198,51 @@ class Connection:
             # queue, read no more of its requests (a client that pipelines thousands of calls
             # waits for the answers instead of being cut off as too slow).  Updates from other
             # clients' commits still go to the queue and still cut off a client that never reads.
-            n, b = self._backlog()
-            if n * 2 > limits.messages or b * 2 > limits.bytes:
-                self._room = trio.Event()
-                await self._room.wait()
+            # Requests submitted and not yet handled count as answers to come.
+            while True:
+                n, b = self._backlog()
+                if ((n + self._inflight) * 2 <= limits.messages and b * 2 <= limits.bytes
+                        and self._inflight < MAX_INFLIGHT):
+                    break
+                if self._inflight:
+                    await self._wait_inflight(0)        # their answers join the backlog first
+                else:
+                    self._room = trio.Event()
+                    await self._room.wait()
             data = await self.ws.get_message()
+            # the server's request task handles it, in order (stdb/server/requests.py); no
+            # checkpoint of our own: get_message yields to the other tasks even when a message
+            # is already waiting (it checkpoints when it did not read the socket)
+            self._inflight += 1
             try:
-                msg = decode_client(data)
+                self.server.requests.submit(self, decode_client(data))
             except StdbError as e:
-                self.error(e, getattr(e, "request_id", None))
-                continue
-            try:
-                self.handle(msg)
-            except Exception as e:      # a bug of ours: report it, keep serving this client
-                log.exception("%r: internal error handling %s", self, msg["type"])
-                self.error(InternalError(f"internal error handling {msg['type']}: {type(e).__name__}"),
-                           msg["request_id"])
-            # no checkpoint of our own: get_message yields to the other tasks even when a
-            # message is already waiting (it checkpoints when it did not read the socket)
+                self.server.requests.submit(self, None, e)
+
+    async def _wait_inflight(self, at_most: int) -> None:
+        while self._inflight > at_most:
+            self._handled = trio.Event()
+            await self._handled.wait()
+
+    def run_request(self, msg: dict | None, error: StdbError | None) -> None:
+        """Handle one submitted request (called by the server's request task).  A connection
+        that was disconnected meanwhile has its remaining requests dropped."""
+        self._inflight -= 1
+        if self._handled is not None:
+            self._handled.set()
+            self._handled = None
+        if self.close_reason is not None:
+            return
+        if error is not None or msg is None:
+            if error is not None:
+                self.error(error, getattr(error, "request_id", None))
+            return
+        try:
+            self.handle(msg)
+        except Exception as e:      # a bug of ours: report it, keep serving this client
+            log.exception("%r: internal error handling %s", self, msg["type"])
+            self.error(InternalError(f"internal error handling {msg['type']}: {type(e).__name__}"),
+                       msg["request_id"])
 
     def handle(self, msg: dict[str, Any]) -> None:
         rid = msg["request_id"]

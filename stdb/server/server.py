@@ -34,6 +34,7 @@ from stdb.server.connection import CLOSE_DELETED, CLOSE_SHUTDOWN, Connection, Qu
 from stdb.server.hosted import HostedDatabase
 from stdb.server.identity import TokenIssuer
 from stdb.server.metrics import Metrics
+from stdb.server.requests import Requests
 from stdb.server.websocket import Request, serve_websocket
 from stdb.storage.durable import StoreConfig
 
@@ -59,6 +60,7 @@ class Server:
         self.databases: dict[str, HostedDatabase] = {}
         self.metrics = Metrics(self)
         self.connections: set[Connection] = set()
+        self.requests = Requests()                # every connection's requests, in batches
         self.port: int | None = None
         self._stop = trio.Event()
         self._gone = trio.Event()                 # set whenever a connection ends
@@ -130,6 +132,7 @@ class Server:
                 for h in self.databases.values():
                     dbs.start_soon(h.run)
                 async with trio.open_nursery() as conns:
+                    conns.start_soon(self.requests.run)
                     async with trio.open_nursery() as listener:
                         self.port = await listener.start(partial(
                             serve_websocket, self._handle, host, port, handler_nursery=conns,
