@@ -8,6 +8,7 @@ are not the table's columns.  Problems are collected and reported together.
 
 from __future__ import annotations
 
+import functools
 import json
 from dataclasses import dataclass, field
 from typing import Any
@@ -48,10 +49,15 @@ class ModuleSchema:
     visibility: dict[str, tuple[VisibilityFilter, ...]] = field(default_factory=dict)
 
     def reducer_index(self, name: str) -> int | None:
+        return self._reducer_indexes.get(name)
+
+    @functools.cached_property
+    def _reducer_indexes(self) -> dict[str, int]:
+        # the first reducer of a name wins, as the linear search this replaces did
+        out: dict[str, int] = {}
         for i, r in enumerate(self.reducers):
-            if r.name == name:
-                return i
-        return None
+            out.setdefault(r.name, i)
+        return out
 
     def lifecycle(self, kind: str) -> int | None:
         for i, r in enumerate(self.reducers):

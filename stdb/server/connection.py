@@ -56,6 +56,7 @@ class Connection:
         self.limits = limits
         self._send, self._recv = trio.open_memory_channel[bytes](limits.messages)
         self.queued_bytes = 0
+        self.queued_messages = 0                  # what the channel holds (its statistics() allocates)
         self.close_reason: tuple[int, str] | None = None
         self._scope: trio.CancelScope | None = None
         self._room: trio.Event | None = None      # set when the backlog has drained (see _receive)
@@ -95,6 +96,7 @@ class Connection:
             self.kill(f"client too slow: {self.limits.messages:,} messages queued", CLOSE_TOO_SLOW)
             return
         self.queued_bytes += len(msg)
+        self.queued_messages += 1
 
     def kill(self, reason: str, code: int = CLOSE_REFUSED) -> None:
         """Disconnect (from any task, without waiting): the connection's tasks stop and the
@@ -126,6 +128,7 @@ class Connection:
                     batch.append(more)
                     size += len(more)
                 self.queued_bytes -= size
+                self.queued_messages -= len(batch)
                 await self.ws.send_messages(batch)
                 # a Framed item is the rest of a message push began writing (counted there)
                 sent = [m for m in batch if not isinstance(m, Framed)]
@@ -189,7 +192,7 @@ class Connection:
                 await self.ws.aclose(code, reason[:120])
 
     def _backlog(self) -> tuple[int, int]:
-        return self._send.statistics().current_buffer_used, self.queued_bytes
+        return self.queued_messages, self.queued_bytes
 
     async def _receive(self) -> None:
         limits = self.limits
