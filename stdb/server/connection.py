@@ -217,28 +217,26 @@ class Connection:
             # checkpoint of our own: get_message yields to the other tasks even when a message
             # is already waiting (it checkpoints when it did not read the socket)
             self._inflight += 1
-            try:
-                self.server.requests.submit(self, decode_client(data))
-            except StdbError as e:
-                self.server.requests.submit(self, None, e)
+            self.server.requests.submit(self, data)     # decoded there too: warm caches
 
     async def _wait_inflight(self, at_most: int) -> None:
         while self._inflight > at_most:
             self._handled = trio.Event()
             await self._handled.wait()
 
-    def run_request(self, msg: dict | None, error: StdbError | None) -> None:
-        """Handle one submitted request (called by the server's request task).  A connection
-        that was disconnected meanwhile has its remaining requests dropped."""
+    def run_request(self, data: bytes | str) -> None:
+        """Decode and handle one submitted message (called by the server's request task).  A
+        connection that was disconnected meanwhile has its remaining requests dropped."""
         self._inflight -= 1
         if self._handled is not None:
             self._handled.set()
             self._handled = None
         if self.close_reason is not None:
             return
-        if error is not None or msg is None:
-            if error is not None:
-                self.error(error, getattr(error, "request_id", None))
+        try:
+            msg = decode_client(data)
+        except StdbError as e:
+            self.error(e, getattr(e, "request_id", None))
             return
         try:
             self.handle(msg)
