@@ -97,10 +97,10 @@ async def accept_like_stdb(request: Any, identity: bytes, database: str) -> Any:
     return ws
 
 
-async def _echo(request: Any) -> None:
+async def _echo_on(request: Any, closed: type[BaseException]) -> None:
     """One echo client: the same handshake as stdb (subprotocol, an IdentityToken first), then
-    for each binary message: decode the CBOR, answer with a TransactionUpdate-shaped map."""
-    from trio_websocket import ConnectionClosed
+    for each binary message: decode the CBOR, answer with a TransactionUpdate-shaped map.
+    ``closed`` is the websocket library's exception for a closed connection."""
     try:
         ws = await accept_like_stdb(request, _ECHO_ID, "echo")
         if ws is None:
@@ -113,31 +113,21 @@ async def _echo(request: Any) -> None:
                 "type": "TransactionUpdate", "offset": offset, "timestamp": time.time_ns() // 1000,
                 "reducer": msg.get("reducer"), "caller": _ECHO_ID, "status": "committed", "message": None,
                 "request_id": msg.get("request_id"), "updates": []}))
-    except ConnectionClosed:
+    except closed:
         pass
+
+
+async def _echo(request: Any) -> None:
+    """The echo on trio-websocket (the issue's baseline)."""
+    from trio_websocket import ConnectionClosed
+    await _echo_on(request, ConnectionClosed)
 
 
 async def _echo_stdb_layer(request: Any) -> None:
     """The same echo on stdb's own websocket layer (stdb/server/websocket.py): what the server's
     transport costs without the database."""
     from stdb.server.websocket import Closed
-    if SUBPROTOCOL not in request.proposed_subprotocols:
-        await request.reject(400, body=f"ask for the websocket subprotocol {SUBPROTOCOL}".encode())
-        return
-    ws = await request.accept(SUBPROTOCOL)
-    try:
-        await ws.send_message(cbor2.dumps({"type": "IdentityToken", "identity": _ECHO_ID, "token": "echo",
-                                           "connection_id": bytes(16), "database": "echo"}))
-        offset = 0
-        while True:
-            msg = cbor2.loads(await ws.get_message())
-            offset += 1
-            await ws.send_message(cbor2.dumps({
-                "type": "TransactionUpdate", "offset": offset, "timestamp": time.time_ns() // 1000,
-                "reducer": msg.get("reducer"), "caller": _ECHO_ID, "status": "committed", "message": None,
-                "request_id": msg.get("request_id"), "updates": []}))
-    except Closed:
-        pass
+    await _echo_on(request, Closed)
 
 
 def serve_echo(host: str, port: int, layer: str = "trio-websocket") -> None:
