@@ -44,9 +44,24 @@ REDUCERS = {
     "dup": f"{INSERT_ARGS} (local.set $t (call $insert {KV_ID} (local.get $p) (local.get $n))) "
            "(if (i32.ne (local.get $t) (i32.const -4)) (then unreachable)) " + NO,
     "bad_error_pointer": "(call $err (i32.const 0x7ffffff0) (i32.const 100))",
+    # find row k (the first 8 bytes of the arguments are the key), set its v to the argument's v
+    "find_set": f"(local.set $t (call $find {KV_ID} (i32.const 0) (local.get $p) (i32.const 8) "
+                "(global.get $tmp) (i32.const 64))) "
+                f"(if (i32.eqz (local.get $t)) (then (return {NO}))) "
+                "(if (i32.ne (local.get $t) (i32.const 16)) (then unreachable)) "
+                "(i64.store (i32.add (global.get $tmp) (i32.const 8)) "
+                "(i64.load (i32.add (local.get $p) (i32.const 8)))) "
+                f"(drop (call $update {KV_ID} (global.get $tmp) (i32.const 16))) (i64.const 0)",
+    # a buffer of 3 bytes: ERR_BUFFER_TOO_SMALL (-6), and no size written (it needs 4)
+    "find_small": f"(local.set $t (call $find {KV_ID} (i32.const 0) (local.get $p) (i32.const 8) "
+                  "(global.get $tmp) (i32.const 3))) "
+                  f"(if (i32.ne (local.get $t) (i32.const -6)) (then unreachable)) {NO}",
+    "find_bad_buffer": f"(drop (call $find {KV_ID} (i32.const 0) (local.get $p) (i32.const 8) "
+                       "(i32.const 0x7ffffff0) (i32.const 64))) (i64.const 0)",
 }
 PARAMS = {"put": PUT["params"], "put_then_fail": PUT["params"], "put_then_trap": PUT["params"],
-          "put_then_loop": PUT["params"], "bad_row": PUT["params"], "dup": PUT["params"]}
+          "put_then_loop": PUT["params"], "bad_row": PUT["params"], "dup": PUT["params"],
+          "find_set": PUT["params"], "find_small": PUT["params"], "find_bad_buffer": PUT["params"]}
 DEEP = "(func $deep (param $d i32) (result i32) (call $deep (i32.add (local.get $d) (i32.const 1))))"
 
 
@@ -160,6 +175,22 @@ def test_import_errors_are_codes_with_a_detail(db):
         db.call("dup", (5, 5))                       # the module saw ERR_UNIQUE_VIOLATION (-4)
     assert e.value.message == "no such thing"
     assert rows(db) == []
+
+
+def test_find_through_the_wasm_boundary(db):
+    db.call("put", (1, 5))
+    db.call("find_set", (1, 9))                      # found, written into the module's buffer
+    assert rows(db) == [(1, 9)]
+    with pytest.raises(stdb.ReducerError) as e:
+        db.call("find_set", (2, 1))                  # none: 0
+    assert e.value.message == "no such thing"
+    with pytest.raises(stdb.ReducerError) as e:
+        db.call("find_small", (1, 0))                # the module saw ERR_BUFFER_TOO_SMALL
+    assert e.value.message == "no such thing"
+    with pytest.raises(stdb.ReducerError) as e:
+        db.call("find_bad_buffer", (1, 0))
+    assert e.value.kind == "trap" and str(0x7FFFFFF0) in e.value.message
+    assert rows(db) == [(1, 9)]
 
 
 def test_arguments_are_checked_before_the_call(db):

@@ -112,6 +112,31 @@ def test_seek_range_and_flags(host):
     assert host.range(0, 1, b"\x00", b"", 1 | (2 << 8)) == ERR["BAD_ROW"]
 
 
+def test_find_is_seek_next_and_close_in_one(host):
+    fill(host)
+    row = CODEC.encode((3, 0, "c"))
+    assert host.find(0, 0, U64.encode((3,)), 100) == (len(row), row)          # primary key
+    assert host.find(0, 2, STR.encode(("d",)), 100) == (len(CODEC.encode((4, 1, "d"))),
+                                                         CODEC.encode((4, 1, "d")))   # unique index
+    assert host.find(0, 0, U64.encode((42,)), 100) == (0, None)               # none
+    # a non-unique index: the first row seek would give
+    first = drain(host, host.seek(0, 1, U8S.encode((0, "e"))))[0]
+    assert CODEC.decode(host.find(0, 1, U8S.encode((0, "e")), 100)[1]) == first
+    assert host.find(0, 0, U64.encode((3,)), len(row) - 1) == (ERR["BUFFER_TOO_SMALL"],
+                                                               struct.pack("<I", len(row)))
+    assert host.find(0, 0, U64.encode((3,)), 2) == (ERR["BUFFER_TOO_SMALL"], None)
+    assert b"needs" in host.last_error
+    assert host.find(0, 0, U64.encode((3,)), len(row)) == (len(row), row)      # exactly fits
+    assert host.find(7, 0, U64.encode((3,)), 100) == (ERR["NO_SUCH_TABLE"], None)
+    assert host.find(0, 9, U64.encode((3,)), 100) == (ERR["NO_SUCH_INDEX"], None)
+    assert host.find(0, 0, b"\x01", 100) == (ERR["BAD_ROW"], None)             # not a u64 key
+    # the reducer's own writes are seen (find reads now; an iterator keeps its creation's rows)
+    assert host.update(0, CODEC.encode((3, 1, "c2")))[0] == 1
+    assert CODEC.decode(host.find(0, 0, U64.encode((3,)), 100)[1]) == (3, 1, "c2")
+    host.end_call()
+    assert host.find(0, 0, U64.encode((3,)), 100)[0] == ERR["NO_TRANSACTION"]
+
+
 def test_iterator_batches_and_buffer_too_small(host):
     fill(host)
     it = host.scan(0)

@@ -18,6 +18,7 @@ IMPORTS = """
   (import "stdb" "update" (func $update (param i32 i32 i32) (result i32)))
   (import "stdb" "delete" (func $delete (param i32 i32 i32 i32) (result i32)))
   (import "stdb" "seek" (func $seek (param i32 i32 i32 i32) (result i32)))
+  (import "stdb" "find" (func $find (param i32 i32 i32 i32 i32 i32) (result i32)))
   (import "stdb" "range" (func $range (param i32 i32 i32 i32 i32 i32 i32) (result i32)))
   (import "stdb" "scan" (func $scan (param i32) (result i32)))
   (import "stdb" "iter_next" (func $iter_next (param i32 i32 i32) (result i32)))

@@ -123,6 +123,8 @@ STDB__IMPORT(insert) int32_t stdb_sys_insert(int32_t table, uint8_t* row, uint32
 STDB__IMPORT(update) int32_t stdb_sys_update(int32_t table, const uint8_t* row, uint32_t len);
 STDB__IMPORT(delete) int32_t stdb_sys_delete(int32_t table, int32_t index, const uint8_t* key, uint32_t len);
 STDB__IMPORT(seek) int32_t stdb_sys_seek(int32_t table, int32_t index, const uint8_t* key, uint32_t len);
+STDB__IMPORT(find) int32_t stdb_sys_find(int32_t table, int32_t index, const uint8_t* key, uint32_t len,
+                                         uint8_t* buf, uint32_t cap);
 STDB__IMPORT(range) int32_t stdb_sys_range(int32_t table, int32_t index, const uint8_t* lo, uint32_t lo_len,
                                            const uint8_t* hi, uint32_t hi_len, uint32_t flags);
 STDB__IMPORT(scan) int32_t stdb_sys_scan(int32_t table);
@@ -336,14 +338,22 @@ static int32_t stdb_next(stdb_iter* it, void* row) {
 
 static void stdb_close(stdb_iter* it) { if (it->h > 0) stdb_sys_iter_close(it->h); it->h = 0; }
 
-/* Look a row up by its primary key (set in `row`); fills `row`: 1 found, 0 not, or STDB_ERR_*. */
+/* Look a row up by its primary key (set in `row`); fills `row`: 1 found, 0 not, or STDB_ERR_*.
+ * One host call (the `find` import). Strings of the row point into memory valid until the
+ * reducer returns. */
 static int32_t stdb_find(stdb_table* t, void* row) {
-    uint32_t len;
+    uint32_t len, cap = 256;
     uint8_t* key = stdb__row(t, row, STDB_PK, &len);
-    stdb_iter it = stdb__iter(t, stdb_sys_seek(stdb_table_id(t), 0, key, len));
-    int32_t r = stdb_next(&it, row);
-    stdb_close(&it);
-    return r;
+    uint8_t* buf = stdb_alloc(cap);
+    int32_t n = stdb_sys_find(stdb_table_id(t), 0, key, len, buf, cap);
+    if (n == STDB_ERR_BUFFER_TOO_SMALL) {                 /* a larger row: exactly its size */
+        memcpy(&cap, buf, 4);
+        buf = stdb_alloc(cap);
+        n = stdb_sys_find(stdb_table_id(t), 0, key, len, buf, cap);
+    }
+    if (n <= 0) return n;
+    if (stdb__decode(t->cols, t->ncols, row, buf, (uint32_t)n) < 0) return STDB_ERR_BAD_ROW;
+    return 1;
 }
 
 /* ------------------------------------------------------------------ context */

@@ -120,7 +120,7 @@ def start_epoch_ticker(engine, double tick_seconds):
 cdef enum Op:
     OP_TABLE_ID, OP_INDEX_ID, OP_INSERT, OP_UPDATE, OP_DELETE, OP_SEEK, OP_RANGE, OP_SCAN,
     OP_ITER_NEXT, OP_ITER_CLOSE, OP_LOG, OP_SENDER, OP_CONNECTION_ID, OP_TIMESTAMP,
-    OP_RANDOM_SEED, OP_ERROR_DETAIL
+    OP_RANDOM_SEED, OP_ERROR_DETAIL, OP_FIND
 
 IMPORTS = {
     "table_id": (OP_TABLE_ID, "ii", "i"),
@@ -129,6 +129,7 @@ IMPORTS = {
     "update": (OP_UPDATE, "iii", "i"),
     "delete": (OP_DELETE, "iiii", "i"),
     "seek": (OP_SEEK, "iiii", "i"),
+    "find": (OP_FIND, "iiiiii", "i"),
     "range": (OP_RANGE, "iiiiiii", "i"),
     "scan": (OP_SCAN, "i", "i"),
     "iter_next": (OP_ITER_NEXT, "iii", "i"),
@@ -200,6 +201,12 @@ cdef void* _callback(void* env, void* caller, val_raw* a, size_t n) noexcept wit
             a[0].i32 = host.delete(a[0].i32, a[1].i32, inst.read(u(a, 2), u(a, 3)))
         elif op == OP_SEEK:
             a[0].i32 = host.seek(a[0].i32, a[1].i32, inst.read(u(a, 2), u(a, 3)))
+        elif op == OP_FIND:
+            inst.span(u(a, 4), u(a, 5))            # the whole buffer must be in memory
+            r, out = host.find(a[0].i32, a[1].i32, inst.read(u(a, 2), u(a, 3)), u(a, 5))
+            if out:
+                inst.write(u(a, 4), out)
+            a[0].i32 = r
         elif op == OP_RANGE:
             a[0].i32 = host.range(a[0].i32, a[1].i32, inst.read(u(a, 2), u(a, 3)),
                                   inst.read(u(a, 4), u(a, 5)), u(a, 6))

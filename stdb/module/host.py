@@ -270,6 +270,30 @@ class ModuleHost:
             return self._new_iter(tid, tx.table(info.name).seek(info.indexes[iid].name, k))
         return self._guard(go)
 
+    def find(self, tid: int, iid: int, key: bytes, cap: int) -> tuple[int, bytes | None]:
+        """The first row whose index key equals ``key`` (the only one for the primary key or a
+        unique index), as its row bytes: (its length, the bytes); (0, None) when there is none.
+        What ``seek`` + ``iter_next`` + ``iter_close`` return for it, in one import."""
+        out: list[bytes | None] = [None]
+
+        def go() -> int:
+            tx = self._tx()
+            info = self._table(tid)
+            self._index(info, iid)
+            k = self._key(info, iid, key, len(info.indexes[iid].columns))
+            table = tx.table(info.name)
+            rowids = table.seek(info.indexes[iid].name, k)
+            if not rowids:
+                return 0
+            row = info.codec.encode(table.get(rowids[0]))
+            if len(row) > cap:
+                self.last_error = f"the row needs {len(row)} bytes, the buffer has {cap}".encode()
+                out[0] = _U32.pack(len(row)) if cap >= 4 else None
+                return ERR["BUFFER_TOO_SMALL"]
+            out[0] = row
+            return len(row)
+        return self._guard(go), out[0]
+
     def range(self, tid: int, iid: int, lo: bytes, hi: bytes, flags: int) -> int:
         def go() -> int:
             tx = self._tx()
