@@ -66,10 +66,13 @@ def _list(item: Check, limit: int = MAX_ITEMS, min_len: int = 0) -> Check:
     return check
 
 
+_SCALARS = frozenset((type(None), bool, int, float, str, bytes))
+
+
 def check_value(field: str, v: Any, depth: int = 0) -> None:
     """A reducer argument: null, bool, integer, float, text, bytes, or an array of those."""
     t = type(v)
-    if v is None or t in (bool, int, float, str, bytes):
+    if t in _SCALARS:
         return
     if t is list:
         if depth >= MAX_DEPTH:
@@ -77,7 +80,8 @@ def check_value(field: str, v: Any, depth: int = 0) -> None:
         if len(v) > MAX_ITEMS:
             raise ProtocolError(f"field '{field}' has {len(v):,} items; at most {MAX_ITEMS:,}")
         for i, x in enumerate(v):
-            check_value(f"{field}[{i}]", x, depth + 1)
+            if type(x) not in _SCALARS:         # (a scalar needs no check, nor a name)
+                check_value(f"{field}[{i}]", x, depth + 1)
         return
     raise ProtocolError(f"field '{field}': a {t.__name__} is not a value stdb stores",
                         hint="arguments are null, booleans, integers, floats, text, bytes or arrays")
