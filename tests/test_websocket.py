@@ -210,3 +210,42 @@ async def test_many_messages_in_one_write_are_all_answered_in_order(port):
         await r.send(b"".join(frame(0x2, str(i).encode()) for i in range(500)))
         for i in range(500):
             assert await r.frame() == (0x2, str(i).encode())
+
+
+async def test_a_frame_begun_without_waiting_is_finished_before_any_other():
+    """send_nowait writes what the socket takes and keeps the rest; a pong (or the next message)
+    sent meanwhile goes out only after that frame's last byte."""
+    import socket
+
+    from stdb.server.websocket import Framed, WebSocket, _SocketTransport
+
+    ours, theirs = socket.socketpair()
+    ours.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
+    ws = WebSocket(_SocketTransport(ours), b"", MAX)
+    big = os.urandom(1 << 20)
+    assert ws.send_nowait(big) == Framed(b"")           # the socket took only part of it
+    assert ws.send_nowait(b"next") == Framed(b"\x82\x04next")   # nothing else starts meanwhile
+    theirs.setblocking(False)
+    got = bytearray()
+
+    async def read_all():
+        while True:
+            await trio.lowlevel.wait_readable(theirs)
+            try:
+                data = theirs.recv(1 << 16)
+            except BlockingIOError:
+                continue
+            if not data:
+                return
+            got.extend(data)
+
+    with trio.fail_after(TIMEOUT):
+        async with trio.open_nursery() as n:
+            n.start_soon(read_all)
+            await ws._send_all(b"\x8a\x02hi")              # a pong, as get_message sends one
+            await ws.send_messages([Framed(b"\x82\x04next")])
+            ours.shutdown(socket.SHUT_WR)
+    theirs.close()
+    ours.close()
+    head = b"\x82\x7f" + struct.pack("!Q", len(big))
+    assert bytes(got) == head + big + b"\x8a\x02hi" + b"\x82\x04next"

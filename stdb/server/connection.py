@@ -83,7 +83,8 @@ class Connection:
             self.server.metrics.sent(1, len(msg))
             if rest is None:
                 return
-            msg = rest                # the sender writes what the socket did not take
+            msg = rest                # the sender writes what the socket did not take (or, when
+                                      # empty, has the websocket write the rest it keeps)
         if self.queued_bytes + len(msg) > self.limits.bytes:
             self.kill(f"client too slow: {self.queued_bytes + len(msg):,} bytes queued "
                       f"(at most {self.limits.bytes:,})", CLOSE_TOO_SLOW)
@@ -130,7 +131,7 @@ class Connection:
                 self.queued_bytes -= size
                 self.queued_messages -= len(batch)
                 await self.ws.send_messages(batch)
-                # a Framed item is the rest of a message push began writing (counted there)
+                # Framed items came from push, which counted them
                 sent = [m for m in batch if not isinstance(m, Framed)]
                 if sent:
                     metrics.sent(len(sent), sum(map(len, sent)))

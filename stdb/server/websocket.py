@@ -184,7 +184,7 @@ _GONE = (trio.BrokenResourceError, trio.ClosedResourceError, OSError)
 
 
 class Framed(bytes):
-    """Bytes already framed (the unwritten rest of a frame ``send_nowait`` began): sent as they are."""
+    """Bytes already framed (see ``send_nowait``): ``send_messages`` writes them as they are."""
 
 
 class WebSocket:
@@ -201,6 +201,7 @@ class WebSocket:
         self._sending = False
         self._send_done: trio.Event | None = None
         self._broken = False          # a send was cut short: the stream is mid-frame
+        self._rest = b""              # the unwritten end of a frame send_nowait began
         self.closed: Closed | None = None   # set once a close frame went either way
         self._close_sent = False
 
@@ -213,6 +214,8 @@ class WebSocket:
             await self._send_done.wait()
         if self._broken:
             raise Closed(ABNORMAL, "the connection broke while sending")
+        if self._rest:                # a frame send_nowait began comes first, whatever this is
+            data, self._rest = self._rest + data, b""
         self._sending = True
         try:
             await self._t.send_all(data)
@@ -229,17 +232,22 @@ class WebSocket:
 
     def send_nowait(self, message: bytes) -> Framed | None:
         """Write one binary message now if the socket takes it without waiting and no other
-        send is under way: None once it is written whole.  Otherwise the part not written, as
-        ``Framed`` bytes to send next with ``send_messages`` (all of it when nothing could be
-        written now)."""
+        send is under way: None once it is written whole.  Otherwise ``Framed`` bytes for the
+        caller to send with ``send_messages`` after what it already queued: the whole frame when
+        nothing was written, or empty when part was — the websocket keeps the rest, and every
+        later send (a message, a pong, the close) writes it first, so no frame is ever split
+        by another."""
         frame = frame_header(OP_BINARY, len(message)) + message
-        if self._sending or self._broken or self.closed is not None:
+        if self._rest or self._sending or self._broken or self.closed is not None:
             return Framed(frame)
         try:
             n = self._t.send_now(memoryview(frame))
         except OSError:
             return Framed(frame)      # the next send_messages reports the broken connection
-        return None if n == len(frame) else Framed(frame[n:])
+        if n == len(frame):
+            return None
+        self._rest = frame[n:]
+        return Framed(b"")
 
     async def send_message(self, data: bytes | str) -> None:
         await self.send_messages((data,))
