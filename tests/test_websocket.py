@@ -249,3 +249,27 @@ async def test_a_frame_begun_without_waiting_is_finished_before_any_other():
     ours.close()
     head = b"\x82\x7f" + struct.pack("!Q", len(big))
     assert bytes(got) == head + big + b"\x8a\x02hi" + b"\x82\x04next"
+
+
+async def test_the_read_buffer_keeps_only_the_frame_in_the_making():
+    """Frames arriving split across reads: every message comes out whole, and what was parsed
+    is dropped (a long-lived connection's buffer does not grow)."""
+    from trio.testing import memory_stream_pair
+
+    from stdb.server.websocket import WebSocket, _StreamTransport
+
+    client, server = memory_stream_pair()
+    ws = WebSocket(_StreamTransport(server), b"", MAX)
+    data = b"".join(frame(0x2, b"m%04d" % i + b"x" * 95) for i in range(2000))
+    with trio.fail_after(TIMEOUT):
+        async with trio.open_nursery() as n:
+            async def feed():
+                for at in range(0, len(data), 1013):         # chunks that split frames
+                    await client.send_all(data[at:at + 1013])
+            n.start_soon(feed)
+            largest = 0
+            for i in range(2000):
+                assert await ws.get_message() == b"m%04d" % i + b"x" * 95
+                largest = max(largest, len(ws._buf))
+    # at most one read (64 KiB) and the frame it completed; all 212 KB had they been kept
+    assert largest < (1 << 16) + 200 < len(data)

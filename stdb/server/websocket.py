@@ -349,19 +349,18 @@ class WebSocket:
             buf, p = self._buf, self._pos
             avail = len(buf) - p
             if avail < 2:
-                self._compact()
-                return None
+                return self._more()
             b0, b1 = buf[p], buf[p + 1]
             n = b1 & 0x7F
             h = 2
             if n == 126:
                 if avail < 4:
-                    return None
+                    return self._more()
                 n = (buf[p + 2] << 8) | buf[p + 3]
                 h = 4
             elif n == 127:
                 if avail < 10:
-                    return None
+                    return self._more()
                 n = int.from_bytes(buf[p + 2:p + 10], "big")
                 h = 10
             op = b0 & 0x0F
@@ -387,7 +386,7 @@ class WebSocket:
                 raise Closed(MESSAGE_TOO_BIG, f"message of more than {self.max_message:,} bytes")
             end = p + h + 4 + n
             if len(buf) < end:
-                return None
+                return self._more()
             payload = _unmask(memoryview(buf)[p + h + 4:end], bytes(buf[p + h:p + h + 4]))
             self._pos = end
             if op >= 0x8:
@@ -409,7 +408,9 @@ class WebSocket:
                     raise Closed(INVALID_DATA, "text message is not UTF-8") from None
             return op, payload
 
-    def _compact(self) -> None:
+    def _more(self) -> None:
+        """More bytes are needed: drop what was parsed (cheap: CPython deletes a bytearray's
+        head in place), so the buffer holds at most one frame in the making."""
         if self._pos:
             del self._buf[:self._pos]
             self._pos = 0
