@@ -349,18 +349,21 @@ class WebSocket:
             buf, p = self._buf, self._pos
             avail = len(buf) - p
             if avail < 2:
-                return self._more()
+                self._more()
+                return None
             b0, b1 = buf[p], buf[p + 1]
             n = b1 & 0x7F
             h = 2
             if n == 126:
                 if avail < 4:
-                    return self._more()
+                    self._more()
+                    return None
                 n = (buf[p + 2] << 8) | buf[p + 3]
                 h = 4
             elif n == 127:
                 if avail < 10:
-                    return self._more()
+                    self._more()
+                    return None
                 n = int.from_bytes(buf[p + 2:p + 10], "big")
                 h = 10
             op = b0 & 0x0F
@@ -386,7 +389,8 @@ class WebSocket:
                 raise Closed(MESSAGE_TOO_BIG, f"message of more than {self.max_message:,} bytes")
             end = p + h + 4 + n
             if len(buf) < end:
-                return self._more()
+                self._more()
+                return None
             payload = _unmask(memoryview(buf)[p + h + 4:end], bytes(buf[p + h:p + h + 4]))
             self._pos = end
             if op >= 0x8:
