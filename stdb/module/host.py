@@ -138,7 +138,7 @@ class ModuleHost:
 
     # ---- plumbing
 
-    def _guard(self, fn: Any, *args: Any) -> int:
+    def _guard(self, fn: Any, *args: Any) -> Any:
         try:
             return fn(*args)
         except _Fail as e:
@@ -229,20 +229,21 @@ class ModuleHost:
         return self._guard(go), out[0]
 
     def update(self, tid: int, data: bytes) -> tuple[int, None]:
-        def go() -> int:
-            tx = self._tx()
-            info = self._table(tid)
-            if not info.pk_cols:
-                raise _Fail("BAD_ARGUMENT", f"table '{info.name}' has no primary key to update by")
-            row = self._row(info, data)
-            table = tx.table(info.name)
-            ids = table.seek("pk", tuple([row[i] for i in info.pk_cols]))
-            if not ids:
-                return 0
-            self._before_write(tid, info, table)
-            tx.update_rowid(info.name, ids[0], row)
-            return 1
-        return self._guard(go), None
+        return self._guard(self._update, tid, data), None
+
+    def _update(self, tid: int, data: bytes) -> int:
+        tx = self._tx()
+        info = self._table(tid)
+        if not info.pk_cols:
+            raise _Fail("BAD_ARGUMENT", f"table '{info.name}' has no primary key to update by")
+        row = self._row(info, data)
+        table = tx.table(info.name)
+        ids = table.seek("pk", tuple([row[i] for i in info.pk_cols]))
+        if not ids:
+            return 0
+        self._before_write(tid, info, table)
+        tx.update_rowid(info.name, ids[0], row)
+        return 1
 
     def delete(self, tid: int, iid: int, key: bytes) -> int:
         def go() -> int:
@@ -274,25 +275,23 @@ class ModuleHost:
         """The first row whose index key equals ``key`` (the only one for the primary key or a
         unique index), as its row bytes: (its length, the bytes); (0, None) when there is none.
         What ``seek`` + ``iter_next`` + ``iter_close`` return for it, in one import."""
-        out: list[bytes | None] = [None]
+        r = self._guard(self._find, tid, iid, key, cap)
+        return (r, None) if type(r) is int else r
 
-        def go() -> int:
-            tx = self._tx()
-            info = self._table(tid)
-            self._index(info, iid)
-            k = self._key(info, iid, key, len(info.indexes[iid].columns))
-            table = tx.table(info.name)
-            rowids = table.seek(info.indexes[iid].name, k)
-            if not rowids:
-                return 0
-            row = info.codec.encode(table.get(rowids[0]))
-            if len(row) > cap:
-                self.last_error = f"the row needs {len(row)} bytes, the buffer has {cap}".encode()
-                out[0] = _U32.pack(len(row)) if cap >= 4 else None
-                return ERR["BUFFER_TOO_SMALL"]
-            out[0] = row
-            return len(row)
-        return self._guard(go), out[0]
+    def _find(self, tid: int, iid: int, key: bytes, cap: int) -> tuple[int, bytes | None]:
+        tx = self._tx()
+        info = self._table(tid)
+        self._index(info, iid)
+        k = self._key(info, iid, key, len(info.indexes[iid].columns))
+        table = tx.table(info.name)
+        rowids = table.seek(info.indexes[iid].name, k)
+        if not rowids:
+            return 0, None
+        row = info.codec.encode(table.get(rowids[0]))
+        if len(row) > cap:
+            self.last_error = f"the row needs {len(row)} bytes, the buffer has {cap}".encode()
+            return ERR["BUFFER_TOO_SMALL"], _U32.pack(len(row)) if cap >= 4 else None
+        return len(row), row
 
     def range(self, tid: int, iid: int, lo: bytes, hi: bytes, flags: int) -> int:
         def go() -> int:

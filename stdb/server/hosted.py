@@ -132,6 +132,13 @@ class HostedDatabase:
                   caller_identity: bytes | None = None) -> None:
         """Send a commit's diffs to every subscriber, and its outcome to the caller."""
         self._note_commit(res.offset)
+        if not res.updates:             # no subscribed query changed: only the caller hears
+            if caller is not None:
+                who = caller.identity if caller_identity is None else caller_identity
+                self._send(caller, encode("TransactionUpdate", offset=res.offset, timestamp=res.timestamp,
+                                          reducer=res.reducer, caller=who, status="committed",
+                                          message=None, request_id=request_id, updates=[]), res.offset)
+            return
         per_conn: dict[Connection, list[int]] = {}
         for qid in res.updates:
             for conn in self.db.subscribers(qid):
