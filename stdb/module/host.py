@@ -245,16 +245,21 @@ class ModuleHost:
         tx.update_rowid(info.name, ids[0], row)
         return 1
 
+    def _lookup(self, tid: int, iid: int, key: bytes) -> tuple[_TableInfo, Any, list[int]]:
+        """(the table's info, the transaction's table, the row ids whose index key is ``key``)."""
+        tx = self._tx()
+        info = self._table(tid)
+        self._index(info, iid)
+        k = self._key(info, iid, key, len(info.indexes[iid].columns))
+        table = tx.table(info.name)
+        return info, table, table.seek(info.indexes[iid].name, k)
+
     def delete(self, tid: int, iid: int, key: bytes) -> int:
         def go() -> int:
-            tx = self._tx()
-            info = self._table(tid)
-            self._index(info, iid)
-            k = self._key(info, iid, key, len(info.indexes[iid].columns))
-            table = tx.table(info.name)
-            rowids = table.seek(info.indexes[iid].name, k)
+            info, table, rowids = self._lookup(tid, iid, key)
             if rowids:
                 self._before_write(tid, info, table)
+            tx = self._tx()
             for r in rowids:
                 tx.delete_rowid(info.name, r)
             return len(rowids)
@@ -263,13 +268,7 @@ class ModuleHost:
     # ---- reads
 
     def seek(self, tid: int, iid: int, key: bytes) -> int:
-        def go() -> int:
-            tx = self._tx()
-            info = self._table(tid)
-            self._index(info, iid)
-            k = self._key(info, iid, key, len(info.indexes[iid].columns))
-            return self._new_iter(tid, tx.table(info.name).seek(info.indexes[iid].name, k))
-        return self._guard(go)
+        return self._guard(lambda: self._new_iter(tid, self._lookup(tid, iid, key)[2]))
 
     def find(self, tid: int, iid: int, key: bytes, cap: int) -> tuple[int, bytes | None]:
         """The first row whose index key equals ``key`` (the only one for the primary key or a
@@ -279,12 +278,7 @@ class ModuleHost:
         return (r, None) if type(r) is int else r
 
     def _find(self, tid: int, iid: int, key: bytes, cap: int) -> tuple[int, bytes | None]:
-        tx = self._tx()
-        info = self._table(tid)
-        self._index(info, iid)
-        k = self._key(info, iid, key, len(info.indexes[iid].columns))
-        table = tx.table(info.name)
-        rowids = table.seek(info.indexes[iid].name, k)
+        info, table, rowids = self._lookup(tid, iid, key)
         if not rowids:
             return 0, None
         row = info.codec.encode(table.get(rowids[0]))
