@@ -132,32 +132,27 @@ class HostedDatabase:
                   caller_identity: bytes | None = None) -> None:
         """Send a commit's diffs to every subscriber, and its outcome to the caller."""
         self._note_commit(res.offset)
-        if not res.updates:             # no subscribed query changed: only the caller hears
-            if caller is not None:
-                who = caller.identity if caller_identity is None else caller_identity
-                self._send(caller, encode("TransactionUpdate", offset=res.offset, timestamp=res.timestamp,
-                                          reducer=res.reducer, caller=who, status="committed",
-                                          message=None, request_id=request_id, updates=[]), res.offset)
-            return
-        per_conn: dict[Connection, list[int]] = {}
-        for qid in res.updates:
-            for conn in self.db.subscribers(qid):
-                per_conn.setdefault(conn, []).append(qid)
-        entries = {qid: self._entry(qid, d) for qid, d in res.updates.items()}
         if caller_identity is None and caller is not None:
             caller_identity = caller.identity
         base = {"offset": res.offset, "timestamp": res.timestamp, "reducer": res.reducer,
                 "caller": caller_identity, "status": "committed", "message": None}
-        shared: dict[tuple[int, ...], bytes] = {}     # clients with the same queries share bytes
-        for conn, qids in per_conn.items():
-            if conn is caller:
-                continue
-            key = tuple(qids)
-            msg = shared.get(key)
-            if msg is None:
-                msg = shared[key] = encode("TransactionUpdate", **base, request_id=None,
-                                           updates=[entries[q] for q in qids])
-            self._send(conn, msg, res.offset)
+        per_conn: dict[Connection, list[int]] = {}
+        entries: dict[int, dict] = {}
+        if res.updates:                 # (most commits change no subscribed query)
+            for qid in res.updates:
+                for conn in self.db.subscribers(qid):
+                    per_conn.setdefault(conn, []).append(qid)
+            entries = {qid: self._entry(qid, d) for qid, d in res.updates.items()}
+            shared: dict[tuple[int, ...], bytes] = {}     # clients with the same queries share bytes
+            for conn, qids in per_conn.items():
+                if conn is caller:
+                    continue
+                key = tuple(qids)
+                msg = shared.get(key)
+                if msg is None:
+                    msg = shared[key] = encode("TransactionUpdate", **base, request_id=None,
+                                               updates=[entries[q] for q in qids])
+                self._send(conn, msg, res.offset)
         if caller is not None:
             qids = per_conn.get(caller, [])
             self._send(caller, encode("TransactionUpdate", **base, request_id=request_id,
