@@ -94,6 +94,10 @@ def engine_rows(d: dict[str, Any]) -> list[Row]:
     return rows
 
 
+def _kib(n: int) -> str:
+    return f"{n >> 20} MiB" if n % (1 << 20) == 0 else f"{n >> 10} KiB"
+
+
 def durability_rows(d: dict[str, Any]) -> list[Row]:
     c, lat, rec = d["durable_commits"], d["durable_latency"], d["recovery"]
     scan_mb = rec["log_bytes"] / rec["raw_scan_seconds"] / 1e6
@@ -103,7 +107,8 @@ def durability_rows(d: dict[str, Any]) -> list[Row]:
             "≥ 0.5 of raw", _at_least(c["log_ratio_vs_raw"], 0.5)),
         *([Row("durability", "(context) commit log alone vs raw LMDB storing each group as the log does",
                _n(c["log_commits_per_s"]),
-               f"raw LMDB, values of ≤ 256 KiB {_n(c['raw_lmdb_grouped_values_per_s'])}",
+               f"raw LMDB, values of ≤ {_kib(c.get('value_bytes_max', 256 << 10))} "
+               f"{_n(c['raw_lmdb_grouped_values_per_s'])}",
                c["log_ratio_vs_raw_grouped"])] if "log_ratio_vs_raw_grouped" in c else []),
         Row("durability", "one durable commit, median / p99",
             f"{lat['median_us']:.0f} / {lat['p99_us']:.0f} µs", "", None),

@@ -45,6 +45,11 @@ def test_verdicts_follow_the_figures_and_missing_results_are_named(tmp_path):
     rows, _, _ = summary.summarise(str(tmp_path))
     (ctx,) = [r for r in rows if r.measure.startswith("(context)")]
     assert (ctx.ratio, ctx.met, ctx.baseline) == (0.75, None, "raw LMDB, values of ≤ 256 KiB 800,000")
+    d["durable_commits"]["value_bytes_max"] = 1 << 20      # results since the values grew to 1 MiB
+    _write(tmp_path, "durability", d)
+    rows, _, _ = summary.summarise(str(tmp_path))
+    (ctx,) = [r for r in rows if r.measure.startswith("(context)")]
+    assert ctx.baseline == "raw LMDB, values of ≤ 1 MiB 800,000"
     assert "| durability | durable commits/s, commit log alone | 600,000 |" in md
 
 

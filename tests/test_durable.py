@@ -430,16 +430,17 @@ def test_big_groups_split_into_values_of_bounded_size(tmp_path):
             with hold:
                 real(first, group)
         s.log._write_group = slow_write
+        n = 4 * BATCH_BYTES // 30000               # records of ~30 kB: about four values' worth
         with hold:
-            for i in range(40):
+            for i in range(n):
                 tx = s.begin()
                 tx.insert("acct", (0, i, "x" * 30000, []))
                 s.commit(tx)
         s.flush(timeout=30)
         values = _values(s.env)
-        assert [o for o, _ in iter_records(s.env)] == list(range(41))
+        assert [o for o, _ in iter_records(s.env)] == list(range(n + 1))
         assert all(len(v) <= BATCH_BYTES for _, v in values)
-        assert 4 <= len(values) <= 8               # 40 × ~30 kB in values of ≤ 256 KiB
+        assert 4 <= len(values) <= 8               # n × ~30 kB in values of ≤ BATCH_BYTES
         want = _state(s)
     with DurableStore.open(path, config=NOSNAP) as s:
         assert _state(s) == want
