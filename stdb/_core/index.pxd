@@ -10,6 +10,16 @@ cdef class KeySource:
 
 cdef uint64_t hash_key(bytes key) noexcept
 
+
+cdef inline uint64_t fmix64(uint64_t h) noexcept:
+    """murmur3's 64-bit finaliser: every input bit moves every output bit."""
+    h ^= h >> 33
+    h *= 0xff51afd7ed558ccdULL
+    h ^= h >> 33
+    h *= 0xc4ceb9fe1a85ec53ULL
+    h ^= h >> 33
+    return h
+
 cdef class HashIndex:
     cdef readonly str name
     cdef readonly Py_ssize_t count

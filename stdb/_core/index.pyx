@@ -47,12 +47,7 @@ cdef uint64_t hash_key(bytes key) noexcept:
     cdef uint64_t h = 0xcbf29ce484222325ULL
     for i in range(n):
         h = (h ^ p[i]) * 0x100000001b3ULL
-    h ^= h >> 33
-    h *= 0xff51afd7ed558ccdULL
-    h ^= h >> 33
-    h *= 0xc4ceb9fe1a85ec53ULL
-    h ^= h >> 33
-    return h
+    return fmix64(h)
 
 
 @cython.final

@@ -4,7 +4,8 @@
 Each single-table subscription is indexed by one *anchor* taken from its condition:
 
 * an equality (``col = v`` or ``col IN (v1, v2)``): the subscription is listed under each value
-  in a hash map per (table, column);
+  in a hash map per (table, column) (``_EqIndex``: int values in a table of slots, others in
+  a dict);
 * a range (``col BETWEEN a AND b``, ``col > a``, ...): an interval in a centred interval tree per
   (table, column), rebuilt lazily after subscriptions change;
 * no usable anchor: the subscription is checked for every changed row of its table.
@@ -17,8 +18,37 @@ checks every subscription and is the oracle and the benchmark's naive baseline.
 """
 
 cimport cython
+from cpython.long cimport PyLong_AsLongLongAndOverflow, PyLong_CheckExact
+from libc.stdint cimport int64_t, uint64_t
+from libc.stdlib cimport free
+
+from stdb._core.index cimport fmix64
 
 from stdb.errors import InternalError
+
+cdef extern from *:
+    """
+    #include <stdlib.h>
+    #include <sys/mman.h>
+    /* memory for a slot table: aligned to 2 MiB from that size on, with transparent huge pages
+       asked for (where the kernel has them), so that its lookups do not miss the TLB */
+    static void *stdb_slots_alloc(size_t n) {
+        void *p = NULL;
+        size_t huge = (size_t)2 << 20;
+        if (posix_memalign(&p, n >= huge ? huge : 64, n) != 0)
+            return NULL;
+    #ifdef MADV_HUGEPAGE
+        if (n >= huge)
+            madvise(p, n, MADV_HUGEPAGE);
+    #endif
+        return p;
+    }
+    """
+    void* stdb_slots_alloc(size_t n) nogil
+
+cdef enum:
+    _FREE = -1
+    _MULTI = -2
 
 
 @cython.final
@@ -125,6 +155,155 @@ cdef class _Intervals:
 
 
 @cython.final
+cdef class _EqIndex:
+    """The subscriptions anchored on one column's equalities, by value.
+
+    Int values that fit in 64 bits (an integer column's, but for u64 values of 2^63 and more)
+    are keys of an open-addressing table of (key, subscription id) slots, linear probing, load
+    ≤ 1/2: a lookup reads one run of slots, where a dict reads its index, its entry, the key
+    object and the value object — at 100k values each read is a cache and a TLB miss.  Other
+    values (strings, bytes, bools, big u64) are in a dict.  A value's subscriptions are all in
+    one place, since a column's values all have the column's type."""
+
+    def __cinit__(self):
+        self.multi = {}
+        self.other = {}
+
+    def __dealloc__(self):
+        free(self.slots)
+
+    cdef Py_ssize_t size(self):
+        return self.used + len(self.other)
+
+    cdef _Slot* _find(self, int64_t k) noexcept:
+        """The slot holding ``k``, else the free slot that ends its run (capacity > 0)."""
+        cdef uint64_t mask = self.capacity - 1
+        cdef uint64_t i = fmix64(<uint64_t>k) >> self.shift
+        cdef _Slot* s
+        while True:
+            s = &self.slots[i]
+            if s.val == _FREE or s.key == k:
+                return s
+            i = (i + 1) & mask
+
+    cdef int _grow(self) except -1:
+        cdef Py_ssize_t oldcap = self.capacity, newcap = 16 if self.capacity == 0 else self.capacity * 2
+        cdef _Slot* old = self.slots
+        cdef _Slot* fresh = <_Slot*>stdb_slots_alloc(newcap * sizeof(_Slot))
+        cdef Py_ssize_t j
+        cdef int bits = 0
+        if fresh == NULL:
+            raise MemoryError()
+        for j in range(newcap):
+            fresh[j].val = _FREE
+        while (<Py_ssize_t>1 << bits) < newcap:
+            bits += 1
+        self.slots, self.capacity, self.shift = fresh, newcap, 64 - bits
+        for j in range(oldcap):
+            if old[j].val != _FREE:
+                self._find(old[j].key)[0] = old[j]
+        free(old)
+        return 0
+
+    cdef void _delete_at(self, Py_ssize_t i) noexcept:
+        """Empty slot ``i``, moving later slots of its run back (no tombstones)."""
+        cdef uint64_t mask = self.capacity - 1
+        cdef uint64_t j = i, home
+        while True:
+            j = (j + 1) & mask
+            if self.slots[j].val == _FREE:
+                break
+            home = fmix64(<uint64_t>self.slots[j].key) >> self.shift
+            if ((j - home) & mask) >= ((j - <uint64_t>i) & mask):     # slot i lies on its probe path
+                self.slots[i] = self.slots[j]
+                i = j
+        self.slots[i].val = _FREE
+        self.used -= 1
+
+    cdef int lookup(self, object v, list out) except -1:
+        """Append the ids of the subscriptions under ``v`` to ``out``."""
+        cdef int ovf = 0
+        cdef int64_t k
+        cdef _Slot* s
+        if PyLong_CheckExact(v):
+            k = PyLong_AsLongLongAndOverflow(v, &ovf)
+            if not ovf:
+                if self.capacity:
+                    s = self._find(k)
+                    if s.val >= 0:
+                        out.append(s.val)
+                    elif s.val == _MULTI:
+                        out.extend(<list>self.multi[k])
+                return 0
+        if self.other:
+            hit = self.other.get(v)
+            if hit is not None:
+                if type(hit) is int:
+                    out.append(hit)
+                else:
+                    out.extend(<list>hit)
+        return 0
+
+    cdef int add(self, object v, Py_ssize_t sid) except -1:
+        cdef int ovf = 0
+        cdef int64_t k
+        cdef _Slot* s
+        if PyLong_CheckExact(v):
+            k = PyLong_AsLongLongAndOverflow(v, &ovf)
+            if not ovf:
+                if (self.used + 1) * 2 > self.capacity:
+                    self._grow()
+                s = self._find(k)
+                if s.val == _FREE:
+                    s.key, s.val = k, sid
+                    self.used += 1
+                elif s.val == _MULTI:
+                    (<list>self.multi[k]).append(sid)
+                else:
+                    self.multi[k] = [s.val, sid]
+                    s.val = _MULTI
+                return 0
+        # one subscription under a value (the usual case) is stored as its bare id
+        old = self.other.get(v)
+        if old is None:
+            self.other[v] = sid
+        elif type(old) is int:
+            self.other[v] = [old, sid]
+        else:
+            (<list>old).append(sid)
+        return 0
+
+    cdef int remove(self, object v, Py_ssize_t sid) except -1:
+        cdef int ovf = 0
+        cdef int64_t k
+        cdef _Slot* s
+        cdef list several
+        if PyLong_CheckExact(v):
+            k = PyLong_AsLongLongAndOverflow(v, &ovf)
+            if not ovf:
+                s = self._find(k) if self.capacity else NULL
+                if s == NULL or s.val == _FREE or (s.val >= 0 and s.val != sid):
+                    raise InternalError(f"subscription {sid} is not under value {v!r}")
+                if s.val == sid:
+                    self._delete_at(s - self.slots)
+                else:
+                    several = self.multi[k]
+                    several.remove(sid)
+                    if len(several) == 1:
+                        s.val = several[0]
+                        del self.multi[k]
+                return 0
+        old = self.other[v]
+        if type(old) is int:
+            del self.other[v]
+        else:
+            (<list>old).remove(sid)
+            if len(<list>old) == 1:
+                self.other[v] = (<list>old)[0]
+        return 0
+
+
+@cython.final
 cdef class _TableSubs:
     """The subscriptions of one table."""
 
@@ -168,23 +347,17 @@ cdef class Matcher:
         cdef _TableSubs ts
         self._check_new(sid)
         vals = tuple(set(values))
+        cdef _EqIndex e
         ts = self._table(table)
         for col, m in ts.eq:
             if col == column:
+                e = m
                 break
         else:
-            m = {}
-            ts.eq.append((column, m))
+            e = _EqIndex()
+            ts.eq.append((column, e))
         for v in vals:
-            # one subscription under a value (the usual case) is stored as its bare id: a
-            # lookup then reads no list (at 100k values every object read is a cache miss)
-            old = m.get(v)
-            if old is None:
-                m[v] = sid
-            elif type(old) is int:
-                m[v] = [old, sid]
-            else:
-                (<list>old).append(sid)
+            e.add(v, sid)
         self.subs[sid] = (table, "eq", column, vals)
         self._set_residual(sid, residual)
 
@@ -247,14 +420,8 @@ cdef class Matcher:
             for col, m in ts.eq:
                 if col == column:
                     for v in data:
-                        old = m[v]
-                        if type(old) is int:
-                            del m[v]
-                        else:
-                            (<list>old).remove(sid)
-                            if len(<list>old) == 1:
-                                m[v] = (<list>old)[0]
-                    if not m:
+                        (<_EqIndex>m).remove(v, sid)
+                    if (<_EqIndex>m).size() == 0:
                         ts.eq.remove((col, m))
                     break
         else:
@@ -285,12 +452,7 @@ cdef class Matcher:
         for row in rows:
             del cand[:]
             for col, m in ts.eq:
-                hit = (<dict>m).get(row[<Py_ssize_t>col])
-                if hit is not None:
-                    if type(hit) is int:
-                        cand.append(hit)
-                    else:
-                        cand.extend(<list>hit)
+                (<_EqIndex>m).lookup(row[<Py_ssize_t>col], cand)
             for col, ivs in ts.ranges:
                 iv = ivs
                 iv.stab(row[<Py_ssize_t>col], cand)
