@@ -226,6 +226,79 @@ def test_io_failure_stops_acknowledgements(tmp_path, config, hook, error):
         s.close()
 
 
+# A child process whose data file may not grow past a limit (RLIMIT_FSIZE: the writes LMDB
+# makes past it fail for real, as on a full disk). It commits one row at a time and says what
+# became of each: ack (committed and durable), unknown (committed, the wait for durability
+# failed) or refused (commit raised); "snapfail" when an automatic snapshot has failed.
+_FULL_DISK_CHILD = r"""
+import resource, signal, sys
+import stdb
+from stdb.storage.durable import DurableStore, StoreConfig
+path, limit, every = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]) or None
+s = DurableStore.open(path, config=StoreConfig(snapshot_every_txs=every, snapshot_every_bytes=None))
+s.create_table(stdb.TableSchema("blob", [stdb.Column("id", "u64"), stdb.Column("data", "string")],
+                                primary_key="id"))
+s.flush()
+signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+said_snapfail = False
+refused = 0
+for i in range(100000):
+    tx = s.begin() if not s.log.failed else s.datastore.begin()
+    tx.insert("blob", (i, "x" * 2000))
+    try:
+        c = s.commit(tx)
+    except stdb.StorageError as e:
+        print("refused", i, e.detail, flush=True)
+        refused += 1
+        if refused == 3:
+            break
+        continue
+    if s.snapshot_error and not said_snapfail:
+        print("snapfail", i, flush=True)
+        said_snapfail = True
+    try:
+        s.wait_durable(c.offset, timeout=30)
+        print("ack", i, flush=True)
+    except stdb.StorageError:
+        print("unknown", i, flush=True)
+s.close()
+"""
+
+
+@pytest.mark.parametrize("every", [0, 40], ids=["no-snapshots", "snapshots"])
+def test_a_full_disk_loses_no_acknowledged_commit_and_applies_no_refused_one(tmp_path, every):
+    """Real write failures from LMDB (not a hook): the log stops acknowledging, a commit it
+    refuses changes nothing, a failed automatic snapshot does not fail its commit, and
+    recovery (with room again) has every acknowledged commit."""
+    import subprocess
+    import sys
+    path = str(tmp_path / "db")
+    p = subprocess.run([sys.executable, "-c", _FULL_DISK_CHILD, path, str(3 << 20), str(every)],
+                       capture_output=True, text=True, timeout=120)
+    assert p.returncode == 0, p.stderr
+    said: dict[str, list[int]] = {"ack": [], "unknown": [], "refused": [], "snapfail": []}
+    for line in p.stdout.splitlines():
+        word, i = line.split()[:2]
+        said[word].append(int(i))
+    assert len(said["ack"]) > 100 and len(said["refused"]) == 3, p.stdout[-2000:]
+    refusal = p.stdout.splitlines()[-1]
+    assert "acknowledges nothing further" in refusal and "bytes free on its filesystem" in refusal
+    if every:
+        # snapshots need more room at once than one record: they fail first, and commits go on
+        (first,) = said["snapfail"]
+        assert max(said["ack"]) > first + 10
+        assert "automatic snapshot" in p.stderr and "commits are unaffected" in p.stderr
+    with DurableStore.open(path, config=NOSNAP) as s:
+        ids = {r[0] for r in s.datastore.scan("blob")}
+        assert set(said["ack"]) <= ids
+        assert not ids & set(said["refused"])
+        assert ids <= set(said["ack"]) | set(said["unknown"])
+        tx = s.begin()
+        tx.insert("blob", (10**9, "after"))
+        s.wait_durable(s.commit(tx).offset, timeout=10)
+
+
 def test_map_grows_when_full(tmp_path):
     path = str(tmp_path / "db")
     cfg = StoreConfig(snapshot_every_txs=None, snapshot_every_bytes=None, map_size=1 << 20)  # 1 MiB

@@ -214,6 +214,11 @@ async def test_metrics_count_calls_commits_and_messages(tmp_path, chat_wasm):
                 # IdentityToken, PublishResult and four TransactionUpdates, at least
                 assert value(body, "stdb_messages_sent_total") >= 6
                 assert value(body, "stdb_bytes_sent_total") > 100
+                assert value(body, 'stdb_commit_log_failed{database="chat"}') == 0
+                assert value(body, 'stdb_snapshot_failing{database="chat"}') == 0
+                server.databases["chat"].db.store.snapshot_error = "disk full"     # as after a failure
+                body = generate_latest(server.metrics.registry).decode()
+                assert value(body, 'stdb_snapshot_failing{database="chat"}') == 1
 
 
 async def test_oversized_frame_closes_only_that_connection(tmp_path, chat_wasm):

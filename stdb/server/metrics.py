@@ -41,16 +41,25 @@ class _ServerState(Collector):
                                  labels=["database"])
         lag = GaugeMetricFamily("stdb_durable_lag_transactions",
                                 "Committed transactions not yet fsynced", labels=["database"])
+        log_failed = GaugeMetricFamily("stdb_commit_log_failed",
+                                       "1 when the commit log stopped after an I/O error", labels=["database"])
+        snap_failing = GaugeMetricFamily("stdb_snapshot_failing",
+                                         "1 when the last automatic snapshot failed", labels=["database"])
         for name, h in list(self.server.databases.items()):
             clients.add_metric([name], len(h.connections.copy()))
             if h.closed:
                 continue
             subs.add_metric([name], len(h.db.queries.subs))
-            log_ = h.db.store.log
+            store = h.db.store
+            log_ = store.log
             lag.add_metric([name], max(0, log_.next_offset - 1 - log_.durable_offset))
+            log_failed.add_metric([name], int(log_.failed is not None))
+            snap_failing.add_metric([name], int(store.snapshot_error is not None))
         yield clients
         yield subs
         yield lag
+        yield log_failed
+        yield snap_failing
 
 
 class _Hot(Collector):

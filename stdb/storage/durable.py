@@ -76,6 +76,7 @@ class DurableStore:
                              next_offset=self.recovery.next_offset)
         self._since_snapshot_txs = 0
         self._since_snapshot_bytes = 0
+        self.snapshot_error: str | None = None     # why the last automatic snapshot failed
         self._closed = False
 
     def _recover(self, table_factory: Callable | None, progress: bool) -> RecoveryResult:
@@ -218,12 +219,23 @@ class DurableStore:
     # ---- snapshots
 
     def _maybe_snapshot(self) -> None:
+        """The automatic snapshot, taken after the commit that crossed a threshold.  That commit
+        is done (in memory and queued for the log) whatever happens here, so a failed snapshot
+        (a full disk, an I/O error) must not be reported as the commit's failure: it is logged,
+        kept in ``snapshot_error`` (``stats()``), and tried again a whole interval later."""
         c = self.config
         if self.datastore.in_transaction:
             return
         if (c.snapshot_every_txs and self._since_snapshot_txs >= c.snapshot_every_txs) or \
                 (c.snapshot_every_bytes and self._since_snapshot_bytes >= c.snapshot_every_bytes):
-            self.snapshot()
+            try:
+                self.snapshot()
+            except StorageError as e:
+                self._since_snapshot_txs = 0
+                self._since_snapshot_bytes = 0
+                self.snapshot_error = e.detail
+                log.warning("automatic snapshot of %s failed (the commits are unaffected; the log "
+                            "keeps growing until a snapshot succeeds): %s", self.path, e.detail)
 
     def snapshot(self) -> SnapshotInfo | None:
         """Snapshot every table at the last appended offset (none yet: nothing to do)."""
@@ -239,6 +251,7 @@ class DurableStore:
         info = write_snapshot(self.env, offset, tables)
         self._since_snapshot_txs = 0
         self._since_snapshot_bytes = 0
+        self.snapshot_error = None
         self._prune()
         return info
 
@@ -276,6 +289,7 @@ class DurableStore:
             "log_last": b[1] if b else None,
             "groups": self.log.groups,
             "snapshots": [s.offset for s in list_snapshots(self.env)],
+            "snapshot_error": self.snapshot_error,
             "tables": {n: len(self.datastore.table(n)) for n in self.datastore.table_names},
         }
 

@@ -98,14 +98,23 @@ class Env:
                 with self._wlock:
                     self.env.set_mapsize(min(size * 2, MAX_MAP))
             except lmdb.Error as e:
-                raise StorageError(f"writing to {self.path!r} failed: {e}") from None
+                raise StorageError(f"writing to {self.path!r} failed: {e}{self._free_space()}") from None
 
     def sync(self) -> None:
         """Force everything written so far to disk."""
         try:
             self.env.sync(True)
         except lmdb.Error as e:
-            raise StorageError(f"fsync of {self.path!r} failed: {e}") from None
+            raise StorageError(f"fsync of {self.path!r} failed: {e}{self._free_space()}") from None
+
+    def _free_space(self) -> str:
+        """For an I/O error's message: LMDB reports a full disk (or a file size limit) as a
+        plain I/O error, so say how much room the filesystem has left."""
+        try:
+            st = os.statvfs(self.path)
+        except OSError:
+            return ""
+        return f" ({st.f_bavail * st.f_frsize:,} bytes free on its filesystem)"
 
     def map_size(self) -> int:
         return int(self.env.info()["map_size"])
