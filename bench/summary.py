@@ -117,6 +117,11 @@ def durability_rows(d: dict[str, Any]) -> list[Row]:
         Row("durability", "recovery vs raw LMDB cursor scan of the log",
             f"{rec['log_bytes'] / rec['seconds'] / 1e6:,.0f} MB/s", f"raw scan {scan_mb:,.0f} MB/s",
             rec["ratio_vs_raw_scan"], "≥ 0.25 of raw", _at_least(rec["ratio_vs_raw_scan"], 0.25)),
+        *([Row("durability", f"longest commit while automatic snapshots of {_n(sp['rows'])} rows are taken",
+               f"{sp['commit_max_ms']:.1f} ms",
+               "the snapshot written in the committing thread "
+               f"{_n(sp['snapshot_in_committing_thread_ms'])} ms",
+               sp["ratio"])] if (sp := d.get("snapshot_pause")) else []),
     ]
 
 

@@ -38,6 +38,7 @@ def db(tmp_path):
             if i >= 50:
                 tx.update("acct", (i - 49, -i, "moved"))
             s.commit(tx, reducer="even" if i % 2 == 0 else "odd", caller=bytes([i]) * 32)
+            s.wait_snapshot(timeout=30)   # written in the background: now at offsets 39 and 79
     return path
 
 

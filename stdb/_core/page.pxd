@@ -47,6 +47,7 @@ cdef class Page:
     cdef void release(self, int slot) noexcept
     cdef bint rewrite(self, int slot, tuple row, list heap) except -1
     cdef int compact(self) except -1
+    cdef Page copy(self)
     cdef Py_ssize_t heap_used(self, int slot) noexcept
 
 cdef list heap_values(Layout layout, tuple row, Py_ssize_t* total)

@@ -231,6 +231,14 @@ cdef class Page:
     def __dealloc__(self):
         PyMem_Free(self.data)
 
+    cdef Page copy(self):
+        """An independent copy of this page (same layout, same slots, same heap)."""
+        cdef Page p = Page(self.layout, self.size - self.layout.heap_start)
+        memcpy(p.data, self.data, self.size)
+        p.count, p.high, p.hint = self.count, self.high, self.hint
+        p.heap_top, p.heap_dead = self.heap_top, self.heap_dead
+        return p
+
     cdef int alloc_slot(self) noexcept:
         """A free slot (not yet marked live), or -1 when the page is full."""
         cdef int cap = self.layout.capacity

@@ -127,6 +127,9 @@ class Table:
     def scan(self) -> Iterator[tuple[int, Row]]:
         return iter(list(self._rows.items()))
 
+    def frozen(self) -> TableCopy:
+        return TableCopy(self)
+
     def rowids(self) -> list[int]:
         return list(self._rows)
 
@@ -338,3 +341,21 @@ class Matcher:
             if hit:
                 out[sid] = hit
         return out
+
+
+class TableCopy:
+    """The rows of a table at one moment (the twin of the Cython ``TableCopy``)."""
+
+    def __init__(self, t: Table) -> None:
+        self.schema, self.name, self.codec = t.schema, t.name, t.codec
+        self._rows = list(t.scan())
+        self._seq = t.sequence_state()
+
+    def __len__(self) -> int:
+        return len(self._rows)
+
+    def scan(self) -> Iterator[tuple[int, Row]]:
+        return iter(self._rows)
+
+    def sequence_state(self) -> tuple[int, ...]:
+        return self._seq

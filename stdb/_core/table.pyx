@@ -242,14 +242,12 @@ cdef class Table(KeySource):
 
     def scan(self):
         """Yield ``(rowid, row)`` for every row, in storage order."""
-        cdef Page page
-        cdef int s
-        cdef Py_ssize_t pno
-        for pno in range(len(self.pages)):
-            page = self.pages[pno]
-            for s in range(page.high):
-                if page.live(s):
-                    yield (<uint64_t>pno << SLOT_BITS) | s, page.read(s)
+        return _scan_pages(self.pages)
+
+    def frozen(self):
+        """The rows as they are now, in a copy that later changes to the table do not touch
+        (a snapshot is encoded from it on another thread)."""
+        return TableCopy(self)
 
     def rowids(self):
         """Every row id, in storage order."""
@@ -750,3 +748,45 @@ cdef bint _py_cmp(int opn, object a, object b) except -1:
 
 from cpython.tuple cimport PyTuple_New, PyTuple_SET_ITEM
 from cpython.ref cimport Py_INCREF
+
+
+def _scan_pages(list pages):
+    """``(rowid, row)`` for every live slot of ``pages``, in storage order."""
+    cdef Page page
+    cdef int s
+    cdef Py_ssize_t pno
+    for pno in range(len(pages)):
+        page = pages[pno]
+        for s in range(page.high):
+            if page.live(s):
+                yield (<uint64_t>pno << SLOT_BITS) | s, page.read(s)
+
+
+@cython.final
+cdef class TableCopy:
+    """A table's rows at one moment — its pages copied (a memcpy each), no indexes — with its
+    schema, codec and sequence state: what a snapshot needs, readable from another thread while
+    the table goes on changing.  It costs about the table's page memory while it lives."""
+
+    cdef readonly object schema
+    cdef readonly str name
+    cdef readonly RowCodec codec
+    cdef readonly Py_ssize_t nrows
+    cdef list pages
+    cdef tuple seq
+
+    def __cinit__(self, Table t):
+        cdef Page p
+        self.schema, self.name, self.codec, self.nrows = t.schema, t.name, t.codec, t.nrows
+        self.seq = tuple(t.seq_next)
+        self.pages = [p.copy() for p in t.pages]
+
+    def __len__(self):
+        return self.nrows
+
+    def scan(self):
+        """Yield ``(rowid, row)`` for every row, in the table's storage order at the copy."""
+        return _scan_pages(self.pages)
+
+    def sequence_state(self):
+        return self.seq

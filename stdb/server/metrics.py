@@ -42,7 +42,8 @@ class _ServerState(Collector):
         lag = GaugeMetricFamily("stdb_durable_lag_transactions",
                                 "Committed transactions not yet fsynced", labels=["database"])
         log_failed = GaugeMetricFamily("stdb_commit_log_failed",
-                                       "1 when the commit log stopped after an I/O error", labels=["database"])
+                                       "1 when the commit log stopped after an I/O error",
+                                       labels=["database"])
         snap_failing = GaugeMetricFamily("stdb_snapshot_failing",
                                          "1 when the last automatic snapshot failed", labels=["database"])
         for name, h in list(self.server.databases.items()):
