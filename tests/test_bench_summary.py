@@ -50,12 +50,13 @@ def test_verdicts_follow_the_figures_and_missing_results_are_named(tmp_path):
     rows, _, _ = summary.summarise(str(tmp_path))
     (ctx,) = [r for r in rows if r.measure.startswith("(context)")]
     assert ctx.baseline == "raw LMDB, values of ≤ 1 MiB 800,000"
-    d["snapshot_pause"] = {"rows": 1_000_000, "commit_max_ms": 20.5, "snapshot_in_committing_thread_ms": 680.0,
-                           "ratio": 680 / 20.5}
+    d["snapshot_pause"] = {"rows": 1_000_000, "commit_max_ms": 20.5,
+                           "snapshot_in_committing_thread_ms": 680.0, "ratio": 680 / 20.5}
     _write(tmp_path, "durability", d)
     rows, _, _ = summary.summarise(str(tmp_path))
     (sp,) = [r for r in rows if r.measure.startswith("longest commit")]
-    assert (sp.stdb, sp.baseline, sp.met) == ("20.5 ms", "the snapshot written in the committing thread 680 ms", None)
+    assert (sp.stdb, sp.met) == ("20.5 ms", None)
+    assert sp.baseline == "the snapshot written in the committing thread 680 ms"
     assert "| durability | durable commits/s, commit log alone | 600,000 |" in md
 
 

@@ -683,3 +683,19 @@ def read_framed(const unsigned char[:] buf, Py_ssize_t pos, Py_ssize_t count):
             out.append(PyBytes_FromStringAndSize(<const char*>&buf[pos], ln))
         pos += ln
     return out, pos
+
+
+def count_framed(data):
+    """The rows in a snapshot chunk (each row after its length, u32 little-endian), or -1 when
+    the framing does not end exactly at the chunk's end."""
+    cdef const unsigned char[:] v = data
+    cdef Py_ssize_t n = v.shape[0], pos = 0, count = 0
+    cdef uint32_t ln
+    while pos < n:
+        if n - pos < 4:
+            return -1
+        ln = (v[pos] | (<uint32_t>v[pos + 1] << 8) | (<uint32_t>v[pos + 2] << 16)
+              | (<uint32_t>v[pos + 3] << 24))
+        pos += 4 + <Py_ssize_t>ln
+        count += 1
+    return count if pos == n else -1

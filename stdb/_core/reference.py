@@ -130,6 +130,24 @@ class Table:
     def frozen(self) -> TableCopy:
         return TableCopy(self)
 
+    def framed_chunks(self, limit: int) -> tuple[list[bytes], int]:
+        return framed_chunks(self.codec, (r for _, r in self.scan()), limit)
+
+    def load_framed(self, data: bytes | memoryview) -> int:
+        """Insert the rows of a snapshot chunk exactly as given (like ``load``)."""
+        mv = memoryview(data)
+        pos = n = 0
+        while pos < len(mv):
+            if len(mv) - pos < 4:
+                raise DataError(f"table '{self.name}': a snapshot chunk ends inside a row length")
+            ln = int.from_bytes(mv[pos:pos + 4], "little")
+            if ln > len(mv) - pos - 4:
+                raise DataError(f"table '{self.name}': a snapshot chunk ends inside a row")
+            self._insert(self.codec.decode(mv[pos + 4:pos + 4 + ln]), assign=False)
+            pos += 4 + ln
+            n += 1
+        return n
+
     def rowids(self) -> list[int]:
         return list(self._rows)
 
@@ -359,3 +377,26 @@ class TableCopy:
 
     def sequence_state(self) -> tuple[int, ...]:
         return self._seq
+
+    def framed_chunks(self, limit: int) -> tuple[list[bytes], int]:
+        return framed_chunks(self.codec, (r for _, r in self._rows), limit)
+
+
+def framed_chunks(codec: Any, rows: Iterator[Row], limit: int) -> tuple[list[bytes], int]:
+    """(chunks, rows): each row encoded after its length (u32 little-endian), cut into chunks
+    once one reaches ``limit`` bytes (the Cython tables' ``framed_chunks``)."""
+    chunks: list[bytes] = []
+    buf: list[bytes] = []
+    size = n = 0
+    for row in rows:
+        data = codec.encode(row)
+        buf.append(len(data).to_bytes(4, "little"))
+        buf.append(data)
+        size += 4 + len(data)
+        n += 1
+        if size >= limit:
+            chunks.append(b"".join(buf))
+            buf, size = [], 0
+    if buf:
+        chunks.append(b"".join(buf))
+    return chunks, n

@@ -24,6 +24,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
+from stdb._core.codec import count_framed
 from stdb._core.schema import TableSchema, schema_from_dict, schema_to_dict
 from stdb.errors import SchemaError, StdbError, StorageError
 from stdb.storage.lmdbenv import SNAP_DB, SNAPMETA_DB, Env
@@ -35,7 +36,6 @@ FORMAT = 1
 CHUNK_BYTES = 1 << 20
 _OFF = struct.Struct(">Q")
 _CHUNK_KEY = struct.Struct(">QHI")
-_LEN = struct.Struct("<I")
 
 
 @dataclass
@@ -66,29 +66,11 @@ def write_snapshot(env: Env, offset: int, tables: list[Any]) -> SnapshotInfo:
     chunks: list[tuple[bytes, bytes]] = []
     metas = []
     for tno, t in enumerate(tables):
-        encode = t.codec.encode
-        nrows = 0
-        nbytes = 0
-        buf: list[bytes] = []
-        size = 0
-        cno = 0
-        for _, row in t.scan():
-            data = encode(row)
-            buf.append(_LEN.pack(len(data)))
-            buf.append(data)
-            size += 4 + len(data)
-            nrows += 1
-            if size >= CHUNK_BYTES:
-                chunks.append((_CHUNK_KEY.pack(offset, tno, cno), b"".join(buf)))
-                nbytes += size
-                cno += 1
-                buf, size = [], 0
-        if buf:
-            chunks.append((_CHUNK_KEY.pack(offset, tno, cno), b"".join(buf)))
-            nbytes += size
-            cno += 1
+        table_chunks, nrows = t.framed_chunks(CHUNK_BYTES)
+        for cno, data in enumerate(table_chunks):
+            chunks.append((_CHUNK_KEY.pack(offset, tno, cno), data))
         metas.append({"schema": schema_to_dict(t.schema), "sequences": list(t.sequence_state()),
-                      "rows": nrows, "chunks": cno, "bytes": nbytes})
+                      "rows": nrows, "chunks": len(table_chunks), "bytes": sum(map(len, table_chunks))})
     manifest: dict[str, Any] = {"format": FORMAT, "offset": offset,
                                 "created_us": time.time_ns() // 1000, "tables": metas}
     h.update(_canonical(manifest))
@@ -191,15 +173,8 @@ def verify_snapshot(env: Env, offset: int) -> dict:
 
 
 def _count_rows(offset: int, tno: int, cno: int, data: bytes) -> int:
-    pos = 0
-    n = 0
-    while pos < len(data):
-        if pos + 4 > len(data):
-            raise StorageError(f"snapshot at offset {offset}: table {tno} chunk {cno} is truncated")
-        (ln,) = _LEN.unpack_from(data, pos)
-        pos += 4 + ln
-        n += 1
-    if pos != len(data):
+    n = count_framed(data)
+    if n < 0:
         raise StorageError(f"snapshot at offset {offset}: table {tno} chunk {cno} is truncated")
     return n
 
@@ -220,20 +195,12 @@ def load_snapshot(env: Env, offset: int, make_table: Callable[[TableSchema], Any
                 raise StorageError(f"snapshot at offset {offset}: table '{schema.name}' appears twice")
             names.add(schema.name)
             t = make_table(schema)
-            decode = t.codec.decode
-            insert = t.insert
             # the hash only says the snapshot is what was written: rows that do not decode or
-            # fit the table, or sequences of the wrong shape, still make it damaged
+            # fit the table, or sequences of the wrong shape, still make it damaged.  Rows go in
+            # exactly as stored (an auto-increment column holding 0 is not given a new value)
             try:
                 for _, data in _chunks(txn, env, offset, tno):
-                    mv = memoryview(data)
-                    pos = 0
-                    n = 0
-                    while pos < len(mv):
-                        (ln,) = _LEN.unpack_from(mv, pos)
-                        insert(decode(mv[pos + 4:pos + 4 + ln]))
-                        pos += 4 + ln
-                        n += 1
+                    n = t.load_framed(data)
                     if on_rows:
                         on_rows(n)
                 t.restore_sequences(tuple(tm["sequences"]))
