@@ -122,6 +122,9 @@ def durability_rows(d: dict[str, Any]) -> list[Row]:
                "the snapshot written in the committing thread "
                f"{_n(sp['snapshot_in_committing_thread_ms'])} ms",
                sp["ratio"])] if (sp := d.get("snapshot_pause")) else []),
+        *([Row("durability", f"open the database from a snapshot of {_n(sp['rows'])} rows",
+               f"{sp['open_from_snapshot_s']:.2f} s", "", None)]
+          if (sp := d.get("snapshot_pause")) and "open_from_snapshot_s" in sp else []),
     ]
 
 
