@@ -454,6 +454,33 @@ def test_a_snapshot_keeps_an_auto_increment_column_that_holds_zero(tmp_path):
         assert _state(s, "t") == want
 
 
+def test_recovery_progress_counts_snapshot_rows_then_log_records(tmp_path, monkeypatch):
+    """The start-up progress bar covers the snapshot's rows and the log records after it."""
+    import contextlib
+
+    import stdb.storage.durable as durable
+    path = str(tmp_path / "db")
+    with DurableStore.open(path, config=NOSNAP) as s:
+        s.create_table(ACCT)
+        _fill(s, 30)                    # offsets 1..30
+        snap_rows = s.snapshot().rows
+        _fill(s, 5, 30)                 # offsets 31..35
+    bars = []
+
+    @contextlib.contextmanager
+    def fake_bar(total, label, *, enabled=True):
+        ticks: list[int] = []
+        bars.append((total, label, ticks))
+        yield ticks.append
+    monkeypatch.setattr(durable, "progress_bar", fake_bar)
+    with DurableStore.open(path, config=NOSNAP) as s:
+        assert s.recovery.snapshot_offset == 30 and s.recovery.replayed == 5
+    ((total, label, ticks),) = bars
+    assert total == snap_rows + 36 and "snapshot rows + log records" in label   # 36 records kept
+    assert ticks == sorted(ticks) and ticks[-1] == snap_rows + 5
+    assert snap_rows in ticks           # every snapshot row, before the first log record
+
+
 def _values(env):
     """[(key offset, value bytes)] of the log sub-database as stored."""
     with env.read() as txn:

@@ -86,9 +86,17 @@ class DurableStore:
         """Recovery with a progress bar on a terminal when the log tail is long."""
         bounds = log_bounds(self.env)
         total = 0 if bounds is None else bounds[1] - bounds[0] + 1
-        with progress_bar(total, f"recovering {os.path.basename(self.path)}", enabled=progress) as tick:
+        snaps = list_snapshots(self.env)
+        rows = snaps[0].rows if snaps else 0      # the newest: the one recovery loads, unless damaged
+        loaded = 0
+        label = f"recovering {os.path.basename(self.path)} (snapshot rows + log records)"
+        with progress_bar(rows + total, label, enabled=progress) as tick:
+            def on_rows(n: int) -> None:
+                nonlocal loaded
+                loaded += n
+                tick(loaded)
             res = recover(self.env, table_factory=table_factory, repair=True,
-                          progress=lambda done, _total: tick(done))
+                          progress=lambda done, _total: tick(loaded + done), snapshot_rows=on_rows)
         if res.replayed or res.snapshot_offset is not None:
             log.info("recovered %s: snapshot %s, %d records replayed (%d row ops), next offset %d",
                      self.path, res.snapshot_offset, res.replayed, res.row_ops, res.next_offset)

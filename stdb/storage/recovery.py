@@ -120,11 +120,13 @@ def scan_log(env: Env, start: int) -> LogScan:
 
 def recover(env: Env, *, table_factory: Callable | None = None, repair: bool = True,
             to_offset: int | None = None,
-            progress: Callable[[int, int], None] | None = None) -> RecoveryResult:
+            progress: Callable[[int, int], None] | None = None,
+            snapshot_rows: Callable[[int], None] | None = None) -> RecoveryResult:
     """Rebuild the datastore from ``env``.
 
     ``to_offset`` stops after that record (point-in-time replay); ``progress(done, total)`` is
-    called as records are applied.  ``repair`` deletes a torn tail (read-write opens only).
+    called as records are applied, ``snapshot_rows(n)`` as each chunk of ``n`` snapshot rows
+    is loaded.  ``repair`` deletes a torn tail (read-write opens only).
     """
     check_layout(env)
     ds = Datastore(table_factory)
@@ -137,7 +139,7 @@ def recover(env: Env, *, table_factory: Callable | None = None, repair: bool = T
         if to_offset is not None and info.offset > to_offset:
             continue
         try:
-            tables = load_snapshot(env, info.offset, ds._factory)
+            tables = load_snapshot(env, info.offset, ds._factory, on_rows=snapshot_rows)
         except StorageError as e:
             result.bad_snapshots.append((info.offset, e.detail))
             msg = f"snapshot at offset {info.offset} is damaged and was skipped: {e.detail}"
