@@ -52,9 +52,9 @@ def _transfers(store: DurableStore, n: int, accounts: int, wait: bool = False) -
     return lat
 
 
-def _accounts(path: str, accounts: int) -> DurableStore:
+def _accounts(path: str, accounts: int, config: StoreConfig = NOSNAP) -> DurableStore:
     """A new durable store holding ``accounts`` accounts, all durable."""
-    store = DurableStore.open(path, config=NOSNAP)
+    store = DurableStore.open(path, config=config)
     store.create_table(SCHEMA)
     tx = store.begin()
     for i in range(accounts):
@@ -149,14 +149,8 @@ def bench_snapshot_pause(tmp: str, rows: int, commits: int = 6000, every: int = 
     the same snapshot takes written in the committing thread (``snapshot()``: what every
     automatic snapshot cost that thread before 2026-11-30).  The commit loop sleeps 1 ms every
     50 commits, as a server's thread waits for the network now and then."""
-    store = DurableStore.open(os.path.join(tmp, "snappause"),
-                              config=StoreConfig(snapshot_every_txs=every, snapshot_every_bytes=None))
-    store.create_table(SCHEMA)
-    tx = store.begin()
-    for i in range(rows):
-        tx.insert("account", (i, 1000, f"acct{i:08d}"))
-    store.commit(tx)
-    store.flush()
+    store = _accounts(os.path.join(tmp, "snappause"), rows,
+                      StoreConfig(snapshot_every_txs=every, snapshot_every_bytes=None))
     lat = []
     for i in range(commits):
         t0 = time.perf_counter()

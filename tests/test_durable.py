@@ -325,6 +325,7 @@ def test_snapshot_then_tail_recovery(tmp_path):
         _fill(s, 100)
         info = s.snapshot()
         assert info is not None and info.offset == 100
+        assert s.stats()["snapshots"] == [100] and s.stats()["snapshot_error"] is None
         verify_snapshot(s.env, 100)
         _fill(s, 50, start=100)
         s.flush()
@@ -386,16 +387,6 @@ def test_an_automatic_snapshot_is_the_state_at_its_offset_while_commits_go_on(tm
         assert s.recovery.snapshot_offset == at and _state(s) == want_now
         (table,) = load_snapshot(s.env, at, Table)
         assert sorted(r for _, r in table.scan()) == want_then != want_now
-
-
-def test_on_demand_snapshot_copies_too(tmp_path):
-    path = str(tmp_path / "db")
-    with DurableStore.open(path, config=NOSNAP) as s:
-        s.create_table(ACCT)
-        _fill(s, 10)
-        info = s.snapshot()
-        assert info is not None and info.offset == 10 and s.stats()["snapshots"] == [10]
-        assert s.stats()["snapshot_error"] is None
 
 
 @settings(max_examples=200, deadline=None)

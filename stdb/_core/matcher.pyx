@@ -154,6 +154,15 @@ cdef class _Intervals:
         return 0
 
 
+cdef inline bint _int_key(object v, int64_t* k) except -1:
+    """Whether ``v`` is a slot table key — an int (not a bool) that fits in 64 bits — put in ``k``."""
+    cdef int ovf = 0
+    if not PyLong_CheckExact(v):
+        return False
+    k[0] = PyLong_AsLongLongAndOverflow(v, &ovf)
+    return not ovf
+
+
 @cython.final
 cdef class _EqIndex:
     """The subscriptions anchored on one column's equalities, by value.
@@ -222,19 +231,16 @@ cdef class _EqIndex:
 
     cdef int lookup(self, object v, list out) except -1:
         """Append the ids of the subscriptions under ``v`` to ``out``."""
-        cdef int ovf = 0
         cdef int64_t k
         cdef _Slot* s
-        if PyLong_CheckExact(v):
-            k = PyLong_AsLongLongAndOverflow(v, &ovf)
-            if not ovf:
-                if self.capacity:
-                    s = self._find(k)
-                    if s.val >= 0:
-                        out.append(s.val)
-                    elif s.val == _MULTI:
-                        out.extend(<list>self.multi[k])
-                return 0
+        if _int_key(v, &k):
+            if self.capacity:
+                s = self._find(k)
+                if s.val >= 0:
+                    out.append(s.val)
+                elif s.val == _MULTI:
+                    out.extend(<list>self.multi[k])
+            return 0
         if self.other:
             hit = self.other.get(v)
             if hit is not None:
@@ -245,24 +251,21 @@ cdef class _EqIndex:
         return 0
 
     cdef int add(self, object v, Py_ssize_t sid) except -1:
-        cdef int ovf = 0
         cdef int64_t k
         cdef _Slot* s
-        if PyLong_CheckExact(v):
-            k = PyLong_AsLongLongAndOverflow(v, &ovf)
-            if not ovf:
-                if (self.used + 1) * 2 > self.capacity:
-                    self._grow()
-                s = self._find(k)
-                if s.val == _FREE:
-                    s.key, s.val = k, sid
-                    self.used += 1
-                elif s.val == _MULTI:
-                    (<list>self.multi[k]).append(sid)
-                else:
-                    self.multi[k] = [s.val, sid]
-                    s.val = _MULTI
-                return 0
+        if _int_key(v, &k):
+            if (self.used + 1) * 2 > self.capacity:
+                self._grow()
+            s = self._find(k)
+            if s.val == _FREE:
+                s.key, s.val = k, sid
+                self.used += 1
+            elif s.val == _MULTI:
+                (<list>self.multi[k]).append(sid)
+            else:
+                self.multi[k] = [s.val, sid]
+                s.val = _MULTI
+            return 0
         # one subscription under a value (the usual case) is stored as its bare id
         old = self.other.get(v)
         if old is None:
@@ -274,25 +277,22 @@ cdef class _EqIndex:
         return 0
 
     cdef int remove(self, object v, Py_ssize_t sid) except -1:
-        cdef int ovf = 0
         cdef int64_t k
         cdef _Slot* s
         cdef list several
-        if PyLong_CheckExact(v):
-            k = PyLong_AsLongLongAndOverflow(v, &ovf)
-            if not ovf:
-                s = self._find(k) if self.capacity else NULL
-                if s == NULL or s.val == _FREE or (s.val >= 0 and s.val != sid):
-                    raise InternalError(f"subscription {sid} is not under value {v!r}")
-                if s.val == sid:
-                    self._delete_at(s - self.slots)
-                else:
-                    several = self.multi[k]
-                    several.remove(sid)
-                    if len(several) == 1:
-                        s.val = several[0]
-                        del self.multi[k]
-                return 0
+        if _int_key(v, &k):
+            s = self._find(k) if self.capacity else NULL
+            if s == NULL or s.val == _FREE or (s.val >= 0 and s.val != sid):
+                raise InternalError(f"subscription {sid} is not under value {v!r}")
+            if s.val == sid:
+                self._delete_at(s - self.slots)
+            else:
+                several = self.multi[k]
+                several.remove(sid)
+                if len(several) == 1:
+                    s.val = several[0]
+                    del self.multi[k]
+            return 0
         old = self.other[v]
         if type(old) is int:
             del self.other[v]
