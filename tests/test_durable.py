@@ -472,6 +472,20 @@ def test_recovery_progress_counts_snapshot_rows_then_log_records(tmp_path, monke
     assert snap_rows in ticks           # every snapshot row, before the first log record
 
 
+def test_no_memory_for_the_snapshot_copy_does_not_fail_the_commit(tmp_path, monkeypatch, caplog):
+    from stdb._core import reference
+
+    def no_memory(self):
+        raise MemoryError()
+    monkeypatch.setattr(reference.Table, "frozen", no_memory)
+    cfg = StoreConfig(snapshot_every_txs=5, snapshot_every_bytes=None)
+    with DurableStore.open(str(tmp_path / "db"), config=cfg, table_factory=reference.Table) as s:
+        s.create_table(ACCT)
+        offsets = _fill(s, 12)            # crosses the threshold twice
+        assert offsets == list(range(1, 13)) and s.stats()["snapshots"] == []
+        assert s.snapshot_error == "MemoryError()" and "automatic snapshot" in caplog.text
+
+
 def _values(env):
     """[(key offset, value bytes)] of the log sub-database as stored."""
     with env.read() as txn:

@@ -245,9 +245,13 @@ class DurableStore:
             return
         if self._snap_thread is not None and self._snap_thread.is_alive():
             return
-        captured = self._capture()
         self._since_snapshot_txs = 0
         self._since_snapshot_bytes = 0
+        try:
+            captured = self._capture()
+        except Exception as e:  # noqa: BLE001 - (no memory for the copy): the commit stands
+            self._snapshot_failed(self.log.next_offset - 1, e)
+            return
         if captured is not None:
             self._snap_thread = threading.Thread(target=self._write_in_background, args=captured,
                                                  name="stdb-snapshot", daemon=True)
@@ -258,10 +262,13 @@ class DurableStore:
             try:
                 self._write_snapshot(offset, tables)
             except Exception as e:  # noqa: BLE001 - reported and retried; the commits stand
-                detail = e.detail if isinstance(e, StdbError) else repr(e)
-                self.snapshot_error = detail
-                log.warning("automatic snapshot of %s at offset %d failed (the commits are unaffected; "
-                            "the log keeps growing until a snapshot succeeds): %s", self.path, offset, detail)
+                self._snapshot_failed(offset, e)
+
+    def _snapshot_failed(self, offset: int, e: Exception) -> None:
+        detail = e.detail if isinstance(e, StdbError) else repr(e)
+        self.snapshot_error = detail
+        log.warning("automatic snapshot of %s at offset %d failed (the commits are unaffected; "
+                    "the log keeps growing until a snapshot succeeds): %s", self.path, offset, detail)
 
     def _capture(self) -> tuple[int, list[Any]] | None:
         """The last appended offset and a copy of every table as of it (None: nothing logged)."""
