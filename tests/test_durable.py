@@ -420,6 +420,9 @@ def test_load_framed_refuses_a_chunk_cut_short():
     for cut in (chunk[:2], chunk[:-1]):
         with pytest.raises(stdb.DataError, match="ends inside a row"):
             Table(schema).load_framed(cut)
+    with pytest.raises(stdb.DataError, match="truncated string"):     # a row of 0 bytes, last
+        Table(schema).load_framed(chunk + b"\x00\x00\x00\x00")
+    assert Table(schema).load_framed(b"") == 0
 
 
 def test_a_snapshot_keeps_an_auto_increment_column_that_holds_zero(tmp_path):

@@ -256,15 +256,19 @@ cdef class Table(KeySource):
         cdef Py_ssize_t n = v.shape[0], pos = 0, count = 0
         cdef uint32_t ln
         cdef RowCodec codec = self.codec
+        cdef const unsigned char* p
+        if n == 0:
+            return 0
+        p = &v[0]
         while pos < n:
             if n - pos < 4:
                 raise DataError(f"table '{self.name}': a snapshot chunk ends inside a row length")
-            ln = (v[pos] | (<uint32_t>v[pos + 1] << 8) | (<uint32_t>v[pos + 2] << 16)
-                  | (<uint32_t>v[pos + 3] << 24))
+            ln = (p[pos] | (<uint32_t>p[pos + 1] << 8) | (<uint32_t>p[pos + 2] << 16)
+                  | (<uint32_t>p[pos + 3] << 24))
             pos += 4
             if ln > n - pos:
                 raise DataError(f"table '{self.name}': a snapshot chunk ends inside a row")
-            self._insert(codec._decode(&v[pos], ln), False, False)
+            self._insert(codec._decode(p + pos, ln), False, False)
             pos += ln
             count += 1
         return count
