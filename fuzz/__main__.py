@@ -29,12 +29,13 @@ import re
 import shutil
 import subprocess
 import sys
+import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from fuzz._harness import ASAN_MARKER, NATIVE_ENV, NATIVE_MODULES, TARGETS
+from fuzz._harness import ASAN_MARKER, CACHE_ENV, NATIVE_ENV, NATIVE_MODULES, TARGETS
 
 ROOT = Path(__file__).resolve().parent.parent
 CORPUS = ROOT / "fuzz" / "corpus"
@@ -135,8 +136,13 @@ def run_target(target: str, *, time_s: float | None, runs: int | None, native: b
     cmd = [sys.executable, "-m", f"fuzz.fuzz_{target}",
            *_libfuzzer_args(target, time_s, runs, scratch, extra)]
     t0 = time.monotonic()
-    proc = subprocess.run(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                          text=True, errors="replace")
+    # the target's temporary directories (its databases) go in one the harness removes: the
+    # target's own atexit clean-up does not run when libFuzzer ends the process
+    with tempfile.TemporaryDirectory(prefix=f"stdb-fuzz-{target}-run-") as tmp:
+        env.setdefault(CACHE_ENV, tempfile.gettempdir())     # what outlives a run (built modules)
+        env["TMPDIR"] = tmp
+        proc = subprocess.run(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                              text=True, errors="replace")
     seconds = time.monotonic() - t0
     out = proc.stdout
     if log_dir is not None:

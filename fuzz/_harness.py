@@ -33,6 +33,7 @@ from collections.abc import Callable, Iterator
 __all__ = ["TARGETS", "instrumented", "instrument_module", "fuzz", "NATIVE_ENV", "NATIVE_MODULES",
            "ASAN_MARKER", "libfuzzer_preloaded", "asan_loaded"]
 
+CACHE_ENV = "STDB_FUZZ_CACHE"   # a directory kept between runs (the harness points TMPDIR at one it removes)
 TARGETS = ("rowcodec", "protocol", "sql", "logrecord", "snapshot", "describe")
 NATIVE_ENV = "STDB_FUZZ_NATIVE"
 # the Cython extensions a native build replaces (module name -> path relative to the repo)

@@ -30,7 +30,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from fuzz._harness import fuzz, instrument_module, instrumented
+from fuzz._harness import CACHE_ENV, fuzz, instrument_module, instrumented
 
 with instrumented(__name__ == "__main__"):
     import trio
@@ -52,7 +52,7 @@ RESET_EVERY = 20_000
 def chat_wasm() -> bytes:
     """examples/chat built with the C SDK (cached by source hash in the temp directory)."""
     digest = hashlib.sha256(CHAT.read_bytes() + (ROOT / "sdk" / "c" / "stdb.h").read_bytes()).hexdigest()
-    out = Path(tempfile.gettempdir()) / f"stdb-fuzz-chat-{digest[:16]}.wasm"
+    out = Path(os.environ.get(CACHE_ENV) or tempfile.gettempdir()) / f"stdb-fuzz-chat-{digest[:16]}.wasm"
     if not out.exists():
         tmp = out.with_suffix(f".{os.getpid()}.wasm")
         build_module(str(CHAT), str(tmp))

@@ -111,6 +111,7 @@ CLIENT_MESSAGES: dict[str, dict[str, Check]] = {
     "Describe": {"request_id": _uint},
     "Logs": {"request_id": _uint, "limit": _uint, "follow": _bool},
     "DeleteDatabase": {"request_id": _uint},
+    "Snapshot": {"request_id": _uint},
 }
 
 # the fields each server message has (documentation and the client's check)
@@ -125,6 +126,7 @@ SERVER_MESSAGES: dict[str, tuple[str, ...]] = {
     "DescribeResult": ("request_id", "database", "module"),
     "LogsResult": ("request_id", "entries"),
     "DeleteResult": ("request_id", "database"),
+    "SnapshotResult": ("request_id", "offset", "rows", "bytes"),
     "Error": ("request_id", "code", "detail", "hint"),
 }
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -138,6 +139,8 @@ def test_publish_generate_and_use_bindings(demo, tmp_path):
             accounts = {a.key: a for a in map(mod.Account.from_row, conn.table("account"))}
             assert accounts[1].balance == 70 and accounts[2].balance == 30
     trio.run(use)
+    r = run(demo, "snapshot", "bank")
+    assert re.fullmatch(r"snapshot of bank at offset \d+: 2 rows, [\d,]+ bytes\n", r.output), r.output
     r = run(demo, "delete", "bank", ok=False)           # asks first; no answer: nothing deleted
     assert r.exit_code != 0
     run(demo, "delete", "bank", "--yes")

@@ -154,6 +154,36 @@ async def test_forged_and_malformed_tokens_are_refused(tmp_path, chat_wasm):
             assert e.value.status_code == 400
 
 
+async def test_owner_takes_a_snapshot_while_others_go_on(tmp_path, chat_wasm):
+    from stdb.storage.lmdbenv import Env
+    from stdb.storage.snapshot import list_snapshots, verify_snapshot
+    with trio.fail_after(TIMEOUT):
+        async with running(tmp_path) as (server, port):
+            async with connect(port) as owner, connect(port) as bob:
+                await owner.request("Publish", wasm=chat_wasm)
+                for i in range(3):
+                    await owner.request("CallReducer", reducer="send_message", args=[f"m{i}"])
+                e = await bob.request("Snapshot")
+                assert e["type"] == "Error" and e["code"] == "auth_error" and "snapshot" in e["detail"]
+                store = server.databases["chat"].db.store
+                at = store.log.next_offset - 1
+                rows = sum(len(store.datastore.table(n)) for n in store.datastore.table_names)
+                rid = await owner.send("Snapshot")
+                # the snapshot is written by a worker thread: requests are answered meanwhile
+                r = await bob.request("CallReducer", reducer="send_message", args=["meanwhile"])
+                assert r["status"] == "committed"
+                while (m := await owner.recv()).get("request_id") != rid:
+                    pass
+                assert m["type"] == "SnapshotResult" and m["offset"] == at and m["bytes"] > 0
+                assert m["rows"] == rows            # the tables as the request found them
+    env = Env(str(tmp_path / "data" / "databases" / "chat"), readonly=True)
+    try:
+        assert [s.offset for s in list_snapshots(env)] == [at]
+        verify_snapshot(env, at)
+    finally:
+        env.close()
+
+
 async def test_non_owner_sql_is_refused_and_bad_requests_change_nothing(tmp_path, chat_wasm):
     with trio.fail_after(TIMEOUT):
         async with running(tmp_path) as (_, port):

@@ -263,6 +263,21 @@ def delete(database: str, yes: bool, server: str, credentials: str | None) -> No
 
 
 @click.command()
+@click.argument("database")
+@server_option
+@credentials_option
+@errors_exit
+def snapshot(database: str, server: str, credentials: str | None) -> None:
+    """Have the server write a snapshot of DATABASE now (owner only)."""
+    res = _with_conn(server, database, credentials, lambda c: c.snapshot())
+    if res["offset"] is None:
+        click.echo(f"{database}: nothing committed yet, no snapshot")
+    else:
+        click.echo(f"snapshot of {database} at offset {res['offset']}: {res['rows']:,} rows, "
+                   f"{res['bytes']:,} bytes")
+
+
+@click.command()
 @server_option
 @credentials_option
 @click.option("--new", "forget", is_flag=True,
@@ -330,4 +345,4 @@ def log(args: tuple[str, ...]) -> None:
     sys.exit(main(list(args)))
 
 
-COMMANDS = [publish, call, sql, subscribe, logs, describe, delete, identity, generate, build, log]
+COMMANDS = [publish, call, sql, subscribe, logs, describe, delete, snapshot, identity, generate, build, log]

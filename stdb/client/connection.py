@@ -247,6 +247,12 @@ class DbConnection:
         """Delete this database and all its data (owner only)."""
         await self._request("DeleteDatabase")
 
+    async def snapshot(self) -> dict:
+        """Have the server write a snapshot now (owner only); ``{"offset", "rows", "bytes"}``
+        once it is on disk (``offset`` None: nothing committed yet)."""
+        m = await self._request("Snapshot")
+        return {k: m[k] for k in ("offset", "rows", "bytes")}
+
     # ---- the reader
 
     async def _reader(self) -> None:

@@ -280,5 +280,7 @@ class Connection:
                 hosted.describe(self, rid)
             elif t == "Logs":
                 hosted.logs(self, rid, msg["limit"], msg["follow"])
+            elif t == "Snapshot":
+                hosted.snapshot(self, rid)
         except StdbError as e:
             self.error(e, rid)

@@ -15,6 +15,7 @@ from __future__ import annotations
 import logging
 import time
 from collections import Counter, deque
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 import trio
@@ -27,6 +28,7 @@ from stdb.query.service import QueryDiff
 if TYPE_CHECKING:
     from stdb.server.connection import Connection
     from stdb.server.metrics import Metrics
+    from stdb.storage.snapshot import SnapshotInfo
 
 __all__ = ["HostedDatabase"]
 
@@ -47,6 +49,7 @@ class HostedDatabase:
         self._pending_of: Counter[Connection] = Counter()             # its messages per connection
         self._pending_event = trio.Event()
         self._last_offset = 0
+        self._nursery: trio.Nursery | None = None
         self.closed = False
 
     # ---- tasks (started by the server in the database's nursery)
@@ -56,6 +59,7 @@ class HostedDatabase:
             if self.closed:
                 return
             async with trio.open_nursery() as n:
+                self._nursery = n
                 n.start_soon(self._scheduler)
                 n.start_soon(self._durability_watcher)
 
@@ -257,6 +261,29 @@ class HostedDatabase:
         conn.push(encode("LogsResult", request_id=request_id, entries=entries))
         if follow:
             self.log_followers[conn] = request_id
+
+    def snapshot(self, conn: Connection, request_id: int) -> None:
+        """A snapshot now (owner only): the tables are copied here, between two requests, and
+        written by a worker thread; SnapshotResult once it is on disk."""
+        self.require_owner(conn.identity, "take a snapshot")
+        if self._nursery is None:
+            raise StdbError(f"database '{self.name}' is not running", code="no_such_database")
+        write = self.db.store.capture_snapshot()
+        self._nursery.start_soon(self._write_snapshot, conn, request_id, write)
+
+    async def _write_snapshot(self, conn: Connection, request_id: int,
+                              write: Callable[[], SnapshotInfo | None]) -> None:
+        try:
+            info = await trio.to_thread.run_sync(write)
+        except StorageError as e:
+            log.error("%s: snapshot failed: %s", self.name, e.detail)
+            conn.error(e, request_id)
+            return
+        if info is None:
+            conn.push(encode("SnapshotResult", request_id=request_id, offset=None, rows=0, bytes=0))
+        else:
+            conn.push(encode("SnapshotResult", request_id=request_id, offset=info.offset, rows=info.rows,
+                             bytes=sum(t["bytes"] for t in info.tables)))
 
     def _on_log(self, entry: dict) -> None:
         if self.log_followers:

@@ -290,13 +290,23 @@ class DurableStore:
     def snapshot(self) -> SnapshotInfo | None:
         """Snapshot every table at the last appended offset, in this thread, after any
         automatic snapshot being written (none logged yet: nothing to do)."""
-        with self._snap_lock:
-            captured = self._capture()
+        return self.capture_snapshot()()
+
+    def capture_snapshot(self) -> Callable[[], SnapshotInfo | None]:
+        """Copy every table now (the state at the last appended offset) and return the function
+        that writes the snapshot of that copy — in any thread, after any automatic snapshot
+        being written; it raises StorageError if the write fails.  The server's ``Snapshot``
+        request writes it in a worker thread."""
+        captured = self._capture()
+        self._since_snapshot_txs = 0
+        self._since_snapshot_bytes = 0
+
+        def write() -> SnapshotInfo | None:
             if captured is None:
                 return None
-            self._since_snapshot_txs = 0
-            self._since_snapshot_bytes = 0
-            return self._write_snapshot(*captured)
+            with self._snap_lock:
+                return self._write_snapshot(*captured)
+        return write
 
     def wait_snapshot(self, timeout: float | None = None) -> None:
         """Wait until no automatic snapshot is being written (StorageError on timeout)."""
