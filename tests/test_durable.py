@@ -489,6 +489,18 @@ def test_no_memory_for_the_snapshot_copy_does_not_fail_the_commit(tmp_path, monk
         assert s.snapshot_error == "MemoryError()" and "automatic snapshot" in caplog.text
 
 
+def test_a_captured_snapshot_written_after_close_is_refused(tmp_path):
+    with DurableStore.open(str(tmp_path / "db"), config=NOSNAP) as s:
+        s.create_table(ACCT)
+        _fill(s, 3)
+        write = s.capture_snapshot()
+        other = s.capture_snapshot()
+        info = write()
+        assert info is not None and info.offset == 3
+    with pytest.raises(stdb.StorageError, match="is closed"):
+        other()
+
+
 def _values(env):
     """[(key offset, value bytes)] of the log sub-database as stored."""
     with env.read() as txn:

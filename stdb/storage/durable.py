@@ -305,6 +305,7 @@ class DurableStore:
             if captured is None:
                 return None
             with self._snap_lock:
+                self._check_open()
                 return self._write_snapshot(*captured)
         return write
 
@@ -339,6 +340,8 @@ class DurableStore:
         try:
             if self._snap_thread is not None:
                 self._snap_thread.join()
+            with self._snap_lock:       # nor a snapshot being written for capture_snapshot()
+                pass
         finally:
             try:
                 self.log.close()
