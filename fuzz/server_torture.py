@@ -58,7 +58,7 @@ class Stats:
     balances: dict[int, int] = field(default_factory=dict)
 
 
-def start_server(data: str, log_path: str) -> tuple[subprocess.Popen, int]:
+def start_server(data: str, log_path: str, snapshot_every: int = 0) -> tuple[subprocess.Popen, int]:
     """``stdb start`` on a port the system picks; returns the process and the port it wrote
     to its ``--port-file`` once listening.  (Choosing a free port here and passing it on would
     race with anything else picking ports: two torture runs side by side did, and one checked
@@ -67,8 +67,10 @@ def start_server(data: str, log_path: str) -> tuple[subprocess.Popen, int]:
     if os.path.exists(port_file):
         os.remove(port_file)
     log = open(log_path, "ab")
+    snaps = ["--snapshot-every", str(snapshot_every), "--compact-log"] if snapshot_every else []
     proc = subprocess.Popen([sys.executable, "-m", "stdb", "start", "--data", data, "--listen", "127.0.0.1:0",
-                             "--port-file", port_file, "--log-level", "warning"], stdout=log, stderr=log,
+                             "--port-file", port_file, "--log-level", "warning", *snaps],
+                            stdout=log, stderr=log,
                             env=dict(os.environ, STDB_CONFIG_DIR=os.path.join(data, "..", "cfg")))
     log.close()
     end = time.monotonic() + 120
@@ -141,10 +143,13 @@ def _stop(proc: subprocess.Popen) -> None:
 
 
 def run(rounds: int, work_dir: str, *, clients: int = 4, seed: int = 1, min_delay: float = 0.05,
-        max_delay: float = 0.6, graceful_every: int = 10, progress: bool = True) -> Stats:
+        max_delay: float = 0.6, graceful_every: int = 10, progress: bool = True,
+        snapshot_every: int = 200) -> Stats:
     """``rounds`` kills.  The server restarted after a kill (recovery) is the one checked and
     then loaded and killed in the next round; every ``graceful_every`` rounds it is also
-    stopped with SIGTERM and started again, and the balances must be unchanged."""
+    stopped with SIGTERM and started again, and the balances must be unchanged.  The server
+    takes a snapshot every ``snapshot_every`` commit-log records and compacts its log (0: the
+    server's defaults), so kills land while snapshots are written in the background too."""
     from stdb.module.build import build_module
 
     rng = random.Random(seed)
@@ -156,14 +161,14 @@ def run(rounds: int, work_dir: str, *, clients: int = 4, seed: int = 1, min_dela
     stats = Stats()
     model = {i: START_BALANCE for i in range(1, ACCOUNTS + 1)}
     amounts = itertools.count(1 + rng.randrange(1000))
-    proc, port = start_server(data, log_path)
+    proc, port = start_server(data, log_path, snapshot_every)
     try:
         trio.run(_setup, f"ws://127.0.0.1:{port}", wasm)
         with progress_bar(rounds, "server torture", enabled=progress) as update:
             for r in range(rounds):
                 if r and graceful_every and r % graceful_every == 0:
                     _stop(proc)                        # a graceful restart keeps everything
-                    proc, port = start_server(data, log_path)
+                    proc, port = start_server(data, log_path, snapshot_every)
                     got = trio.run(_balances, f"ws://127.0.0.1:{port}")
                     if got != model:
                         raise AssertionError(f"round {r}: after a graceful restart the balances differ "
@@ -182,7 +187,7 @@ def run(rounds: int, work_dir: str, *, clients: int = 4, seed: int = 1, min_dela
                 proc.wait()
                 stats.kills_while_loaded += bool(acked or in_flight)
                 # restart (recovery) and find which in-flight calls made it; each is whole or absent
-                proc, port = start_server(data, log_path)
+                proc, port = start_server(data, log_path, snapshot_every)
                 got = trio.run(_balances, f"ws://127.0.0.1:{port}")
                 base = _apply(model, acked)
                 pending = list(in_flight.values())
@@ -220,6 +225,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--dir", default=None, help="work directory (default: a temporary one, removed after)")
     ap.add_argument("--max-delay", type=float, default=0.6)
+    ap.add_argument("--snapshot-every", type=int, default=200,
+                    help="the server's --snapshot-every, with --compact-log (0: the server's defaults)")
     ap.add_argument("--graceful-every", type=int, default=10,
                     help="every N rounds also stop the server with SIGTERM and check that nothing "
                          "changed (0: never)")
@@ -228,7 +235,7 @@ def main(argv: list[str] | None = None) -> int:
     t0 = time.monotonic()
     try:
         s = run(a.rounds, work, clients=a.clients, seed=a.seed, max_delay=a.max_delay,
-                graceful_every=a.graceful_every)
+                graceful_every=a.graceful_every, snapshot_every=a.snapshot_every)
     except AssertionError as e:
         print(f"FAILED: {e}\n(work directory kept: {work})", file=sys.stderr)
         return 1

@@ -5,6 +5,9 @@ third round it is also stopped with SIGTERM and restarted, and nothing may chang
 import os
 
 from fuzz.server_torture import ACCOUNTS, START_BALANCE, run
+from stdb.storage.commitlog import log_bounds
+from stdb.storage.lmdbenv import Env
+from stdb.storage.snapshot import list_snapshots
 
 
 def test_server_kill_9_loses_no_confirmed_transfer(tmp_path):
@@ -15,3 +18,10 @@ def test_server_kill_9_loses_no_confirmed_transfer(tmp_path):
     assert stats.kills_while_loaded == rounds          # every kill landed while clients were calling
     assert stats.acked > 0
     assert sum(stats.balances.values()) == START_BALANCE * ACCOUNTS
+    # the server snapshots every 200 records and compacts its log: recovery used them
+    env = Env(str(tmp_path / "data" / "databases" / "bank"), readonly=True)
+    try:
+        snaps = list_snapshots(env)
+        assert snaps and log_bounds(env)[0] > 0          # the log starts after a compacted part
+    finally:
+        env.close()

@@ -75,12 +75,21 @@ def _demo(server: object, url: str, credentials: str) -> bytes:
               show_default=True)
 @click.option("--relaxed", is_flag=True,
               help="Relaxed durability: fsync on an interval, not per commit group (docs/log-format.md).")
+@click.option("--snapshot-every", "snapshot_txs", type=click.IntRange(min=0), default=100_000,
+              show_default=True, help="Take a snapshot after this many commit-log records (0: not by count).")
+@click.option("--snapshot-every-mb", "snapshot_mb", type=click.IntRange(min=0), default=256,
+              show_default=True, help="... or after this many MiB of commit log (0: not by size).")
+@click.option("--keep-snapshots", type=click.IntRange(min=1), default=2, show_default=True,
+              help="How many snapshots to keep per database.")
+@click.option("--compact-log", is_flag=True,
+              help="Delete commit-log records the oldest kept snapshot covers (no replay before it).")
 @click.option("--credentials", default=None, help="Where --demo keeps the CLI identity's token.")
 @click.option("--port-file", default=None, metavar="PATH",
               help="Once listening, write the port there (with --listen HOST:0 the system picks a free one).")
 @errors_exit
 def start(data: str, listen: str, demo: bool, metrics_addr: str | None, log_format: str, log_level: str,
-          relaxed: bool, credentials: str | None, port_file: str | None) -> None:
+          relaxed: bool, snapshot_txs: int, snapshot_mb: int, keep_snapshots: int, compact_log: bool,
+          credentials: str | None, port_file: str | None) -> None:
     """Start the server: databases in DATA, clients at ws://HOST:PORT/v1/database/NAME.
 
     SIGINT or SIGTERM shuts it down gracefully (running reducers finish, commit logs are
@@ -94,7 +103,10 @@ def start(data: str, listen: str, demo: bool, metrics_addr: str | None, log_form
     if demo and port == 0:
         raise click.BadParameter("--demo needs a fixed port (its credentials and instructions name it)",
                                  param_hint="--listen")
-    store = StoreConfig(durability="relaxed") if relaxed else None
+    store = StoreConfig(durability="relaxed" if relaxed else "durable",
+                        snapshot_every_txs=snapshot_txs or None,
+                        snapshot_every_bytes=(snapshot_mb << 20) or None,
+                        keep_snapshots=keep_snapshots, compact_log=compact_log)
     server = Server(data, store=store)
     url = f"ws://{host}:{port}"
     if metrics_addr:
