@@ -12,6 +12,7 @@ import trio
 from trio_websocket import ConnectionClosed, ConnectionRejected, connect_websocket_url, open_websocket_url
 
 from stdb import build_module
+from stdb.errors import StorageError
 from stdb.protocol import SUBPROTOCOL, decode_server, encode
 from stdb.server.connection import CLOSE_TOO_SLOW, QueueLimits
 from stdb.server.server import Server
@@ -176,6 +177,16 @@ async def test_owner_takes_a_snapshot_while_others_go_on(tmp_path, chat_wasm):
                     pass
                 assert m["type"] == "SnapshotResult" and m["offset"] == at and m["bytes"] > 0
                 assert m["rows"] == rows            # the tables as the request found them
+
+                def failing():                      # a snapshot whose write fails (a full disk)
+                    def write():
+                        raise StorageError("writing to the database failed: no space left")
+                    return write
+                store.capture_snapshot = failing
+                e = await owner.request("Snapshot")
+                assert e["type"] == "Error" and e["code"] == "storage_error" and "no space" in e["detail"]
+                r = await bob.request("CallReducer", reducer="send_message", args=["still serving"])
+                assert r["status"] == "committed"
     env = Env(str(tmp_path / "data" / "databases" / "chat"), readonly=True)
     try:
         assert [s.offset for s in list_snapshots(env)] == [at]

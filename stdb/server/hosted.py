@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING
 
 import trio
 
-from stdb.errors import AuthError, ProtocolError, ReducerError, StdbError, StorageError
+from stdb.errors import AuthError, InternalError, ProtocolError, ReducerError, StdbError, StorageError
 from stdb.module.database import CallResult, Database, PublishResult
 from stdb.protocol import encode
 from stdb.query.service import QueryDiff
@@ -275,9 +275,13 @@ class HostedDatabase:
                               write: Callable[[], SnapshotInfo | None]) -> None:
         try:
             info = await trio.to_thread.run_sync(write)
-        except StorageError as e:
+        except StdbError as e:
             log.error("%s: snapshot failed: %s", self.name, e.detail)
             conn.error(e, request_id)
+            return
+        except Exception as e:  # noqa: BLE001 - the database's other tasks must go on
+            log.exception("%s: snapshot failed", self.name)
+            conn.error(InternalError(f"the snapshot failed: {e!r}"), request_id)
             return
         if info is None:
             conn.push(encode("SnapshotResult", request_id=request_id, offset=None, rows=0, bytes=0))
