@@ -70,9 +70,12 @@ def test_values_of_other_types_and_big_u64_share_a_column_index_with_ints():
     assert _same(fast, naive, rows) == {2: rows[1:3], 4: [rows[1], rows[3]]}
 
 
-def test_removing_a_subscription_twice_is_an_internal_error():
+def test_removing_a_subscription_twice_or_a_negative_id_is_an_internal_error():
     m = Matcher()
     m.add_eq(1, "t", 0, [10], None)
     m.remove(1)
     with pytest.raises(InternalError):
         m.remove(1)
+    with pytest.raises(InternalError, match="negative"):
+        m.add_eq(-2, "t", 0, [10], None)
+    assert m.match("t", [(10,)]) == {}

@@ -399,6 +399,8 @@ cdef class Matcher:
         return 0
 
     cdef int _check_new(self, Py_ssize_t sid) except -1:
+        if sid < 0:         # the equality index keeps negative values in its slots as markers
+            raise InternalError(f"subscription id {sid} is negative")
         if sid in self.subs:
             raise InternalError(f"subscription {sid} is already in the matcher")
         return 0
