@@ -245,7 +245,9 @@ cdef class Table(KeySource):
         return _scan_pages(self.pages)
 
     def framed_chunks(self, Py_ssize_t limit):
-        """The rows as snapshot chunks (see ``_framed_chunks``)."""
+        """The rows as snapshot chunks (see ``_framed_chunks``).  On a live table, only from
+        the thread that changes it: the encoder lets other threads run every 1024 rows, and
+        rows changed meanwhile would make the chunks a mix of two states (``frozen()`` first)."""
         return _framed_chunks(self.pages, self.codec, limit)
 
     def load_framed(self, data):
