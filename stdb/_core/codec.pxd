@@ -59,6 +59,19 @@ cdef inline double f64_of(float f):
     return d
 
 
+cdef inline Py_ssize_t frame_at(const unsigned char* p, Py_ssize_t pos, Py_ssize_t n, uint32_t* ln) noexcept:
+    """Framed rows (u32 little-endian length, then the row; the log's and the snapshots'): where
+    the row framed at ``pos`` of ``p[0:n]`` begins, its length in ``ln``; -1 when fewer than 4
+    bytes are left for the length, -2 when the row runs past ``n``."""
+    if n - pos < 4:
+        return -1
+    ln[0] = (p[pos] | (<uint32_t>p[pos + 1] << 8) | (<uint32_t>p[pos + 2] << 16)
+             | (<uint32_t>p[pos + 3] << 24))
+    if ln[0] > n - pos - 4:
+        return -2
+    return pos + 4
+
+
 cdef inline float f32_of(double d):
     """Narrow a double to f32; a NaN keeps its sign and the top 23 payload bits (the
     inverse of f64_of), and stays a NaN when those bits are all zero."""

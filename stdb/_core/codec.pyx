@@ -661,7 +661,7 @@ def read_framed(const unsigned char[:] buf, Py_ssize_t pos, Py_ssize_t count):
     """Split ``count`` rows framed as (u32 LE length, bytes) starting at ``pos``.
 
     Returns (list of bytes, position after them); DataError if the frames run past the end."""
-    cdef Py_ssize_t n = buf.shape[0], i
+    cdef Py_ssize_t n = buf.shape[0], i, start
     cdef uint32_t ln
     cdef list out = []
     cdef const unsigned char* p
@@ -669,19 +669,18 @@ def read_framed(const unsigned char[:] buf, Py_ssize_t pos, Py_ssize_t count):
         raise DataError(f"bad framed-row request at byte {pos}")
     if count > (n - pos) // 4:
         raise DataError(f"{count} framed rows cannot fit in the {n - pos} bytes left at byte {pos}")
+    if count == 0:
+        return out, pos
+    p = &buf[0]
     for i in range(count):
-        if pos + 4 > n:
+        start = frame_at(p, pos, n, &ln)
+        if start == -1:
             raise DataError(f"framed row {i} of {count}: truncated length at byte {pos}")
-        p = &buf[pos]
-        memcpy(&ln, p, 4)
-        pos += 4
-        if ln > n - pos:
-            raise DataError(f"framed row {i} of {count}: {ln} bytes at byte {pos}, only {n - pos} left")
-        if ln == 0:
-            out.append(b"")
-        else:
-            out.append(PyBytes_FromStringAndSize(<const char*>&buf[pos], ln))
-        pos += ln
+        if start == -2:
+            raise DataError(f"framed row {i} of {count}: {ln} bytes at byte {pos + 4}, "
+                            f"only {n - pos - 4} left")
+        out.append(PyBytes_FromStringAndSize(<const char*>p + start, ln) if ln else b"")
+        pos = start + ln
     return out, pos
 
 
@@ -692,10 +691,9 @@ def count_framed(data):
     cdef Py_ssize_t n = v.shape[0], pos = 0, count = 0
     cdef uint32_t ln
     while pos < n:
-        if n - pos < 4:
+        pos = frame_at(&v[0], pos, n, &ln)
+        if pos < 0:
             return -1
-        ln = (v[pos] | (<uint32_t>v[pos + 1] << 8) | (<uint32_t>v[pos + 2] << 16)
-              | (<uint32_t>v[pos + 3] << 24))
-        pos += 4 + <Py_ssize_t>ln
+        pos += ln
         count += 1
-    return count if pos == n else -1
+    return count

@@ -16,7 +16,7 @@ from cpython.unicode cimport PyUnicode_AsUTF8String
 
 from stdb._core.codec cimport (
     RowCodec, ColumnType, check_value, int_range, encode_key, encode_key_into, encode_row_key,
-    encode_value, buf_init, buf_free, buf_reserve, Buf,
+    encode_value, frame_at, buf_init, buf_free, buf_reserve, Buf,
     T_I8, T_I16, T_I32, T_I64, T_U8, T_U16, T_U32, T_U64, T_F32, T_F64, T_TIMESTAMP, T_STRING, T_BYTES,
 )
 from stdb._core.page cimport Layout, Page, heap_values
@@ -263,12 +263,10 @@ cdef class Table(KeySource):
             return 0
         p = &v[0]
         while pos < n:
-            if n - pos < 4:
+            pos = frame_at(p, pos, n, &ln)
+            if pos == -1:
                 raise DataError(f"table '{self.name}': a snapshot chunk ends inside a row length")
-            ln = (p[pos] | (<uint32_t>p[pos + 1] << 8) | (<uint32_t>p[pos + 2] << 16)
-                  | (<uint32_t>p[pos + 3] << 24))
-            pos += 4
-            if ln > n - pos:
+            if pos == -2:
                 raise DataError(f"table '{self.name}': a snapshot chunk ends inside a row")
             self._insert(codec._decode(p + pos, ln), False, False)
             pos += ln
