@@ -23,6 +23,7 @@ def test_a_good_message_round_trips():
                                   "args": [1, "x", None, [b"\x00", 2.5]]}
     assert decode_client(encode("Logs", request_id=4, limit=0, follow=True))["follow"] is True
     assert decode_client(encode("Describe", request_id=5)) == {"type": "Describe", "request_id": 5}
+    assert decode_client(encode("Snapshot", request_id=6)) == {"type": "Snapshot", "request_id": 6}
 
 
 @pytest.mark.parametrize("msg, words", [
@@ -39,6 +40,7 @@ def test_a_good_message_round_trips():
     ({"type": "Logs", "request_id": 1, "limit": -1, "follow": False}, "unsigned"),
     ({"type": "Describe", "request_id": 1, "database": "x"}, "unknown field 'database'"),
     ({"type": "DeleteDatabase"}, "missing field 'request_id'"),
+    ({"type": "Snapshot", "request_id": 1, "offset": 3}, "unknown field 'offset'"),
     ({"type": "Hello", "request_id": 1}, "unknown message type"),
     ({"request_id": 1}, "'type'"),
 ])
