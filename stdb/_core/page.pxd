@@ -32,6 +32,7 @@ cdef class Page:
     cdef int hint                    # no free slot below this
     cdef readonly Py_ssize_t heap_top
     cdef readonly Py_ssize_t heap_dead
+    cdef readonly Py_ssize_t compactions   # heap rewrites so far (Table.stats)
 
     cdef inline bint live(self, int slot) noexcept:
         return (self.data[slot >> 3] >> (slot & 7)) & 1

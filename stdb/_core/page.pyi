@@ -14,3 +14,4 @@ class Page:
     high: int
     heap_top: int
     heap_dead: int
+    compactions: int

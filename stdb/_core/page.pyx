@@ -29,7 +29,14 @@ from stdb._core.codec cimport (
 )
 from stdb.errors import InternalError
 
-DEF NONE_LEN = 0xFFFFFFFF
+cdef extern from *:
+    """
+    #define STDB_NONE_LEN 0xFFFFFFFFu
+    """
+    # the length stored for a None heap value; a C constant: as a DEF, Cython made it a
+    # Python int and boxed the other side of every comparison with it
+    const uint32_t NONE_LEN "STDB_NONE_LEN"
+
 # Heap bytes budgeted per heap column per row for a table's first page; later pages use
 # what the table's rows have actually needed (Table._new_page_layout).
 DEF HEAP_ESTIMATE = 16
@@ -260,10 +267,16 @@ cdef class Page:
         return self.high if self.high < cap else -1
 
     cdef bint has_room(self, Py_ssize_t heap_bytes) noexcept:
+        """A free slot, and ``heap_bytes`` at the top of the heap, or after compacting when that
+        frees at least 1/16 of the heap.  (Compacting for less rewrote the whole heap for each
+        row put in place of a deleted one: replaying updates, which the log holds as a delete
+        and an insert, spent most of its time there.)"""
         if self.count >= self.layout.capacity:
             return False
-        return self.heap_top + heap_bytes <= self.size or \
-            self.heap_top - self.heap_dead + heap_bytes <= self.size
+        if self.heap_top + heap_bytes <= self.size:
+            return True
+        return (self.heap_top - self.heap_dead + heap_bytes <= self.size
+                and self.heap_dead * 16 >= self.size - self.layout.heap_start)
 
     cdef int claim(self, int slot) except -1:
         """Mark a free slot live (the row is written by ``write`` right after)."""
@@ -467,6 +480,7 @@ cdef class Page:
             memcpy(self.data + L.heap_start, tmp, top)
             self.heap_top = L.heap_start + top
             self.heap_dead = 0
+            self.compactions += 1
         finally:
             PyMem_Free(tmp)
         return 0

@@ -712,6 +712,7 @@ cdef class Table(KeySource):
             "slots_per_page": sorted({page.layout.capacity for page in self.pages}),
             "page_bytes": sum(page.size for page in self.pages),
             "index_bytes": {d.name: idx.memory_bytes for d, idx in zip(self.index_defs, self.indexes)},
+            "heap_compactions": sum(page.compactions for page in self.pages),
         }
 
     def check_invariants(self):
