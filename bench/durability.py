@@ -289,6 +289,25 @@ def _floor_rows(rec: dict) -> str:
             f"{rec['floor_array_ratio_vs_raw_scan']:.3f} | |\n")
 
 
+def bench_recovery_small(tmp: str, transfers: int, accounts: int = 10000) -> dict:
+    """Recovery of a log of small transactions: ``transfers`` transfers (two updates, so four
+    row operations each), the kind of log a game server writes.  Per-record costs dominate
+    here, where bench_recovery's 1000-row transactions hide them."""
+    path = os.path.join(tmp, "recovery-small")
+    store = _accounts(path, accounts)
+    _transfers(store, transfers, accounts)
+    store.close()
+    env = Env(path, readonly=True)
+    best = float("inf")
+    for _ in range(3):
+        t0 = time.perf_counter()
+        res = recover(env, repair=False)
+        best = min(best, time.perf_counter() - t0)
+    env.close()
+    return {"records": res.replayed, "row_ops": res.row_ops, "seconds": best,
+            "records_per_s": res.replayed / best, "row_ops_per_s": res.row_ops / best}
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m bench.durability")
     p.add_argument("--commits", type=int, default=50000)
@@ -304,6 +323,8 @@ def main(argv: list[str] | None = None) -> int:
         latency = bench_latency(tmp, min(2000, a.commits), 1000)
         print(f"recovery: {a.rows} inserts + {a.rows // 2} updates ...", flush=True)
         rec = bench_recovery(tmp, a.rows)
+        print(f"recovery of small transactions: {a.commits} transfers ...", flush=True)
+        small = bench_recovery_small(tmp, a.commits)
         print(f"automatic snapshots of {a.snapshot_rows} rows under commits ...", flush=True)
         pause = bench_snapshot_pause(tmp, a.snapshot_rows)
     finally:
@@ -311,6 +332,7 @@ def main(argv: list[str] | None = None) -> int:
     result = {"machine": {**machine(), "lmdb": lmdb.version()},
               "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
               "durable_commits": commits, "durable_latency": latency, "recovery": rec,
+              "recovery_small": small,
               "snapshot_pause": pause}
     c = commits
     table = (
@@ -326,7 +348,10 @@ def main(argv: list[str] | None = None) -> int:
         f"{c['full_commits_per_s']:,.0f} | same raw LMDB | {c['full_ratio_vs_raw']:.2f} | |\n"
         f"| one durable commit (commit + wait_durable), median / p99 | "
         f"{latency['median_us']:.0f} / {latency['p99_us']:.0f} µs | | | |\n"
-        f"| recovery, row-ops/s replayed | {rec['row_ops_per_s']:,.0f} | | | ≥ 1M |\n"
+        f"| recovery, row-ops/s replayed (transactions of 1000 inserts / 500 updates) "
+        f"| {rec['row_ops_per_s']:,.0f} | | | ≥ 1M |\n"
+        f"| recovery, row-ops/s replayed ({small['records']:,} transfers: 4 row ops each) "
+        f"| {small['row_ops_per_s']:,.0f} ({small['records_per_s']:,.0f} records/s) | | | ≥ 1M |\n"
         f"| recovery, log MB/s vs raw LMDB cursor scan | {rec['log_bytes'] / rec['seconds'] / 1e6:,.1f} | "
         f"{rec['log_bytes'] / rec['raw_scan_seconds'] / 1e6:,.0f} | {rec['ratio_vs_raw_scan']:.3f} "
         "| ≥ 0.25 |\n"

@@ -21,21 +21,28 @@ def _durability(log_ratio, replay):
 
 
 def test_verdicts_follow_the_figures_and_missing_results_are_named(tmp_path):
-    _write(tmp_path, "durability", _durability(0.6, 2_000_000.0))
+    d = _durability(0.6, 2_000_000.0)
+    d["recovery_small"] = {"row_ops_per_s": 500_000.0, "records_per_s": 120_000.0}
+    d["recovery"].update(floor_hash_seconds=0.01, floor_hash_ratio_vs_raw_scan=0.1,
+                         floor_array_seconds=0.004, floor_array_ratio_vs_raw_scan=0.25)
+    _write(tmp_path, "durability", d)
     rows, found, missing = summary.summarise(str(tmp_path))
     assert set(found) == {"durability"}
     assert any("bench.engine" in m for m in missing) and any("bench.network" in m for m in missing)
     by = {r.measure: r for r in rows}
     assert by["durable commits/s, commit log alone"].met is True
-    assert by["recovery, row-ops/s replayed"].met is True
+    assert by["recovery, row-ops/s replayed (transactions of 1000 rows)"].met is True
     assert by["recovery vs raw LMDB cursor scan of the log"].met is False
+    assert by["recovery of small transactions (transfers, 4 row ops each), row-ops/s"].met is False
+    floor = by["(floor) C loop over the same log: CRC + framing + rows in a hash table by key"]
+    assert floor.met is None and floor.ratio == 0.1 and floor.stdb == "1,000 MB/s"
     assert by["one durable commit, median / p99"].met is None
 
     _write(tmp_path, "durability", _durability(0.4, 900_000.0))
     rows, _, _ = summary.summarise(str(tmp_path))
     by = {r.measure: r for r in rows}
     assert by["durable commits/s, commit log alone"].met is False
-    assert by["recovery, row-ops/s replayed"].met is False
+    assert by["recovery, row-ops/s replayed (transactions of 1000 rows)"].met is False
     assert not any(r.measure.startswith("(context)") for r in rows)   # older results: no such row
     md = summary.markdown(rows, {"durability": {"machine": {"cores": 2}}}, [], [])
     assert "Targets: 0 met, 3 not met." in md

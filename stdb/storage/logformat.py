@@ -32,6 +32,7 @@ from dataclasses import dataclass, field
 import crc32c
 
 from stdb._core.codec import read_framed
+from stdb._core.logrec import tx_body
 from stdb._core.schema import TableSchema, schema_from_dict, schema_to_dict
 from stdb.errors import DataError, SchemaError, StorageError
 
@@ -231,6 +232,20 @@ def find_record_inside(damaged: bytes | memoryview) -> int | None:
 def decode_record(offset: int, value: bytes | memoryview) -> LogRecord:
     """Decode and verify a stored record; StorageError on any damage, never a partial record."""
     kind, body = check_header(offset, value)
+    if kind == KIND_TX:
+        # the fast path (C); a body it cannot parse is parsed again by _decode_body, which
+        # says what is wrong
+        fast = tx_body(body)
+        if fast is not None and fast[0] == offset:
+            off, ts, caller, reducer, args, changes = fast
+            return LogRecord(offset=off, timestamp=ts, kind=kind, caller=caller, reducer=reducer,
+                             args=args, changes=[TableChange(*ch) for ch in changes])
+    return _decode_body(offset, kind, body)
+
+
+def _decode_body(offset: int, kind: int, body: memoryview) -> LogRecord:
+    """The body of a record whose header checked out, parsed step by step (every error names
+    the offset and what is wrong)."""
     r = _Reader(body, offset)
     off, ts = r.unpack(_OFF_TS)
     if off != offset:

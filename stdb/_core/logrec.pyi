@@ -1,0 +1,3 @@
+def tx_body(
+    body: bytes | memoryview,
+) -> tuple[int, int, bytes | None, str, bytes, list[tuple[str, list[bytes], list[bytes]]]] | None: ...
