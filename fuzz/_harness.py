@@ -38,7 +38,7 @@ TARGETS = ("rowcodec", "protocol", "sql", "logrecord", "snapshot", "describe")
 NATIVE_ENV = "STDB_FUZZ_NATIVE"
 # the Cython extensions a native build replaces (module name -> path relative to the repo)
 NATIVE_MODULES = ("stdb._core.codec", "stdb._core.page", "stdb._core.index", "stdb._core.table",
-                  "stdb._core.matcher", "stdb.module._wasm")
+                  "stdb._core.matcher", "stdb._core.logrec", "stdb.module._wasm")
 # a file of this name in a native build directory says it was compiled with -fsanitize=address
 ASAN_MARKER = "ASAN"
 
