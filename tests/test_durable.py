@@ -66,6 +66,24 @@ def test_commits_survive_reopen(tmp_path):
         s2.datastore.table("acct").check_invariants()
 
 
+@pytest.mark.parametrize("collecting", [True, False])
+def test_recovery_leaves_the_garbage_collector_as_it_found_it(tmp_path, collecting):
+    """Replay turns the collector off while it runs (and only then)."""
+    import gc
+    path = str(tmp_path / "db")
+    with DurableStore.open(path, config=NOSNAP) as s:
+        s.create_table(ACCT)
+        _fill(s, 20)
+    was = gc.isenabled()
+    try:
+        gc.enable() if collecting else gc.disable()
+        with DurableStore.open(path, config=NOSNAP) as s2:
+            assert s2.recovery.replayed == 21
+            assert gc.isenabled() is collecting
+    finally:
+        gc.enable() if was else gc.disable()
+
+
 def test_rolled_back_and_empty_transactions_leave_no_record(tmp_path):
     with DurableStore.open(str(tmp_path / "db"), config=NOSNAP) as s:
         s.create_table(ACCT)

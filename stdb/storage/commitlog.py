@@ -42,7 +42,8 @@ from stdb.storage import logformat as lf
 from stdb.storage.lmdbenv import LOG_DB, META_DB, Env
 
 __all__ = ["CommitLog", "DURABILITY_MODES", "BATCH_BYTES", "LOG_LAYOUT", "group_values", "iter_records",
-           "log_bounds", "split_value", "truncate_log", "delete_log_through", "check_layout", "mark_layout"]
+           "iter_values", "log_bounds", "split_value", "truncate_log", "delete_log_through", "check_layout",
+           "mark_layout"]
 
 log = logging.getLogger("stdb.commitlog")
 DURABILITY_MODES = ("durable", "relaxed")
@@ -311,18 +312,27 @@ def _seek(cur: Any, start: int) -> bool:
     return True
 
 
-def iter_records(env: Env, start: int = 0) -> Iterator[tuple[int, bytes | memoryview]]:
-    """(offset, raw record) of every stored record from ``start`` on, in offset order.
+def iter_values(env: Env, start: int = 0) -> Iterator[tuple[int, bytes | memoryview]]:
+    """(first offset, value) of every stored log value from the one that may hold ``start``
+    on, in offset order (a value holds one or more records back to back; ``split_value``).
 
-    Records are only valid inside the iteration (they point into LMDB's map)."""
+    Values are only valid inside the iteration (they point into LMDB's map)."""
     with env.read() as txn:
         cur = txn.cursor(db=env.db(LOG_DB))
         if not _seek(cur, start):
             return
         for key, value in cur:
-            for off, rec in split_value(lf.key_offset(bytes(key)), value):
-                if off >= start:
-                    yield off, rec
+            yield lf.key_offset(bytes(key)), value
+
+
+def iter_records(env: Env, start: int = 0) -> Iterator[tuple[int, bytes | memoryview]]:
+    """(offset, raw record) of every stored record from ``start`` on, in offset order.
+
+    Records are only valid inside the iteration (they point into LMDB's map)."""
+    for first, value in iter_values(env, start):
+        for off, rec in split_value(first, value):
+            if off >= start:
+                yield off, rec
 
 
 def log_bounds(env: Env) -> tuple[int, int] | None:

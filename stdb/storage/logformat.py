@@ -32,7 +32,7 @@ from dataclasses import dataclass, field
 import crc32c
 
 from stdb._core.codec import read_framed
-from stdb._core.logrec import tx_body
+from stdb._core.logrec import record_kind, tx_body
 from stdb._core.schema import TableSchema, schema_from_dict, schema_to_dict
 from stdb.errors import DataError, SchemaError, StorageError
 
@@ -190,6 +190,9 @@ class _Reader:
 def check_header(offset: int, value: bytes | memoryview) -> tuple[int, memoryview]:
     """Verify version, length and CRC; return (kind, body).  StorageError names what is wrong."""
     mv = memoryview(value)
+    kind = record_kind(mv)           # the fast path (C); when it fails, the checks below say why
+    if kind:
+        return kind, mv[HEADER_SIZE:]
     if len(mv) < HEADER_SIZE:
         raise StorageError(f"log record at offset {offset} is {len(mv)} bytes, shorter than its header")
     version, kind, flags, length, crc = _HEAD.unpack(mv[:HEADER_SIZE])
