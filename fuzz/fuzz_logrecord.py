@@ -11,6 +11,10 @@ must be refused).
   (one piece when it is a whole record), and ``find_record_inside`` returns an offset or None;
 * a decoded record encodes back to the same bytes (a create/alter-table record, whose schema
   JSON may be spelled differently, to a record that decodes equal);
+* the C fast paths agree with the Python reader: ``logrec.tx_body`` parses a TX body exactly
+  when ``_decode_body`` does, into the same fields; ``logrec.check_value`` and
+  ``decode_value`` (recovery's whole-value check and decode) accept the value exactly when
+  every piece passes ``check_header`` / decodes as a TX record;
 * applying it to a datastore holding the table of the documented vectors (what recovery does,
   ``recovery.apply_record``) succeeds or raises a ``StdbError`` (recovery reports those as
   StorageError) — rows reach the Cython table's ``apply_encoded``.
@@ -27,6 +31,7 @@ from fuzz._harness import fuzz, instrument_module, instrumented
 with instrumented(__name__ == "__main__"):
     import crc32c
 
+    from stdb._core.logrec import check_value, decode_value, tx_body
     from stdb._core.schema import Column, TableSchema
     from stdb.errors import StdbError, StorageError
     from stdb.storage import logformat as lf
@@ -73,6 +78,7 @@ def TestOneInput(data: bytes) -> None:
         header_ok = False
     if header_ok:
         assert len(pieces) == 1        # a whole record is one piece
+    _c_paths_agree(offset, value, pieces)
     try:
         rec = lf.decode_record(offset, value)
     except StorageError:
@@ -89,6 +95,36 @@ def TestOneInput(data: bytes) -> None:
         apply_record(ds, rec)
     except StdbError:
         pass
+
+
+def _c_paths_agree(offset: int, value: bytes, pieces: list) -> None:
+    body = value[lf.HEADER_SIZE:]
+    fast = tx_body(body)
+    try:
+        slow = lf._decode_body(int.from_bytes(body[:8], "little"), lf.KIND_TX, memoryview(body))
+    except StorageError:
+        slow = None
+    assert (fast is None) == (slow is None)
+    if fast is not None and slow is not None:
+        assert (fast[:5], [lf.TableChange(*c) for c in fast[5]]) == (
+            (slow.offset, slow.timestamp, slow.caller, slow.reducer, slow.args), slow.changes)
+    oks, recs = [], []
+    for off, piece in pieces:
+        try:
+            lf.check_header(off, piece)
+            oks.append(True)
+        except StorageError:
+            oks.append(False)
+        try:
+            recs.append(lf.decode_record(off, piece))
+        except StorageError:
+            recs.append(None)
+    assert check_value(value) == (len(pieces) if value and all(oks) else -1)
+    decoded = decode_value(offset, value)
+    if value and all(r is not None and r.kind == lf.KIND_TX for r in recs):
+        assert decoded is not None and len(decoded) == len(recs)
+    else:
+        assert decoded is None
 
 
 instrument_module(globals(), __name__ == "__main__")
