@@ -60,6 +60,21 @@ cdef int _kind_at(const unsigned char* p, Py_ssize_t pos, Py_ssize_t n, object m
     return p[1]
 
 
+cdef object _name(const unsigned char* p, Py_ssize_t n, Py_ssize_t* pos):
+    """The name at ``pos`` (u16 length, UTF-8) with ``pos`` moved past it, or None when it
+    runs past ``n`` or is not UTF-8."""
+    cdef uint64_t ln
+    if n - pos[0] < 2:
+        return None
+    ln = _le(p + pos[0], 2)
+    if <uint64_t>(n - pos[0] - 2) < ln:
+        return None
+    name = _utf8(p + pos[0] + 2, ln)
+    if name is not None:
+        pos[0] += 2 + ln
+    return name
+
+
 def record_kind(value):
     """The kind of a stored record whose header checks out (version, body length, CRC32C over
     the first 8 header bytes and the body, a known kind, flags 0); 0 when anything fails."""
@@ -139,17 +154,8 @@ cdef object _tx_body(const unsigned char* p, Py_ssize_t n):
             return None
         caller = PyBytes_FromStringAndSize(<const char*>p + pos, 32)
         pos += 32
-    if n - pos < 2:
-        return None
-    ln = _le(p + pos, 2)
-    pos += 2
-    if <uint64_t>(n - pos) < ln:
-        return None
-    reducer = _utf8(p + pos, ln)
-    if reducer is None:
-        return None
-    pos += ln
-    if n - pos < 4:
+    reducer = _name(p, n, &pos)
+    if reducer is None or n - pos < 4:
         return None
     ln = _le(p + pos, 4)
     pos += 4
@@ -162,17 +168,8 @@ cdef object _tx_body(const unsigned char* p, Py_ssize_t n):
     nt = _le(p + pos, 2)
     pos += 2
     for _t in range(nt):
-        if n - pos < 2:
-            return None
-        ln = _le(p + pos, 2)
-        pos += 2
-        if <uint64_t>(n - pos) < ln:
-            return None
-        name = _utf8(p + pos, ln)
-        if name is None:
-            return None
-        pos += ln
-        if n - pos < 8:
+        name = _name(p, n, &pos)
+        if name is None or n - pos < 8:
             return None
         nd = _le(p + pos, 4)
         ni = _le(p + pos + 4, 4)
