@@ -159,8 +159,8 @@ def bench_snapshot_pause(tmp: str, rows: int, commits: int = 6000, every: int = 
     for i in range(commits):
         t0 = time.perf_counter()
         tx = store.begin()
-        r = tx.get("account", i)
-        tx.update("account", (i, r[1] + 1, r[2]))
+        r = tx.get("account", i % rows)
+        tx.update("account", (r[0], r[1] + 1, r[2]))
         store.commit(tx)
         lat.append(time.perf_counter() - t0)
         if i % 50 == 49:
