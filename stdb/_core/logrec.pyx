@@ -78,7 +78,7 @@ cdef object _name(const unsigned char* p, Py_ssize_t n, Py_ssize_t* pos):
 def record_kind(value):
     """The kind of a stored record whose header checks out (version, body length, CRC32C over
     the first 8 header bytes and the body, a known kind, flags 0); 0 when anything fails."""
-    cdef const unsigned char[:] v = value
+    cdef const unsigned char[::1] v = value
     cdef Py_ssize_t n = v.shape[0], end = 0
     cdef int kind
     if n == 0:
@@ -90,7 +90,7 @@ def record_kind(value):
 def check_value(value):
     """How many records a log value holds (records back to back) when every one checks out
     (``record_kind``) and they end exactly at its end; -1 otherwise."""
-    cdef const unsigned char[:] v = value
+    cdef const unsigned char[::1] v = value
     cdef Py_ssize_t n = v.shape[0], pos = 0, end = 0, count = 0
     if n == 0:
         return -1
@@ -107,7 +107,7 @@ def decode_value(uint64_t first, value):
     """``tx_body`` of every record of a log value stored under offset ``first`` when each
     checks out (``record_kind``), is a TX record and says it is offset first, first + 1, ...,
     and they end exactly at the value's end; None otherwise."""
-    cdef const unsigned char[:] v = value
+    cdef const unsigned char[::1] v = value
     cdef Py_ssize_t n = v.shape[0], pos = 0, end = 0
     cdef list out = []
     cdef uint64_t off = first
@@ -128,7 +128,7 @@ def decode_value(uint64_t first, value):
     return out
 
 
-def tx_body(const unsigned char[:] body):
+def tx_body(const unsigned char[::1] body):
     """``(offset, timestamp, caller, reducer, args, [(table, deletes, inserts), ...])`` of a TX
     record's body, rows as row-codec bytes; None when any part of it does not parse."""
     if body.shape[0] == 0:
