@@ -211,3 +211,15 @@ def test_a_log_value_checked_and_decoded_in_c_agrees_with_record_by_record(recs,
         assert decode_value(first + 1, value) is None       # records under the wrong offsets
     else:
         assert fast is None
+
+
+def test_the_c_check_knows_every_record_kind():
+    """logrec keeps its own copy of the version and the kinds: each kind's record passes it."""
+    from stdb._core.logrec import record_kind
+    schema = stdb.TableSchema("t", [("id", "u64")], primary_key="id")
+    recs = [lf.LogRecord(1, 0), lf.LogRecord(2, 0, kind=lf.KIND_CREATE_TABLE, schema=schema),
+            lf.LogRecord(3, 0, kind=lf.KIND_DROP_TABLE, table="t"),
+            lf.LogRecord(4, 0, kind=lf.KIND_ALTER_TABLE, schema=schema)]
+    assert {r.kind for r in recs} == set(lf.KIND_NAMES)
+    for r in recs:
+        assert record_kind(lf.encode_record(r)) == r.kind

@@ -3,10 +3,11 @@
 
 ``stdb.storage.logformat`` is the authority on the format and on what a damaged record's
 error says; these are its fast paths for the common case, a record that is intact.
-``record_kind`` checks a header and its CRC32C, ``tx_body`` parses a TX body; either returns
-0 / None when anything is off, and logformat checks or parses again step by step to name the
-problem.  Recovery checks and decodes every record it replays: for small transactions the
-Python versions were most of the time a record took.
+``record_kind`` checks a header and its CRC32C, ``tx_body`` parses a TX body, and
+``check_value`` / ``decode_value`` do both for every record of a whole log value (recovery's
+two passes).  Each returns 0, -1 or None when anything is off, and the caller checks or parses
+again record by record, step by step, to name the problem.  For small transactions the Python
+versions were most of the time recovery took per record.
 """
 
 from libc.stdint cimport int64_t, uint32_t, uint64_t
