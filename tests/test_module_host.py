@@ -1,5 +1,6 @@
-"""The "stdb" imports on the Python side (stdb/module/host.py), driven directly: every
-import, every error code, iterator batching and snapshot semantics (docs/abi.md)."""
+"""The "stdb" imports, driven directly: every import, every error code, iterator batching and
+snapshot semantics (docs/abi.md) — of the native host (stdb/module/_host.pyx, what modules run
+on) and of its pure-Python twin (stdb/module/host.py), the same answers from both."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import logging
 import struct
 
 import pytest
+from stdb.module._host import NativeHost
 
 from stdb import Column, Datastore, IndexDef, RowCodec, TableSchema
 from stdb.module.describe import ModuleSchema
@@ -23,15 +25,17 @@ U64 = RowCodec("k", ["id"], ["u64"])
 STR = RowCodec("k", ["name"], ["string"])
 
 
-@pytest.fixture
-def host():
+HOSTS = {"native": NativeHost, "python": ModuleHost}
+
+
+@pytest.fixture(params=sorted(HOSTS))
+def host(request):
     ds = Datastore()
     ds.create_table(ITEM)
-    h = ModuleHost(ModuleSchema((ITEM,), (), {}), Limits(max_rows_per_batch=3, max_row_bytes=100),
-                   logging.getLogger("test"))
+    h = HOSTS[request.param](ModuleSchema((ITEM,), (), {}), Limits(max_rows_per_batch=3, max_row_bytes=100),
+                             logging.getLogger("test"))
     tx = ds.begin()
     h.begin_call(tx, "r", b"\x01" * 32, b"\x02" * 16, 1234, 99)
-    h.ds = ds
     yield h
     if tx.is_open:
         tx.rollback()

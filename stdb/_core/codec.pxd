@@ -45,7 +45,7 @@ cdef class ColumnType:
 from libc.string cimport memcpy
 
 
-cdef inline double f64_of(float f):
+cdef inline double f64_of(float f) noexcept nogil:
     """Widen an f32 to a double keeping a NaN's sign and payload bit for bit (a C cast
     quiets a signalling NaN, so decode->encode would not give the same bytes back)."""
     cdef uint32_t b
@@ -72,7 +72,7 @@ cdef inline Py_ssize_t frame_at(const unsigned char* p, Py_ssize_t pos, Py_ssize
     return pos + 4
 
 
-cdef inline float f32_of(double d):
+cdef inline float f32_of(double d) noexcept nogil:
     """Narrow a double to f32; a NaN keeps its sign and the top 23 payload bits (the
     inverse of f64_of), and stays a NaN when those bits are all zero."""
     cdef uint64_t w

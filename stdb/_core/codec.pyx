@@ -451,6 +451,17 @@ cdef object decode_value(ColumnType t, const unsigned char* p, Py_ssize_t n, Py_
     raise SchemaError(f"cannot decode type {t.name}")
 
 
+cdef int _spill(Buf* b, unsigned char* small) except -1:
+    """Move a Buf off its stack buffer ``small`` onto the heap (before it could outgrow it)."""
+    cdef unsigned char* d = <unsigned char*>PyMem_Malloc(b.cap * 2)
+    if d == NULL:
+        raise MemoryError()
+    memcpy(d, small, b.len)
+    b.data = d
+    b.cap *= 2
+    return 0
+
+
 @cython.final
 cdef class RowCodec:
     """Checks, encodes and decodes rows of one table's schema."""
@@ -483,17 +494,29 @@ cdef class RowCodec:
         return tuple(out)
 
     cpdef bytes encode(self, tuple row):
-        """Encode a row (checked first) in the row codec."""
+        """Encode a row (checked first, as ``check_row`` checks it) in the row codec."""
         cdef Buf b
         cdef Py_ssize_t i
-        row = self.check_row(row)
-        buf_init(&b, 64)
+        cdef unsigned char small[256]
+        if len(row) != self.ncols:
+            self.check_row(row)                   # raises, naming the problem
+        b.data = small                            # most rows fit: no allocation
+        b.len = 0
+        b.cap = 256
         try:
             for i in range(self.ncols):
-                encode_value(<ColumnType>self.types[i], row[i], &b)
+                try:
+                    v = check_value(<ColumnType>self.types[i], row[i])
+                except DataError as e:
+                    raise DataError(f"table '{self.table}', column '{self.names[i]}': {e.detail}",
+                                    hint=e.hint) from None
+                if b.data == small and ((<ColumnType>self.types[i]).in_heap or b.len + 64 > b.cap):
+                    _spill(&b, small)             # a value of unknown size: onto the heap first
+                encode_value(<ColumnType>self.types[i], v, &b)
             return PyBytes_FromStringAndSize(<char*>b.data, b.len)
         finally:
-            buf_free(&b)
+            if b.data != small:
+                buf_free(&b)
 
     cpdef tuple decode(self, object data):
         """Decode one row; raise DataError naming the column and byte on malformed input."""

@@ -1,17 +1,14 @@
 # cython: language_level=3
-"""Indexes over a table's rows: a unique hash index and an ordered (btree-like) index."""
+"""The unique hash index in C (primary keys and unique hash indexes), usable without the GIL.
+
+The ordered index (btree indexes, non-unique hash indexes) is stdb/_core/ordered.pxd.
+"""
 
 from libc.stdint cimport uint64_t, int64_t
-
-cdef class KeySource:
-    """What an index needs of its table: the encoded key of a stored row."""
-    cdef bytes row_key(self, uint64_t rowid, int ino)
-    cdef bint key_matches(self, uint64_t rowid, int ino, bytes key) except -1
-
-cdef uint64_t hash_key(bytes key) noexcept
+from stdb._core.rowbytes cimport CBuf
 
 
-cdef inline uint64_t fmix64(uint64_t h) noexcept:
+cdef inline uint64_t fmix64(uint64_t h) noexcept nogil:
     """murmur3's 64-bit finaliser: every input bit moves every output bit."""
     h ^= h >> 33
     h *= 0xff51afd7ed558ccdULL
@@ -20,30 +17,38 @@ cdef inline uint64_t fmix64(uint64_t h) noexcept:
     h ^= h >> 33
     return h
 
-cdef class HashIndex:
-    cdef readonly str name
-    cdef readonly Py_ssize_t count
-    cdef readonly Py_ssize_t capacity
-    cdef int shift                 # home slot = hash >> shift (capacity = 2^(64 - shift))
-    cdef Py_ssize_t tombs
-    cdef uint64_t* slots
-    cdef KeySource source
-    cdef int ino
-    cdef int64_t find(self, bytes key, uint64_t h) except -2
-    cdef int add(self, bytes key, uint64_t h, uint64_t rowid) except -1
-    cdef int remove(self, bytes key, uint64_t h, uint64_t rowid) except -1
-    cdef int _rehash(self, Py_ssize_t newcap) except -1
 
-cdef class SortedIndex:
-    cdef readonly str name
-    cdef readonly Py_ssize_t count
-    cdef readonly bint unique
-    cdef list lists
-    cdef list maxes
-    cdef int add(self, bytes entry) except -1
-    cdef int remove(self, bytes entry) except -1
-    cdef bint has_prefix(self, bytes key) except -1
-    cdef list rowids_between(self, bytes start, bytes end, Py_ssize_t limit)
-    cdef list rowids_with_prefix(self, bytes key)
+cdef inline uint64_t hash_bytes(const unsigned char* p, Py_ssize_t n) noexcept nogil:
+    """FNV-1a over the key bytes, finished with murmur3's fmix64."""
+    cdef uint64_t h = 0xcbf29ce484222325ULL
+    cdef Py_ssize_t i
+    for i in range(n):
+        h = (h ^ p[i]) * 0x100000001b3ULL
+    return fmix64(h)
 
-cdef bytes entry_of(bytes key, uint64_t rowid)
+
+# The key of stored row ``rowid`` for index ``ino``, appended to ``out``: 0, or -1 (no memory,
+# or no such row)
+ctypedef int (*rowkey_fn)(void* ctx, uint64_t rowid, int ino, CBuf* out) noexcept nogil
+
+ctypedef struct HashIdx:
+    Py_ssize_t count
+    Py_ssize_t capacity
+    Py_ssize_t tombs
+    int shift                 # home slot = hash >> shift (capacity = 2^(64 - shift))
+    uint64_t* slots           # 24-bit fingerprint << 40 | (row id + 1); 0 empty; ~0 tombstone
+    void* ctx                 # the table, for rowkey_fn
+    rowkey_fn key_of
+    int ino
+    CBuf scratch              # a candidate's key, rebuilt from its row
+
+cdef HashIdx* hidx_new(void* ctx, rowkey_fn key_of, int ino) noexcept nogil
+cdef void hidx_free(HashIdx* ix) noexcept nogil
+# the row id stored under the key (hash ``h`` = hash_bytes of it), -1 when none, -2 on error
+cdef int64_t hidx_find(HashIdx* ix, const unsigned char* key, Py_ssize_t n, uint64_t h) noexcept nogil
+# room for ``extra`` more entries without growing (so that hidx_add cannot fail): 0, -1
+cdef int hidx_reserve(HashIdx* ix, Py_ssize_t extra) noexcept nogil
+# store ``rowid`` under a key of hash ``h`` that is absent (after hidx_reserve)
+cdef void hidx_add(HashIdx* ix, uint64_t h, uint64_t rowid) noexcept nogil
+# drop the entry of ``rowid`` under hash ``h``: 0, or 1 when it is not there
+cdef int hidx_remove(HashIdx* ix, uint64_t h, uint64_t rowid) noexcept nogil

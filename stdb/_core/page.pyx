@@ -6,175 +6,432 @@ A page is one block of (at least) 64 KiB laid out for one table:
     [presence bitmap: capacity bits][col 0: capacity × width0][col 1: ...]...[heap →      ]
 
 Fixed-width values sit in their column's packed array at ``offset + slot × width``
-(little-endian; option<T> of a fixed T is a tag byte then T).  Strings, bytes, arrays
-and option<heap T> hold an 8-byte (u32 offset, u32 length) pair in their column array and
-their bytes in the page heap, which grows upward from the end of the last column array.
-Length 0xFFFFFFFF means "none" for option<string|bytes|array>.  A freed slot's heap bytes
-become dead; the heap is compacted when a write needs the room.  A row whose heap data
+(little-endian, as in the row codec; option<T> of a fixed T is a tag byte then T).  Strings,
+bytes, arrays and option<heap T> hold an 8-byte (u32 offset, u32 length) pair in their column
+array and their bytes in the page heap, which grows upward from the end of the last column
+array: a string's UTF-8, a byte string's bytes, an array's row-codec encoding (count and
+elements).  Length 0xFFFFFFFF means "none" for option<string|bytes|array>.  A freed slot's heap
+bytes become dead; the heap is compacted when a write needs the room.  A row whose heap data
 exceeds a standard page's heap gets a page sized for it.
+
+Everything here is C over C structs (``PageC``, ``LayoutC``): a row is written from its
+row-codec bytes and read back as row-codec bytes without the GIL.  ``page_read`` builds the
+Python tuple of a row for the Python API.
 """
 
-cimport cython
 from libc.stdint cimport int8_t, int16_t, int32_t, int64_t, uint16_t, uint32_t, uint64_t
 from libc.string cimport memcpy, memset
-from cpython.mem cimport PyMem_Malloc, PyMem_Free
-from cpython.bytes cimport PyBytes_FromStringAndSize, PyBytes_AS_STRING, PyBytes_GET_SIZE
-from cpython.unicode cimport PyUnicode_AsUTF8String, PyUnicode_DecodeUTF8
+from cpython.mem cimport PyMem_RawMalloc, PyMem_RawCalloc, PyMem_RawFree
+from cpython.bytes cimport PyBytes_FromStringAndSize
+from cpython.unicode cimport PyUnicode_DecodeUTF8
+from cpython.tuple cimport PyTuple_New, PyTuple_SET_ITEM
+from cpython.ref cimport Py_INCREF
 
 from stdb._core.codec cimport (
-    ColumnType, Buf, buf_init, buf_free, encode_value, decode_value, f32_of, f64_of,
-    key_escaped, key_fixed_int,
-    T_BOOL, T_I8, T_I16, T_I32, T_I64, T_U8, T_U16, T_U32, T_U64, T_F32, T_F64,
-    T_STRING, T_BYTES, T_IDENTITY, T_TIMESTAMP, T_OPTION,
+    f64_of, T_BOOL, T_I8, T_I16, T_I32, T_I64, T_U8, T_U16, T_U32, T_U64, T_F32, T_F64,
+    T_STRING, T_BYTES, T_IDENTITY, T_TIMESTAMP, T_OPTION, T_ARRAY,
+)
+from stdb._core.rowbytes cimport (
+    CBuf, ColSpec, cbuf_put, cbuf_u8, cbuf_u32, rd_u32, wr_u32, rb_width,
+    key_scalar, key_bytes, key_array,
 )
 from stdb.errors import InternalError
 
-cdef extern from *:
-    """
-    #define STDB_NONE_LEN 0xFFFFFFFFu
-    """
-    # the length stored for a None heap value; a C constant: as a DEF, Cython made it a
-    # Python int and boxed the other side of every comparison with it
-    const uint32_t NONE_LEN "STDB_NONE_LEN"
-
 # Heap bytes budgeted per heap column per row for a table's first page; later pages use
-# what the table's rows have actually needed (Table._new_page_layout).
+# what the table's rows have actually needed (table.pyx, _new_page_layout).
 DEF HEAP_ESTIMATE = 16
 
+# ---------------------------------------------------------------- layouts
 
-@cython.final
-cdef class Layout:
-    """Where each column lives inside a page of one table."""
-
-    def __cinit__(self, types, int heap_estimate=HEAP_ESTIMATE):
-        cdef int i
-        cdef ColumnType t
-        self.types = tuple(types)
-        self.ncols = len(self.types)
-        n = self.ncols if self.ncols > 0 else 1
-        self.code = <int*>PyMem_Malloc(n * sizeof(int))
-        self.width = <int*>PyMem_Malloc(n * sizeof(int))
-        self.inner_code = <int*>PyMem_Malloc(n * sizeof(int))
-        self.offset = <Py_ssize_t*>PyMem_Malloc(n * sizeof(Py_ssize_t))
-        self.in_heap = <bint*>PyMem_Malloc(n * sizeof(bint))
-        if not (self.code and self.width and self.inner_code and self.offset and self.in_heap):
-            raise MemoryError()
-        fixed = 0
-        self.nheap = 0
-        for i in range(self.ncols):
-            t = self.types[i]
-            self.code[i] = t.code
-            self.inner_code[i] = t.inner.code if t.inner is not None else 0
-            self.width[i] = t.page_width
-            self.in_heap[i] = t.in_heap
-            fixed += t.page_width
-            if t.in_heap:
-                self.nheap += 1
-        self.fixed_row_bytes = fixed
-        self.heap_estimate = heap_estimate
-        per_row_bits = 8 * (fixed + heap_estimate * self.nheap) + 1
-        cap = (PAGE_BYTES * 8) // per_row_bits
-        cap = max(1, min(cap, MAX_SLOTS))
-        while cap > 1 and (cap + 7) // 8 + cap * fixed > PAGE_BYTES:
-            cap -= 1
-        self.capacity = cap
-        self.bitmap_bytes = (cap + 7) // 8
-        pos = (self.bitmap_bytes + 7) & ~7
-        for i in range(self.ncols):
-            self.offset[i] = pos
-            pos += <Py_ssize_t>self.width[i] * cap
-        self.heap_start = pos
-
-    def __dealloc__(self):
-        PyMem_Free(self.code)
-        PyMem_Free(self.width)
-        PyMem_Free(self.inner_code)
-        PyMem_Free(self.offset)
-        PyMem_Free(self.in_heap)
-
-    @property
-    def heap_capacity(self):
-        return PAGE_BYTES - self.heap_start if PAGE_BYTES > self.heap_start else 0
+cdef LayoutC* layout_new(const ColSpec* cols, int ncols, int heap_estimate) noexcept nogil:
+    cdef LayoutC* L = <LayoutC*>PyMem_RawCalloc(1, sizeof(LayoutC))
+    cdef int i, fixed = 0, cap
+    cdef Py_ssize_t pos, per_row_bits
+    if L == NULL:
+        return NULL
+    L.offset = <Py_ssize_t*>PyMem_RawMalloc(sizeof(Py_ssize_t) * (ncols if ncols > 0 else 1))
+    if L.offset == NULL:
+        PyMem_RawFree(L)
+        return NULL
+    L.ncols = ncols
+    L.cols = cols
+    for i in range(ncols):
+        fixed += cols[i].page_width
+        if cols[i].in_heap:
+            L.nheap += 1
+    L.fixed_row_bytes = fixed
+    L.heap_estimate = heap_estimate if heap_estimate > 0 else HEAP_ESTIMATE
+    per_row_bits = 8 * (fixed + L.heap_estimate * L.nheap) + 1
+    cap = <int>((PAGE_BYTES * 8) // per_row_bits)
+    if cap > MAX_SLOTS:
+        cap = MAX_SLOTS
+    if cap < 1:
+        cap = 1
+    while cap > 1 and (cap + 7) // 8 + <Py_ssize_t>cap * fixed > PAGE_BYTES:
+        cap -= 1
+    L.capacity = cap
+    L.bitmap_bytes = (cap + 7) // 8
+    pos = (L.bitmap_bytes + 7) & ~7
+    for i in range(ncols):
+        L.offset[i] = pos
+        pos += <Py_ssize_t>cols[i].page_width * cap
+    L.heap_start = pos
+    return L
 
 
-cdef bytes _heap_bytes(ColumnType t, object v):
-    cdef Buf b
-    if t.code == T_OPTION:
-        if v is None:
-            return None
-        t = t.inner
-    if t.code == T_STRING:
-        return PyUnicode_AsUTF8String(v)
-    if t.code == T_BYTES:
-        return v
-    # array: its row-codec encoding
-    buf_init(&b, 64)
-    try:
-        encode_value(t, v, &b)
-        return PyBytes_FromStringAndSize(<char*>b.data, b.len)
-    finally:
-        buf_free(&b)
+cdef void layout_free(LayoutC* L) noexcept nogil:
+    if L != NULL:
+        PyMem_RawFree(L.offset)
+        PyMem_RawFree(L)
+
+# ---------------------------------------------------------------- pages
+
+cdef PageC* page_new(LayoutC* L, Py_ssize_t heap_need) noexcept nogil:
+    cdef PageC* p = <PageC*>PyMem_RawCalloc(1, sizeof(PageC))
+    if p == NULL:
+        return NULL
+    p.layout = L
+    p.size = PAGE_BYTES
+    if L.heap_start + heap_need > p.size:
+        p.size = L.heap_start + heap_need
+    p.data = <unsigned char*>PyMem_RawMalloc(p.size)
+    if p.data == NULL:
+        PyMem_RawFree(p)
+        return NULL
+    memset(p.data, 0, L.heap_start)
+    p.heap_top = L.heap_start
+    return p
 
 
-cdef list heap_values(Layout layout, tuple row, Py_ssize_t* total):
-    """The heap bytes of a (checked) row's heap columns, in column order, and their total size."""
-    cdef int i
-    cdef list out = []
-    cdef Py_ssize_t n = 0
-    if layout.nheap == 0:
-        total[0] = 0
-        return out
-    for i in range(layout.ncols):
-        if layout.in_heap[i]:
-            hb = _heap_bytes(<ColumnType>layout.types[i], row[i])
-            out.append(hb)
-            if hb is not None:
-                n += PyBytes_GET_SIZE(hb)
-    total[0] = n
-    return out
+cdef void page_free(PageC* p) noexcept nogil:
+    if p != NULL:
+        PyMem_RawFree(p.data)
+        PyMem_RawFree(p)
 
 
-cdef inline void _write_fixed(unsigned char* p, int code, object v) except *:
-    cdef int64_t i64
-    cdef uint64_t u64
-    cdef double d
-    cdef float f
-    if code == T_BOOL:
-        p[0] = 1 if v else 0
-    elif code == T_I64 or code == T_TIMESTAMP:
-        i64 = v
-        memcpy(p, &i64, 8)
-    elif code == T_U64:
-        u64 = v
-        memcpy(p, &u64, 8)
-    elif code == T_I8 or code == T_I16 or code == T_I32:
-        i64 = v
-        memcpy(p, &i64, 1 if code == T_I8 else (2 if code == T_I16 else 4))
-    elif code == T_U8 or code == T_U16 or code == T_U32:
-        u64 = v
-        memcpy(p, &u64, 1 if code == T_U8 else (2 if code == T_U16 else 4))
-    elif code == T_F64:
-        d = v
-        memcpy(p, &d, 8)
-    elif code == T_F32:
-        f = f32_of(v)
-        memcpy(p, &f, 4)
-    elif code == T_IDENTITY:
-        memcpy(p, PyBytes_AS_STRING(v), 32)
+cdef PageC* page_copy(const PageC* p) noexcept nogil:
+    """An independent copy of ``p`` (same layout, slots and heap)."""
+    cdef PageC* c = <PageC*>PyMem_RawMalloc(sizeof(PageC))
+    if c == NULL:
+        return NULL
+    memcpy(c, p, sizeof(PageC))
+    c.data = <unsigned char*>PyMem_RawMalloc(p.size)
+    if c.data == NULL:
+        PyMem_RawFree(c)
+        return NULL
+    memcpy(c.data, p.data, p.size)
+    return c
 
 
-cdef inline void _write_cell(Layout L, int col, unsigned char* p, object v) except *:
-    """Write a fixed-width column's value (option<T>: a tag byte, then T) at ``p``."""
-    if L.code[col] != T_OPTION:
-        _write_fixed(p, L.code[col], v)
-    elif v is None:
-        memset(p, 0, L.width[col])
+cdef int page_alloc_slot(PageC* p) noexcept nogil:
+    cdef int cap = p.layout.capacity
+    cdef int s
+    if p.count >= cap:
+        return -1
+    if p.hint >= p.high:
+        return p.high if p.high < cap else -1
+    s = p.hint
+    while s < p.high:
+        if (s & 7) == 0 and p.data[s >> 3] == 0xFF:
+            s += 8
+            continue
+        if not page_live(p, s):
+            p.hint = s
+            return s
+        s += 1
+    p.hint = p.high
+    return p.high if p.high < cap else -1
+
+
+cdef bint page_has_room(const PageC* p, Py_ssize_t heap_bytes) noexcept nogil:
+    """A free slot, and ``heap_bytes`` at the top of the heap, or after compacting when that
+    frees at least 1/16 of the heap.  (Compacting for less rewrote the whole heap for each
+    row put in place of a deleted one: replaying updates, which the log holds as a delete
+    and an insert, spent most of its time there.)"""
+    if p.count >= p.layout.capacity:
+        return False
+    if p.heap_top + heap_bytes <= p.size:
+        return True
+    return (p.heap_top - p.heap_dead + heap_bytes <= p.size
+            and p.heap_dead * 16 >= p.size - p.layout.heap_start)
+
+
+cdef inline bint _heap_src(const ColSpec* c, const unsigned char* v, const unsigned char* end,
+                           const unsigned char** src, uint32_t* ln) noexcept nogil:
+    """The heap bytes of a heap column's value ``v`` (row codec, ending at ``end``): False for
+    None."""
+    cdef int code = c.code
+    if code == T_OPTION:
+        if v[0] == 0:
+            return False
+        v += 1
+        code = c.inner
+    if code == T_ARRAY:
+        src[0] = v
+        ln[0] = <uint32_t>(end - v)
     else:
-        p[0] = 1
-        _write_fixed(p + 1, L.inner_code[col], v)
+        src[0] = v + 4
+        ln[0] = rd_u32(v)
+    return True
 
 
-cdef inline object _read_fixed(const unsigned char* p, int code):
+cdef Py_ssize_t rc_heap_need(const ColSpec* cols, int ncols, const unsigned char* row,
+                             const Py_ssize_t* starts) noexcept nogil:
+    cdef int i
+    cdef Py_ssize_t need = 0
+    cdef const unsigned char* src
+    cdef uint32_t ln
+    for i in range(ncols):
+        if cols[i].in_heap and _heap_src(&cols[i], row + starts[i], row + starts[i + 1], &src, &ln):
+            need += ln
+    return need
+
+
+cdef inline void _put_heap(PageC* p, unsigned char* cell, const unsigned char* src, uint32_t ln,
+                           bint present) noexcept nogil:
+    cdef uint32_t off = 0
+    if not present:
+        ln = NONE_LEN
+    else:
+        off = <uint32_t>p.heap_top
+        if ln:
+            memcpy(p.data + p.heap_top, src, ln)
+        p.heap_top += ln
+    wr_u32(cell, off)
+    wr_u32(cell + 4, ln)
+
+
+cdef inline void _write_fixed(const ColSpec* c, unsigned char* cell, const unsigned char* v) noexcept nogil:
+    """A fixed-width value (row codec at ``v``) into its cell."""
+    if c.code == T_OPTION:
+        if v[0] == 0:
+            memset(cell, 0, c.page_width)
+        else:
+            cell[0] = 1
+            memcpy(cell + 1, v + 1, c.page_width - 1)
+    else:
+        memcpy(cell, v, c.page_width)
+
+
+cdef int page_write(PageC* p, int slot, const unsigned char* row, const Py_ssize_t* starts,
+                    Py_ssize_t need) noexcept nogil:
+    cdef LayoutC* L = p.layout
+    cdef int i
+    cdef const unsigned char* src
+    cdef uint32_t ln
+    cdef bint present
+    if p.heap_top + need > p.size:
+        if page_compact(p) < 0:
+            return -1
+    p.data[slot >> 3] |= <unsigned char>(1 << (slot & 7))
+    p.count += 1
+    if slot >= p.high:
+        p.high = slot + 1
+    if slot == p.hint:
+        p.hint = slot + 1
+    for i in range(L.ncols):
+        if L.cols[i].in_heap:
+            present = _heap_src(&L.cols[i], row + starts[i], row + starts[i + 1], &src, &ln)
+            _put_heap(p, page_cell(p, slot, i), src, ln, present)
+        else:
+            _write_fixed(&L.cols[i], page_cell(p, slot, i), row + starts[i])
+    return 0
+
+
+cdef Py_ssize_t page_heap_used(const PageC* p, int slot) noexcept nogil:
+    cdef LayoutC* L = p.layout
+    cdef int i
+    cdef uint32_t ln
+    cdef Py_ssize_t n = 0
+    for i in range(L.ncols):
+        if L.cols[i].in_heap:
+            ln = rd_u32(page_cell(p, slot, i) + 4)
+            if ln != NONE_LEN:
+                n += ln
+    return n
+
+
+cdef void page_release(PageC* p, int slot) noexcept nogil:
+    p.heap_dead += page_heap_used(p, slot)
+    p.data[slot >> 3] &= <unsigned char>~(1 << (slot & 7))
+    p.count -= 1
+    if slot < p.hint:
+        p.hint = slot
+    if p.count == 0:
+        p.heap_top = p.layout.heap_start
+        p.heap_dead = 0
+
+
+cdef int page_rewrite(PageC* p, int slot, const unsigned char* row, const Py_ssize_t* starts) noexcept nogil:
+    """Heap values that fit their old place are overwritten there; others go to the top."""
+    cdef LayoutC* L = p.layout
+    cdef int i
+    cdef Py_ssize_t grow = 0
+    cdef uint32_t off, ln, nl
+    cdef unsigned char* cell
+    cdef const unsigned char* src
+    cdef bint present
+    for i in range(L.ncols):
+        if L.cols[i].in_heap:
+            present = _heap_src(&L.cols[i], row + starts[i], row + starts[i + 1], &src, &nl)
+            ln = rd_u32(page_cell(p, slot, i) + 4)
+            if present and (ln == NONE_LEN or nl > ln):
+                grow += nl
+    if grow and p.heap_top + grow > p.size:
+        if p.heap_top - p.heap_dead + grow > p.size:
+            return 0
+        if page_compact(p) < 0:
+            return -1
+    for i in range(L.ncols):
+        cell = page_cell(p, slot, i)
+        if not L.cols[i].in_heap:
+            _write_fixed(&L.cols[i], cell, row + starts[i])
+            continue
+        present = _heap_src(&L.cols[i], row + starts[i], row + starts[i + 1], &src, &nl)
+        off = rd_u32(cell)
+        ln = rd_u32(cell + 4)
+        if present and ln != NONE_LEN and nl <= ln:
+            if nl:
+                memcpy(p.data + off, src, nl)
+            p.heap_dead += ln - nl
+            wr_u32(cell + 4, nl)
+        else:
+            if ln != NONE_LEN:
+                p.heap_dead += ln
+            _put_heap(p, cell, src, nl, present)
+    return 1
+
+
+cdef int page_compact(PageC* p) noexcept nogil:
+    """Rewrite the heap with only live values, in slot order."""
+    cdef LayoutC* L = p.layout
+    cdef Py_ssize_t live_bytes = p.heap_top - L.heap_start - p.heap_dead
+    cdef unsigned char* tmp
+    cdef Py_ssize_t top = 0
+    cdef int s, i
+    cdef uint32_t off, ln
+    cdef unsigned char* cell
+    if p.heap_dead == 0 or L.nheap == 0:
+        return 0
+    tmp = <unsigned char*>PyMem_RawMalloc(live_bytes if live_bytes > 0 else 1)
+    if tmp == NULL:
+        return -1
+    for s in range(p.high):
+        if not page_live(p, s):
+            continue
+        for i in range(L.ncols):
+            if not L.cols[i].in_heap:
+                continue
+            cell = page_cell(p, s, i)
+            off = rd_u32(cell)
+            ln = rd_u32(cell + 4)
+            if ln == NONE_LEN:
+                continue
+            if top + ln > live_bytes:        # heap accounting broken: never write past tmp
+                PyMem_RawFree(tmp)
+                return -2
+            memcpy(tmp + top, p.data + off, ln)
+            wr_u32(cell, <uint32_t>(L.heap_start + top))
+            top += ln
+    memcpy(p.data + L.heap_start, tmp, top)
+    p.heap_top = L.heap_start + top
+    p.heap_dead = 0
+    p.compactions += 1
+    PyMem_RawFree(tmp)
+    return 0
+
+# ---------------------------------------------------------------- reading as bytes
+
+cdef int page_read_rc(const PageC* p, int slot, CBuf* out) noexcept nogil:
+    cdef LayoutC* L = p.layout
+    cdef const ColSpec* c
+    cdef int i, code
+    cdef unsigned char* cell
+    cdef uint32_t off, ln
+    for i in range(L.ncols):
+        c = &L.cols[i]
+        cell = page_cell(p, slot, i)
+        if not c.in_heap:
+            if c.code == T_OPTION:
+                if cell[0] == 0:
+                    if cbuf_u8(out, 0) < 0:
+                        return -1
+                elif cbuf_put(out, cell, c.page_width) < 0:
+                    return -1
+            elif cbuf_put(out, cell, c.page_width) < 0:
+                return -1
+            continue
+        off = rd_u32(cell)
+        ln = rd_u32(cell + 4)
+        code = c.code
+        if code == T_OPTION:
+            if ln == NONE_LEN:
+                if cbuf_u8(out, 0) < 0:
+                    return -1
+                continue
+            if cbuf_u8(out, 1) < 0:
+                return -1
+            code = c.inner
+        if code != T_ARRAY and cbuf_u32(out, ln) < 0:
+            return -1
+        if cbuf_put(out, p.data + off, ln) < 0:
+            return -1
+    return 0
+
+
+cdef Py_ssize_t page_rc_len(const PageC* p, int slot) noexcept nogil:
+    cdef LayoutC* L = p.layout
+    cdef const ColSpec* c
+    cdef int i, code
+    cdef uint32_t ln
+    cdef Py_ssize_t n = 0
+    for i in range(L.ncols):
+        c = &L.cols[i]
+        if not c.in_heap:
+            if c.code == T_OPTION and page_cell(p, slot, i)[0] == 0:
+                n += 1
+            else:
+                n += c.page_width
+            continue
+        ln = rd_u32(page_cell(p, slot, i) + 4)
+        code = c.code
+        if code == T_OPTION:
+            n += 1
+            if ln == NONE_LEN:
+                continue
+            code = c.inner
+        n += ln + (4 if code != T_ARRAY else 0)
+    return n
+
+
+cdef int page_key_col(const PageC* p, int slot, int col, CBuf* out) noexcept nogil:
+    cdef const ColSpec* c = &p.layout.cols[col]
+    cdef unsigned char* cell = page_cell(p, slot, col)
+    cdef uint32_t off, ln
+    cdef int code = c.code
+    if not c.in_heap:
+        if code == T_OPTION:
+            if cell[0] == 0:
+                return cbuf_u8(out, 0)
+            if cbuf_u8(out, 1) < 0:
+                return -1
+            return key_scalar(c.inner, cell + 1, out)
+        return key_scalar(code, cell, out)
+    off = rd_u32(cell)
+    ln = rd_u32(cell + 4)
+    if code == T_OPTION:
+        if ln == NONE_LEN:
+            return cbuf_u8(out, 0)
+        if cbuf_u8(out, 1) < 0:
+            return -1
+        code = c.inner
+    if code == T_ARRAY:
+        return key_array(c.inner, p.data + off, out)
+    return key_bytes(p.data + off, ln, out)
+
+# ---------------------------------------------------------------- reading as Python values
+
+cdef object _read_fixed(const unsigned char* p, int code):
     cdef int8_t i8
     cdef int16_t i16
     cdef int32_t i32
@@ -220,271 +477,56 @@ cdef inline object _read_fixed(const unsigned char* p, int code):
     raise InternalError(f"page: no fixed reader for type code {code}")
 
 
-@cython.final
-cdef class Page:
-    """One page of rows of one table (not constructible from Python)."""
-
-    def __cinit__(self, Layout layout, Py_ssize_t heap_need=0):
-        self.layout = layout
-        self.size = PAGE_BYTES
-        if layout.heap_start + heap_need > self.size:
-            self.size = layout.heap_start + heap_need
-        self.data = <unsigned char*>PyMem_Malloc(self.size)
-        if self.data == NULL:
-            raise MemoryError()
-        memset(self.data, 0, layout.heap_start)
-        self.heap_top = layout.heap_start
-
-    def __dealloc__(self):
-        PyMem_Free(self.data)
-
-    cdef Page copy(self):
-        """An independent copy of this page (same layout, same slots, same heap)."""
-        cdef Page p = Page(self.layout, self.size - self.layout.heap_start)
-        memcpy(p.data, self.data, self.size)
-        p.count, p.high, p.hint = self.count, self.high, self.hint
-        p.heap_top, p.heap_dead = self.heap_top, self.heap_dead
-        return p
-
-    cdef int alloc_slot(self) noexcept:
-        """A free slot (not yet marked live), or -1 when the page is full."""
-        cdef int cap = self.layout.capacity
-        cdef int s
-        if self.count >= cap:
-            return -1
-        if self.hint >= self.high:
-            return self.high if self.high < cap else -1
-        s = self.hint
-        while s < self.high:
-            if (s & 7) == 0 and self.data[s >> 3] == 0xFF:
-                s += 8
-                continue
-            if not self.live(s):
-                self.hint = s
-                return s
-            s += 1
-        self.hint = self.high
-        return self.high if self.high < cap else -1
-
-    cdef bint has_room(self, Py_ssize_t heap_bytes) noexcept:
-        """A free slot, and ``heap_bytes`` at the top of the heap, or after compacting when that
-        frees at least 1/16 of the heap.  (Compacting for less rewrote the whole heap for each
-        row put in place of a deleted one: replaying updates, which the log holds as a delete
-        and an insert, spent most of its time there.)"""
-        if self.count >= self.layout.capacity:
-            return False
-        if self.heap_top + heap_bytes <= self.size:
-            return True
-        return (self.heap_top - self.heap_dead + heap_bytes <= self.size
-                and self.heap_dead * 16 >= self.size - self.layout.heap_start)
-
-    cdef int claim(self, int slot) except -1:
-        """Mark a free slot live (the row is written by ``write`` right after)."""
-        if slot < 0 or slot >= self.layout.capacity or self.live(slot):
-            raise InternalError(f"page: slot {slot} is not free")
-        self.data[slot >> 3] |= <unsigned char>(1 << (slot & 7))
-        self.count += 1
-        if slot >= self.high:
-            self.high = slot + 1
-        if slot == self.hint:
-            self.hint = slot + 1
-        return 0
-
-    cdef int _put_heap(self, int slot, int col, bytes hb) except -1:
-        cdef Layout L = self.layout
-        cdef unsigned char* cell = self.data + L.offset[col] + <Py_ssize_t>slot * 8
-        cdef uint32_t off, ln
-        if hb is None:
-            off = 0
-            ln = NONE_LEN
+cdef object _read_heap(int code, int inner, const unsigned char* p, uint32_t ln):
+    cdef uint32_t n
+    cdef uint32_t _i
+    cdef int w
+    if code == T_STRING:
+        return PyUnicode_DecodeUTF8(<const char*>p, ln, NULL)
+    if code == T_BYTES:
+        return PyBytes_FromStringAndSize(<const char*>p, ln)
+    # an array: its row codec (count, elements)
+    n = rd_u32(p)
+    p += 4
+    out = []
+    w = rb_width(inner)
+    for _i in range(n):
+        if w:
+            out.append(_read_fixed(p, inner))
+            p += w
         else:
-            ln = <uint32_t>PyBytes_GET_SIZE(hb)
-            off = <uint32_t>self.heap_top
-            memcpy(self.data + self.heap_top, PyBytes_AS_STRING(hb), ln)
-            self.heap_top += ln
-        memcpy(cell, &off, 4)
-        memcpy(cell + 4, &ln, 4)
-        return 0
+            ln = rd_u32(p)
+            out.append(_read_heap(inner, 0, p + 4, ln))
+            p += 4 + ln
+    return out
 
-    cdef int write(self, int slot, tuple row, list heap) except -1:
-        """Claim a free slot and write a checked row into it; ``heap`` is from ``heap_values``."""
-        cdef Layout L = self.layout
-        cdef int i, h = 0
-        cdef Py_ssize_t need = 0
-        for hb in heap:
-            if hb is not None:
-                need += PyBytes_GET_SIZE(hb)
-        if self.heap_top + need > self.size:
-            self.compact()
-            if self.heap_top + need > self.size:
-                raise InternalError("page: heap overflow (has_room was not checked)")
-        self.claim(slot)
-        for i in range(L.ncols):
-            if L.in_heap[i]:
-                self._put_heap(slot, i, heap[h])
-                h += 1
-            else:
-                _write_cell(L, i, self.data + L.offset[i] + <Py_ssize_t>slot * L.width[i], row[i])
-        return 0
 
-    cdef object read_col(self, int slot, int col):
-        cdef Layout L = self.layout
-        cdef const unsigned char* p = self.data + L.offset[col] + <Py_ssize_t>slot * L.width[col]
-        cdef uint32_t off, ln
-        cdef int code = L.code[col]
-        cdef Py_ssize_t pos
-        if not L.in_heap[col]:
-            if code == T_OPTION:
-                if p[0] == 0:
-                    return None
-                return _read_fixed(p + 1, L.inner_code[col])
-            return _read_fixed(p, code)
-        memcpy(&off, p, 4)
-        memcpy(&ln, p + 4, 4)
+cdef object page_read_col(const PageC* p, int slot, int col):
+    cdef const ColSpec* c = &p.layout.cols[col]
+    cdef const unsigned char* cell = page_cell(p, slot, col)
+    cdef uint32_t off, ln
+    cdef int code = c.code
+    if not c.in_heap:
         if code == T_OPTION:
-            if ln == NONE_LEN:
+            if cell[0] == 0:
                 return None
-            code = L.inner_code[col]
-        if code == T_STRING:
-            return PyUnicode_DecodeUTF8(<const char*>self.data + off, ln, NULL)
-        if code == T_BYTES:
-            return PyBytes_FromStringAndSize(<const char*>self.data + off, ln)
-        pos = 0
-        t = <ColumnType>L.types[col]
-        if t.code == T_OPTION:
-            t = t.inner
-        return decode_value(t, self.data + off, ln, &pos)
-
-    cdef int key_col(self, int slot, int col, Buf* out) except -1:
-        """Append the key form of column ``col`` of ``slot`` straight from the page (integers,
-        bools, strings and bytes).  Returns 1, writing nothing, for other types."""
-        cdef Layout L = self.layout
-        cdef const unsigned char* p = self.data + L.offset[col] + <Py_ssize_t>slot * L.width[col]
-        cdef uint32_t off, ln
-        cdef int code = L.code[col]
-        if not L.in_heap[col]:
-            return key_fixed_int(code, p, out)
-        if code != T_STRING and code != T_BYTES:
-            return 1
-        memcpy(&off, p, 4)
-        memcpy(&ln, p + 4, 4)
-        return key_escaped(self.data + off, ln, out)
-
-    cdef tuple read(self, int slot):
-        cdef int i
-        cdef int n = self.layout.ncols
-        cdef tuple out = PyTuple_New(n)
-        for i in range(n):
-            v = self.read_col(slot, i)
-            Py_INCREF(v)
-            PyTuple_SET_ITEM(out, i, v)
-        return out
-
-    cdef Py_ssize_t heap_used(self, int slot) noexcept:
-        cdef Layout L = self.layout
-        cdef int i
-        cdef uint32_t ln
-        cdef Py_ssize_t n = 0
-        for i in range(L.ncols):
-            if L.in_heap[i]:
-                memcpy(&ln, self.data + L.offset[i] + <Py_ssize_t>slot * 8 + 4, 4)
-                if ln != NONE_LEN:
-                    n += ln
-        return n
-
-    cdef void release(self, int slot) noexcept:
-        self.heap_dead += self.heap_used(slot)
-        self.data[slot >> 3] &= <unsigned char>~(1 << (slot & 7))
-        self.count -= 1
-        if slot < self.hint:
-            self.hint = slot
-        if self.count == 0:
-            self.heap_top = self.layout.heap_start
-            self.heap_dead = 0
-
-    cdef bint rewrite(self, int slot, tuple row, list heap) except -1:
-        """Update a live slot in place.  False (nothing changed) when the new heap data
-        does not fit this page even after compaction."""
-        cdef Layout L = self.layout
-        cdef int i, h = 0
-        cdef Py_ssize_t grow = 0
-        cdef uint32_t off, ln
-        cdef unsigned char* cell
-        # heap values that fit their old place are overwritten there; others go to the top
-        for i in range(L.ncols):
-            if L.in_heap[i]:
-                hb = heap[h]
-                h += 1
-                memcpy(&ln, self.data + L.offset[i] + <Py_ssize_t>slot * 8 + 4, 4)
-                if hb is not None and (ln == NONE_LEN or PyBytes_GET_SIZE(hb) > ln):
-                    grow += PyBytes_GET_SIZE(hb)
-        if grow and self.heap_top + grow > self.size:
-            if self.heap_top - self.heap_dead + grow > self.size:
-                return False
-            self.compact()
-        h = 0
-        for i in range(L.ncols):
-            if L.in_heap[i]:
-                hb = heap[h]
-                h += 1
-                cell = self.data + L.offset[i] + <Py_ssize_t>slot * 8
-                memcpy(&off, cell, 4)
-                memcpy(&ln, cell + 4, 4)
-                if hb is not None and ln != NONE_LEN and PyBytes_GET_SIZE(hb) <= ln:
-                    memcpy(self.data + off, PyBytes_AS_STRING(hb), PyBytes_GET_SIZE(hb))
-                    self.heap_dead += ln - PyBytes_GET_SIZE(hb)
-                    ln = <uint32_t>PyBytes_GET_SIZE(hb)
-                    memcpy(cell + 4, &ln, 4)
-                else:
-                    if ln != NONE_LEN:
-                        self.heap_dead += ln
-                    self._put_heap(slot, i, hb)
-        # fixed columns
-        for i in range(L.ncols):
-            if not L.in_heap[i]:
-                _write_cell(L, i, self.data + L.offset[i] + <Py_ssize_t>slot * L.width[i], row[i])
-        return True
-
-    cdef int compact(self) except -1:
-        """Rewrite the heap with only live values, in slot order."""
-        cdef Layout L = self.layout
-        cdef Py_ssize_t live_bytes = self.heap_top - L.heap_start - self.heap_dead
-        cdef unsigned char* tmp
-        cdef Py_ssize_t top = 0
-        cdef int s, i
-        cdef uint32_t off, ln
-        cdef unsigned char* cell
-        if self.heap_dead == 0 or L.nheap == 0:
-            return 0
-        tmp = <unsigned char*>PyMem_Malloc(live_bytes if live_bytes > 0 else 1)
-        if tmp == NULL:
-            raise MemoryError()
-        try:
-            for s in range(self.high):
-                if not self.live(s):
-                    continue
-                for i in range(L.ncols):
-                    if not L.in_heap[i]:
-                        continue
-                    cell = self.data + L.offset[i] + <Py_ssize_t>s * 8
-                    memcpy(&off, cell, 4)
-                    memcpy(&ln, cell + 4, 4)
-                    if ln == NONE_LEN:
-                        continue
-                    if top + ln > live_bytes:
-                        raise InternalError("page: heap accounting is off during compaction")
-                    memcpy(tmp + top, self.data + off, ln)
-                    off = <uint32_t>(L.heap_start + top)
-                    memcpy(cell, &off, 4)
-                    top += ln
-            memcpy(self.data + L.heap_start, tmp, top)
-            self.heap_top = L.heap_start + top
-            self.heap_dead = 0
-            self.compactions += 1
-        finally:
-            PyMem_Free(tmp)
-        return 0
+            return _read_fixed(cell + 1, c.inner)
+        return _read_fixed(cell, code)
+    off = rd_u32(cell)
+    ln = rd_u32(cell + 4)
+    if code == T_OPTION:
+        if ln == NONE_LEN:
+            return None
+        return _read_heap(c.inner, 0, p.data + off, ln)     # option<T> has a base T
+    return _read_heap(code, c.inner, p.data + off, ln)
 
 
-from cpython.tuple cimport PyTuple_New, PyTuple_SET_ITEM
-from cpython.ref cimport Py_INCREF
+cdef tuple page_read(const PageC* p, int slot):
+    cdef int i
+    cdef int n = p.layout.ncols
+    cdef tuple out = PyTuple_New(n)
+    for i in range(n):
+        v = page_read_col(p, slot, i)
+        Py_INCREF(v)
+        PyTuple_SET_ITEM(out, i, v)
+    return out

@@ -93,8 +93,10 @@ class Table:
             if owner is not None and owner != exclude:
                 d = self._by_name[name]
                 what = "primary key" if name == "pk" else f"unique index '{name}'"
+                key = ", ".join(repr(row[c]) for c in self._cols[name])
+                key = key if len(key) <= 80 else key[:77] + "..."
                 raise ConstraintError(f"table '{self.name}': {what} ({', '.join(d.columns)}) already "
-                                      f"has a row with key {tuple(row[c] for c in self._cols[name])}")
+                                      f"has a row with key ({key})")
 
     def _fill_sequences(self, row: Row, assign: bool) -> tuple[Row, list[int]]:
         vals = list(row)

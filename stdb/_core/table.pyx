@@ -2,263 +2,953 @@
 """Tables.
 
 A row id is ``page number << 16 | slot``; it is stable while the row lives, except that an
-update whose new heap data does not fit the row's page moves the row (``update`` returns
-the new id).  The table checks every value (DataError naming table, column and value) and
-every unique key (ConstraintError naming the index and key) before it changes anything,
-so a refused operation leaves the table as it was.
+update whose new heap data does not fit the row's page moves the row (``update`` returns the
+new id).  Every write checks its row (DataError naming table, column and value) and every
+unique key (ConstraintError naming the index and key) before it changes anything, so a refused
+operation leaves the table as it was.
+
+Two layers.  ``TableC`` and the ``tbl_*`` functions are the native lane (docs/architecture.md):
+rows as row-codec bytes, keys in the key codec, errors as ``Err``, no Python object and no GIL,
+for the host imports of a reducer call, transactions and recovery.  ``Table`` is the Python API
+over them: values are checked by ``RowCodec`` and encoded, then written by the same functions,
+and rows are read back as tuples.  ``stdb._core.reference.Table`` is the pure-Python twin.
 """
 
 cimport cython
 from libc.stdint cimport uint64_t, uint32_t, int64_t, int32_t, int16_t, int8_t
-from libc.string cimport memcpy, memcmp
+from libc.string cimport memcpy, memcmp, memset
+from libc.stdio cimport snprintf
+from cpython.mem cimport PyMem_RawCalloc, PyMem_RawRealloc, PyMem_RawFree
 from cpython.bytes cimport PyBytes_FromStringAndSize, PyBytes_AS_STRING, PyBytes_GET_SIZE
 from cpython.unicode cimport PyUnicode_AsUTF8String
 
 from stdb._core.codec cimport (
-    RowCodec, ColumnType, check_value, int_range, encode_key, encode_key_into, encode_row_key,
-    encode_value, frame_at, buf_init, buf_free, buf_reserve, Buf,
-    T_I8, T_I16, T_I32, T_I64, T_U8, T_U16, T_U32, T_U64, T_F32, T_F64, T_TIMESTAMP, T_STRING, T_BYTES,
+    RowCodec, ColumnType, check_value, encode_key, encode_value, frame_at, buf_init, buf_free,
+    T_I8, T_I16, T_I32, T_I64, T_U8, T_U16, T_U32, T_U64, T_F32, T_F64, T_TIMESTAMP,
+    T_STRING, T_BYTES,
 )
-from stdb._core.page cimport Layout, Page, heap_values
-from stdb._core.index cimport KeySource, HashIndex, SortedIndex, hash_key, entry_of
-from stdb._core.codec import prefix_successor
+from stdb._core.rowbytes cimport (
+    CBuf, Err, E_UNIQUE, E_FULL, E_INTERNAL,
+    rowspec_new, rowspec_free, rb_check_row, rb_walk_row, rb_key_value, rb_repr_value, rb_width,
+    cbuf_put, cbuf_u8, cbuf_free, cbuf_reserve, err_nomem, raise_err,
+)
+from stdb._core.page cimport (
+    LayoutC, PageC, layout_new, layout_free, layout_heap_capacity, page_new, page_free, page_copy,
+    page_live, page_alloc_slot, page_has_room, rc_heap_need, page_write, page_rewrite,
+    page_release, page_heap_used, page_read_rc, page_key_col, page_read,
+)
+from stdb._core.index cimport (
+    hash_bytes, hidx_new, hidx_free, hidx_find, hidx_reserve, hidx_add, hidx_remove,
+)
+from stdb._core.ordered cimport (
+    OrdCursor, ord_new, ord_free, ord_add, ord_remove, ord_has_prefix, ord_seek,
+    ord_next, ord_memory,
+)
+from stdb._core.codec import int_range, prefix_successor
 
 from stdb.errors import ConstraintError, DataError, SchemaError, InternalError
 
-DEF SLOT_BITS = 16
-DEF SLOT_MASK = 0xFFFF
-DEF MAX_PAGES = 0xFFFFFE
-
 _OPS = ("==", "!=", "<", "<=", ">", ">=")
 
+
+# ================================================================ the native table API
+
+cdef int _row_key_cb(void* ctx, uint64_t rowid, int ino, CBuf* out) noexcept nogil:
+    return tbl_row_key(<TableC*>ctx, rowid, ino, out)
+
+
+cdef int tbl_row_key(TableC* t, uint64_t rowid, int ino, CBuf* out) noexcept nogil:
+    cdef PageC* p = tbl_page(t, rowid)
+    cdef IndexC* ix = &t.indexes[ino]
+    cdef int slot = rowid & SLOT_MASK
+    cdef int i
+    if p == NULL:
+        return -1
+    for i in range(ix.ncols):
+        if page_key_col(p, slot, ix.cols[i], out) < 0:
+            return -1
+    return 0
+
+
+cdef int tbl_key_of(TableC* t, int ino, const unsigned char* row, const Py_ssize_t* starts,
+                    CBuf* out) noexcept nogil:
+    cdef IndexC* ix = &t.indexes[ino]
+    cdef int i, c
+    for i in range(ix.ncols):
+        c = ix.cols[i]
+        if rb_key_value(&t.spec.cols[c], row + starts[c], out) < 0:
+            return -1
+    return 0
+
+
+cdef int _row_keys(TableC* t, const unsigned char* row, const Py_ssize_t* starts) noexcept nogil:
+    """Every index key of a row being written, into t.keys (t.keyoff[i] .. t.keyoff[i + 1])."""
+    cdef int i
+    t.keys.len = 0
+    for i in range(t.nindexes):
+        t.keyoff[i] = t.keys.len
+        if tbl_key_of(t, i, row, starts, &t.keys) < 0:
+            return -1
+    t.keyoff[t.nindexes] = t.keys.len
+    return 0
+
+
+cdef int _stored_keys(TableC* t, uint64_t rowid) noexcept nogil:
+    """Every index key of stored row ``rowid``, into t.oldkeys / t.oldkeyoff."""
+    cdef int i
+    t.oldkeys.len = 0
+    for i in range(t.nindexes):
+        t.oldkeyoff[i] = t.oldkeys.len
+        if tbl_row_key(t, rowid, i, &t.oldkeys) < 0:
+            return -1
+    t.oldkeyoff[t.nindexes] = t.oldkeys.len
+    return 0
+
+
+cdef inline bint _same_key(TableC* t, int i) noexcept nogil:
+    """Whether index ``i``'s key is the same in t.keys and t.oldkeys."""
+    cdef Py_ssize_t a = t.keyoff[i + 1] - t.keyoff[i]
+    cdef Py_ssize_t b = t.oldkeyoff[i + 1] - t.oldkeyoff[i]
+    return a == b and memcmp(t.keys.data + t.keyoff[i], t.oldkeys.data + t.oldkeyoff[i], a) == 0
+
+
+cdef inline int _entry(TableC* t, const unsigned char* key, Py_ssize_t n, uint64_t rowid) noexcept nogil:
+    """An ordered index entry, key ‖ row id (8 bytes big-endian), into t.entry."""
+    cdef int k
+    t.entry.len = 0
+    if cbuf_reserve(&t.entry, n + 8) < 0:
+        return -1
+    memcpy(t.entry.data, key, n)
+    for k in range(8):
+        t.entry.data[n + k] = <unsigned char>((rowid >> (8 * (7 - k))) & 0xFF)
+    t.entry.len = n + 8
+    return 0
+
+
+cdef inline uint64_t _entry_rowid(const unsigned char* e, Py_ssize_t n) noexcept nogil:
+    cdef uint64_t r = 0
+    cdef int k
+    for k in range(8):
+        r = (r << 8) | e[n - 8 + k]
+    return r
+
+
+cdef int _violation(TableC* t, int i, const unsigned char* row, const Py_ssize_t* starts,
+                    Err* e) noexcept nogil:
+    """The ConstraintError of a duplicate key of index ``i`` (the values of ``row``)."""
+    cdef IndexC* ix = &t.indexes[i]
+    cdef CBuf r
+    cdef int k, c
+    memset(&r, 0, sizeof(CBuf))
+    for k in range(ix.ncols):
+        c = ix.cols[k]
+        if k and cbuf_put(&r, b", ", 2) < 0:
+            break
+        if rb_repr_value(&t.spec.cols[c], row + starts[c], &r) < 0:
+            break
+    if r.len > 80:                  # as _key_repr: 77 characters and "..."
+        k = 77
+        while k > 0 and (r.data[k] & 0xC0) == 0x80:
+            k -= 1
+        r.len = k
+        cbuf_put(&r, b"...", 3)
+    cdef const char* txt = ""
+    if cbuf_u8(&r, 0) == 0:
+        txt = <const char*>r.data
+    e.code = E_UNIQUE
+    snprintf(e.msg, sizeof(e.msg), "table '%s': %s already has a row with key (%s)", t.spec.table,
+             ix.label, txt)
+    cbuf_free(&r)
+    return -1
+
+
+cdef int _check_unique(TableC* t, bint have_old, const unsigned char* row, const Py_ssize_t* starts,
+                       Err* e) noexcept nogil:
+    """Refuse a row whose key in a unique index is taken (with ``have_old``: keys equal to the
+    replaced row's are its own)."""
+    cdef int i
+    cdef IndexC* ix
+    cdef const unsigned char* k
+    cdef Py_ssize_t n
+    cdef int64_t r
+    for i in range(t.nindexes):
+        ix = &t.indexes[i]
+        if not ix.unique:
+            continue
+        if have_old and _same_key(t, i):
+            continue
+        k = t.keys.data + t.keyoff[i]
+        n = t.keyoff[i + 1] - t.keyoff[i]
+        if ix.kind == IX_HASH:
+            r = hidx_find(ix.hash, k, n, hash_bytes(k, n))
+            if r == -2:
+                return err_nomem(e)
+            if r >= 0:
+                return _violation(t, i, row, starts, e)
+        elif ord_has_prefix(ix.ord, k, n):
+            return _violation(t, i, row, starts, e)
+    return 0
+
+
+cdef int _reserve_hashes(TableC* t, Err* e) noexcept nogil:
+    cdef int i
+    for i in range(t.nindexes):
+        if t.indexes[i].kind == IX_HASH and hidx_reserve(t.indexes[i].hash, 1) < 0:
+            return err_nomem(e)
+    return 0
+
+
+cdef int _index_add(TableC* t, int i, const CBuf* keys, const Py_ssize_t* off, uint64_t rowid) noexcept nogil:
+    """Add ``rowid`` under its key in index ``i`` (hash indexes reserved first): 0, -1."""
+    cdef IndexC* ix = &t.indexes[i]
+    cdef const unsigned char* k = keys.data + off[i]
+    cdef Py_ssize_t n = off[i + 1] - off[i]
+    if ix.kind == IX_HASH:
+        hidx_add(ix.hash, hash_bytes(k, n), rowid)
+        return 0
+    if _entry(t, k, n, rowid) < 0:
+        return -1
+    return ord_add(ix.ord, t.entry.data, t.entry.len)
+
+
+cdef void _index_remove(TableC* t, int i, const CBuf* keys, const Py_ssize_t* off,
+                        uint64_t rowid) noexcept nogil:
+    cdef IndexC* ix = &t.indexes[i]
+    cdef const unsigned char* k = keys.data + off[i]
+    cdef Py_ssize_t n = off[i + 1] - off[i]
+    if ix.kind == IX_HASH:
+        hidx_remove(ix.hash, hash_bytes(k, n), rowid)
+    elif _entry(t, k, n, rowid) == 0:
+        ord_remove(ix.ord, t.entry.data, t.entry.len)
+
+
+cdef int _index_add_all(TableC* t, const CBuf* keys, const Py_ssize_t* off, uint64_t rowid,
+                        Err* e) noexcept nogil:
+    """Add ``rowid`` to every index; on failure (no memory) nothing stays added."""
+    cdef int i, j
+    for i in range(t.nindexes):
+        if _index_add(t, i, keys, off, rowid) < 0:
+            for j in range(i):
+                _index_remove(t, j, keys, off, rowid)
+            return err_nomem(e)
+    return 0
+
+
+cdef void _index_remove_all(TableC* t, const CBuf* keys, const Py_ssize_t* off,
+                            uint64_t rowid) noexcept nogil:
+    cdef int i
+    for i in range(t.nindexes):
+        _index_remove(t, i, keys, off, rowid)
+
+# ---------------------------------------------------------------- sequences
+
+cdef inline uint64_t _read_uint(const unsigned char* p, int w) noexcept nogil:
+    cdef uint64_t v = 0
+    memcpy(&v, p, w)
+    return v
+
+
+cdef inline bint _signed(int code) noexcept nogil:
+    return code == T_I8 or code == T_I16 or code == T_I32 or code == T_I64
+
+
+cdef inline int64_t _read_int(const unsigned char* p, int w) noexcept nogil:
+    cdef int8_t a
+    cdef int16_t b
+    cdef int32_t c
+    cdef int64_t d
+    if w == 1:
+        memcpy(&a, p, 1)
+        return a
+    if w == 2:
+        memcpy(&b, p, 2)
+        return b
+    if w == 4:
+        memcpy(&c, p, 4)
+        return c
+    memcpy(&d, p, 8)
+    return d
+
+
+cdef int _seq_fill(TableC* t, unsigned char* row, const Py_ssize_t* starts, bint assign,
+                   Err* e) noexcept nogil:
+    """The sequences after writing ``row`` into t.seq_new; with ``assign``, auto-increment
+    columns holding 0 get the next value, written into the row (the values as given are kept
+    in t.seq_saved for _seq_restore).  An exhausted sequence is E_FULL."""
+    cdef int k, w
+    cdef SeqC* s
+    cdef unsigned char* p
+    cdef uint64_t v
+    cdef bint at_or_past
+    memcpy(t.seq_new, t.seqs, sizeof(SeqC) * t.nseq)
+    for k in range(t.nseq):
+        s = &t.seq_new[k]
+        p = row + starts[s.col]
+        w = rb_width(s.code)
+        v = _read_uint(p, w)
+        t.seq_saved[k] = v
+        if assign and v == 0:
+            if s.over:
+                snprintf(e.msg, sizeof(e.msg), "table '%s', column '%s': auto-increment sequence is "
+                         "exhausted at %llu", t.spec.table, t.spec.names[s.col], <unsigned long long>s.max)
+                e.code = E_FULL
+                return -1
+            memcpy(p, &s.next, w)
+            v = s.next
+            if s.next == s.max:
+                s.over = True
+            else:
+                s.next += 1
+            continue
+        # an explicit value at or past the next one moves the sequence past it
+        if s.over:
+            continue
+        if _signed(s.code):
+            at_or_past = _read_int(p, w) >= <int64_t>s.next
+        else:
+            at_or_past = v >= s.next
+        if at_or_past:
+            if v == s.max:
+                s.over = True
+            else:
+                s.next = v + 1
+    return 0
+
+
+cdef void _seq_restore(TableC* t, unsigned char* row, const Py_ssize_t* starts) noexcept nogil:
+    cdef int k
+    for k in range(t.nseq):
+        memcpy(row + starts[t.seqs[k].col], &t.seq_saved[k], rb_width(t.seqs[k].code))
+
+# ---------------------------------------------------------------- placing rows
+
+cdef LayoutC* _new_page_layout(TableC* t) noexcept nogil:
+    """The layout for a new page: slots budgeted for the heap bytes rows have really used so
+    far (rounded up to 4 bytes a heap column), so pages fill their slots and their heap
+    together.  Layouts are shared between pages with the same budget."""
+    cdef LayoutC* L = t.layouts[0]
+    cdef Py_ssize_t est
+    if L.nheap == 0 or t.rows_seen < 64:
+        return L
+    est = (t.heap_seen + t.rows_seen * L.nheap - 1) // (t.rows_seen * L.nheap)
+    est = (est + 3) & ~3
+    if est < 4:
+        est = 4
+    if est > 1024:
+        est = 1024
+    if t.layouts[est // 4] == NULL:
+        t.layouts[est // 4] = layout_new(t.spec.cols, t.spec.ncols, <int>est)
+    return t.layouts[est // 4]
+
+
+cdef int _room_push(TableC* t, Py_ssize_t pno) noexcept nogil:
+    if t.in_room[pno]:
+        return 0
+    t.room[t.nroom] = pno          # room has pages_cap entries: never full
+    t.nroom += 1
+    t.in_room[pno] = 1
+    return 0
+
+
+cdef int _grow_pages(TableC* t) noexcept nogil:
+    """Room for one more page in pages / room / in_room."""
+    cdef Py_ssize_t cap
+    cdef PageC** np
+    cdef Py_ssize_t* nr
+    cdef unsigned char* ni
+    if t.npages < t.pages_cap:
+        return 0
+    cap = t.pages_cap * 2 if t.pages_cap else 4
+    np = <PageC**>PyMem_RawRealloc(t.pages, cap * sizeof(PageC*))
+    if np == NULL:
+        return -1
+    t.pages = np
+    nr = <Py_ssize_t*>PyMem_RawRealloc(t.room, cap * sizeof(Py_ssize_t))
+    if nr == NULL:
+        return -1
+    t.room = nr
+    ni = <unsigned char*>PyMem_RawRealloc(t.in_room, cap)
+    if ni == NULL:
+        return -1
+    memset(ni + t.pages_cap, 0, cap - t.pages_cap)
+    t.in_room = ni
+    t.pages_cap = cap
+    return 0
+
+
+cdef int _add_page(TableC* t, LayoutC* L, Py_ssize_t need) noexcept nogil:
+    """Append a new page; its number, or -1 (no memory), -2 (the table is full)."""
+    cdef PageC* p
+    cdef Py_ssize_t pno = t.npages
+    if pno > MAX_PAGES:
+        return -2
+    if L == NULL or _grow_pages(t) < 0:
+        return -1
+    p = page_new(L, need)
+    if p == NULL:
+        return -1
+    t.pages[pno] = p
+    t.in_room[pno] = 0
+    t.npages += 1
+    return <int>pno
+
+
+cdef int _place(TableC* t, const unsigned char* row, const Py_ssize_t* starts, Py_ssize_t need,
+                uint64_t* rowid, Err* e) noexcept nogil:
+    """Write a checked row into some page with room."""
+    cdef PageC* p
+    cdef Py_ssize_t pno
+    cdef int slot, got
+    cdef LayoutC* L
+    while t.nroom:
+        pno = t.room[t.nroom - 1]
+        p = t.pages[pno]
+        if page_has_room(p, need):
+            slot = page_alloc_slot(p)
+            if page_write(p, slot, row, starts, need) < 0:
+                return err_nomem(e)
+            rowid[0] = (<uint64_t>pno << SLOT_BITS) | slot
+            return 0
+        if p.count >= p.layout.capacity or need <= layout_heap_capacity(p.layout):
+            # full, or too little heap left for an ordinary row: stop offering it
+            t.nroom -= 1
+            t.in_room[pno] = 0
+        else:
+            break  # an oversized row: give it a page of its own below
+    L = _new_page_layout(t)
+    got = _add_page(t, L, need)
+    if got == -2:
+        e.code = E_FULL
+        snprintf(e.msg, sizeof(e.msg), "table '%s' is full (%zd pages)", t.spec.table, t.npages)
+        return -1
+    if got < 0:
+        return err_nomem(e)
+    pno = got
+    p = t.pages[pno]
+    if need <= layout_heap_capacity(L):
+        _room_push(t, pno)
+    slot = page_alloc_slot(p)
+    if page_write(p, slot, row, starts, need) < 0:
+        return err_nomem(e)
+    rowid[0] = (<uint64_t>pno << SLOT_BITS) | slot
+    return 0
+
+
+cdef void _unplace(TableC* t, uint64_t rowid) noexcept nogil:
+    cdef Py_ssize_t pno = rowid >> SLOT_BITS
+    page_release(t.pages[pno], rowid & SLOT_MASK)
+    _room_push(t, pno)
+
+# ---------------------------------------------------------------- writes
+
+cdef inline int _starts(TableC* t, const unsigned char* row, Py_ssize_t n, int flags, Err* e) noexcept nogil:
+    if flags & W_CHECK:
+        return rb_check_row(t.spec, t.spec.ncols, row, n, t.starts, (flags & W_UTF8) != 0, e)
+    return rb_walk_row(t.spec, row, n, t.starts, e)
+
+
+cdef int tbl_insert(TableC* t, unsigned char* row, Py_ssize_t n, int flags, uint64_t* rowid,
+                    Err* e) noexcept nogil:
+    cdef Py_ssize_t need
+    cdef uint64_t rid
+    if _starts(t, row, n, flags, e) < 0:
+        return -1
+    cdef bint assign = t.nseq and (flags & W_ASSIGN)
+    if t.nseq and _seq_fill(t, row, t.starts, assign, e) < 0:
+        return -1
+    if _row_keys(t, row, t.starts) < 0 or _reserve_hashes(t, e) < 0:
+        if assign:
+            _seq_restore(t, row, t.starts)
+        return err_nomem(e)
+    if _check_unique(t, False, row, t.starts, e) < 0:
+        if assign:
+            _seq_restore(t, row, t.starts)
+        return -1
+    need = rc_heap_need(t.spec.cols, t.spec.ncols, row, t.starts)
+    if _place(t, row, t.starts, need, &rid, e) < 0:
+        if assign:
+            _seq_restore(t, row, t.starts)
+        return -1
+    if _index_add_all(t, &t.keys, t.keyoff, rid, e) < 0:
+        _unplace(t, rid)
+        if assign:
+            _seq_restore(t, row, t.starts)
+        return -1
+    t.nrows += 1
+    t.rows_seen += 1
+    t.heap_seen += need
+    if t.nseq:
+        memcpy(t.seqs, t.seq_new, sizeof(SeqC) * t.nseq)
+    rowid[0] = rid
+    return 0
+
+
+cdef int tbl_insert_at(TableC* t, uint64_t rowid, const unsigned char* row, Py_ssize_t n,
+                       Err* e) noexcept nogil:
+    """Put a row back at a free ``rowid`` (rollback); the sequences are unchanged."""
+    cdef Py_ssize_t pno = rowid >> SLOT_BITS, need
+    cdef int slot = rowid & SLOT_MASK
+    cdef PageC* p
+    cdef int got
+    if rb_walk_row(t.spec, row, n, t.starts, e) < 0:
+        return -1
+    if _row_keys(t, row, t.starts) < 0 or _reserve_hashes(t, e) < 0:
+        return err_nomem(e)
+    if _check_unique(t, False, row, t.starts, e) < 0:
+        return -1
+    need = rc_heap_need(t.spec.cols, t.spec.ncols, row, t.starts)
+    while pno >= t.npages:
+        got = _add_page(t, t.layouts[0], 0)
+        if got < 0:
+            return err_nomem(e)
+        _room_push(t, got)
+    p = t.pages[pno]
+    if slot >= p.layout.capacity or page_live(p, slot):
+        e.code = E_INTERNAL
+        snprintf(e.msg, sizeof(e.msg), "table '%s': row id %llu is not free", t.spec.table,
+                 <unsigned long long>rowid)
+        return -1
+    if p.heap_top - p.heap_dead + need > p.size:
+        e.code = E_INTERNAL
+        snprintf(e.msg, sizeof(e.msg), "table '%s': row does not fit back at id %llu", t.spec.table,
+                 <unsigned long long>rowid)
+        return -1
+    if page_write(p, slot, row, t.starts, need) < 0:
+        return err_nomem(e)
+    if _index_add_all(t, &t.keys, t.keyoff, rowid, e) < 0:
+        page_release(p, slot)
+        return -1
+    t.nrows += 1
+    if p.count < p.layout.capacity:
+        _room_push(t, pno)
+    return 0
+
+
+cdef int _no_row(TableC* t, uint64_t rowid, Err* e) noexcept nogil:
+    e.code = E_INTERNAL
+    snprintf(e.msg, sizeof(e.msg), "table '%s': no row at id %llu", t.spec.table, <unsigned long long>rowid)
+    return -1
+
+
+cdef int tbl_delete(TableC* t, uint64_t rowid, Err* e) noexcept nogil:
+    if tbl_page(t, rowid) == NULL:
+        return _no_row(t, rowid, e)
+    if _stored_keys(t, rowid) < 0:
+        return err_nomem(e)
+    _index_remove_all(t, &t.oldkeys, t.oldkeyoff, rowid)
+    _unplace(t, rowid)
+    t.nrows -= 1
+    return 0
+
+
+cdef int tbl_update(TableC* t, uint64_t rowid, unsigned char* row, Py_ssize_t n, int flags,
+                    uint64_t* newid, Err* e) noexcept nogil:
+    """Replace the row at ``rowid`` in place where it fits, else move it (``newid``).  Auto-
+    increment columns are taken as given (an explicit value moves the sequence past it)."""
+    cdef PageC* p = tbl_page(t, rowid)
+    cdef int slot = rowid & SLOT_MASK
+    cdef int i, r
+    cdef Py_ssize_t need
+    cdef uint64_t nid
+    cdef IndexC* ix
+    if p == NULL:
+        return _no_row(t, rowid, e)
+    if _starts(t, row, n, flags, e) < 0:
+        return -1
+    if t.nseq and _seq_fill(t, row, t.starts, False, e) < 0:
+        return -1
+    if _row_keys(t, row, t.starts) < 0 or _stored_keys(t, rowid) < 0 or _reserve_hashes(t, e) < 0:
+        return err_nomem(e)
+    if _check_unique(t, True, row, t.starts, e) < 0:
+        return -1
+    need = rc_heap_need(t.spec.cols, t.spec.ncols, row, t.starts)
+    # in place: first the new entries of ordered indexes whose key changes (the only step that
+    # can fail), then the page, then everything else (which cannot fail)
+    for i in range(t.nindexes):
+        ix = &t.indexes[i]
+        if ix.kind == IX_ORD and not _same_key(t, i) and _index_add(t, i, &t.keys, t.keyoff, rowid) < 0:
+            for r in range(i):
+                if t.indexes[r].kind == IX_ORD and not _same_key(t, r):
+                    _index_remove(t, r, &t.keys, t.keyoff, rowid)
+            return err_nomem(e)
+    r = page_rewrite(p, slot, row, t.starts)
+    if r == 1:
+        for i in range(t.nindexes):
+            if _same_key(t, i):
+                continue
+            _index_remove(t, i, &t.oldkeys, t.oldkeyoff, rowid)
+            if t.indexes[i].kind == IX_HASH:
+                _index_add(t, i, &t.keys, t.keyoff, rowid)
+        nid = rowid
+    else:
+        for i in range(t.nindexes):        # the ordered entries added above go again
+            if t.indexes[i].kind == IX_ORD and not _same_key(t, i):
+                _index_remove(t, i, &t.keys, t.keyoff, rowid)
+        if r < 0:
+            return err_nomem(e)
+        # does not fit this page any more: move the row (the new place and its entries first)
+        if _place(t, row, t.starts, need, &nid, e) < 0:
+            return -1
+        if _index_add_all(t, &t.keys, t.keyoff, nid, e) < 0:
+            _unplace(t, nid)
+            return -1
+        _index_remove_all(t, &t.oldkeys, t.oldkeyoff, rowid)
+        _unplace(t, rowid)
+    if t.nseq:
+        memcpy(t.seqs, t.seq_new, sizeof(SeqC) * t.nseq)
+    newid[0] = nid
+    return 0
+
+# ---------------------------------------------------------------- reads
+
+cdef int tbl_get(TableC* t, uint64_t rowid, CBuf* out) noexcept nogil:
+    cdef PageC* p = tbl_page(t, rowid)
+    if p == NULL:
+        return -1
+    return page_read_rc(p, rowid & SLOT_MASK, out)
+
+
+cdef int64_t tbl_find(TableC* t, int ino, const unsigned char* key, Py_ssize_t n) noexcept nogil:
+    cdef IndexC* ix = &t.indexes[ino]
+    cdef OrdCursor c
+    cdef const unsigned char* e
+    cdef Py_ssize_t en
+    if ix.kind == IX_HASH:
+        return hidx_find(ix.hash, key, n, hash_bytes(key, n))
+    ord_seek(ix.ord, key, n, &c)
+    if ord_next(ix.ord, &c, &e, &en) and en >= n + 8 and memcmp(e, key, n) == 0:
+        return <int64_t>_entry_rowid(e, en)
+    return -1
+
+
+cdef int tbl_seek(TableC* t, int ino, const unsigned char* key, Py_ssize_t n, IdList* out) noexcept nogil:
+    """Row ids whose key of index ``ino`` starts with ``key`` (a whole key, or for an ordered
+    index a prefix of its columns), in index order."""
+    cdef IndexC* ix = &t.indexes[ino]
+    cdef OrdCursor c
+    cdef const unsigned char* e
+    cdef Py_ssize_t en
+    cdef int64_t r
+    if ix.kind == IX_HASH:
+        r = hidx_find(ix.hash, key, n, hash_bytes(key, n))
+        if r == -2:
+            return -1
+        return idl_push(out, <uint64_t>r) if r >= 0 else 0
+    ord_seek(ix.ord, key, n, &c)
+    while ord_next(ix.ord, &c, &e, &en):
+        if en < n or memcmp(e, key, n) != 0:
+            break
+        if idl_push(out, _entry_rowid(e, en)) < 0:
+            return -1
+    return 0
+
+
+cdef inline bint _below(const unsigned char* a, Py_ssize_t an, const unsigned char* b,
+                        Py_ssize_t bn) noexcept nogil:
+    """a < b as Python orders bytes."""
+    cdef int c = memcmp(a, b, an if an < bn else bn)
+    return c < 0 or (c == 0 and an < bn)
+
+
+cdef int tbl_range(TableC* t, int ino, const unsigned char* start, Py_ssize_t sn,
+                   const unsigned char* end, Py_ssize_t en, Py_ssize_t limit, IdList* out) noexcept nogil:
+    cdef IndexC* ix = &t.indexes[ino]
+    cdef OrdCursor c
+    cdef const unsigned char* e
+    cdef Py_ssize_t n
+    if limit == 0:
+        return 0
+    ord_seek(ix.ord, start, sn, &c)
+    while ord_next(ix.ord, &c, &e, &n):
+        if en and not _below(e, n, end, en):
+            break
+        if idl_push(out, _entry_rowid(e, n)) < 0:
+            return -1
+        if out.n == limit:
+            break
+    return 0
+
+
+cdef int tbl_rowids(TableC* t, IdList* out) noexcept nogil:
+    cdef Py_ssize_t pno
+    cdef int s
+    cdef PageC* p
+    for pno in range(t.npages):
+        p = t.pages[pno]
+        for s in range(p.high):
+            if page_live(p, s) and idl_push(out, (<uint64_t>pno << SLOT_BITS) | s) < 0:
+                return -1
+    return 0
+
+
+cdef inline int _is_row(TableC* t, uint64_t rowid, const unsigned char* row, Py_ssize_t n) noexcept nogil:
+    """1 when stored row ``rowid`` is exactly these bytes, 0 when not, -1 out of memory."""
+    t.scratch.len = 0
+    if tbl_get(t, rowid, &t.scratch) < 0:
+        return -1
+    return t.scratch.len == n and memcmp(t.scratch.data, row, n) == 0
+
+
+cdef int64_t tbl_find_row(TableC* t, const unsigned char* row, Py_ssize_t n, Err* e) noexcept nogil:
+    """By its primary key (or first index) where the table has one, else by a scan."""
+    cdef IdList ids
+    cdef Py_ssize_t i
+    cdef int64_t found = -1
+    cdef int m
+    memset(&ids, 0, sizeof(IdList))
+    if rb_walk_row(t.spec, row, n, t.starts, e) < 0:
+        return -2
+    if t.nindexes:
+        t.keys.len = 0
+        if tbl_key_of(t, 0, row, t.starts, &t.keys) < 0 or \
+                tbl_seek(t, 0, t.keys.data, t.keys.len, &ids) < 0:
+            idl_free(&ids)
+            err_nomem(e)
+            return -2
+    elif tbl_rowids(t, &ids) < 0:
+        idl_free(&ids)
+        err_nomem(e)
+        return -2
+    for i in range(ids.n):
+        m = _is_row(t, ids.ids[i], row, n)
+        if m < 0:
+            err_nomem(e)
+            found = -2
+            break
+        if m:
+            found = <int64_t>ids.ids[i]
+            break
+    idl_free(&ids)
+    return found
+
+# ---------------------------------------------------------------- life
+
+cdef void tbl_free(TableC* t) noexcept:
+    cdef int i
+    cdef Py_ssize_t p
+    if t == NULL:
+        return
+    for p in range(t.npages):
+        page_free(t.pages[p])
+    PyMem_RawFree(t.pages)
+    PyMem_RawFree(t.room)
+    PyMem_RawFree(t.in_room)
+    for i in range(NLAYOUTS):
+        layout_free(t.layouts[i])
+    if t.indexes != NULL:
+        for i in range(t.nindexes):
+            hidx_free(t.indexes[i].hash)
+            ord_free(t.indexes[i].ord)
+            PyMem_RawFree(t.indexes[i].cols)
+            PyMem_RawFree(t.indexes[i].label)
+        PyMem_RawFree(t.indexes)
+    PyMem_RawFree(t.seqs)
+    PyMem_RawFree(t.seq_new)
+    PyMem_RawFree(t.seq_saved)
+    cbuf_free(&t.keys)
+    cbuf_free(&t.oldkeys)
+    cbuf_free(&t.entry)
+    cbuf_free(&t.scratch)
+    PyMem_RawFree(t.keyoff)
+    PyMem_RawFree(t.oldkeyoff)
+    PyMem_RawFree(t.starts)
+    rowspec_free(t.spec)
+    PyMem_RawFree(t)
+
+
+cdef void* _alloc(size_t n) except NULL:
+    cdef void* p = PyMem_RawCalloc(1, n if n else 1)
+    if p == NULL:
+        raise MemoryError()
+    return p
+
+
+cdef TableC* _table_new(schema, RowCodec codec) except NULL:
+    cdef TableC* t = <TableC*>_alloc(sizeof(TableC))
+    cdef int i, k, ni
+    cdef IndexC* ix
+    cdef bytes label
+    try:
+        t.spec = rowspec_new(schema.name, codec.names, codec.types)
+        t.layouts[0] = layout_new(t.spec.cols, t.spec.ncols, 0)
+        if t.layouts[0] == NULL:
+            raise MemoryError()
+        defs = list(schema.all_indexes())
+        ni = len(defs)
+        t.indexes = <IndexC*>_alloc(sizeof(IndexC) * ni)
+        t.nindexes = ni
+        for i, d in enumerate(defs):
+            ix = &t.indexes[i]
+            cols = [schema.column_index(c) for c in d.columns]
+            ix.ncols = len(cols)
+            ix.cols = <int*>_alloc(sizeof(int) * len(cols))
+            for k in range(len(cols)):
+                ix.cols[k] = cols[k]
+            ix.unique = d.unique
+            what = "primary key" if d.name == "pk" else f"unique index '{d.name}'"
+            label = f"{what} ({', '.join(d.columns)})".encode()
+            ix.label = <char*>_alloc(len(label) + 1)
+            memcpy(ix.label, <char*>label, len(label))
+            if d.kind == "hash" and d.unique:
+                ix.kind = IX_HASH
+                ix.hash = hidx_new(t, _row_key_cb, i)
+                if ix.hash == NULL:
+                    raise MemoryError()
+            else:
+                ix.kind = IX_ORD
+                ix.ord = ord_new()
+                if ix.ord == NULL:
+                    raise MemoryError()
+        t.keyoff = <Py_ssize_t*>_alloc(sizeof(Py_ssize_t) * (ni + 1))
+        t.oldkeyoff = <Py_ssize_t*>_alloc(sizeof(Py_ssize_t) * (ni + 1))
+        t.starts = <Py_ssize_t*>_alloc(sizeof(Py_ssize_t) * (t.spec.ncols + 1))
+        seq = [i for i, c in enumerate(schema.columns) if c.auto_inc]
+        t.nseq = len(seq)
+        t.seqs = <SeqC*>_alloc(sizeof(SeqC) * len(seq))
+        t.seq_new = <SeqC*>_alloc(sizeof(SeqC) * len(seq))
+        t.seq_saved = <uint64_t*>_alloc(sizeof(uint64_t) * len(seq))
+        for k, c in enumerate(seq):
+            t.seqs[k].col = c
+            t.seqs[k].code = t.spec.cols[c].code
+            t.seqs[k].next = 1
+            t.seqs[k].max = int_range(t.spec.cols[c].code)[1]
+            t.seqs[k].over = False
+    except BaseException:
+        tbl_free(t)
+        raise
+    return t
+
+
+# ================================================================ the Python API
 
 cdef str _key_repr(tuple values):
     r = ", ".join(repr(v) for v in values)
     return r if len(r) <= 80 else r[:77] + "..."
 
 
+cdef inline int _check(int r, Err* e) except -1:
+    if r < 0:
+        raise_err(e)
+    return 0
+
+
+cdef list _ids(IdList* l):
+    cdef Py_ssize_t i
+    cdef list out = [l.ids[i] for i in range(l.n)]
+    idl_free(l)
+    return out
+
+
 @cython.final
-cdef class Table(KeySource):
+cdef class Table:
     """The rows of one table and its indexes.  See ``stdb._core.reference.Table`` for the twin."""
 
     def __cinit__(self, *args, **kwargs):
-        buf_init(&self.keybuf, 64)
+        buf_init(&self.buf, 256)
 
     def __dealloc__(self):
-        buf_free(&self.keybuf)
+        buf_free(&self.buf)
+        tbl_free(self.c)
+        self.c = NULL
 
     def __init__(self, schema):
         cdef int i
+        if self.c != NULL:
+            raise InternalError("Table.__init__ called twice")
         self.schema = schema
         self.name = schema.name
         self.codec = RowCodec(schema.name, schema.column_names, schema.column_types)
-        self.layout = Layout(self.codec.types)
-        self.pages = []
-        self.layouts = {self.layout.heap_estimate: self.layout}
-        self.rows_seen = 0
-        self.heap_seen = 0
-        self.room = []
-        self.in_room = bytearray()
-        self.indexes = []
         self.index_defs = list(schema.all_indexes())
-        self.index_cols = []
         self.index_types = []
         self.index_no = {}
-        self.index_unique = [ix.unique for ix in self.index_defs]
         for i, ix in enumerate(self.index_defs):
             cols = tuple(schema.column_index(c) for c in ix.columns)
-            self.index_cols.append(cols)
             self.index_types.append(tuple(self.codec.types[c] for c in cols))
             self.index_no[ix.name] = i
-            if ix.kind == "hash" and ix.unique:
-                self.indexes.append(HashIndex(ix.name, self, i))
-            else:
-                self.indexes.append(SortedIndex(ix.name, ix.unique))
-        self.seq_cols = []
-        self.seq_next = []
-        self.seq_max = []
-        for i, c in enumerate(schema.columns):
-            if c.auto_inc:
-                self.seq_cols.append(i)
-                self.seq_next.append(1)
-                self.seq_max.append(int_range(c.type.code)[1])
+        self.c = _table_new(schema, self.codec)
+        self.c.owner = <void*>self
 
     # ------------------------------------------------------------ plumbing
 
-    cdef inline Page _page(self, uint64_t rowid):
-        cdef uint64_t pno = rowid >> SLOT_BITS
-        cdef int slot = rowid & SLOT_MASK
-        cdef Page page
-        if pno >= <uint64_t>len(self.pages):
-            return None
-        page = self.pages[pno]
-        if slot >= page.layout.capacity or not page.live(slot):
-            return None
-        return page
-
-    cdef int _row_key_into(self, uint64_t rowid, int ino) except -1:
-        """Build the key of stored row ``rowid`` for index ``ino`` in ``keybuf``."""
-        cdef Page page = self._page(rowid)
-        if page is None:
-            raise InternalError(f"table '{self.name}': index points at missing row {rowid}")
-        cdef int slot = rowid & SLOT_MASK
-        cdef tuple cols = self.index_cols[ino]
+    cdef const unsigned char* _encode_into(self, tuple row, Py_ssize_t* n) except NULL:
+        """Encode a checked row into self.buf."""
         cdef Py_ssize_t i
-        self.keybuf.len = 0
-        for i in range(len(cols)):
-            if page.key_col(slot, <int>cols[i], &self.keybuf):
-                # a type the page cannot key directly: go through the Python values
-                return encode_key_into(self.index_types[ino],
-                                       tuple([page.read_col(slot, c) for c in cols]), &self.keybuf)
-        return 0
+        cdef tuple types = self.codec.types
+        self.buf.len = 0
+        for i in range(len(types)):
+            encode_value(<ColumnType>types[i], row[i], &self.buf)
+        n[0] = self.buf.len
+        return self.buf.data
 
-    cdef bytes row_key(self, uint64_t rowid, int ino):
-        self._row_key_into(rowid, ino)
-        return PyBytes_FromStringAndSize(<char*>self.keybuf.data, self.keybuf.len)
+    cdef bytes _encode(self, tuple row):
+        cdef Py_ssize_t n
+        cdef const unsigned char* p = self._encode_into(row, &n)
+        return PyBytes_FromStringAndSize(<const char*>p, n)
 
-    cdef bint key_matches(self, uint64_t rowid, int ino, bytes key) except -1:
-        self._row_key_into(rowid, ino)
-        return (self.keybuf.len == PyBytes_GET_SIZE(key)
-                and memcmp(self.keybuf.data, PyBytes_AS_STRING(key), self.keybuf.len) == 0)
+    def row_bytes(self, uint64_t rowid):
+        """The row stored at ``rowid`` in the row codec (InternalError if there is none)."""
+        cdef CBuf out
+        memset(&out, 0, sizeof(CBuf))
+        try:
+            if tbl_page(self.c, rowid) == NULL:
+                raise InternalError(f"table '{self.name}': no row at id {rowid}")
+            if tbl_get(self.c, rowid, &out) < 0:
+                raise MemoryError()
+            return PyBytes_FromStringAndSize(<char*>out.data, out.len) if out.len else b""
+        finally:
+            cbuf_free(&out)
 
-    cdef tuple _keys(self, tuple row):
-        cdef Py_ssize_t i, n = len(self.indexes)
-        cdef tuple out = PyTuple_New(n)
-        for i in range(n):
-            k = encode_row_key(self.index_types[i], self.index_cols[i], row, &self.keybuf)
-            Py_INCREF(k)
-            PyTuple_SET_ITEM(out, i, k)
-        return out
-
-    cdef int _check_unique(self, tuple keys, tuple old_keys, tuple row) except -1:
-        cdef int i
-        cdef bytes k
-        cdef bint found
-        for i in range(len(self.indexes)):
-            if not self.index_unique[i]:
-                continue
-            k = keys[i]
-            if old_keys is not None and old_keys[i] == k:
-                continue
-            idx = self.indexes[i]
-            if isinstance(idx, HashIndex):
-                found = (<HashIndex>idx).find(k, hash_key(k)) >= 0
-            else:
-                found = (<SortedIndex>idx).has_prefix(k)
-            if found:
-                ix = self.index_defs[i]
-                what = "primary key" if ix.name == "pk" else f"unique index '{ix.name}'"
-                key = _key_repr(tuple([row[c] for c in self.index_cols[i]]))
-                raise ConstraintError(f"table '{self.name}': {what} ({', '.join(ix.columns)}) "
-                                      f"already has a row with key ({key})")
-        return 0
-
-    cdef int _index_add(self, tuple keys, uint64_t rowid) except -1:
-        cdef int i
-        cdef bytes k
-        for i in range(len(self.indexes)):
-            k = keys[i]
-            idx = self.indexes[i]
-            if isinstance(idx, HashIndex):
-                (<HashIndex>idx).add(k, hash_key(k), rowid)
-            else:
-                (<SortedIndex>idx).add(entry_of(k, rowid))
-        return 0
-
-    cdef int _index_remove(self, tuple keys, uint64_t rowid) except -1:
-        cdef int i
-        cdef bytes k
-        for i in range(len(self.indexes)):
-            k = keys[i]
-            idx = self.indexes[i]
-            if isinstance(idx, HashIndex):
-                (<HashIndex>idx).remove(k, hash_key(k), rowid)
-            else:
-                (<SortedIndex>idx).remove(entry_of(k, rowid))
-        return 0
-
-    cdef Layout _new_page_layout(self):
-        """The layout for a new page: slots budgeted for the heap bytes rows have really used
-        so far (rounded up to 4 bytes a heap column), so pages fill their slots and their heap
-        together.  Layouts are shared between pages with the same budget."""
-        cdef Layout L = self.layout
-        cdef int est
-        if L.nheap == 0 or self.rows_seen < 64:
-            return L
-        est = <int>((self.heap_seen + self.rows_seen * L.nheap - 1) // (self.rows_seen * L.nheap))
-        est = min(max((est + 3) & ~3, 4), 1024)
-        layout = self.layouts.get(est)
-        if layout is None:
-            layout = Layout(self.codec.types, est)
-            self.layouts[est] = layout
-        return layout
-
-    cdef uint64_t _place(self, tuple row, list heap, Py_ssize_t need) except? 0xFFFFFFFFFFFFFFFF:
-        """Write a checked row into some page with room; return its row id."""
-        cdef Page page
-        cdef Py_ssize_t pno
-        cdef int slot
-        while self.room:
-            pno = self.room[len(self.room) - 1]
-            page = self.pages[pno]
-            if page.has_room(need):
-                slot = page.alloc_slot()
-                page.write(slot, row, heap)
-                return (<uint64_t>pno << SLOT_BITS) | slot
-            if page.count >= page.layout.capacity or need <= page.layout.heap_capacity:
-                # full, or too little heap left for an ordinary row: stop offering it
-                self.room.pop()
-                self.in_room[pno] = 0
-            else:
-                break  # an oversized row: give it a page of its own below
-        pno = len(self.pages)
-        if pno > MAX_PAGES:
-            raise DataError(f"table '{self.name}' is full ({pno} pages)")
-        layout = self._new_page_layout()
-        page = Page(layout, need)
-        self.pages.append(page)
-        self.in_room.append(0)
-        if need <= layout.heap_capacity:
-            self.room.append(pno)
-            self.in_room[pno] = 1
-        slot = page.alloc_slot()
-        page.write(slot, row, heap)
-        return (<uint64_t>pno << SLOT_BITS) | slot
+    @property
+    def nrows(self):
+        return self.c.nrows
 
     # ------------------------------------------------------------ reads
 
     def __len__(self):
-        return self.nrows
+        return self.c.nrows
 
     cpdef tuple get(self, uint64_t rowid):
         """The row stored at ``rowid`` (InternalError if there is none)."""
-        cdef Page page = self._page(rowid)
-        if page is None:
+        cdef PageC* p = tbl_page(self.c, rowid)
+        if p == NULL:
             raise InternalError(f"table '{self.name}': no row at id {rowid}")
-        return page.read(rowid & SLOT_MASK)
+        return page_read(p, rowid & SLOT_MASK)
 
     def contains(self, uint64_t rowid):
-        return self._page(rowid) is not None
+        return tbl_page(self.c, rowid) != NULL
 
     def scan(self):
         """Yield ``(rowid, row)`` for every row, in storage order."""
-        return _scan_pages(self.pages)
+        cdef Py_ssize_t pno
+        cdef int s
+        cdef PageC* p
+        pno = 0
+        while pno < self.c.npages:
+            p = self.c.pages[pno]
+            s = 0
+            while s < p.high:
+                if page_live(p, s):
+                    yield (<uint64_t>pno << SLOT_BITS) | s, page_read(p, s)
+                    p = self.c.pages[pno]      # the caller may have changed the table
+                s += 1
+            pno += 1
 
     def framed_chunks(self, Py_ssize_t limit):
         """The rows as snapshot chunks (see ``_framed_chunks``).  On a live table, only from
-        the thread that changes it: the encoder lets other threads run every 1024 rows, and
-        rows changed meanwhile would make the chunks a mix of two states (``frozen()`` first)."""
-        return _framed_chunks(self.pages, self.codec, limit)
+        the thread that changes it (rows changed meanwhile would make the chunks a mix of two
+        states: ``frozen()`` first)."""
+        return _framed_chunks(self.c.pages, self.c.npages, limit)
 
     def load_framed(self, data):
         """Insert every row of a snapshot chunk — each row in the row codec after its length
-        (u32 little-endian) — exactly as given, like ``load`` (no auto-increment assignment);
-        decoded rows are valid by construction.  Returns the number of rows."""
+        (u32 little-endian) — exactly as given, like ``load`` (no auto-increment assignment),
+        each row checked as the row codec's decoder checks it.  Returns the number of rows."""
         cdef const unsigned char[:] v = data
         cdef Py_ssize_t n = v.shape[0], pos = 0, count = 0
         cdef uint32_t ln
-        cdef RowCodec codec = self.codec
         cdef const unsigned char* p
+        cdef uint64_t rid
+        cdef Err e
         if n == 0:
             return 0
         p = &v[0]
@@ -268,7 +958,8 @@ cdef class Table(KeySource):
                 raise DataError(f"table '{self.name}': a snapshot chunk ends inside a row length")
             if pos == -2:
                 raise DataError(f"table '{self.name}': a snapshot chunk ends inside a row")
-            self._insert(codec._decode(p + pos, ln), False, False)
+            if tbl_insert(self.c, <unsigned char*>p + pos, ln, W_CHECK | W_UTF8, &rid, &e) < 0:
+                raise_err(&e)
             pos += ln
             count += 1
         return count
@@ -280,16 +971,12 @@ cdef class Table(KeySource):
 
     def rowids(self):
         """Every row id, in storage order."""
-        cdef Page page
-        cdef int s
-        cdef Py_ssize_t pno
-        cdef list out = []
-        for pno in range(len(self.pages)):
-            page = self.pages[pno]
-            for s in range(page.high):
-                if page.live(s):
-                    out.append((<uint64_t>pno << SLOT_BITS) | s)
-        return out
+        cdef IdList ids
+        memset(&ids, 0, sizeof(IdList))
+        if tbl_rowids(self.c, &ids) < 0:
+            idl_free(&ids)
+            raise MemoryError()
+        return _ids(&ids)
 
     def rows(self, rowids):
         """The rows at ``rowids``, in that order."""
@@ -326,13 +1013,14 @@ cdef class Table(KeySource):
         A btree index also takes a prefix of its columns.
         """
         cdef int i = self._index(index)
-        idx = self.indexes[i]
-        if isinstance(idx, HashIndex):
-            k = self._index_key(i, key, False)
-            r = (<HashIndex>idx).find(k, hash_key(k))
-            return [] if r < 0 else [<uint64_t>r]
+        cdef bytes k
+        cdef IdList ids
         k = self._index_key(i, key, self.index_defs[i].kind == "btree")
-        return (<SortedIndex>idx).rowids_with_prefix(k)
+        memset(&ids, 0, sizeof(IdList))
+        if tbl_seek(self.c, i, <const unsigned char*>PyBytes_AS_STRING(k), PyBytes_GET_SIZE(k), &ids) < 0:
+            idl_free(&ids)
+            raise MemoryError()
+        return _ids(&ids)
 
     def range(self, str index, lo=None, hi=None, bint lo_inclusive=True, bint hi_inclusive=True,
               Py_ssize_t limit=-1):
@@ -342,6 +1030,8 @@ cdef class Table(KeySource):
         None for unbounded; a bound on a prefix compares only those columns.
         """
         cdef int i = self._index(index)
+        cdef bytes start, end
+        cdef IdList ids
         if self.index_defs[i].kind != "btree":
             raise SchemaError(f"table '{self.name}': index '{index}' is a hash index; "
                               "range scans need a btree index")
@@ -359,7 +1049,12 @@ cdef class Table(KeySource):
                 return []
             if end and start >= end:
                 return []
-        return (<SortedIndex>self.indexes[i]).rowids_between(start, end, limit)
+        memset(&ids, 0, sizeof(IdList))
+        if tbl_range(self.c, i, <const unsigned char*>PyBytes_AS_STRING(start), len(start),
+                     <const unsigned char*>PyBytes_AS_STRING(end), len(end), limit, &ids) < 0:
+            idl_free(&ids)
+            raise MemoryError()
+        return _ids(&ids)
 
     def scan_where(self, str column, str op, value):
         """Row ids whose ``column op value`` holds (op one of == != < <= > >=), by a
@@ -369,7 +1064,7 @@ cdef class Table(KeySource):
         ``value`` must be a valid value of the column's type (DataError otherwise); with an
         option column, None compares equal to None and false under the ordering operators."""
         cdef int col = self.schema.column_index(column)
-        cdef int code = self.layout.code[col]
+        cdef int code = self.c.spec.cols[col].code
         if op not in _OPS:
             raise DataError(f"unknown comparison {op!r}", hint="use one of " + " ".join(_OPS))
         cdef int opn = _OPS.index(op)
@@ -379,15 +1074,15 @@ cdef class Table(KeySource):
         except DataError as e:
             raise DataError(f"table '{self.name}', column '{column}': {e.detail}") from None
         if code in (T_I8, T_I16, T_I32, T_I64, T_TIMESTAMP):
-            return self._scan_signed(col, opn, value)
+            return _scan_signed(self.c, col, opn, value)
         if code in (T_U8, T_U16, T_U32, T_U64):
-            return self._scan_unsigned(col, opn, value)
+            return _scan_unsigned(self.c, col, opn, value)
         if code in (T_F32, T_F64):
-            return self._scan_float(col, opn, value)
+            return _scan_float(self.c, col, opn, value)
         if code == T_STRING:
-            return self._scan_heap(col, opn, PyUnicode_AsUTF8String(value))
+            return _scan_heap(self.c, col, opn, PyUnicode_AsUTF8String(value))
         if code == T_BYTES:
-            return self._scan_heap(col, opn, value)
+            return _scan_heap(self.c, col, opn, value)
         # anything else: compare Python values
         out = []
         for rowid, row in self.scan():
@@ -395,246 +1090,101 @@ cdef class Table(KeySource):
                 out.append(rowid)
         return out
 
-    cdef list _scan_signed(self, int col, int opn, int64_t x):
-        cdef Page page
-        cdef Py_ssize_t pno
-        cdef int s, w = self.layout.width[col]
-        cdef const unsigned char* base
-        cdef int64_t v
-        cdef int8_t v8
-        cdef int16_t v16
-        cdef int32_t v32
-        cdef list out = []
-        for pno in range(len(self.pages)):
-            page = self.pages[pno]
-            base = page.data + page.layout.offset[col]
-            for s in range(page.high):
-                if not page.live(s):
-                    continue
-                if w == 8:
-                    memcpy(&v, base + s * 8, 8)
-                elif w == 4:
-                    memcpy(&v32, base + s * 4, 4)
-                    v = v32
-                elif w == 2:
-                    memcpy(&v16, base + s * 2, 2)
-                    v = v16
-                else:
-                    memcpy(&v8, base + s, 1)
-                    v = v8
-                if _holds(opn, v, x):
-                    out.append((<uint64_t>pno << SLOT_BITS) | s)
-        return out
-
-    cdef list _scan_heap(self, int col, int opn, bytes x):
-        # UTF-8 orders strings as their code points do, so a byte comparison of the stored
-        # text orders like Python's str comparison (and bytes compare as bytes)
-        cdef Page page
-        cdef Py_ssize_t pno
-        cdef int s, c
-        cdef const unsigned char* base
-        cdef uint32_t off, ln
-        cdef const char* xp = PyBytes_AS_STRING(x)
-        cdef Py_ssize_t xl = PyBytes_GET_SIZE(x)
-        cdef int64_t order
-        cdef list out = []
-        for pno in range(len(self.pages)):
-            page = self.pages[pno]
-            base = page.data + page.layout.offset[col]
-            for s in range(page.high):
-                if not page.live(s):
-                    continue
-                memcpy(&off, base + s * 8, 4)
-                memcpy(&ln, base + s * 8 + 4, 4)
-                c = memcmp(page.data + off, xp, ln if ln < xl else xl)
-                order = c if c != 0 else <int64_t>ln - xl
-                if _holds(opn, order, <int64_t>0):
-                    out.append((<uint64_t>pno << SLOT_BITS) | s)
-        return out
-
-    cdef list _scan_unsigned(self, int col, int opn, uint64_t x):
-        cdef Page page
-        cdef Py_ssize_t pno
-        cdef int s, w = self.layout.width[col]
-        cdef const unsigned char* base
-        cdef uint64_t v
-        cdef list out = []
-        for pno in range(len(self.pages)):
-            page = self.pages[pno]
-            base = page.data + page.layout.offset[col]
-            for s in range(page.high):
-                if not page.live(s):
-                    continue
-                v = 0
-                memcpy(&v, base + <Py_ssize_t>s * w, w)
-                if _holds(opn, v, x):
-                    out.append((<uint64_t>pno << SLOT_BITS) | s)
-        return out
-
-    cdef list _scan_float(self, int col, int opn, double x):
-        cdef Page page
-        cdef Py_ssize_t pno
-        cdef int s, w = self.layout.width[col]
-        cdef const unsigned char* base
-        cdef double v
-        cdef float f
-        cdef list out = []
-        for pno in range(len(self.pages)):
-            page = self.pages[pno]
-            base = page.data + page.layout.offset[col]
-            for s in range(page.high):
-                if not page.live(s):
-                    continue
-                if w == 8:
-                    memcpy(&v, base + s * 8, 8)
-                else:
-                    memcpy(&f, base + s * 4, 4)
-                    v = f
-                if _holds(opn, v, x):
-                    out.append((<uint64_t>pno << SLOT_BITS) | s)
-        return out
-
     # ------------------------------------------------------------ writes
-
-    def _fill_sequences(self, tuple row, bint assign):
-        """Assign auto-increment values where the row has 0 (on insert); return the row and
-        the sequence values to keep if the write goes through."""
-        cdef int k
-        if not self.seq_cols:
-            return row, None
-        vals = list(row)
-        nxt = list(self.seq_next)
-        for k in range(len(self.seq_cols)):
-            c = self.seq_cols[k]
-            if assign and vals[c] == 0:
-                if nxt[k] > self.seq_max[k]:
-                    raise DataError(f"table '{self.name}', column '{self.schema.columns[c].name}': "
-                                    f"auto-increment sequence is exhausted at {self.seq_max[k]}")
-                vals[c] = nxt[k]
-                nxt[k] += 1
-            elif vals[c] >= nxt[k]:
-                nxt[k] = vals[c] + 1
-        return tuple(vals), nxt
 
     cpdef uint64_t insert(self, object row) except? 0xFFFFFFFFFFFFFFFF:
         """Check and insert a row; auto-increment columns given as 0 get the next value.
 
         Returns the row id; ``get(rowid)`` gives the row as stored.
         """
-        return self._insert(row, True, True)
+        cdef Py_ssize_t n
+        cdef const unsigned char* p = self._encode_into(self.codec.check_row(row), &n)
+        cdef uint64_t rid
+        cdef Err e
+        if tbl_insert(self.c, <unsigned char*>p, n, W_ASSIGN, &rid, &e) < 0:
+            raise_err(&e)
+        return rid
 
     def load(self, object row):
         """Insert a row exactly as given (replay of the log or a snapshot): no auto-increment
         assignment, but explicit values still move the sequences past them."""
-        return self._insert(row, False, True)
+        cdef Py_ssize_t n
+        cdef const unsigned char* p = self._encode_into(self.codec.check_row(row), &n)
+        cdef uint64_t rid
+        cdef Err e
+        if tbl_insert(self.c, <unsigned char*>p, n, 0, &rid, &e) < 0:
+            raise_err(&e)
+        return rid
+
+    def insert_bytes(self, data, bint assign=True):
+        """Insert a row given in the row codec (checked first); returns the row id."""
+        cdef bytearray b = bytearray(data)
+        cdef unsigned char* p = <unsigned char*>(<char*>b) if len(b) else <unsigned char*>b""
+        cdef uint64_t rid
+        cdef Err e
+        if tbl_insert(self.c, p, len(b), W_CHECK | W_UTF8 | (W_ASSIGN if assign else 0), &rid, &e) < 0:
+            raise_err(&e)
+        return rid
 
     def find_row(self, object row):
-        """The row id of a row equal to ``row`` (checked first), or None."""
-        cdef int64_t r = self._find_row(self.codec.check_row(row))
-        return None if r < 0 else r
-
-    cdef int64_t _find_row(self, tuple row) except -2:
-        """Look a whole row up by its primary key, else its first index, else a scan."""
-        cdef bytes k
-        if self.indexes:
-            k = encode_row_key(self.index_types[0], self.index_cols[0], row, &self.keybuf)
-            idx = self.indexes[0]
-            if isinstance(idx, HashIndex):
-                r = (<HashIndex>idx).find(k, hash_key(k))
-                if r >= 0 and self._same_row(self.get(r), row):
-                    return r
-                return -1
-            for r in (<SortedIndex>idx).rowids_with_prefix(k):
-                if self._same_row(self.get(r), row):
-                    return r
-            return -1
-        for r, other in self.scan():
-            if self._same_row(other, row):
-                return r
-        return -1
-
-    cdef bint _same_row(self, tuple a, tuple b) except -1:
-        """Equal rows, or rows with the same encoding (a row holding NaN is not == itself;
-        a logged delete of it must still find it)."""
-        return a == b or self.codec.encode(a) == self.codec.encode(b)
+        """The row id of a row equal to ``row`` (checked first), or None.  Equal: == on the
+        values, or the same encoding (a row holding NaN is not == itself)."""
+        cdef tuple r = self.codec.check_row(row)
+        cdef bytes enc = self._encode(r)
+        if self.index_defs:
+            cands = self.seek(self.index_defs[0].name,
+                              tuple(r[self.schema.column_index(c)] for c in self.index_defs[0].columns))
+        else:
+            cands = self.rowids()
+        for rid in cands:
+            if self.get(rid) == r or self.row_bytes(rid) == enc:
+                return rid
+        return None
 
     def apply_encoded(self, list deletes, list inserts):
-        """Apply a logged change: delete each row (row codec bytes) — which must be present —
-        then insert each as given.  Returns the number of row operations."""
-        cdef RowCodec codec = self.codec
+        """Apply a logged change: delete each row (row codec bytes) — which must be present,
+        byte for byte — then insert each as given (no auto-increment assignment).  Every row is
+        checked first.  Returns the number of row operations."""
         cdef int64_t rid
+        cdef uint64_t nid
+        cdef Err e
+        cdef const unsigned char[:] v
+        cdef const unsigned char* p
         for raw in deletes:
-            row = codec.decode(raw)
-            rid = self._find_row(row)
+            v = raw
+            p = &v[0] if v.shape[0] else <const unsigned char*>b""
+            if rb_check_row(self.c.spec, self.c.spec.ncols, p, v.shape[0], self.c.starts, True, &e) < 0:
+                raise_err(&e)
+            rid = tbl_find_row(self.c, p, v.shape[0], &e)
+            if rid == -2:
+                raise_err(&e)
             if rid < 0:
-                raise ConstraintError(f"table '{self.name}': the row to delete is not there: {row!r}")
-            self._delete_at(self._page(<uint64_t>rid), <uint64_t>rid, row)
+                raise ConstraintError(f"table '{self.name}': the row to delete is not there: "
+                                      f"{self.codec.decode(raw)!r}")
+            if tbl_delete(self.c, <uint64_t>rid, &e) < 0:
+                raise_err(&e)
         for raw in inserts:
-            # decoded rows are valid values by construction: no second check
-            self._insert(codec.decode(raw), False, False)
+            b = bytearray(raw)
+            if tbl_insert(self.c, <unsigned char*>(<char*>b) if len(b) else <unsigned char*>b"",
+                          len(b), W_CHECK | W_UTF8, &nid, &e) < 0:
+                raise_err(&e)
         return len(deletes) + len(inserts)
-
-    cdef uint64_t _insert(self, object row, bint assign, bint check) except? 0xFFFFFFFFFFFFFFFF:
-        cdef tuple r = self.codec.check_row(row) if check else <tuple>row
-        cdef Py_ssize_t need
-        nxt = None
-        if self.seq_cols:
-            r, nxt = self._fill_sequences(r, assign)
-        keys = self._keys(r)
-        self._check_unique(keys, None, r)
-        heap = heap_values(self.layout, r, &need)
-        rowid = self._place(r, heap, need)
-        self._index_add(keys, rowid)
-        self.nrows += 1
-        self.rows_seen += 1
-        self.heap_seen += need
-        if nxt is not None:
-            self.seq_next = nxt
-        return rowid
 
     def insert_at(self, uint64_t rowid, object row):
         """Put a row back at a free ``rowid`` (rollback and recovery); sequences unchanged."""
-        cdef tuple r = self.codec.check_row(row)
-        cdef Py_ssize_t need
-        cdef uint64_t pno = rowid >> SLOT_BITS
-        cdef int slot = rowid & SLOT_MASK
-        cdef Page page
-        keys = self._keys(r)
-        self._check_unique(keys, None, r)
-        heap = heap_values(self.layout, r, &need)
-        while pno >= <uint64_t>len(self.pages):
-            self.pages.append(Page(self.layout, 0))
-            self.in_room.append(1)
-            self.room.insert(0, len(self.pages) - 1)
-        page = self.pages[pno]
-        if slot >= page.layout.capacity or page.live(slot):
-            raise InternalError(f"table '{self.name}': row id {rowid} is not free")
-        if page.heap_top - page.heap_dead + need > page.size:
-            raise InternalError(f"table '{self.name}': row does not fit back at id {rowid}")
-        page.write(slot, r, heap)
-        self._index_add(keys, rowid)
-        self.nrows += 1
-        if not self.in_room[pno] and page.count < page.layout.capacity:
-            self.room.append(pno)
-            self.in_room[pno] = 1
+        cdef Py_ssize_t n
+        cdef const unsigned char* p = self._encode_into(self.codec.check_row(row), &n)
+        cdef Err e
+        if tbl_insert_at(self.c, rowid, p, n, &e) < 0:
+            raise_err(&e)
         return rowid
 
     cpdef tuple delete(self, uint64_t rowid):
         """Delete the row at ``rowid`` and return it."""
-        cdef Page page = self._page(rowid)
-        if page is None:
-            raise InternalError(f"table '{self.name}': no row at id {rowid}")
-        return self._delete_at(page, rowid, page.read(rowid & SLOT_MASK))
-
-    cdef tuple _delete_at(self, Page page, uint64_t rowid, tuple row):
-        """Delete the row at ``rowid`` of ``page``, which holds ``row`` (already read)."""
-        cdef uint64_t pno = rowid >> SLOT_BITS
-        self._index_remove(self._keys(row), rowid)
-        page.release(rowid & SLOT_MASK)
-        self.nrows -= 1
-        if not self.in_room[pno]:
-            self.room.append(pno)
-            self.in_room[pno] = 1
+        cdef Err e
+        cdef tuple row = self.get(rowid)
+        if tbl_delete(self.c, rowid, &e) < 0:
+            raise_err(&e)
         return row
 
     def update(self, uint64_t rowid, object row):
@@ -642,42 +1192,16 @@ cdef class Table(KeySource):
 
         Auto-increment columns are taken as given (no assignment on update).
         """
-        cdef Page page = self._page(rowid)
-        cdef Py_ssize_t need
-        cdef uint64_t newid = rowid
-        cdef uint64_t pno = rowid >> SLOT_BITS
-        cdef int i
-        if page is None:
+        cdef Py_ssize_t n
+        cdef const unsigned char* p
+        cdef uint64_t nid
+        cdef Err e
+        if tbl_page(self.c, rowid) == NULL:
             raise InternalError(f"table '{self.name}': no row at id {rowid}")
-        cdef tuple r = self.codec.check_row(row)
-        r, nxt = self._fill_sequences(r, False)
-        old = page.read(rowid & SLOT_MASK)
-        old_keys = self._keys(old)
-        keys = self._keys(r)
-        self._check_unique(keys, old_keys, r)
-        heap = heap_values(self.layout, r, &need)
-        if page.rewrite(rowid & SLOT_MASK, r, heap):
-            for i in range(len(self.indexes)):
-                if keys[i] != old_keys[i]:
-                    idx = self.indexes[i]
-                    if isinstance(idx, HashIndex):
-                        (<HashIndex>idx).remove(old_keys[i], hash_key(old_keys[i]), rowid)
-                        (<HashIndex>idx).add(keys[i], hash_key(keys[i]), rowid)
-                    else:
-                        (<SortedIndex>idx).remove(entry_of(old_keys[i], rowid))
-                        (<SortedIndex>idx).add(entry_of(keys[i], rowid))
-        else:
-            # does not fit this page any more: move the row
-            self._index_remove(old_keys, rowid)
-            page.release(rowid & SLOT_MASK)
-            if not self.in_room[pno]:
-                self.room.append(pno)
-                self.in_room[pno] = 1
-            newid = self._place(r, heap, need)
-            self._index_add(keys, newid)
-        if nxt is not None:
-            self.seq_next = nxt
-        return newid
+        p = self._encode_into(self.codec.check_row(row), &n)
+        if tbl_update(self.c, rowid, <unsigned char*>p, n, 0, &nid, &e) < 0:
+            raise_err(&e)
+        return nid
 
     def clear(self):
         """Delete every row (sequences unchanged)."""
@@ -687,54 +1211,80 @@ cdef class Table(KeySource):
     # ------------------------------------------------------------ sequences, stats
 
     def sequence_state(self):
-        return tuple(self.seq_next)
+        cdef int k
+        return tuple(self.c.seqs[k].max + 1 if self.c.seqs[k].over else self.c.seqs[k].next
+                     for k in range(self.c.nseq))
 
     def restore_sequences(self, state):
-        if len(state) != len(self.seq_next):
+        cdef int k
+        if len(state) != self.c.nseq:
             raise InternalError(f"table '{self.name}': sequence state has the wrong length")
-        self.seq_next = list(state)
+        for k in range(self.c.nseq):
+            v = state[k]
+            if v > self.c.seqs[k].max:
+                self.c.seqs[k].over = True
+                self.c.seqs[k].next = self.c.seqs[k].max
+            else:
+                self.c.seqs[k].over = False
+                self.c.seqs[k].next = v
 
     def memory_bytes(self):
         """Bytes held by pages and indexes (allocations, not counting small object headers)."""
-        cdef Page page
-        n = 0
-        for page in self.pages:
-            n += page.size
-        for idx in self.indexes:
-            n += idx.memory_bytes
+        cdef Py_ssize_t p, n = 0
+        cdef int i
+        for p in range(self.c.npages):
+            n += self.c.pages[p].size
+        for i in range(self.c.nindexes):
+            n += self._index_bytes(i)
         return n
 
+    def _index_bytes(self, int i):
+        cdef IndexC* ix = &self.c.indexes[i]
+        if ix.kind == IX_HASH:
+            return ix.hash.capacity * 8
+        return ord_memory(ix.ord)
+
     def stats(self):
-        cdef Page page
+        cdef Py_ssize_t p
+        cdef int i
         return {
-            "rows": self.nrows,
-            "pages": len(self.pages),
-            "slots_per_page": sorted({page.layout.capacity for page in self.pages}),
-            "page_bytes": sum(page.size for page in self.pages),
-            "index_bytes": {d.name: idx.memory_bytes for d, idx in zip(self.index_defs, self.indexes)},
-            "heap_compactions": sum(page.compactions for page in self.pages),
+            "rows": self.c.nrows,
+            "pages": self.c.npages,
+            "slots_per_page": sorted({self.c.pages[p].layout.capacity for p in range(self.c.npages)}),
+            "page_bytes": sum(self.c.pages[p].size for p in range(self.c.npages)),
+            "index_bytes": {d.name: self._index_bytes(i) for i, d in enumerate(self.index_defs)},
+            "heap_compactions": sum(self.c.pages[p].compactions for p in range(self.c.npages)),
         }
 
     def check_invariants(self):
         """Verify counts and that every index entry matches a live row (tests, debug)."""
-        cdef Page page
+        cdef Py_ssize_t p
+        cdef int i, s
+        cdef PageC* pg
+        cdef IndexC* ix
         live = self.rowids()
-        if len(live) != self.nrows:
-            raise InternalError(f"table '{self.name}': nrows {self.nrows} but {len(live)} live slots")
-        for idx in self.indexes:
-            if idx.count != self.nrows:
-                raise InternalError(f"table '{self.name}': index '{idx.name}' has {idx.count} "
-                                    f"entries for {self.nrows} rows")
+        if len(live) != self.c.nrows:
+            raise InternalError(f"table '{self.name}': nrows {self.c.nrows} but {len(live)} live slots")
+        for i in range(self.c.nindexes):
+            ix = &self.c.indexes[i]
+            count = ix.hash.count if ix.kind == IX_HASH else ix.ord.count
+            if count != self.c.nrows:
+                raise InternalError(f"table '{self.name}': index '{self.index_defs[i].name}' has "
+                                    f"{count} entries for {self.c.nrows} rows")
         for rowid in live:
             row = self.get(rowid)
-            for i in range(len(self.indexes)):
-                key = tuple([row[c] for c in self.index_cols[i]])
+            for i in range(self.c.nindexes):
+                key = tuple([row[self.schema.column_index(c)] for c in self.index_defs[i].columns])
                 if rowid not in self.seek(self.index_defs[i].name, key):
                     raise InternalError(f"table '{self.name}': row {rowid} missing from index "
                                         f"'{self.index_defs[i].name}'")
-        for page in self.pages:
-            used = sum(page.heap_used(s) for s in range(page.high) if page.live(s))
-            if page.heap_top - page.layout.heap_start - page.heap_dead != used:
+        for p in range(self.c.npages):
+            pg = self.c.pages[p]
+            used = 0
+            for s in range(pg.high):
+                if page_live(pg, s):
+                    used += page_heap_used(pg, s)
+            if pg.heap_top - pg.layout.heap_start - pg.heap_dead != used:
                 raise InternalError(f"table '{self.name}': heap accounting is off")
         return True
 
@@ -776,66 +1326,153 @@ cdef bint _py_cmp(int opn, object a, object b) except -1:
     return a >= b
 
 
-from cpython.tuple cimport PyTuple_New, PyTuple_SET_ITEM
-from cpython.ref cimport Py_INCREF
-
-
-cdef tuple _framed_chunks(list pages, RowCodec codec, Py_ssize_t limit):
-    """(chunks, rows): every live row of ``pages`` in the row codec after its length (u32
-    little-endian), in storage order, cut into chunks once one reaches ``limit`` bytes.
-    Releases the GIL for a moment every 1024 rows."""
-    cdef Buf b
-    cdef Page page
-    cdef Py_ssize_t pno, start, i
-    cdef Py_ssize_t nrows = 0
-    cdef int s
-    cdef uint32_t ln
-    cdef tuple row
-    cdef list chunks = []
-    buf_init(&b, limit + 4096)
-    try:
-        for pno in range(len(pages)):
-            page = pages[pno]
-            for s in range(page.high):
-                if not page.live(s):
-                    continue
-                row = page.read(s)
-                buf_reserve(&b, 4)
-                start = b.len
-                b.len += 4
-                for i in range(codec.ncols):
-                    encode_value(<ColumnType>codec.types[i], row[i], &b)
-                ln = <uint32_t>(b.len - start - 4)
-                b.data[start] = ln & 0xFF
-                b.data[start + 1] = (ln >> 8) & 0xFF
-                b.data[start + 2] = (ln >> 16) & 0xFF
-                b.data[start + 3] = ln >> 24
-                nrows += 1
-                if nrows & 1023 == 0:
-                    # a breath: C code never hands the GIL over by itself, and a snapshot is
-                    # encoded by a background thread while the server's thread wants to run
-                    with nogil:
-                        pass
-                if b.len >= limit:
-                    chunks.append(PyBytes_FromStringAndSize(<char*>b.data, b.len))
-                    b.len = 0
-        if b.len:
-            chunks.append(PyBytes_FromStringAndSize(<char*>b.data, b.len))
-    finally:
-        buf_free(&b)
-    return chunks, nrows
-
-
-def _scan_pages(list pages):
-    """``(rowid, row)`` for every live slot of ``pages``, in storage order."""
-    cdef Page page
-    cdef int s
+cdef list _scan_signed(TableC* t, int col, int opn, int64_t x):
     cdef Py_ssize_t pno
-    for pno in range(len(pages)):
-        page = pages[pno]
-        for s in range(page.high):
-            if page.live(s):
-                yield (<uint64_t>pno << SLOT_BITS) | s, page.read(s)
+    cdef int s, w = t.spec.cols[col].page_width
+    cdef const unsigned char* base
+    cdef PageC* p
+    cdef int64_t v
+    cdef int8_t v8
+    cdef int16_t v16
+    cdef int32_t v32
+    cdef list out = []
+    for pno in range(t.npages):
+        p = t.pages[pno]
+        base = p.data + p.layout.offset[col]
+        for s in range(p.high):
+            if not page_live(p, s):
+                continue
+            if w == 8:
+                memcpy(&v, base + s * 8, 8)
+            elif w == 4:
+                memcpy(&v32, base + s * 4, 4)
+                v = v32
+            elif w == 2:
+                memcpy(&v16, base + s * 2, 2)
+                v = v16
+            else:
+                memcpy(&v8, base + s, 1)
+                v = v8
+            if _holds(opn, v, x):
+                out.append((<uint64_t>pno << SLOT_BITS) | s)
+    return out
+
+
+cdef list _scan_unsigned(TableC* t, int col, int opn, uint64_t x):
+    cdef Py_ssize_t pno
+    cdef int s, w = t.spec.cols[col].page_width
+    cdef const unsigned char* base
+    cdef PageC* p
+    cdef uint64_t v
+    cdef list out = []
+    for pno in range(t.npages):
+        p = t.pages[pno]
+        base = p.data + p.layout.offset[col]
+        for s in range(p.high):
+            if not page_live(p, s):
+                continue
+            v = 0
+            memcpy(&v, base + <Py_ssize_t>s * w, w)
+            if _holds(opn, v, x):
+                out.append((<uint64_t>pno << SLOT_BITS) | s)
+    return out
+
+
+cdef list _scan_float(TableC* t, int col, int opn, double x):
+    cdef Py_ssize_t pno
+    cdef int s, w = t.spec.cols[col].page_width
+    cdef const unsigned char* base
+    cdef PageC* p
+    cdef double v
+    cdef float f
+    cdef list out = []
+    for pno in range(t.npages):
+        p = t.pages[pno]
+        base = p.data + p.layout.offset[col]
+        for s in range(p.high):
+            if not page_live(p, s):
+                continue
+            if w == 8:
+                memcpy(&v, base + s * 8, 8)
+            else:
+                memcpy(&f, base + s * 4, 4)
+                v = f
+            if _holds(opn, v, x):
+                out.append((<uint64_t>pno << SLOT_BITS) | s)
+    return out
+
+
+cdef list _scan_heap(TableC* t, int col, int opn, bytes x):
+    # UTF-8 orders strings as their code points do, so a byte comparison of the stored
+    # text orders like Python's str comparison (and bytes compare as bytes)
+    cdef Py_ssize_t pno
+    cdef int s, c
+    cdef const unsigned char* base
+    cdef PageC* p
+    cdef uint32_t off, ln
+    cdef const char* xp = PyBytes_AS_STRING(x)
+    cdef Py_ssize_t xl = PyBytes_GET_SIZE(x)
+    cdef int64_t order
+    cdef list out = []
+    for pno in range(t.npages):
+        p = t.pages[pno]
+        base = p.data + p.layout.offset[col]
+        for s in range(p.high):
+            if not page_live(p, s):
+                continue
+            memcpy(&off, base + s * 8, 4)
+            memcpy(&ln, base + s * 8 + 4, 4)
+            c = memcmp(p.data + off, xp, ln if ln < xl else xl)
+            order = c if c != 0 else <int64_t>ln - xl
+            if _holds(opn, order, <int64_t>0):
+                out.append((<uint64_t>pno << SLOT_BITS) | s)
+    return out
+
+
+cdef tuple _framed_chunks(PageC** pages, Py_ssize_t npages, Py_ssize_t limit):
+    """(chunks, rows): every live row of ``pages`` in the row codec after its length (u32
+    little-endian), in storage order, cut into chunks once one reaches ``limit`` bytes.  The
+    rows are encoded without the GIL (a snapshot is encoded by a background thread while the
+    server's thread wants to run)."""
+    cdef CBuf b
+    cdef PageC* p
+    cdef Py_ssize_t pno = 0, start, nrows = 0
+    cdef int s = 0, failed = 0
+    cdef uint32_t ln
+    cdef list chunks = []
+    memset(&b, 0, sizeof(CBuf))
+    try:
+        while pno < npages:
+            b.len = 0
+            with nogil:
+                while pno < npages and b.len < limit:
+                    p = pages[pno]
+                    while s < p.high and b.len < limit:
+                        if page_live(p, s):
+                            start = b.len
+                            if cbuf_reserve(&b, 4) < 0:
+                                failed = 1
+                                break
+                            b.len += 4
+                            if page_read_rc(p, s, &b) < 0:
+                                failed = 1
+                                break
+                            ln = <uint32_t>(b.len - start - 4)
+                            memcpy(b.data + start, &ln, 4)
+                            nrows += 1
+                        s += 1
+                    if failed:
+                        break
+                    if s >= p.high:
+                        pno += 1
+                        s = 0
+            if failed:
+                raise MemoryError()
+            if b.len:
+                chunks.append(PyBytes_FromStringAndSize(<char*>b.data, b.len))
+    finally:
+        cbuf_free(&b)
+    return chunks, nrows
 
 
 @cython.final
@@ -848,25 +1485,49 @@ cdef class TableCopy:
     cdef readonly str name
     cdef readonly RowCodec codec
     cdef readonly Py_ssize_t nrows
-    cdef list pages
+    cdef Table owner              # keeps the layouts the copied pages point at
+    cdef PageC** pages
+    cdef Py_ssize_t npages
     cdef tuple seq
 
     def __cinit__(self, Table t):
-        cdef Page p
-        self.schema, self.name, self.codec, self.nrows = t.schema, t.name, t.codec, t.nrows
-        self.seq = tuple(t.seq_next)
-        self.pages = [p.copy() for p in t.pages]
+        cdef Py_ssize_t p
+        self.schema, self.name, self.codec, self.nrows = t.schema, t.name, t.codec, t.c.nrows
+        self.owner = t
+        self.seq = t.sequence_state()
+        self.pages = <PageC**>PyMem_RawCalloc(t.c.npages if t.c.npages else 1, sizeof(PageC*))
+        if self.pages == NULL:
+            raise MemoryError()
+        for p in range(t.c.npages):
+            self.pages[p] = page_copy(t.c.pages[p])
+            if self.pages[p] == NULL:
+                raise MemoryError()
+            self.npages = p + 1
+
+    def __dealloc__(self):
+        cdef Py_ssize_t p
+        if self.pages != NULL:
+            for p in range(self.npages):
+                page_free(self.pages[p])
+            PyMem_RawFree(self.pages)
 
     def __len__(self):
         return self.nrows
 
     def scan(self):
         """Yield ``(rowid, row)`` for every row, in the table's storage order at the copy."""
-        return _scan_pages(self.pages)
+        cdef Py_ssize_t pno
+        cdef int s
+        cdef PageC* p
+        for pno in range(self.npages):
+            p = self.pages[pno]
+            for s in range(p.high):
+                if page_live(p, s):
+                    yield (<uint64_t>pno << SLOT_BITS) | s, page_read(p, s)
 
     def sequence_state(self):
         return self.seq
 
     def framed_chunks(self, Py_ssize_t limit):
         """The rows as snapshot chunks (see ``_framed_chunks``)."""
-        return _framed_chunks(self.pages, self.codec, limit)
+        return _framed_chunks(self.pages, self.npages, limit)

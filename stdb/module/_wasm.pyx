@@ -9,12 +9,11 @@ a C array of raw values, and host imports defined with
 wasmtime-py is still used for everything off the hot path (engine, compile, linker,
 instantiate, trap details).
 
-A call keeps the GIL while WASM runs.  Releasing it around the call made every call a
-hand-off to whichever Python thread waited (the commit-log writer, woken by each commit): the
-embedded transfer ran ~40% slower (67 vs 48 µs a call in bench/transfer.py's stdb loop, measured
-2026-11-30).  The epoch ticker is a C thread that never needs the GIL, so the time limit still
-interrupts a looping module; other Python threads wait at most that limit.  Host callbacks
-are ``with gil`` (a no-op check when the calling thread holds it).
+A call runs without the GIL: the imports are C (stdb/module/_host.pyx, over the native table
+and transaction API), so a reducer that loops until its limit holds its own thread and nobody
+else's, and the epoch ticker — a C thread — interrupts it at its time limit.  Until 2026-12-01
+the imports were Python and the call kept the GIL (releasing it then made every call a hand-off
+to the commit-log writer).
 """
 
 cimport cython
@@ -22,7 +21,14 @@ from libc.stdint cimport int32_t, int64_t, uint8_t, uint32_t, uint64_t
 from libc.stdlib cimport malloc, free
 from libc.string cimport memcpy
 from cpython.bytes cimport PyBytes_FromStringAndSize, PyBytes_AS_STRING, PyBytes_GET_SIZE
-from cpython.ref cimport PyObject, Py_INCREF
+from cpython.ref cimport Py_INCREF
+from libc.string cimport strlen
+
+from stdb.module._host cimport (
+    NativeHost, host_dispatch, OP_TABLE_ID, OP_INDEX_ID, OP_INSERT, OP_UPDATE, OP_DELETE,
+    OP_SEEK, OP_RANGE, OP_SCAN, OP_ITER_NEXT, OP_ITER_CLOSE, OP_LOG, OP_SENDER, OP_CONNECTION_ID,
+    OP_TIMESTAMP, OP_RANDOM_SEED, OP_ERROR_DETAIL, OP_FIND, FAULT_NONE,
+)
 
 import ctypes
 
@@ -116,12 +122,7 @@ def start_epoch_ticker(engine, double tick_seconds):
 
 # ---------------------------------------------------------------- imports
 
-# name -> (op, params, results); the signatures of docs/abi.md
-cdef enum Op:
-    OP_TABLE_ID, OP_INDEX_ID, OP_INSERT, OP_UPDATE, OP_DELETE, OP_SEEK, OP_RANGE, OP_SCAN,
-    OP_ITER_NEXT, OP_ITER_CLOSE, OP_LOG, OP_SENDER, OP_CONNECTION_ID, OP_TIMESTAMP,
-    OP_RANDOM_SEED, OP_ERROR_DETAIL, OP_FIND
-
+# name -> (op, params, results); the signatures of docs/abi.md (the ops: _host.pxd)
 IMPORTS = {
     "table_id": (OP_TABLE_ID, "ii", "i"),
     "index_id": (OP_INDEX_ID, "iii", "i"),
@@ -173,78 +174,26 @@ class MemoryFault(Exception):
     """A module passed a pointer/length outside its linear memory: the call traps."""
 
 
-cdef inline uint32_t u(val_raw* a, int i) noexcept:
-    return <uint32_t>a[i].i32
-
-
-cdef void* _callback(void* env, void* caller, val_raw* a, size_t n) noexcept with gil:
+cdef void* _callback(void* env, void* caller, val_raw* a, size_t n) noexcept nogil:
+    """Every "stdb" import: its arguments to the native host (stdb/module/_host.pyx) over the
+    instance's linear memory as it is now (memory moves when it grows), without the GIL."""
     cdef Env* e = <Env*>env
-    cdef Instance inst = <Instance>e.inst
-    cdef int op = e.op
-    cdef bytes data, out
-    host = inst.host
-    try:
-        if op == OP_TABLE_ID:
-            a[0].i32 = host.table_id(inst.read(u(a, 0), u(a, 1)))
-        elif op == OP_INDEX_ID:
-            a[0].i32 = host.index_id(a[0].i32, inst.read(u(a, 1), u(a, 2)))
-        elif op == OP_INSERT or op == OP_UPDATE:
-            data = inst.read(u(a, 1), u(a, 2))
-            if op == OP_INSERT:
-                r, out = host.insert(a[0].i32, data)
-            else:
-                r, out = host.update(a[0].i32, data)
-            if out is not None:
-                inst.write(u(a, 1), out)
-            a[0].i32 = r
-        elif op == OP_DELETE:
-            a[0].i32 = host.delete(a[0].i32, a[1].i32, inst.read(u(a, 2), u(a, 3)))
-        elif op == OP_SEEK:
-            a[0].i32 = host.seek(a[0].i32, a[1].i32, inst.read(u(a, 2), u(a, 3)))
-        elif op == OP_FIND:
-            inst.span(u(a, 4), u(a, 5))            # the whole buffer must be in memory
-            r, out = host.find(a[0].i32, a[1].i32, inst.read(u(a, 2), u(a, 3)), u(a, 5))
-            if out:
-                inst.write(u(a, 4), out)
-            a[0].i32 = r
-        elif op == OP_RANGE:
-            a[0].i32 = host.range(a[0].i32, a[1].i32, inst.read(u(a, 2), u(a, 3)),
-                                  inst.read(u(a, 4), u(a, 5)), u(a, 6))
-        elif op == OP_SCAN:
-            a[0].i32 = host.scan(a[0].i32)
-        elif op == OP_ITER_NEXT:
-            inst.span(u(a, 1), u(a, 2))            # the whole buffer must be in memory
-            r, out = host.iter_next(a[0].i32, u(a, 2))
-            if out:
-                inst.write(u(a, 1), out)
-            a[0].i32 = r
-        elif op == OP_ITER_CLOSE:
-            a[0].i32 = host.iter_close(a[0].i32)
-        elif op == OP_LOG:
-            host.log(a[0].i32, inst.read(u(a, 1), u(a, 2)))
-        elif op == OP_SENDER:
-            inst.write(u(a, 0), host.sender)
-        elif op == OP_CONNECTION_ID:
-            inst.write(u(a, 0), host.connection_id)
-        elif op == OP_TIMESTAMP:
-            a[0].i64 = host.timestamp
-        elif op == OP_RANDOM_SEED:
-            a[0].i64 = host.random_seed
-        elif op == OP_ERROR_DETAIL:
-            inst.span(u(a, 0), u(a, 1))
-            out = host.last_error
-            if out:
-                inst.write(u(a, 0), out[:u(a, 1)])
-            a[0].i32 = len(out)
-        return NULL
-    except MemoryFault as exc:
-        msg = str(exc)
-    except BaseException as exc:
-        inst.host_error = exc
-        msg = f"stdb host error in an import: {type(exc).__name__}"
-    inst.trap_note = msg
-    raw = msg.encode()
-    return c_trap_new(raw, len(raw))
+    cdef int32_t args[7]
+    cdef size_t i
+    cdef int64_t r
+    cdef uint8_t* base = c_memory_data(e.inst.ctx, &e.inst.memory)
+    cdef uint64_t size = c_memory_data_size(e.inst.ctx, &e.inst.memory)
+    for i in range(7):
+        args[i] = a[i].i32 if i < n else 0
+    r = host_dispatch(e.host, e.op, base, size, args)
+    if e.host.fault != FAULT_NONE:
+        return c_trap_new(e.host.fault_msg, strlen(e.host.fault_msg))
+    if e.result == 1:
+        a[0].i64 = 0
+        a[0].i32 = <int32_t>r
+    elif e.result == 2:
+        a[0].i64 = r
+    return NULL
 
 
 _OP_NAMES = {v[0]: k for k, v in IMPORTS.items()}
@@ -267,8 +216,8 @@ cdef class Instance:
             free(self.envs)
 
     cdef uint8_t* span(self, int64_t ptr, int64_t length) except NULL:
-        cdef uint8_t* base = c_memory_data(self.ctx, &self.memory)
-        cdef size_t size = c_memory_data_size(self.ctx, &self.memory)
+        cdef uint8_t* base = c_memory_data(self.c.ctx, &self.c.memory)
+        cdef size_t size = c_memory_data_size(self.c.ctx, &self.c.memory)
         if length < 0 or ptr < 0 or <uint64_t>(ptr + length) > size:
             raise MemoryFault(f"pointer {ptr} + length {length} is outside linear memory "
                               f"({size} bytes)")
@@ -295,39 +244,104 @@ cdef class Instance:
 
     @property
     def memory_size(self) -> int:
-        return c_memory_data_size(self.ctx, &self.memory)
+        return c_memory_data_size(self.c.ctx, &self.c.memory)
 
     # ---- calls
 
     cdef _invoke(self, func_t* f, val_raw* vals, size_t n, uint64_t fuel, uint64_t ticks):
-        """Run one export; raise CallTrap when it traps (or a host import trapped it)."""
+        """Run one export without the GIL; raise CallTrap when it traps."""
         cdef void* err
         cdef void* trap = NULL
-        err = c_set_fuel(self.ctx, fuel)
+        cdef void* ctx = self.c.ctx
+        err = c_set_fuel(ctx, fuel)
         if err != NULL:
             c_error_delete(err)
             raise InternalError("fuel metering is not enabled on this engine")
-        c_set_epoch_deadline(self.ctx, ticks)
+        c_set_epoch_deadline(ctx, ticks)
+        with nogil:
+            err = c_call(ctx, f, vals, n, &trap)
+        if err != NULL or trap != NULL:
+            self.raise_trap(err, trap)
+
+    cdef raise_trap(self, void* err, void* trap):
+        """Raise the CallTrap of a call that trapped (wasmtime's error or trap, which this
+        frees), naming the import's reason when an import trapped it: a bad pointer, or a
+        failure of the host (kept in ``host_error``)."""
         self.host_error = None
         self.trap_note = None
-        err = c_call(self.ctx, f, vals, n, &trap)     # GIL kept: see the module docstring
+        fault = self.host.take_fault()
+        if fault is not None:
+            kind, msg = fault
+            if kind == "host":
+                self.host_error = InternalError(msg)
+                self.trap_note = f"stdb host error in an import: {msg}"
+            else:
+                self.trap_note = msg
         if err != NULL:
             e = wasmtime.WasmtimeError._from_ptr(
                 ctypes.cast(<size_t>err, ctypes.POINTER(_wffi.wasmtime_error_t)))
             raise CallTrap("trap", self.trap_note or _first_line(str(e)), _backtrace_of(str(e)))
-        if trap != NULL:
-            t = wasmtime.Trap._from_ptr(ctypes.cast(<size_t>trap, ctypes.POINTER(_wffi.wasm_trap_t)))
-            code = t.trap_code
-            kind = _TRAP_KINDS.get(code.name if code is not None else "", "trap")
-            frames = [f"{fr.module_name or 'module'}!{fr.func_name or f'func[{fr.func_index}]'}"
-                      f" @0x{fr.module_offset:x}" for fr in t.frames]
-            msg = _TRAP_TEXT.get(kind) or (code.name.lower().replace("_", " ") if code is not None
-                                           else _first_line(t.message))
-            raise CallTrap(kind, self.trap_note or msg, frames)
+        t = wasmtime.Trap._from_ptr(ctypes.cast(<size_t>trap, ctypes.POINTER(_wffi.wasm_trap_t)))
+        code = t.trap_code
+        kind = _TRAP_KINDS.get(code.name if code is not None else "", "trap")
+        frames = [f"{fr.module_name or 'module'}!{fr.func_name or f'func[{fr.func_index}]'}"
+                  f" @0x{fr.module_offset:x}" for fr in t.frames]
+        msg = _TRAP_TEXT.get(kind) or (code.name.lower().replace("_", " ") if code is not None
+                                       else _first_line(t.message))
+        raise CallTrap(kind, self.trap_note or msg, frames)
+
+    cdef int run_call(self, int reducer, const unsigned char* args, Py_ssize_t n, uint64_t fuel,
+                      uint64_t ticks, RunOut* out) noexcept nogil:
+        """``stdb_alloc`` the arguments, copy them in, ``stdb_call`` the reducer — all without
+        the GIL, under one fuel budget and one deadline.  A RUN_* status; the details in ``out``."""
+        cdef val_raw v[3]
+        cdef void* err
+        cdef uint8_t* base
+        cdef uint32_t ptr = 0
+        out.err = NULL
+        out.trap = NULL
+        out.packed = 0
+        out.fuel_left = 0
+        self.fuel_limit = fuel
+        err = c_set_fuel(self.c.ctx, fuel)
+        if err != NULL:
+            c_error_delete(err)
+            return RUN_NO_FUEL
+        c_set_epoch_deadline(self.c.ctx, ticks)
+        if n:
+            v[0].i64 = 0
+            v[0].i32 = <int32_t>n
+            out.err = c_call(self.c.ctx, &self.f_alloc, v, 1, &out.trap)
+            if out.err != NULL or out.trap != NULL:
+                c_get_fuel(self.c.ctx, &out.fuel_left)
+                return RUN_TRAP
+            ptr = <uint32_t>v[0].i32
+            out.alloc_ptr = ptr
+            if ptr == 0:
+                c_get_fuel(self.c.ctx, &out.fuel_left)
+                return RUN_ALLOC_ZERO
+            base = c_memory_data(self.c.ctx, &self.c.memory)
+            out.size = c_memory_data_size(self.c.ctx, &self.c.memory)
+            if <uint64_t>ptr + <uint64_t>n > out.size:
+                c_get_fuel(self.c.ctx, &out.fuel_left)
+                return RUN_ALLOC_FAULT
+            memcpy(base + ptr, args, n)
+        v[0].i64 = 0
+        v[1].i64 = 0
+        v[2].i64 = 0
+        v[0].i32 = reducer
+        v[1].i32 = <int32_t>ptr
+        v[2].i32 = <int32_t>n
+        out.err = c_call(self.c.ctx, &self.f_call, v, 3, &out.trap)
+        c_get_fuel(self.c.ctx, &out.fuel_left)
+        if out.err != NULL or out.trap != NULL:
+            return RUN_TRAP
+        out.packed = v[0].i64
+        return RUN_OK
 
     def fuel_consumed(self) -> int:
         cdef uint64_t left = 0
-        cdef void* err = c_get_fuel(self.ctx, &left)
+        cdef void* err = c_get_fuel(self.c.ctx, &left)
         if err != NULL:
             c_error_delete(err)
             return 0
@@ -356,22 +370,26 @@ cdef class Instance:
     def call_reducer(self, int reducer, bytes args, uint64_t fuel, uint64_t ticks):
         """``stdb_alloc`` the args, ``stdb_call``; returns 0 or (len << 32 | ptr) of the error
         message.  A trap raises CallTrap (out of fuel, time limit, trap, bad pointer)."""
-        cdef val_raw vals[1]
+        cdef RunOut out
+        cdef int st
+        cdef const unsigned char* p = <const unsigned char*>PyBytes_AS_STRING(args)
         cdef Py_ssize_t n = PyBytes_GET_SIZE(args)
-        cdef uint32_t ptr = 0
-        cdef uint64_t left = 0
-        self.fuel_limit = fuel
-        if n:
-            vals[0].i64 = 0
-            vals[0].i32 = <int32_t>n
-            self._invoke(&self.f_alloc, vals, 1, fuel, ticks)
-            ptr = <uint32_t>vals[0].i32
-            if ptr == 0:
-                raise ModuleError(f"the module's stdb_alloc({n}) returned 0 (out of memory)")
-            self.write(ptr, args)
-            if c_get_fuel(self.ctx, &left) == NULL:   # the alloc spent some: the call gets the rest
-                fuel = left
-        return self._call3(reducer, <int32_t>ptr, <int32_t>n, fuel, ticks)
+        with nogil:
+            st = self.run_call(reducer, p, n, fuel, ticks, &out)
+        return self.outcome(st, &out, n)
+
+    cdef object outcome(self, int st, RunOut* out, Py_ssize_t n):
+        """The packed result of a run_call, or its exception."""
+        if st == RUN_OK:
+            return out.packed
+        if st == RUN_TRAP:
+            self.raise_trap(out.err, out.trap)
+        if st == RUN_ALLOC_ZERO:
+            raise ModuleError(f"the module's stdb_alloc({n}) returned 0 (out of memory)")
+        if st == RUN_ALLOC_FAULT:
+            raise MemoryFault(f"pointer {out.alloc_ptr} + length {n} is outside linear memory "
+                              f"({out.size} bytes)")
+        raise InternalError("fuel metering is not enabled on this engine")
 
     def call_raw(self, int reducer, int32_t ptr, int32_t length, uint64_t fuel, uint64_t ticks):
         """``stdb_call(reducer, ptr, length)`` with no argument copy (benchmarks, tests)."""
@@ -396,8 +414,8 @@ _VALTYPES = {"i": wasmtime.ValType.i32, "I": wasmtime.ValType.i64}
 _CB_TYPE = _wffi.wasmtime_func_unchecked_callback_t
 
 
-def instantiate(engine, module, host, *, memory_limit: int) -> Instance:
-    """A new store, linker and instance of ``module`` whose "stdb" imports call ``host``.
+def instantiate(engine, module, NativeHost host, *, memory_limit: int) -> Instance:
+    """A new store, linker and instance of ``module`` whose "stdb" imports run ``host``.
 
     Unknown imports are refused with a ModuleError naming them; the exports of
     docs/abi.md must exist with their signatures."""
@@ -415,8 +433,10 @@ def instantiate(engine, module, host, *, memory_limit: int) -> Instance:
     cb = ctypes.cast(ctypes.c_void_p(<size_t>&_callback), _CB_TYPE)
     for i, name in enumerate(names):
         op, params, results = IMPORTS[name]
-        inst.envs[i].inst = <PyObject*>inst
+        inst.envs[i].host = &host.h
+        inst.envs[i].inst = &inst.c
         inst.envs[i].op = op
+        inst.envs[i].result = {"": 0, "i": 1, "I": 2}[results]
         ty = wasmtime.FuncType([_VALTYPES[c]() for c in params], [_VALTYPES[c]() for c in results])
         mod = b"stdb"
         nm = name.encode()
@@ -439,11 +459,11 @@ def instantiate(engine, module, host, *, memory_limit: int) -> Instance:
     inst.instance = instance
     inst.linker = linker
     ctx = store._context()
-    inst.ctx = <void*>_ptr_value(ctx)
+    inst.c.ctx = <void*>_ptr_value(ctx)
     mem = exports.get("memory")
     if not isinstance(mem, wasmtime.Memory):
         raise ModuleError("the module exports no linear memory named 'memory'")
-    _copy_struct(&inst.memory, mem._memory, sizeof(memory_t))
+    _copy_struct(&inst.c.memory, mem._memory, sizeof(memory_t))
     wanted = {"stdb_alloc": ("i", "i"), "stdb_call": ("iii", "I"), "stdb_describe": ("", "I"),
               "stdb_abi_version": ("", "i")}
     for name, (params, results) in wanted.items():

@@ -24,8 +24,10 @@ import wasmtime
 from stdb._core.schema import TableSchema, schema_to_dict
 from stdb.errors import DataError, InternalError, ModuleError, ReducerError
 from stdb.module import _wasm
+from stdb.module._call import CallPath, CallResult
+from stdb.module._host import NativeHost
 from stdb.module.describe import ABI_VERSION, ModuleSchema, ReducerDef, parse_description
-from stdb.module.host import Limits, ModuleHost
+from stdb.module.host import Limits
 from stdb.query.ast import Select
 from stdb.query.parser import parse as parse_sql
 from stdb.query.service import QueryDiff, QueryResult, QueryService, Subscribed
@@ -69,19 +71,6 @@ def now_us() -> int:
 
 
 @dataclass
-class CallResult:
-    """A committed reducer call."""
-
-    reducer: str
-    offset: int | None                    # commit log offset (None: it changed nothing)
-    delta: TxDelta
-    fuel_used: int
-    timestamp: int
-    duration_s: float
-    updates: dict[int, QueryDiff] = field(default_factory=dict)   # subscribed query id -> diff
-
-
-@dataclass
 class PublishResult:
     created_tables: list[str] = field(default_factory=list)
     altered_tables: list[str] = field(default_factory=list)
@@ -112,6 +101,8 @@ class Database:
     def __init__(self, path: str, *, limits: Limits | None = None, config: StoreConfig | None = None,
                  clock: Callable[[], int] = now_us, progress: bool = False) -> None:
         self.path = path
+        self._path = CallPath(self, now_us, TICK_SECONDS)   # the native call path (_call.pyx)
+        self.call = self._path.call            # type: ignore[method-assign]  # the method below, one frame less
         self.limits = limits or Limits()
         self.clock = clock
         self.store = DurableStore(path, config, progress=progress)
@@ -122,19 +113,44 @@ class Database:
         self.schema: ModuleSchema | None = None
         self.owner: bytes | None = None
         self._module: wasmtime.Module | None = None
-        self._host: ModuleHost | None = None
-        self._inst: Any = None
+        self._host = None
+        self._inst = None
         self._codecs: list[Any] = []
-        self._last_ts = 0
         self.queries = QueryService(self.store.datastore, lambda: self.owner,
                                     lambda: self.schema.visibility if self.schema is not None else {})
         # called with {query id: QueryDiff} after every commit that changed a subscribed result
         self.on_update: Callable[[dict[int, QueryDiff]], None] | None = None
+        self._path.attach(self.store, self.queries.subs, None, [])
         try:
             self._load_stored_module()
         except BaseException:
             self.store.close()
             raise
+
+    # kept by the call path, which reads them at every call
+    @property
+    def limits(self) -> Limits:
+        return self._path.limits
+
+    @limits.setter
+    def limits(self, value: Limits) -> None:
+        self._path.limits = value
+
+    @property
+    def _host(self) -> NativeHost | None:
+        return self._path.host
+
+    @_host.setter
+    def _host(self, value: NativeHost | None) -> None:
+        self._path.host = value
+
+    @property
+    def _inst(self) -> Any:
+        return self._path.inst
+
+    @_inst.setter
+    def _inst(self, value: Any) -> None:
+        self._path.inst = value
 
     @classmethod
     def open(cls, path: str, **kw: Any) -> Database:
@@ -185,7 +201,7 @@ class Database:
         return module
 
     def _describe(self, module: wasmtime.Module) -> tuple[ModuleSchema, bytes]:
-        host = ModuleHost(None, self.limits, self.logger)
+        host = NativeHost(None, self.limits, self.logger)
         inst = _wasm.instantiate(engine(), module, host, memory_limit=self.limits.memory_bytes)
         ticks = self._ticks()
         try:
@@ -201,18 +217,19 @@ class Database:
             raise ModuleError(f"stdb_describe returned a bad pointer: {e}") from None
         return parse_description(raw), raw
 
-    def _prepare(self, module: wasmtime.Module, schema: ModuleSchema) -> tuple[ModuleHost, list, Any]:
+    def _prepare(self, module: wasmtime.Module, schema: ModuleSchema) -> tuple[NativeHost, list, Any]:
         """Everything a module needs to run, built without changing the database."""
-        host = ModuleHost(schema, self.limits, self.logger, self._log)
+        host = NativeHost(schema, self.limits, self.logger, self._log)
         codecs = [r.codec() for r in schema.reducers]
         inst = _wasm.instantiate(engine(), module, host, memory_limit=self.limits.memory_bytes)
         return host, codecs, inst
 
     def _activate(self, module: wasmtime.Module, schema: ModuleSchema,
-                  prepared: tuple[ModuleHost, list, Any]) -> None:
+                  prepared: tuple[NativeHost, list, Any]) -> None:
         self._module = module
         self.schema = schema
         self._host, self._codecs, self._inst = prepared
+        self._path.attach(self.store, self.queries.subs, schema, self._codecs)
 
     def _instance(self) -> Any:
         if self._inst is None:
@@ -271,6 +288,7 @@ class Database:
         self.owner = None
         self._module = self._host = self._inst = None
         self._codecs = []
+        self._path.attach(self.store, self.queries.subs, None, [])
 
     # ---- publish
 
@@ -370,11 +388,8 @@ class Database:
         return max(1, int(self.limits.time / TICK_SECONDS + 0.999)) + 1
 
     def _timestamp(self, ts: int | None) -> int:
-        t = self.clock() if ts is None else ts
-        if t <= self._last_ts:                 # strictly increasing per database
-            t = self._last_ts + 1
-        self._last_ts = t
-        return t
+        """``ts`` or the clock's time, strictly increasing per database (kept by the call path)."""
+        return self._path.timestamp(ts)
 
     def reducer(self, name: str) -> ReducerDef:
         if self.schema is None:
@@ -389,14 +404,13 @@ class Database:
              connection_id: bytes | None = None, timestamp: int | None = None) -> CallResult:
         """Run ``reducer(*args)`` as ``sender`` in a transaction; CallResult on commit,
         ReducerError (with ``kind``) when it returned an error, trapped or hit a limit."""
+        return self._path.call(reducer, args, sender, connection_id, timestamp)
+
+    def _refuse_call(self, reducer: str) -> CallResult:
+        """Raise why ``call(reducer)`` cannot run: no module, no such reducer, a lifecycle one."""
         rd = self.reducer(reducer)
-        if rd.lifecycle is not None:
-            raise ReducerError(f"reducer '{reducer}' is the {rd.lifecycle} lifecycle reducer; "
-                               "the database calls it itself", reducer=reducer)
-        assert self.schema is not None
-        idx = self.schema.reducer_index(reducer)
-        assert idx is not None
-        return self._run(idx, args, sender, connection_id, timestamp)
+        raise ReducerError(f"reducer '{reducer}' is the {rd.lifecycle} lifecycle reducer; "
+                           "the database calls it itself", reducer=reducer)
 
     def client_connected(self, sender: bytes, connection_id: bytes | None = None) -> CallResult | None:
         return self._lifecycle("client_connected", sender, connection_id)
@@ -412,73 +426,54 @@ class Database:
 
     def _run(self, idx: int, args: Sequence[Any], sender: bytes, connection_id: bytes | None,
              timestamp: int | None, before_commit: Callable[[Any], None] | None = None) -> CallResult:
-        assert self.schema is not None and self._host is not None
-        rd = self.schema.reducers[idx]
-        _check_sender(sender)
-        conn = bytes(16) if connection_id is None else connection_id
-        if not isinstance(conn, bytes) or len(conn) != 16:
+        """Run reducer number ``idx`` through the native call path (stdb/module/_call.pyx)."""
+        if self.schema is None or self._host is None:
+            raise ModuleError(f"{self.path}: no module is published", hint="publish one first")
+        return self._path.run(idx, args, sender, connection_id, timestamp, before_commit)
+
+    # what the call path raises (it hands every failure back here, after rollback)
+
+    def _bad_call(self, name: str, what: str, value: Any) -> None:
+        if what == "sender":
+            raise DataError("sender must be a 32-byte identity")
+        if what == "connection_id":
             raise DataError("connection_id must be 16 bytes")
-        codec = self._codecs[idx]
-        if not isinstance(args, (tuple, list)):
-            raise DataError(f"reducer '{rd.name}': arguments must be a list or tuple, "
-                            f"got {type(args).__name__}")
+        if what == "args":
+            raise DataError(f"reducer '{name}': arguments must be a list or tuple, "
+                            f"got {type(value).__name__}")
+        assert self.schema is not None
+        idx = self.schema.reducer_index(name)
+        assert idx is not None
+        rd = self.schema.reducers[idx]
+        raise DataError(f"reducer '{name}': {value.detail}".replace(f"table 'reducer {name}', ", ""),
+                        hint="parameters: " + ", ".join(f"{c.name} {c.type.name}" for c in rd.params))
+
+    def _call_refused_by_reducer(self, name: str, inst: Any, packed: int, fuel: int) -> CallResult:
+        """The reducer returned an error message ((len << 32) | ptr): its ReducerError."""
+        packed &= 0xFFFFFFFFFFFFFFFF
         try:
-            raw = codec.encode(codec.check_row(tuple(args)))
-        except DataError as e:
-            raise DataError(f"reducer '{rd.name}': {e.detail}".replace(f"table 'reducer {rd.name}', ", ""),
-                            hint="parameters: " + ", ".join(f"{c.name} {c.type.name}"
-                                                            for c in rd.params)) from None
-        ts = self._timestamp(timestamp)
-        host = self._host
-        tx = self.store.begin()
-        t0 = time.perf_counter()
-        inst = self._instance()
-        host.begin_call(tx, rd.name, sender, conn, ts)
-        try:
-            try:
-                packed = inst.call_reducer(idx, raw, self.limits.fuel, self._ticks())
-            finally:
-                fuel = inst.fuel_consumed()
-                host.end_call()
-            if packed != 0:
-                packed &= 0xFFFFFFFFFFFFFFFF
-                try:
-                    msg = inst.read_memory(packed & 0xFFFFFFFF, packed >> 32).decode("utf-8", "replace")
-                except _wasm.MemoryFault:
-                    msg = f"(the error message pointer {packed & 0xFFFFFFFF} is outside memory)"
-                raise ReducerError(f"reducer '{rd.name}' failed: {msg}", reducer=rd.name, kind="error",
-                                   message=msg, fuel_used=fuel)
-        except _wasm.CallTrap as e:
-            tx.rollback()
-            self._inst = None                  # a trapped instance may be mid-call: start afresh
-            if inst.host_error is not None:
-                raise InternalError(f"reducer '{rd.name}': the host failed in an import: "
-                                    f"{inst.host_error!r}") from inst.host_error
-            msg = e.message
-            if e.kind == "out_of_fuel":
-                msg = f"it used its whole fuel budget of {self.limits.fuel:,}"
-            elif e.kind == "timeout":
-                msg = f"it ran for more than {self.limits.time:g} s"
-            raise ReducerError(f"reducer '{rd.name}' {_KIND_TEXT[e.kind]}: {msg}", reducer=rd.name,
-                               kind=e.kind, message=msg, backtrace=e.backtrace, fuel_used=fuel) from None
-        except _wasm.MemoryFault as e:
-            tx.rollback()
-            self._inst = None
-            raise ReducerError(f"reducer '{rd.name}' trapped: stdb_alloc gave memory the host cannot "
-                               f"use ({e})", reducer=rd.name, kind="trap", message=str(e)) from None
-        except BaseException:
-            if tx.is_open:
-                tx.rollback()
-            raise
-        if before_commit is not None:
-            try:
-                before_commit(tx)
-            except BaseException:
-                tx.rollback()
-                raise
-        commit = self.store.commit(tx, reducer=rd.name, args=raw, caller=sender, timestamp=ts)
-        return CallResult(rd.name, commit.offset, commit.delta, fuel, ts, time.perf_counter() - t0,
-                          self._updates(commit.delta))
+            msg = inst.read_memory(packed & 0xFFFFFFFF, packed >> 32).decode("utf-8", "replace")
+        except _wasm.MemoryFault:
+            msg = f"(the error message pointer {packed & 0xFFFFFFFF} is outside memory)"
+        raise ReducerError(f"reducer '{name}' failed: {msg}", reducer=name, kind="error",
+                           message=msg, fuel_used=fuel)
+
+    def _call_trapped(self, name: str, e: Exception, inst: Any, fuel: int) -> CallResult:
+        """The call trapped (``e``: CallTrap) or its stdb_alloc gave bad memory (MemoryFault)."""
+        if isinstance(e, _wasm.MemoryFault):
+            raise ReducerError(f"reducer '{name}' trapped: stdb_alloc gave memory the host cannot "
+                               f"use ({e})", reducer=name, kind="trap", message=str(e)) from None
+        assert isinstance(e, _wasm.CallTrap)
+        if inst.host_error is not None:
+            raise InternalError(f"reducer '{name}': the host failed in an import: "
+                                f"{inst.host_error!r}") from inst.host_error
+        msg = e.message
+        if e.kind == "out_of_fuel":
+            msg = f"it used its whole fuel budget of {self.limits.fuel:,}"
+        elif e.kind == "timeout":
+            msg = f"it ran for more than {self.limits.time:g} s"
+        raise ReducerError(f"reducer '{name}' {_KIND_TEXT[e.kind]}: {msg}", reducer=name,
+                           kind=e.kind, message=msg, backtrace=e.backtrace, fuel_used=fuel) from None
 
     def _updates(self, delta: TxDelta) -> dict[int, QueryDiff]:
         updates = self.queries.on_commit(delta)

@@ -33,11 +33,12 @@ from __future__ import annotations
 import logging
 import struct
 import threading
-import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
-from stdb.errors import StorageError
+from stdb._core.logq import LQ_CLOSED, LQ_FAILED, LQ_NOMEM, LogQueue
+from stdb._core.logq import monotonic as logq_monotonic
+from stdb.errors import InternalError, StorageError
 from stdb.storage import logformat as lf
 from stdb.storage.lmdbenv import LOG_DB, META_DB, Env
 
@@ -69,31 +70,22 @@ class CommitLog:
         self.durability = durability
         self.sync_interval = sync_interval
         self.max_group = max_group
-        # Pacing (durable mode): when at least group_siblings commits arrived while a group was
-        # written and nobody waits for durability, the next group starts no sooner than
-        # group_delay after that one began, so under load each group (two device flushes, and
-        # a dozen thread switches to hand the GIL back and forth) covers more commits.  A caller
-        # in wait_durable (confirmed mode) ends the delay at once, and a lone committer never
+        # Pacing: when at least group_siblings commits arrived while a group was written and
+        # nobody waits for durability, the next group starts no sooner than group_delay after
+        # that one began, so under load each group (in durable mode two device flushes; in both
+        # modes the writer's turns with the GIL for py-lmdb) covers more commits.  A caller in
+        # wait_durable (confirmed mode) ends the delay at once, and a lone committer never
         # meets one: nothing arrives while its group is written.
         self.group_delay = group_delay
         self.group_siblings = group_siblings
-        self._durable_waiters = 0
-        self._pacing = False
-        self._next = next_offset
-        self._written = next_offset - 1
-        self._durable = next_offset - 1
-        self._queue: list[bytes] = []     # records of offsets _qfirst, _qfirst + 1, ...
-        self._qfirst = next_offset
-        self._lock = threading.Lock()                 # appends take it directly: it is faster
-        self._cond = threading.Condition(self._lock)  # than entering the Condition (Python code)
+        # the records waiting for the writer, the written and durable offsets, the waits: in C
+        # (stdb/_core/logq.pyx), so that appending and waiting need no GIL
+        self.queue = LogQueue(next_offset)
         self._failed: StorageError | None = None
-        self._closing = False
-        self._writer_idle = False   # the writer waits for work: appends must wake it
         self.groups = 0          # write transactions so far (stats)
-        self.last_record_bytes = 0   # the size of the record the last append queued
         self.records = 0
-        # hooks for fault-injection tests: the write and the fsync of one group
-        self._write_group: Callable[[int, list[bytes]], None] = self._lmdb_write
+        # hooks for fault-injection tests: the write (of a Group of records) and the fsync
+        self._write_group: Callable[[int, Any], None] = self._lmdb_write
         self._sync: Callable[[], None] = env.sync
         self._thread = threading.Thread(target=self._run, name="stdb-commitlog", daemon=True)
         self._thread.start()
@@ -102,88 +94,91 @@ class CommitLog:
 
     @property
     def next_offset(self) -> int:
-        return self._next
+        return self.queue.next
 
     @property
     def durable_offset(self) -> int:
         """Every record with an offset ≤ this is on disk (-1: none yet)."""
-        return self._durable
+        return self.queue.durable
 
     @property
     def written_offset(self) -> int:
-        return self._written
+        return self.queue.written
+
+    @property
+    def last_record_bytes(self) -> int:
+        """The size of the record the last append queued."""
+        return self.queue.last_bytes
 
     @property
     def failed(self) -> StorageError | None:
         return self._failed
 
     def _raise_if_failed(self) -> None:
-        if self._failed is not None:
+        if self.queue.failed:
+            detail = self._failed.detail if self._failed is not None else "an I/O error"
             raise StorageError(f"the commit log stopped after an I/O error and acknowledges nothing "
-                               f"further: {self._failed.detail}",
+                               f"further: {detail}",
                                hint="the database must be restarted; recovery keeps every durable commit")
 
     # ---- appending
 
     def append(self, build: Callable[[int], bytes]) -> int:
         """Give the next offset to ``build`` (which returns the encoded record), queue it,
-        and return the offset.  Does not wait for the disk."""
-        lock = self._lock       # acquire/release: a third cheaper than a with block here
-        lock.acquire()
-        try:
-            if self._failed is not None or self._closing:
-                self._raise_if_failed()
-                raise StorageError("the commit log is closed")
-            offset = self._next
-            data = build(offset)
-            self._queue.append(data)
-            self._next = offset + 1
-            self.last_record_bytes = len(data)
-            if self._writer_idle:
-                self._cond.notify_all()
-        finally:
-            lock.release()
+        and return the offset.  Does not wait for the disk.  (The store is the log's one
+        appender: nothing else takes the offset between reading it and queueing the record.)"""
+        q = self.queue
+        if q.failed or q.closing:
+            self._refused(LQ_FAILED if q.failed else LQ_CLOSED)
+        offset = q.next
+        return self.append_record(offset, build(offset))
+
+    def append_record(self, offset: int, data: bytes) -> int:
+        """Queue a record built for ``offset``, which must be the next offset."""
+        r = self.queue.append(data, offset)
+        if r:
+            self._refused(r)
         return offset
+
+    def _refused(self, r: int) -> None:
+        if r == LQ_FAILED:
+            self._raise_if_failed()
+        if r == LQ_CLOSED:
+            raise StorageError("the commit log is closed")
+        if r == LQ_NOMEM:
+            raise MemoryError("no memory to queue a commit-log record")
+        raise InternalError(f"a record built for an offset that is not the log's next ({self.queue.next})")
 
     def wait_durable(self, offset: int, timeout: float | None = None) -> None:
         """Block until ``offset`` is durable; StorageError if the log failed or on timeout."""
-        deadline = None if timeout is None else time.monotonic() + timeout
-        with self._cond:
-            if self._durable >= offset:
-                return
-            self._durable_waiters += 1
-            if self._pacing:
-                self._cond.notify_all()       # someone waits: the writer must not delay
-            try:
-                while self._durable < offset:
-                    self._raise_if_failed()
-                    if offset >= self._next:
-                        raise StorageError(f"offset {offset} was never appended (next is {self._next})")
-                    remaining = None if deadline is None else deadline - time.monotonic()
-                    if remaining is not None and remaining <= 0:
-                        raise StorageError(f"offset {offset} not durable after {timeout} s")
-                    self._cond.wait(remaining if remaining is not None else 1.0)
-            finally:
-                self._durable_waiters -= 1
+        q = self.queue
+        if q.durable >= offset:
+            return
+        r = q.wait_durable(offset, -1.0 if timeout is None else logq_monotonic() + timeout)
+        if r == -1:
+            self._raise_if_failed()
+        elif r == -2:
+            raise StorageError(f"offset {offset} was never appended (next is {q.next})")
+        elif r == -3:
+            raise StorageError(f"offset {offset} not durable after {timeout} s")
 
     def flush(self, timeout: float | None = None) -> None:
         """Wait until everything appended so far is durable."""
-        if self._next > 0:
-            self.wait_durable(self._next - 1, timeout)
+        if self.queue.next > 0:
+            self.wait_durable(self.queue.next - 1, timeout)
 
     def close(self) -> None:
         """Write and sync what is queued, then stop the writer."""
-        with self._cond:
-            self._closing = True
-            self._cond.notify_all()
+        self.queue.close()
         self._thread.join()
 
     # ---- the writer
 
-    def _lmdb_write(self, first: int, group: list[bytes]) -> None:
-        """Put the records of offsets first, first + 1, ... as values of consecutive records."""
+    def _lmdb_write(self, first: int, group: Any) -> None:
+        """Put the records of offsets first, first + 1, ... (a logq.Group) as values of
+        consecutive records, each at most BATCH_BYTES (a bigger record alone)."""
         db = self.env.db(LOG_DB)
-        items = group_values(first, group)
+        items = group.values(BATCH_BYTES)
 
         def put_all(txn):
             # offsets only grow, so LMDB can append without searching (MDB_APPEND)
@@ -195,72 +190,49 @@ class CommitLog:
         self.env.write(put_all)
 
     def _run(self) -> None:
-        last_sync = time.monotonic()
+        q = self.queue
+        last_sync = logq_monotonic()
         # A durable environment (DurableStore's, in durable mode) fsyncs every write transaction
         # at commit, data pages before the meta page: a group is durable once written, and a
         # machine crash can never leave a meta page pointing at pages that did not reach the disk.
         synced_by_commit = self.env.durable
+        relaxed = self.durability == "relaxed"
         pace_until = 0.0
+        first = -1
         while True:
-            with self._cond:
-                if pace_until:
-                    self._pacing = True
-                    # appends do not wake a pacing writer; close and wait_durable do
-                    while not self._closing and not self._durable_waiters:
-                        wait = pace_until - time.monotonic()
-                        if wait <= 0:
-                            break
-                        self._cond.wait(wait)
-                    self._pacing = False
-                while not self._queue and not self._closing:
-                    self._writer_idle = True
-                    if self.durability == "relaxed" and self._written > self._durable:
-                        wait = self.sync_interval - (time.monotonic() - last_sync)
-                        if wait <= 0:
-                            break
-                        self._cond.wait(wait)
-                    else:
-                        self._cond.wait()
-                self._writer_idle = False
-                group = self._queue[: self.max_group]
-                first = self._qfirst
-                del self._queue[: len(group)]
-                self._qfirst += len(group)
-                closing = self._closing and not self._queue
+            if pace_until:
+                q.pace(pace_until)          # appends do not end it; close and wait_durable do
+            # relaxed mode: wake for the interval's fsync even when nothing new arrives
+            until = last_sync + self.sync_interval if relaxed and q.written > q.durable else -1.0
+            q.wait_work(until)
+            group = q.take(self.max_group)
+            closing = q.is_closing_and_empty()
             try:
-                if group:
-                    started = time.monotonic()
+                if group is not None:
+                    first = group.first
+                    started = logq_monotonic()
                     self._write_group(first, group)
                     self.groups += 1
                     self.records += len(group)
-                    with self._cond:
-                        self._written = first + len(group) - 1
-                        if synced_by_commit:    # LMDB flushed the group before returning
-                            self._durable = self._written
-                            self._cond.notify_all()
-                        busy = (synced_by_commit and len(self._queue) >= self.group_siblings
-                                and not self._durable_waiters)
+                    q.mark_written(first + len(group) - 1, synced_by_commit)
+                    busy = q.queued >= self.group_siblings and not q.durable_waiters
                     pace_until = started + self.group_delay if busy and self.group_delay > 0 else 0.0
                 # Otherwise (an environment without LMDB's own sync: relaxed mode) this is the
                 # fsync of an interval.
-                if not synced_by_commit and (closing or time.monotonic() - last_sync >= self.sync_interval):
-                    if self._written > self._durable:
+                if not synced_by_commit and (closing or logq_monotonic() - last_sync >= self.sync_interval):
+                    if q.written > q.durable:
                         self._sync()
-                        last_sync = time.monotonic()
-                        with self._cond:
-                            self._durable = self._written
-                            self._cond.notify_all()
+                        last_sync = logq_monotonic()
+                        q.mark_durable(q.written)
             except BaseException as e:  # noqa: BLE001 - every failure stops acknowledgements
                 err = e if isinstance(e, StorageError) else StorageError(f"commit log write failed: {e!r}")
-                log.error("commit log failed at offset %s: %s", first if group else "-", err.detail)
-                with self._cond:
-                    self._failed = err
-                    self._queue.clear()
-                    self._cond.notify_all()
+                log.error("commit log failed at offset %s: %s", first if group is not None else "-",
+                          err.detail)
+                self._failed = err
+                q.fail()
                 return
             if closing:
-                with self._cond:
-                    self._cond.notify_all()
+                q.finished()
                 return
 
 

@@ -19,52 +19,183 @@ roll back.
 
 from __future__ import annotations
 
+import struct
 from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field
 from typing import Any
 
+from stdb._core.codec import read_framed
 from stdb._core.schema import TableSchema
+from stdb._core.table import Table as NativeTable
+from stdb._core.txn import NativeTx
 from stdb.errors import ConstraintError, SchemaError, TransactionError
 
 __all__ = ["Datastore", "Transaction", "TxDelta", "TableDelta"]
 
 Row = tuple
 _EMPTY = object()
+_U16 = struct.Struct("<H")
+_U32 = struct.Struct("<I")
+_II = struct.Struct("<II")
 
 
-@dataclass
 class TableDelta:
     """What one transaction did to one table: rows deleted and rows inserted.
 
-    An update is a delete of the old row plus an insert of the new one.
+    An update is a delete of the old row plus an insert of the new one.  ``encoded`` is the
+    rows' row-codec encodings (deletes, inserts): what the commit log writes.  A delta made by
+    a native transaction holds only those bytes and decodes the rows when first asked.
     """
 
-    deletes: list[Row] = field(default_factory=list)
-    inserts: list[Row] = field(default_factory=list)
-    # the rows' row-codec encodings (deletes, inserts), as pending_delta computed them to compare
-    # rows; the commit log writes them as they are
-    encoded: tuple[list[bytes], list[bytes]] | None = field(default=None, compare=False, repr=False)
+    __slots__ = ("_deletes", "_inserts", "_encoded", "_lazy")
+
+    def __init__(self, deletes: list[Row] | None = None, inserts: list[Row] | None = None,
+                 encoded: tuple[list[bytes], list[bytes]] | None = None) -> None:
+        self._deletes: list[Row] | None = [] if deletes is None else deletes
+        self._inserts: list[Row] | None = [] if inserts is None else inserts
+        self._encoded = encoded
+        self._lazy: tuple[Any, bytes, int, int, int] | None = None
+
+    @classmethod
+    def _framed(cls, codec: Any, data: bytes, pos: int, ndel: int, nins: int) -> TableDelta:
+        """A delta whose rows are the ``ndel + nins`` framed rows (u32 length, row) at
+        ``data[pos:]``, deletes first, decoded with ``codec`` when first asked."""
+        d = cls.__new__(cls)
+        d._deletes = d._inserts = None
+        d._encoded = None
+        d._lazy = (codec, data, pos, ndel, nins)
+        return d
+
+    def _unpack(self) -> None:
+        assert self._lazy is not None
+        codec, data, pos, nd, ni = self._lazy
+        dk, pos = read_framed(data, pos, nd)
+        ik, _ = read_framed(data, pos, ni)
+        self._encoded = (dk, ik)
+        decode = codec.decode
+        self._deletes = [decode(r) for r in dk]
+        self._inserts = [decode(r) for r in ik]
+        self._lazy = None
+
+    @property
+    def deletes(self) -> list[Row]:
+        if self._lazy is not None:
+            self._unpack()
+        assert self._deletes is not None
+        return self._deletes
+
+    @property
+    def inserts(self) -> list[Row]:
+        if self._lazy is not None:
+            self._unpack()
+        assert self._inserts is not None
+        return self._inserts
+
+    @property
+    def encoded(self) -> tuple[list[bytes], list[bytes]] | None:
+        if self._lazy is not None:
+            self._unpack()
+        return self._encoded
+
+    @property
+    def counts(self) -> tuple[int, int]:
+        """(deletes, inserts), without decoding anything."""
+        if self._lazy is not None:
+            return self._lazy[3], self._lazy[4]
+        return len(self.deletes), len(self.inserts)
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, TableDelta):
+            return NotImplemented
+        return self.deletes == other.deletes and self.inserts == other.inserts
+
+    def __repr__(self) -> str:
+        return f"TableDelta(deletes={self.deletes!r}, inserts={self.inserts!r})"
 
 
-@dataclass
 class TxDelta:
-    """The effect of a committed transaction, per table (tables it did not change are absent)."""
+    """The effect of a committed transaction, per table (tables it did not change are absent).
 
-    tables: dict[str, TableDelta] = field(default_factory=dict)
+    A native transaction's delta is the changes of its log record (``changes``) and is turned
+    into ``TableDelta`` objects only when ``tables`` is first read."""
+
+    __slots__ = ("_tables", "_parts", "changes", "_rec")
+
+    def __init__(self, tables: dict[str, TableDelta] | None = None) -> None:
+        self._tables: dict[str, TableDelta] | None = {} if tables is None else tables
+        self._parts: list[tuple[str, Any, int, int, int]] | None = None
+        self.changes: bytes | None = None
+        self._rec: tuple[bytes, int, int, Datastore] | None = None
+
+    @classmethod
+    def _native(cls, changes: bytes, parts: list[tuple[Any, int, int, int, int]]) -> TxDelta:
+        d = cls.__new__(cls)
+        d._tables = None
+        d._parts = [(t.name, t.codec, rows, nd, ni) for t, _start, rows, nd, ni in parts]
+        d.changes = changes
+        d._rec = None
+        return d
+
+    @classmethod
+    def _record(cls, record: bytes, changes_len: int, ntables: int, ds: Datastore) -> TxDelta:
+        """The delta of a TX log record whose last ``changes_len`` bytes are its ``ntables``
+        table sections (docs/log-format.md), decoded with ``ds``'s tables when first asked."""
+        d = cls.__new__(cls)
+        d._tables = None
+        d._parts = None
+        d.changes = None
+        d._rec = (record, len(record) - changes_len, ntables, ds)
+        return d
+
+    def _parse(self) -> list[tuple[str, Any, int, int, int]]:
+        if self._parts is None:
+            assert self._rec is not None
+            record, pos, n, ds = self._rec
+            parts = []
+            for _ in range(n):
+                (ln,) = _U16.unpack_from(record, pos)
+                name = record[pos + 2:pos + 2 + ln].decode("utf-8")
+                nd, ni = _II.unpack_from(record, pos + 2 + ln)
+                pos += 2 + ln + 8
+                rows = pos
+                for _ in range(nd + ni):
+                    pos += 4 + _U32.unpack_from(record, pos)[0]
+                parts.append((name, ds.table(name).codec, rows, nd, ni))
+            self._parts = parts
+            self.changes = record
+            self._rec = None
+        return self._parts
+
+    @property
+    def tables(self) -> dict[str, TableDelta]:
+        if self._tables is None:
+            assert self.changes is not None or self._rec is not None
+            parts = self._parse()
+            assert self.changes is not None
+            self._tables = {name: TableDelta._framed(codec, self.changes, rows, nd, ni)
+                            for name, codec, rows, nd, ni in parts}
+        return self._tables
 
     def __bool__(self) -> bool:
-        return bool(self.tables)
+        if self._tables is not None:
+            return bool(self._tables)
+        if self._rec is not None:
+            return self._rec[2] > 0
+        return bool(self._parts)
 
     @property
     def row_count(self) -> int:
-        return sum(len(d.deletes) + len(d.inserts) for d in self.tables.values())
+        if self._tables is None:
+            return sum(nd + ni for _, _, _, nd, ni in self._parse())
+        return sum(sum(d.counts) for d in self._tables.values())
 
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, TxDelta):
+            return NotImplemented
+        return self.tables == other.tables
 
-def _default_table_factory() -> Callable[[TableSchema], Any]:
-    from stdb._core.table import Table
-
-    return Table
+    def __repr__(self) -> str:
+        return f"TxDelta(tables={self.tables!r})"
 
 
 class Datastore:
@@ -75,9 +206,14 @@ class Datastore:
     """
 
     def __init__(self, table_factory: Callable[[TableSchema], Any] | None = None) -> None:
-        self._factory = table_factory or _default_table_factory()
+        self._factory = table_factory or NativeTable
+        # the native lane (stdb._core.txn) for native tables; the pure-Python write set for
+        # the twin (stdb._core.reference)
+        self.native = self._factory is NativeTable
         self._tables: dict[str, Any] = {}
         self._tx: Transaction | None = None
+        # counts create / alter / drop: who caches table objects (the native host) rebinds
+        self.generation = 0
 
     # ---- schema
 
@@ -89,6 +225,7 @@ class Datastore:
         if schema.name in self._tables:
             raise SchemaError(f"table '{schema.name}' already exists")
         self._tables[schema.name] = self._factory(schema)
+        self.generation += 1
 
     def altered_table(self, schema: TableSchema) -> Any:
         """A copy of table ``schema.name`` under a new schema with the same columns (indexes
@@ -113,12 +250,14 @@ class Datastore:
         if self._tx is not None:
             raise TransactionError("cannot alter a table while a transaction is open")
         self._tables[schema.name] = table if table is not None else self.altered_table(schema)
+        self.generation += 1
 
     def drop_table(self, name: str) -> None:
         if self._tx is not None:
             raise TransactionError("cannot drop a table while a transaction is open")
         self.table(name)
         del self._tables[name]
+        self.generation += 1
 
     def table(self, name: str) -> Any:
         """The table object (committed state when no transaction is open)."""
@@ -137,12 +276,13 @@ class Datastore:
 
     # ---- transactions
 
-    def begin(self) -> Transaction:
-        """Open the write transaction (one at a time)."""
+    def begin(self, core: Any = None) -> Transaction:
+        """Open the write transaction (one at a time).  ``core``: a native write set to reuse
+        (the database's call path keeps one)."""
         if self._tx is not None:
             raise TransactionError("a transaction is already open on this datastore",
                                    hint="commit or roll back the open one first")
-        self._tx = Transaction(self)
+        self._tx = Transaction(self, core)
         return self._tx
 
     @property
@@ -169,14 +309,18 @@ class Datastore:
 
 
 class Transaction:
-    """A write transaction; use as a context manager to commit on success, roll back on error."""
+    """A write transaction; use as a context manager to commit on success, roll back on error.
 
-    def __init__(self, store: Datastore) -> None:
+    Over native tables the writes go through ``stdb._core.txn`` (the write set, the delta and
+    the log record in C); over ``stdb._core.reference`` tables through ``_PyWriteSet``, the
+    pure-Python twin of the same rules."""
+
+    def __init__(self, store: Datastore, core: Any = None) -> None:
         self._store = store
         self._open = True
-        # table name -> {rowid: row at begin, or _EMPTY}
-        self._orig: dict[str, dict[int, Any]] = {}
-        self._seqs: dict[str, tuple] = {}
+        if core is not None and not store.native:
+            raise TransactionError("a native write set needs native tables")
+        self._w: Any = core if core is not None else NativeTx() if store.native else _PyWriteSet()
 
     # ---- context manager
 
@@ -195,21 +339,17 @@ class Transaction:
     def is_open(self) -> bool:
         return self._open
 
+    @property
+    def native(self) -> bool:
+        """Whether this transaction's writes go through the native lane (stdb._core.txn)."""
+        return self._store.native
+
     # ---- plumbing
 
     def _table(self, name: str) -> Any:
         if not self._open:
             raise TransactionError("this transaction has already ended")
-        t = self._store.table(name)
-        if name not in self._orig:
-            self._orig[name] = {}
-            self._seqs[name] = t.sequence_state()
-        return t
-
-    def _touch(self, name: str, table: Any, rowid: int, present: bool) -> None:
-        orig = self._orig[name]
-        if rowid not in orig:
-            orig[rowid] = table.get(rowid) if present else _EMPTY
+        return self._store.table(name)
 
     def _pk_rowid(self, name: str, table: Any, key: Any) -> int | None:
         if not table.schema.primary_key:
@@ -223,9 +363,7 @@ class Transaction:
     def insert(self, name: str, row: Sequence[Any]) -> Row:
         """Insert a row and return it as stored (auto-increment columns given as 0 filled in)."""
         t = self._table(name)
-        rowid = t.insert(tuple(row) if isinstance(row, list) else row)
-        self._touch(name, t, rowid, False)
-        return t.get(rowid)
+        return self._w.insert(t, row)
 
     def delete(self, name: str, key: Any) -> Row:
         """Delete the row with this primary key and return it (ConstraintError if none)."""
@@ -233,16 +371,14 @@ class Transaction:
         rowid = self._pk_rowid(name, t, key)
         if rowid is None:
             raise ConstraintError(f"table '{name}': no row with primary key {key!r} to delete")
-        self._touch(name, t, rowid, True)
-        return t.delete(rowid)
+        return self._w.delete_rowid(t, rowid)
 
     def delete_rowid(self, name: str, rowid: int) -> Row:
         """Delete the row stored at ``rowid`` (found through ``table(name)``) and return it."""
         t = self._table(name)
         if not t.contains(rowid):
             raise ConstraintError(f"table '{name}': no row at row id {rowid} to delete")
-        self._touch(name, t, rowid, True)
-        return t.delete(rowid)
+        return self._w.delete_rowid(t, rowid)
 
     def delete_row(self, name: str, row: Sequence[Any]) -> bool:
         """Delete one row equal to ``row``; False if there is none."""
@@ -250,8 +386,7 @@ class Transaction:
         rowid = t.find_row(row)
         if rowid is None:
             return False
-        self._touch(name, t, rowid, True)
-        t.delete(rowid)
+        self._w.delete_rowid(t, rowid)
         return True
 
     def update(self, name: str, row: Sequence[Any]) -> Row:
@@ -263,7 +398,7 @@ class Transaction:
         rowid = self._pk_rowid(name, t, key)
         if rowid is None:
             raise ConstraintError(f"table '{name}': no row with primary key {key!r} to update")
-        return self._update_at(name, t, rowid, checked)
+        return self._w.update_rowid(t, rowid, checked)
 
     def update_rowid(self, name: str, rowid: int, row: Sequence[Any]) -> Row:
         """Replace the row stored at ``rowid`` (found through ``table(name)``, e.g. by its
@@ -271,17 +406,7 @@ class Transaction:
         t = self._table(name)
         if not t.contains(rowid):
             raise ConstraintError(f"table '{name}': no row at row id {rowid} to update")
-        return self._update_at(name, t, rowid, row)
-
-    def _update_at(self, name: str, t: Any, rowid: int, row: Sequence[Any]) -> Row:
-        old = t.get(rowid)
-        orig = self._orig[name]
-        if rowid not in orig:
-            orig[rowid] = old
-        newid = t.update(rowid, row)
-        if newid != rowid:
-            self._touch(name, t, newid, False)
-        return old
+        return self._w.update_rowid(t, rowid, row)
 
     # ---- reads (see this transaction's writes)
 
@@ -327,9 +452,89 @@ class Transaction:
         """What ``commit`` would return now, without ending the transaction."""
         if not self._open:
             raise TransactionError("this transaction has already ended")
+        if self._store.native:
+            changes, parts = self._w.delta_parts()
+            return TxDelta._native(changes, parts)
+        return self._w.pending_delta(self._store)
+
+    def encode_record(self, offset: int, timestamp: int, caller: bytes | None, reducer: str,
+                      args: bytes) -> bytes:
+        """The commit-log TX record of the pending delta (docs/log-format.md)."""
+        if not self._open:
+            raise TransactionError("this transaction has already ended")
+        if self._store.native:
+            return self._w.encode_record(offset, timestamp, caller, reducer, args)
+        from stdb.storage import logformat as lf
+        changes = []
+        for name, d in self.pending_delta().tables.items():
+            assert d.encoded is not None
+            changes.append(lf.TableChange(name, *d.encoded))
+        return lf.encode_tx(offset, timestamp, caller, reducer, args, changes)
+
+    def rollback(self) -> None:
+        """Undo every write of this transaction."""
+        if not self._open:
+            raise TransactionError("this transaction has already ended")
+        try:
+            self._w.rollback()
+        finally:
+            self._finish()
+
+    def _finish(self) -> None:
+        self._open = False
+        self._w.finish()
+        self._store._end(self)
+
+
+class _PyWriteSet:
+    """The write set of a transaction over ``stdb._core.reference`` tables: the pure-Python
+    twin of stdb._core.txn (the same rules, compared against it by the tests).  Per table, the
+    row that was at each touched row id when the transaction first touched it (or _EMPTY)."""
+
+    def __init__(self) -> None:
+        self._orig: dict[str, dict[int, Any]] = {}
+        self._seqs: dict[str, tuple] = {}
+        self._tables: dict[str, Any] = {}
+
+    def _register(self, t: Any) -> dict[int, Any]:
+        orig = self._orig.get(t.name)
+        if orig is None:
+            orig = self._orig[t.name] = {}
+            self._seqs[t.name] = t.sequence_state()
+            self._tables[t.name] = t
+        return orig
+
+    def _touch(self, orig: dict[int, Any], t: Any, rowid: int, present: bool) -> None:
+        if rowid not in orig:
+            orig[rowid] = t.get(rowid) if present else _EMPTY
+
+    def insert(self, t: Any, row: Sequence[Any]) -> Row:
+        orig = self._register(t)
+        rowid = t.insert(tuple(row) if isinstance(row, list) else row)
+        self._touch(orig, t, rowid, False)
+        return t.get(rowid)
+
+    def delete_rowid(self, t: Any, rowid: int) -> Row:
+        self._touch(self._register(t), t, rowid, True)
+        return t.delete(rowid)
+
+    def update_rowid(self, t: Any, rowid: int, row: Sequence[Any]) -> Row:
+        orig = self._register(t)
+        old = t.get(rowid)
+        if rowid not in orig:
+            orig[rowid] = old
+        newid = t.update(rowid, row)
+        if newid != rowid:
+            self._touch(orig, t, newid, False)
+        return old
+
+    def pending_delta(self, store: Datastore) -> TxDelta:
+        """Per touched row id, the original row (if any) deleted and the current row (if any)
+        inserted; rows with the same encoding cancel (NaN included; a row whose bits changed,
+        -0.0 for 0.0, is a change)."""
         delta = TxDelta()
         for name, orig in self._orig.items():
-            t = self._store.table(name)
+            t = store.table(name)
             enc = t.codec.encode
             contains, get = t.contains, t.get
             deletes: list[Row] = []
@@ -339,11 +544,10 @@ class Transaction:
             for rowid, before in orig.items():
                 after: Any = get(rowid) if contains(rowid) else _EMPTY
                 if before is not _EMPTY:
+                    eb = enc(before)
                     if after is not _EMPTY:
-                        if before == after:
-                            continue
-                        eb, ea = enc(before), enc(after)
-                        if eb == ea:          # NaN != NaN: equal rows are equal bytes
+                        ea = enc(after)
+                        if eb == ea:
                             continue
                         deletes.append(before)
                         dk.append(eb)
@@ -351,7 +555,7 @@ class Transaction:
                         ik.append(ea)
                     else:
                         deletes.append(before)
-                        dk.append(enc(before))
+                        dk.append(eb)
                 elif after is not _EMPTY:
                     inserts.append(after)
                     ik.append(enc(after))
@@ -363,11 +567,8 @@ class Transaction:
         return delta
 
     def rollback(self) -> None:
-        """Undo every write of this transaction."""
-        if not self._open:
-            raise TransactionError("this transaction has already ended")
         for name, orig in self._orig.items():
-            t = self._store.table(name)
+            t = self._tables[name]
             for rowid in orig:
                 if t.contains(rowid):
                     t.delete(rowid)
@@ -375,12 +576,10 @@ class Transaction:
                 if before is not _EMPTY:
                     t.insert_at(rowid, before)
             t.restore_sequences(self._seqs[name])
-        self._finish()
 
-    def _finish(self) -> None:
-        self._open = False
+    def finish(self) -> None:
         self._orig = {}
-        self._store._end(self)
+        self._tables = {}
 
 
 def _cancel_pairs(deletes: list[Row], dk: list[bytes], inserts: list[Row], ik: list[bytes]

@@ -162,10 +162,10 @@ class DurableStore:
 
     # ---- transactions
 
-    def begin(self) -> Transaction:
+    def begin(self, core: Any = None) -> Transaction:
         self._check_open()
         self.log._raise_if_failed()
-        return self.datastore.begin()
+        return self.datastore.begin(core)
 
     def commit(self, tx: Transaction, *, reducer: str = "", args: bytes = b"",
                caller: bytes | None = None, timestamp: int | None = None) -> Commit:
@@ -179,13 +179,22 @@ class DurableStore:
             tx.commit()
             return Commit(None, delta)
         try:
-            changes = []
-            for name, d in delta.tables.items():
-                assert d.encoded is not None           # pending_delta encodes every row it reports
-                changes.append(lf.TableChange(name, *d.encoded))
             ts = _now() if timestamp is None else timestamp
-            offset = self._append(lambda off: lf.encode_tx(off, ts, caller, reducer, args, changes),
+            offset = self._append(lambda off: tx.encode_record(off, ts, caller, reducer, args),
                                   before_snapshot=lambda: tx.commit(delta))
+        except BaseException:
+            if tx.is_open:
+                tx.rollback()
+            raise
+        return Commit(offset, delta)
+
+    def commit_record(self, tx: Transaction, offset: int, record: bytes) -> Commit:
+        """Commit ``tx`` with its log record already built (for ``offset``, the log's next:
+        the native call path builds it while the reducer's transaction is still in C)."""
+        self._check_open()
+        delta = tx.pending_delta()
+        try:
+            self._append(None, before_snapshot=lambda: tx.commit(delta), record=(offset, record))
         except BaseException:
             if tx.is_open:
                 tx.rollback()
@@ -203,10 +212,16 @@ class DurableStore:
             raise
         return out, self.commit(tx, **kw)
 
-    def _append(self, build: Callable[[int], bytes], before_snapshot: Callable[[], Any] | None = None) -> int:
-        """Append a record; ``before_snapshot`` (ending the transaction) runs once the record is
-        queued and before an automatic snapshot may be taken."""
-        offset = self.log.append(build)
+    def _append(self, build: Callable[[int], bytes] | None, before_snapshot: Callable[[], Any] | None = None,
+                record: tuple[int, bytes] | None = None) -> int:
+        """Append a record (``build(offset)`` makes it, or ``record`` is (offset, bytes) already
+        built for the next offset); ``before_snapshot`` (ending the transaction) runs once the
+        record is queued and before an automatic snapshot may be taken."""
+        if record is not None:
+            offset = self.log.append_record(*record)
+        else:
+            assert build is not None
+            offset = self.log.append(build)
         if before_snapshot is not None:
             before_snapshot()
         self._since_snapshot_txs += 1

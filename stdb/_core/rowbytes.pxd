@@ -1,0 +1,170 @@
+# cython: language_level=3
+"""Rows as bytes, in C and without the GIL: checks, key encoding and messages over the row codec.
+
+The contract of the native lane (docs/architecture.md, "The native call path"): every function
+here takes and gives bytes, touches no Python object, and reports a problem as an ``Err`` (an
+error code and a message) instead of an exception.
+"""
+
+from libc.stdint cimport uint8_t, uint32_t, int64_t, uint64_t
+from libc.string cimport memcpy
+from cpython.mem cimport PyMem_RawRealloc, PyMem_RawFree
+
+# ---------------------------------------------------------------- errors
+
+# Error codes of the native lane.  The module ABI's codes (docs/abi.md) where one applies; the
+# Python wrappers turn them into the errors of stdb.errors (see rowbytes.raise_err).
+cdef enum:
+    E_OK = 0
+    E_NO_SUCH_TABLE = -1
+    E_NO_SUCH_INDEX = -2
+    E_BAD_ROW = -3            # DataError
+    E_UNIQUE = -4             # ConstraintError
+    E_NO_SUCH_ITER = -5
+    E_BUFFER_TOO_SMALL = -6
+    E_ROW_TOO_LARGE = -7
+    E_WRONG_INDEX_KIND = -8
+    E_BAD_ARGUMENT = -9
+    E_NO_TRANSACTION = -10
+    E_TOO_MANY_ITERS = -11
+    E_MISSING = -20           # ConstraintError: the row to delete or update is not there
+    E_FULL = -21              # DataError: a table full, an auto-increment sequence exhausted
+    E_NOMEM = -100            # MemoryError
+    E_INTERNAL = -101         # InternalError: a broken invariant of the engine
+
+cdef enum:
+    ERR_MSG = 1024
+
+ctypedef struct Err:
+    int code
+    char msg[ERR_MSG]         # NUL-terminated UTF-8
+
+cdef int err_set(Err* e, int code, const char* msg) noexcept nogil
+cdef int err_nomem(Err* e) noexcept nogil
+cdef int err_prefix(Err* e, const char* a, const char* b, const char* c) noexcept nogil
+
+# ---------------------------------------------------------------- growable C buffers
+
+# A byte buffer for the native lane (PyMem_Raw*: no GIL needed).  Zero-initialise it; free
+# with cbuf_free.  Every function returns 0, or -1 when memory runs out (the buffer unchanged).
+ctypedef struct CBuf:
+    unsigned char* data
+    Py_ssize_t len
+    Py_ssize_t cap
+
+cdef int cbuf_grow(CBuf* b, Py_ssize_t need) noexcept nogil
+
+
+cdef inline int cbuf_reserve(CBuf* b, Py_ssize_t extra) noexcept nogil:
+    if b.len + extra <= b.cap:
+        return 0
+    return cbuf_grow(b, b.len + extra)
+
+
+cdef inline int cbuf_put(CBuf* b, const void* src, Py_ssize_t n) noexcept nogil:
+    if b.len + n > b.cap and cbuf_grow(b, b.len + n) < 0:
+        return -1
+    if n:
+        memcpy(b.data + b.len, src, n)
+    b.len += n
+    return 0
+
+
+cdef inline int cbuf_u8(CBuf* b, uint8_t v) noexcept nogil:
+    if b.len + 1 > b.cap and cbuf_grow(b, b.len + 1) < 0:
+        return -1
+    b.data[b.len] = v
+    b.len += 1
+    return 0
+
+
+cdef inline int cbuf_u32(CBuf* b, uint32_t v) noexcept nogil:
+    return cbuf_put(b, &v, 4)
+
+
+cdef inline void cbuf_free(CBuf* b) noexcept nogil:
+    if b.data != NULL:
+        PyMem_RawFree(b.data)
+    b.data = NULL
+    b.len = 0
+    b.cap = 0
+
+
+cdef inline uint32_t rd_u32(const unsigned char* p) noexcept nogil:
+    cdef uint32_t v
+    memcpy(&v, p, 4)
+    return v
+
+
+cdef inline void wr_u32(unsigned char* p, uint32_t v) noexcept nogil:
+    memcpy(p, &v, 4)
+
+
+# ---------------------------------------------------------------- column types
+
+# The type of one column as the native lane needs it (codes are codec.TypeCode).
+ctypedef struct ColSpec:
+    int code
+    int inner                 # the element type of option<T> / array<T>, else 0
+    int page_width            # bytes in a page's fixed column area (8 for heap values)
+    bint in_heap              # strings, bytes, arrays and options of those live in the page heap
+    char name[24]             # the type's name, for messages ("option<string>")
+
+# A row's schema: its columns, with the names messages give.
+ctypedef struct RowSpec:
+    int ncols
+    ColSpec* cols
+    char* table               # NUL-terminated names (UTF-8), owned
+    char** names
+    Py_ssize_t fixed_len      # the encoded length of every row when no column varies, else -1
+
+cdef RowSpec* rowspec_new(str table, names, types) except NULL
+cdef void rowspec_free(RowSpec* s) noexcept
+
+# the width of a fixed-size base type in the row codec (and in pages); 0 for string, bytes,
+# option and array
+cdef int rb_width(int code) noexcept nogil
+
+# ---------------------------------------------------------------- checks
+
+# Validate the value of type ``c`` at p[at:n]; its end, or -1 with ``e`` set (DataError text as
+# codec.decode_value words it, without the table and column).  ``utf8``: check strings are UTF-8.
+cdef Py_ssize_t rb_value_end(const ColSpec* c, const unsigned char* p, Py_ssize_t n, Py_ssize_t at,
+                             bint utf8, Err* e) noexcept nogil
+
+# Validate a whole row of ``s`` in p[0:n] (all of it); starts[i] gets where column i's value
+# begins and starts[ncols] = n.  0, or -1 with ``e`` naming the table and column (code E_BAD_ROW).
+# ``ncols`` < s.ncols checks a prefix of the columns (an index key of k columns).
+cdef int rb_check_row(const RowSpec* s, int ncols, const unsigned char* p, Py_ssize_t n,
+                      Py_ssize_t* starts, bint utf8, Err* e) noexcept nogil
+
+# The start of each column of a row already known to be valid (no checks of values; lengths
+# are still bounded by n).  0, or -1 (E_BAD_ROW) when the framing does not fit n.
+cdef int rb_walk_row(const RowSpec* s, const unsigned char* p, Py_ssize_t n, Py_ssize_t* starts,
+                     Err* e) noexcept nogil
+
+# NULL when s[0:n] is UTF-8 as Python's strict decoder accepts it, else the decoder's reason
+cdef const char* utf8_problem(const unsigned char* s, Py_ssize_t n) noexcept nogil
+
+# ---------------------------------------------------------------- the key codec
+
+# Append the key form (docs/row-format.md, key codec) of the valid value of type ``c`` at ``p``
+cdef int rb_key_value(const ColSpec* c, const unsigned char* p, CBuf* out) noexcept nogil
+# ... of a fixed-size base value stored as in the row codec / a page (little-endian) at ``p``
+cdef int key_scalar(int code, const unsigned char* p, CBuf* out) noexcept nogil
+# ... of string / bytes contents
+cdef int key_bytes(const unsigned char* s, Py_ssize_t n, CBuf* out) noexcept nogil
+# ... of an array value in the row codec (u32 count, then the elements of type ``inner``)
+cdef int key_array(int inner, const unsigned char* p, CBuf* out) noexcept nogil
+
+# ---------------------------------------------------------------- messages
+
+# Append Python's repr() of the valid value of type ``c`` at ``p`` (for messages)
+cdef int rb_repr_value(const ColSpec* c, const unsigned char* p, CBuf* out) noexcept nogil
+# Append repr() of a double as Python writes it (shortest round trip)
+cdef int repr_double(double d, CBuf* out) noexcept nogil
+# Append repr() of a str given as UTF-8 (``is_bytes`` False) or of bytes
+cdef int repr_text(const unsigned char* s, Py_ssize_t n, bint is_bytes, CBuf* out) noexcept nogil
+
+# Raise the Python error for a native-lane error (needs the GIL)
+cdef int raise_err(const Err* e) except -1
