@@ -78,6 +78,20 @@ def keys(draw, tid, iid, k=None):
     return part.encode(tuple(vals[n] for n in names))
 
 
+def drain(h, handle):
+    """(the first non-positive answer, every row it returned) of iterator ``handle``."""
+    rows = []
+    while True:
+        r, data = h.iter_next(handle, 1 << 16)
+        if r <= 0:
+            return r, rows
+        pos = 0
+        while pos < len(data):
+            (n,) = struct.unpack_from("<I", data, pos)
+            rows.append(data[pos + 4:pos + 4 + n])
+            pos += 4 + n
+
+
 def contents(ds):
     return {name: sorted(ds.table(name).codec.encode(r) for r in ds.scan(name))
             for name in ("item", "tag")} if not ds.in_transaction else None
@@ -114,14 +128,25 @@ def test_the_native_host_answers_as_its_twin(data):
                 args = (tid,)
             elif op in ("next", "close"):
                 h = draw(st.sampled_from(open_iters + [0, 99] if open_iters else [0, 1]))
-                args = (h, draw(st.sampled_from([0, 3, 4, 20, 200, 1 << 12]))) if op == "next" else (h,)
+                args = (h,)
             elif op == "table_id":
                 args = (draw(st.sampled_from([b"item", b"tag", b"nope", b"item\xff"])),)
             else:
                 args = (tid, draw(st.sampled_from([b"pk", b"by_kind", b"by_name", b"by_k", b"zz"])))
-            name = {"next": "iter_next", "close": "iter_close"}.get(op, op)
+            if op == "next":
+                # the two tables keep rows in different storage orders, so an iterator's rows
+                # are compared as a whole (drained): the same rows, as of its creation
+                got = [drain(h, args[0]) for h, _, _ in pair]
+                got = [(g[0], sorted(g[1])) for g in got]
+                assert got[0] == got[1], (op, args, got)
+                continue
+            name = {"close": "iter_close"}.get(op, op)
             got = [getattr(h, name)(*args) for h, _, _ in pair]
             errs = [h.last_error for h, _, _ in pair]
+            if op == "find" and (tid, iid) == (1, 0) and got[0][0] > 0 and got[1][0] > 0:
+                # a non-unique index: "the first row" with the key is in storage order
+                assert TAG_CODEC.decode(got[0][1])[0] == TAG_CODEC.decode(got[1][1])[0]
+                continue
             assert got[0] == got[1], (op, args, got, errs)
             if got[0] != got[1] or (not isinstance(got[0], tuple) and got[0] is not None and got[0] < 0) or \
                     (isinstance(got[0], tuple) and got[0][0] < 0):

@@ -59,7 +59,8 @@ cdef inline double f64_of(float f) noexcept nogil:
     return d
 
 
-cdef inline Py_ssize_t frame_at(const unsigned char* p, Py_ssize_t pos, Py_ssize_t n, uint32_t* ln) noexcept:
+cdef inline Py_ssize_t frame_at(const unsigned char* p, Py_ssize_t pos, Py_ssize_t n,
+                                uint32_t* ln) noexcept nogil:
     """Framed rows (u32 little-endian length, then the row; the log's and the snapshots'): where
     the row framed at ``pos`` of ``p[0:n]`` begins, its length in ``ln``; -1 when fewer than 4
     bytes are left for the length, -2 when the row runs past ``n``."""

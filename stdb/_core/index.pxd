@@ -5,6 +5,7 @@ The ordered index (btree indexes, non-unique hash indexes) is stdb/_core/ordered
 """
 
 from libc.stdint cimport uint64_t, int64_t
+from libc.string cimport memcpy
 from stdb._core.rowbytes cimport CBuf
 
 
@@ -19,12 +20,33 @@ cdef inline uint64_t fmix64(uint64_t h) noexcept nogil:
 
 
 cdef inline uint64_t hash_bytes(const unsigned char* p, Py_ssize_t n) noexcept nogil:
-    """FNV-1a over the key bytes, finished with murmur3's fmix64."""
-    cdef uint64_t h = 0xcbf29ce484222325ULL
-    cdef Py_ssize_t i
-    for i in range(n):
-        h = (h ^ p[i]) * 0x100000001b3ULL
-    return fmix64(h)
+    """The key bytes eight at a time, each word mixed in with murmur3's fmix64 (an 8-byte key,
+    the commonest, costs two mixes; FNV-1a, which this replaced, one multiply per byte)."""
+    cdef uint64_t h = 0x9E3779B97F4A7C15ULL ^ <uint64_t>n
+    cdef uint64_t w
+    cdef int k
+    while n >= 8:
+        memcpy(&w, p, 8)
+        h = fmix64(h ^ w)
+        p += 8
+        n -= 8
+    if n:
+        w = 0
+        for k in range(n):
+            w |= (<uint64_t>p[k]) << (8 * k)
+        h = fmix64(h ^ w)
+    return fmix64(h + 0x632BE59BD9B4E019ULL)
+
+
+cdef extern from *:
+    """
+    #define STDB_HX_EMPTY ((uint64_t)0)
+    #define STDB_HX_TOMB ((uint64_t)0xFFFFFFFFFFFFFFFFULL)
+    #define STDB_HX_ROW_MASK ((uint64_t)0xFFFFFFFFFFULL)
+    """
+    const uint64_t HX_EMPTY "STDB_HX_EMPTY"
+    const uint64_t HX_TOMB "STDB_HX_TOMB"
+    const uint64_t HX_ROW_MASK "STDB_HX_ROW_MASK"     # low 40 bits of a slot: row id + 1
 
 
 # The key of stored row ``rowid`` for index ``ino``, appended to ``out``: 0, or -1 (no memory,
@@ -52,3 +74,22 @@ cdef int hidx_reserve(HashIdx* ix, Py_ssize_t extra) noexcept nogil
 cdef void hidx_add(HashIdx* ix, uint64_t h, uint64_t rowid) noexcept nogil
 # drop the entry of ``rowid`` under hash ``h``: 0, or 1 when it is not there
 cdef int hidx_remove(HashIdx* ix, uint64_t h, uint64_t rowid) noexcept nogil
+# hidx_find that also says, in ``slot``, where hidx_put would store this hash (the first
+# tombstone or empty slot of its probe sequence): valid until the index changes
+cdef int64_t hidx_probe(HashIdx* ix, const unsigned char* key, Py_ssize_t n, uint64_t h,
+                        Py_ssize_t* slot) noexcept nogil
+
+
+cdef inline void hidx_put(HashIdx* ix, Py_ssize_t slot, uint64_t h, uint64_t rowid) noexcept nogil:
+    """Store ``rowid`` under hash ``h`` at ``slot`` (from hidx_probe, after hidx_reserve)."""
+    if ix.slots[slot] == HX_TOMB:
+        ix.tombs -= 1
+    ix.slots[slot] = ((h >> 40) << 40) | (rowid + 1)
+    ix.count += 1
+
+
+cdef inline void hidx_drop(HashIdx* ix, Py_ssize_t slot) noexcept nogil:
+    """Remove the entry at ``slot`` (found by a probe)."""
+    ix.slots[slot] = HX_TOMB
+    ix.tombs += 1
+    ix.count -= 1

@@ -19,16 +19,6 @@ from cpython.mem cimport PyMem_RawCalloc, PyMem_RawFree
 
 from stdb._core.rowbytes cimport cbuf_free
 
-cdef extern from *:
-    """
-    #define STDB_HX_EMPTY ((uint64_t)0)
-    #define STDB_HX_TOMB ((uint64_t)0xFFFFFFFFFFFFFFFFULL)
-    #define STDB_HX_ROW_MASK ((uint64_t)0xFFFFFFFFFFULL)
-    """
-    const uint64_t EMPTY "STDB_HX_EMPTY"
-    const uint64_t TOMB "STDB_HX_TOMB"
-    const uint64_t ROW_MASK "STDB_HX_ROW_MASK"     # low 40 bits: row id + 1
-
 
 cdef HashIdx* hidx_new(void* ctx, rowkey_fn key_of, int ino) noexcept nogil:
     cdef HashIdx* ix = <HashIdx*>PyMem_RawCalloc(1, sizeof(HashIdx))
@@ -60,10 +50,35 @@ cdef int64_t hidx_find(HashIdx* ix, const unsigned char* key, Py_ssize_t n, uint
     cdef uint64_t s, rowid
     while True:
         s = ix.slots[i]
-        if s == EMPTY:
+        if s == HX_EMPTY:
             return -1
-        if s != TOMB and (s >> 40) == fp:
-            rowid = (s & ROW_MASK) - 1
+        if s != HX_TOMB and (s >> 40) == fp:
+            rowid = (s & HX_ROW_MASK) - 1
+            ix.scratch.len = 0
+            if ix.key_of(ix.ctx, rowid, ix.ino, &ix.scratch) < 0:
+                return -2
+            if ix.scratch.len == n and memcmp(ix.scratch.data, key, n) == 0:
+                return <int64_t>rowid
+        i = (i + 1) & mask
+
+
+cdef int64_t hidx_probe(HashIdx* ix, const unsigned char* key, Py_ssize_t n, uint64_t h,
+                        Py_ssize_t* slot) noexcept nogil:
+    cdef uint64_t mask = ix.capacity - 1
+    cdef uint64_t i = h >> ix.shift
+    cdef uint64_t fp = h >> 40
+    cdef uint64_t s, rowid
+    cdef Py_ssize_t free = -1
+    while True:
+        s = ix.slots[i]
+        if s == HX_EMPTY:
+            slot[0] = free if free >= 0 else <Py_ssize_t>i
+            return -1
+        if s == HX_TOMB:
+            if free < 0:
+                free = i
+        elif (s >> 40) == fp:
+            rowid = (s & HX_ROW_MASK) - 1
             ix.scratch.len = 0
             if ix.key_of(ix.ctx, rowid, ix.ino, &ix.scratch) < 0:
                 return -2
@@ -85,17 +100,17 @@ cdef int _rehash(HashIdx* ix, Py_ssize_t newcap) noexcept nogil:
     mask = newcap - 1
     for j in range(oldcap):
         s = old[j]
-        if s == EMPTY or s == TOMB:
+        if s == HX_EMPTY or s == HX_TOMB:
             continue
         if shift >= 40:      # the fingerprint holds the home slot's bits
             i = (s >> 40) >> (shift - 40)
         else:
             ix.scratch.len = 0
-            if ix.key_of(ix.ctx, (s & ROW_MASK) - 1, ix.ino, &ix.scratch) < 0:
+            if ix.key_of(ix.ctx, (s & HX_ROW_MASK) - 1, ix.ino, &ix.scratch) < 0:
                 PyMem_RawFree(fresh)
                 return -1
             i = hash_bytes(ix.scratch.data, ix.scratch.len) >> shift
-        while fresh[i] != EMPTY:
+        while fresh[i] != HX_EMPTY:
             i = (i + 1) & mask
         fresh[i] = s
     ix.slots = fresh
@@ -119,9 +134,9 @@ cdef int hidx_reserve(HashIdx* ix, Py_ssize_t extra) noexcept nogil:
 cdef void hidx_add(HashIdx* ix, uint64_t h, uint64_t rowid) noexcept nogil:
     cdef uint64_t mask = ix.capacity - 1
     cdef uint64_t i = h >> ix.shift
-    while ix.slots[i] != EMPTY and ix.slots[i] != TOMB:
+    while ix.slots[i] != HX_EMPTY and ix.slots[i] != HX_TOMB:
         i = (i + 1) & mask
-    if ix.slots[i] == TOMB:
+    if ix.slots[i] == HX_TOMB:
         ix.tombs -= 1
     ix.slots[i] = ((h >> 40) << 40) | (rowid + 1)
     ix.count += 1
@@ -131,9 +146,9 @@ cdef int hidx_remove(HashIdx* ix, uint64_t h, uint64_t rowid) noexcept nogil:
     cdef uint64_t mask = ix.capacity - 1
     cdef uint64_t i = h >> ix.shift
     cdef uint64_t want = ((h >> 40) << 40) | (rowid + 1)
-    while ix.slots[i] != EMPTY:
+    while ix.slots[i] != HX_EMPTY:
         if ix.slots[i] == want:
-            ix.slots[i] = TOMB
+            ix.slots[i] = HX_TOMB
             ix.tombs += 1
             ix.count -= 1
             return 0

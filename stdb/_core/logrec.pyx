@@ -4,19 +4,23 @@
 ``stdb.storage.logformat`` is the authority on the format and on what a damaged record's
 error says; these are its fast paths for the common case, a record that is intact.
 ``record_kind`` checks a header and its CRC32C, ``tx_body`` parses a TX body, and
-``check_value`` / ``decode_value`` do both for every record of a whole log value (recovery's
-two passes).  Each returns 0, -1 or None when anything is off, and the caller checks or parses
-again record by record, step by step, to name the problem.  For small transactions the Python
-versions were most of the time recovery took per record.
+``check_value`` / ``decode_value`` do both for every record of a whole log value.  Each returns
+0, -1 or None when anything is off, and the caller checks or parses again record by record,
+step by step, to name the problem.  ``apply_value`` is recovery's replay: it applies the TX
+records of a log value to the native tables (stdb/_core/table.pxd) straight from their bytes,
+with no Python object per record or row.
 """
 
 from libc.stdint cimport int64_t, uint32_t, uint64_t
+from libc.string cimport memcmp
 from cpython.bytes cimport PyBytes_FromStringAndSize
+from cpython.mem cimport PyMem_RawMalloc, PyMem_RawFree
 from cpython.unicode cimport PyUnicode_DecodeUTF8
 
 from stdb._core.codec cimport frame_at
-
-import crc32c
+from stdb._core.digest cimport crc32c
+from stdb._core.rowbytes cimport Err, E_INTERNAL
+from stdb._core.table cimport Table, TableC, tbl_apply_change
 
 # logformat's FORMAT_VERSION and record kinds (TX, CREATE/DROP/ALTER TABLE)
 DEF FORMAT_VERSION = 1
@@ -26,7 +30,7 @@ DEF KIND_MAX = 4
 DEF HEADER = 12
 
 
-cdef inline uint64_t _le(const unsigned char* p, int n) noexcept:
+cdef inline uint64_t _le(const unsigned char* p, int n) noexcept nogil:
     cdef uint64_t v = 0
     cdef int i
     for i in range(n - 1, -1, -1):
@@ -42,10 +46,9 @@ cdef inline object _utf8(const unsigned char* p, Py_ssize_t n):
         return None
 
 
-cdef int _kind_at(const unsigned char* p, Py_ssize_t pos, Py_ssize_t n, object mv,
-                  Py_ssize_t* end) except -1:
-    """The kind of the record at ``pos`` of a value of ``n`` bytes (``mv``: the value) when it
-    checks out, with its end in ``end``; 0 when it does not."""
+cdef int _kind_at(const unsigned char* p, Py_ssize_t pos, Py_ssize_t n, Py_ssize_t* end) noexcept nogil:
+    """The kind of the record at ``pos`` of a value of ``n`` bytes when it checks out, with its
+    end in ``end``; 0 when it does not."""
     cdef Py_ssize_t body
     if n - pos < HEADER:
         return 0
@@ -56,7 +59,7 @@ cdef int _kind_at(const unsigned char* p, Py_ssize_t pos, Py_ssize_t n, object m
     if body > n - pos - HEADER:
         return 0
     end[0] = pos + HEADER + body
-    if crc32c.crc32c(mv[pos + HEADER:end[0]], crc32c.crc32c(mv[pos:pos + 8])) != _le(p + 8, 4):
+    if crc32c(crc32c(0, p, 8), p + HEADER, body) != <uint32_t>_le(p + 8, 4):
         return 0
     return p[1]
 
@@ -84,7 +87,7 @@ def record_kind(value):
     cdef int kind
     if n == 0:
         return 0
-    kind = _kind_at(&v[0], 0, n, memoryview(value), &end)
+    kind = _kind_at(&v[0], 0, n, &end)
     return kind if end == n else 0
 
 
@@ -95,9 +98,8 @@ def check_value(value):
     cdef Py_ssize_t n = v.shape[0], pos = 0, end = 0, count = 0
     if n == 0:
         return -1
-    mv = memoryview(value)
     while pos < n:
-        if not _kind_at(&v[0], pos, n, mv, &end):
+        if not _kind_at(&v[0], pos, n, &end):
             return -1
         pos = end
         count += 1
@@ -114,9 +116,8 @@ def decode_value(uint64_t first, value):
     cdef uint64_t off = first
     if n == 0:
         return None
-    mv = memoryview(value)
     while pos < n:
-        if _kind_at(&v[0], pos, n, mv, &end) != KIND_TX:
+        if _kind_at(&v[0], pos, n, &end) != KIND_TX:
             return None
         if end - pos - HEADER < 8 or _le(&v[0] + pos + HEADER, 8) != off:
             return None
@@ -190,3 +191,131 @@ cdef object _tx_body(const unsigned char* p, Py_ssize_t n):
     if pos != n:
         return None
     return offset, timestamp, caller, reducer, args, changes
+
+
+# ---------------------------------------------------------------- replay
+
+ctypedef struct _Named:
+    const char* name
+    Py_ssize_t len
+    TableC* t
+
+
+cdef int _apply_tx(const unsigned char* p, Py_ssize_t n, _Named* tables, int ntables,
+                   Py_ssize_t* ops, Err* e, Py_ssize_t* bad_table) noexcept nogil:
+    """Apply the changes of a TX body (already checked by its CRC): 0; -1 an error applying a
+    row (``e``, ``bad_table`` the table's number); -2 the body does not parse; -3 a table the
+    datastore does not have (``bad_table``: where its name starts in the body)."""
+    cdef Py_ssize_t pos = 17, used = 0
+    cdef uint64_t ln, nt, nd, ni, _k
+    cdef int ti
+    cdef TableC* t
+    if n < 17 or p[16] > 1:
+        return -2
+    if p[16]:
+        pos += 32
+    if n - pos < 2:
+        return -2
+    pos += 2 + <Py_ssize_t>_le(p + pos, 2)              # the reducer's name
+    if n - pos < 4:
+        return -2
+    ln = _le(p + pos, 4)
+    pos += 4
+    if <uint64_t>(n - pos) < ln:
+        return -2
+    pos += ln                                           # its arguments
+    if n - pos < 2:
+        return -2
+    nt = _le(p + pos, 2)
+    pos += 2
+    for _k in range(nt):
+        if n - pos < 2:
+            return -2
+        ln = _le(p + pos, 2)
+        if <uint64_t>(n - pos - 2) < ln:
+            return -2
+        t = NULL
+        for ti in range(ntables):
+            if tables[ti].len == <Py_ssize_t>ln and memcmp(tables[ti].name, p + pos + 2, ln) == 0:
+                t = tables[ti].t
+                bad_table[0] = ti
+                break
+        if t == NULL:
+            bad_table[0] = pos
+            return -3
+        pos += 2 + ln
+        if n - pos < 8:
+            return -2
+        nd = _le(p + pos, 4)
+        ni = _le(p + pos + 4, 4)
+        pos += 8
+        if tbl_apply_change(t, p + pos, n - pos, nd, ni, ops, &used, e) < 0:
+            return -1
+        pos += used
+    return 0 if pos == n else -2
+
+
+def apply_value(uint64_t first, value, uint64_t start, uint64_t stop, dict tables):
+    """Replay the records of a log value stored under offset ``first`` whose offsets lie in
+    [start, stop]: (records applied, row operations, status, detail), where status is
+
+    * 0: done — every record of the value in range was a TX record and is applied;
+    * 1: stopped before record ``detail`` (an offset), which is not a TX record: the caller
+      applies it its own way and calls again from the next offset;
+    * 2: ``detail`` = (offset, table name or None, message, native error code): a record
+      cannot be applied (the records before it are);
+    * 3: stopped before record ``detail``, which does not check out or does not parse: the
+      caller reads it again step by step to name the problem.
+
+    ``tables``: the datastore's tables by name (native Table objects)."""
+    cdef const unsigned char[::1] v = value
+    cdef Py_ssize_t n = v.shape[0], pos = 0, end = 0, ops = 0, bad = -1
+    cdef uint64_t off = first
+    cdef Py_ssize_t applied = 0
+    cdef int kind, r = 0, i = 0
+    cdef Err e
+    cdef _Named* named
+    cdef Table tb
+    cdef list keep = []
+    if n == 0:
+        return 0, 0, 3, first
+    named = <_Named*>PyMem_RawMalloc(sizeof(_Named) * (len(tables) + 1))
+    if named == NULL:
+        raise MemoryError()
+    try:
+        for name, tb in tables.items():
+            b = name.encode("utf-8")
+            keep.append(b)
+            named[i].name = <const char*>b
+            named[i].len = len(b)
+            named[i].t = tb.c
+            i += 1
+        with nogil:
+            while pos < n and off <= stop:
+                kind = _kind_at(&v[0], pos, n, &end)
+                if kind == 0 or end - pos - HEADER < 8 or _le(&v[0] + pos + HEADER, 8) != off:
+                    r = 3
+                    break
+                if off >= start:
+                    if kind != KIND_TX:
+                        r = 1
+                        break
+                    r = _apply_tx(&v[0] + pos + HEADER, end - pos - HEADER, named, i, &ops, &e, &bad)
+                    if r < 0:
+                        break
+                    applied += 1
+                pos = end
+                off += 1
+    finally:
+        PyMem_RawFree(named)
+    if r == 1 or r == 3:
+        return applied, ops, r, off
+    if r == -1:
+        return applied, ops, 2, (off, list(tables)[bad], (<bytes>e.msg).decode("utf-8", "replace"), e.code)
+    if r == -2:
+        return applied, ops, 3, off
+    if r == -3:
+        p = &v[0] + pos + HEADER + bad
+        name = PyBytes_FromStringAndSize(<const char*>p + 2, _le(p, 2)).decode("utf-8", "replace")
+        return applied, ops, 2, (off, name, f"no table '{name}'", E_INTERNAL)
+    return applied, ops, 0, off

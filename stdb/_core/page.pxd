@@ -83,6 +83,9 @@ cdef int page_read_rc(const PageC* p, int slot, CBuf* out) noexcept nogil
 cdef Py_ssize_t page_rc_len(const PageC* p, int slot) noexcept nogil
 # append the key codec form of one column
 cdef int page_key_col(const PageC* p, int slot, int col, CBuf* out) noexcept nogil
+# whether the row in ``slot`` is exactly this row (row codec, its column starts)
+cdef bint page_equals_rc(const PageC* p, int slot, const unsigned char* row,
+                         const Py_ssize_t* starts) noexcept nogil
 
 # Python values (with the GIL)
 cdef object page_read_col(const PageC* p, int slot, int col)

@@ -20,7 +20,7 @@ Python tuple of a row for the Python API.
 """
 
 from libc.stdint cimport int8_t, int16_t, int32_t, int64_t, uint16_t, uint32_t, uint64_t
-from libc.string cimport memcpy, memset
+from libc.string cimport memcmp, memcpy, memset
 from cpython.mem cimport PyMem_RawMalloc, PyMem_RawCalloc, PyMem_RawFree
 from cpython.bytes cimport PyBytes_FromStringAndSize
 from cpython.unicode cimport PyUnicode_DecodeUTF8
@@ -201,6 +201,20 @@ cdef inline void _put_heap(PageC* p, unsigned char* cell, const unsigned char* s
     wr_u32(cell + 4, ln)
 
 
+cdef inline void _copy(unsigned char* d, const unsigned char* s, int w) noexcept nogil:
+    """memcpy for a column's width: the common ones as single moves (no call)."""
+    if w == 8:
+        memcpy(d, s, 8)
+    elif w == 4:
+        memcpy(d, s, 4)
+    elif w == 1:
+        d[0] = s[0]
+    elif w == 2:
+        memcpy(d, s, 2)
+    else:
+        memcpy(d, s, w)
+
+
 cdef inline void _write_fixed(const ColSpec* c, unsigned char* cell, const unsigned char* v) noexcept nogil:
     """A fixed-width value (row codec at ``v``) into its cell."""
     if c.code == T_OPTION:
@@ -210,7 +224,7 @@ cdef inline void _write_fixed(const ColSpec* c, unsigned char* cell, const unsig
             cell[0] = 1
             memcpy(cell + 1, v + 1, c.page_width - 1)
     else:
-        memcpy(cell, v, c.page_width)
+        _copy(cell, v, c.page_width)
 
 
 cdef int page_write(PageC* p, int slot, const unsigned char* row, const Py_ssize_t* starts,
@@ -428,6 +442,38 @@ cdef int page_key_col(const PageC* p, int slot, int col, CBuf* out) noexcept nog
     if code == T_ARRAY:
         return key_array(c.inner, p.data + off, out)
     return key_bytes(p.data + off, ln, out)
+
+cdef bint page_equals_rc(const PageC* p, int slot, const unsigned char* row,
+                         const Py_ssize_t* starts) noexcept nogil:
+    cdef LayoutC* L = p.layout
+    cdef const ColSpec* c
+    cdef const unsigned char* cell
+    cdef const unsigned char* v
+    cdef const unsigned char* src
+    cdef uint32_t ln, sl
+    cdef int i
+    cdef bint present
+    for i in range(L.ncols):
+        c = &L.cols[i]
+        cell = page_cell(p, slot, i)
+        v = row + starts[i]
+        if not c.in_heap:
+            if c.code == T_OPTION:
+                if v[0] != cell[0]:
+                    return False
+                if v[0] and memcmp(cell + 1, v + 1, c.page_width - 1) != 0:
+                    return False
+            elif memcmp(cell, v, c.page_width) != 0:
+                return False
+            continue
+        present = _heap_src(c, v, row + starts[i + 1], &src, &sl)
+        ln = rd_u32(cell + 4)
+        if not present:
+            if ln != NONE_LEN:
+                return False
+        elif ln != sl or (sl and memcmp(p.data + rd_u32(cell), src, sl) != 0):
+            return False
+    return True
 
 # ---------------------------------------------------------------- reading as Python values
 

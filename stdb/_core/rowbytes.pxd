@@ -108,7 +108,20 @@ ctypedef struct ColSpec:
     int inner                 # the element type of option<T> / array<T>, else 0
     int page_width            # bytes in a page's fixed column area (8 for heap values)
     bint in_heap              # strings, bytes, arrays and options of those live in the page heap
+    int kind                  # how the fast paths treat it (CK_*)
+    int width                 # CK_FIXED: its width in the row codec (and in a page)
     char name[24]             # the type's name, for messages ("option<string>")
+
+# ColSpec.kind: the shapes the fast paths of checks, keys and pages know; the rest (options,
+# arrays, floats in keys) take the general path
+cdef enum:
+    CK_OTHER = 0
+    CK_UINT = 1               # u8..u64: fixed, any bits valid, key = big-endian
+    CK_SINT = 2               # i8..i64, timestamp: fixed, any bits valid, key = big-endian, sign flipped
+    CK_FIXED = 3              # f32, f64, identity: fixed, any bits valid
+    CK_BOOL = 4
+    CK_STRING = 5
+    CK_BYTES = 6
 
 # A row's schema: its columns, with the names messages give.
 ctypedef struct RowSpec:
@@ -122,8 +135,19 @@ cdef RowSpec* rowspec_new(str table, names, types) except NULL
 cdef void rowspec_free(RowSpec* s) noexcept
 
 # the width of a fixed-size base type in the row codec (and in pages); 0 for string, bytes,
-# option and array
-cdef int rb_width(int code) noexcept nogil
+# option and array (codes: codec.TypeCode)
+cdef inline int rb_width(int code) noexcept nogil:
+    if code == 5 or code == 9 or code == 11 or code == 15:         # i64 u64 f64 timestamp
+        return 8
+    if code == 4 or code == 8 or code == 10:                       # i32 u32 f32
+        return 4
+    if code == 3 or code == 7:                                     # i16 u16
+        return 2
+    if code == 1 or code == 2 or code == 6:                        # bool i8 u8
+        return 1
+    if code == 14:                                                 # identity
+        return 32
+    return 0
 
 # ---------------------------------------------------------------- checks
 

@@ -118,20 +118,6 @@ cdef const char* _base_name(int code) noexcept nogil:
     return "?"
 
 
-cdef int rb_width(int code) noexcept nogil:
-    if code == T_I64 or code == T_U64 or code == T_F64 or code == T_TIMESTAMP:
-        return 8
-    if code == T_I32 or code == T_U32 or code == T_F32:
-        return 4
-    if code == T_I16 or code == T_U16:
-        return 2
-    if code == T_BOOL or code == T_I8 or code == T_U8:
-        return 1
-    if code == T_IDENTITY:
-        return 32
-    return 0
-
-
 cdef char* _cstr(str s) except NULL:
     cdef bytes b = s.encode("utf-8", "replace")
     cdef char* out = <char*>PyMem_RawMalloc(len(b) + 1)
@@ -172,6 +158,13 @@ cdef RowSpec* rowspec_new(str table, names, types) except NULL:
             s.cols[i].inner = t.inner.code if t.inner is not None else 0
             s.cols[i].page_width = t.page_width
             s.cols[i].in_heap = t.in_heap
+            s.cols[i].width = rb_width(t.code)
+            s.cols[i].kind = (CK_UINT if t.code in (T_U8, T_U16, T_U32, T_U64) else
+                              CK_SINT if t.code in (T_I8, T_I16, T_I32, T_I64, T_TIMESTAMP) else
+                              CK_FIXED if t.code in (T_F32, T_F64, T_IDENTITY) else
+                              CK_BOOL if t.code == T_BOOL else
+                              CK_STRING if t.code == T_STRING else
+                              CK_BYTES if t.code == T_BYTES else CK_OTHER)
             nm = t.name.encode()
             memset(s.cols[i].name, 0, 24)
             memcpy(s.cols[i].name, <char*>nm, min(len(nm), 23))
@@ -327,8 +320,61 @@ cdef int _col_prefix(Err* e, const RowSpec* s, int i) noexcept nogil:
     return -1
 
 
+cdef inline bint _ascii(const unsigned char* s, Py_ssize_t n) noexcept nogil:
+    cdef uint64_t w, acc = 0
+    cdef Py_ssize_t i = 0
+    while i + 8 <= n:
+        memcpy(&w, s + i, 8)
+        acc |= w
+        i += 8
+    while i < n:
+        acc |= s[i]
+        i += 1
+    return (acc & 0x8080808080808080ULL) == 0
+
+
 cdef int rb_check_row(const RowSpec* s, int ncols, const unsigned char* p, Py_ssize_t n,
                       Py_ssize_t* starts, bint utf8, Err* e) noexcept nogil:
+    """The fast path for the common column shapes; anything it does not accept at once goes
+    through _check_row_slow, which names the problem."""
+    cdef Py_ssize_t pos = 0
+    cdef int i, k
+    cdef uint32_t ln
+    cdef const ColSpec* c
+    for i in range(ncols):
+        starts[i] = pos
+        c = &s.cols[i]
+        k = c.kind
+        if k == CK_UINT or k == CK_SINT or k == CK_FIXED:
+            if n - pos < c.width:
+                return _check_row_slow(s, ncols, p, n, starts, utf8, e)
+            pos += c.width
+        elif k == CK_STRING or k == CK_BYTES:
+            if n - pos < 4:
+                return _check_row_slow(s, ncols, p, n, starts, utf8, e)
+            ln = rd_u32(p + pos)
+            pos += 4
+            if <uint64_t>(n - pos) < ln:
+                return _check_row_slow(s, ncols, p, n, starts, utf8, e)
+            if k == CK_STRING and utf8 and not _ascii(p + pos, ln) and utf8_problem(p + pos, ln) != NULL:
+                return _check_row_slow(s, ncols, p, n, starts, utf8, e)
+            pos += ln
+        elif k == CK_BOOL:
+            if n - pos < 1 or p[pos] > 1:
+                return _check_row_slow(s, ncols, p, n, starts, utf8, e)
+            pos += 1
+        else:
+            pos = rb_value_end(c, p, n, pos, utf8, e)
+            if pos < 0:
+                return _check_row_slow(s, ncols, p, n, starts, utf8, e)
+    starts[ncols] = pos
+    if pos != n:
+        return _check_row_slow(s, ncols, p, n, starts, utf8, e)
+    return 0
+
+
+cdef int _check_row_slow(const RowSpec* s, int ncols, const unsigned char* p, Py_ssize_t n,
+                         Py_ssize_t* starts, bint utf8, Err* e) noexcept nogil:
     cdef Py_ssize_t pos = 0
     cdef int i
     cdef char m[200]
@@ -393,12 +439,20 @@ cdef int rb_walk_row(const RowSpec* s, const unsigned char* p, Py_ssize_t n, Py_
 
 # ---------------------------------------------------------------- the key codec
 
+cdef extern from *:
+    """
+    #define stdb_bswap64(x) __builtin_bswap64(x)
+    """
+    uint64_t stdb_bswap64(uint64_t x) nogil
+
+
 cdef inline int _put_be(CBuf* out, uint64_t v, int w) noexcept nogil:
-    cdef int i
-    if cbuf_reserve(out, w) < 0:
+    """The low ``w`` bytes of ``v``, most significant first."""
+    cdef uint64_t be
+    if out.len + 8 > out.cap and cbuf_grow(out, out.len + 8) < 0:
         return -1
-    for i in range(w):
-        out.data[out.len + i] = <unsigned char>((v >> (8 * (w - 1 - i))) & 0xFF)
+    be = stdb_bswap64(v << (8 * (8 - w)))
+    memcpy(out.data + out.len, &be, 8)          # 8 bytes written, w of them kept
     out.len += w
     return 0
 
@@ -489,6 +543,15 @@ cdef int key_array(int inner, const unsigned char* p, CBuf* out) noexcept nogil:
 
 
 cdef int rb_key_value(const ColSpec* c, const unsigned char* p, CBuf* out) noexcept nogil:
+    cdef uint64_t u64 = 0
+    cdef int k = c.kind
+    if k == CK_UINT or k == CK_SINT:
+        memcpy(&u64, p, c.width)
+        if k == CK_SINT:
+            u64 ^= <uint64_t>1 << (8 * c.width - 1)
+        return _put_be(out, u64, c.width)
+    if k == CK_STRING or k == CK_BYTES:
+        return key_bytes(p + 4, rd_u32(p), out)
     if c.code == T_OPTION:
         if p[0] == 0:
             return cbuf_u8(out, 0)

@@ -99,6 +99,12 @@ ctypedef struct TableC:
     CBuf entry                # ... an ordered index entry
     CBuf scratch              # ... a row read back
     Py_ssize_t* starts        # ... the column starts of the row being written
+    uint64_t* hashes          # ... per hash index: the hash of the key being written, and where
+    Py_ssize_t* hslots        # ... it goes in the index (valid until the index changes)
+    CBuf pend                 # ... tbl_apply_change: the deletes waiting for their inserts
+    CBuf pendkeys
+    CBuf pendmap
+    bint pairable             # index 0 is a unique hash index and no other index is unique
 
 
 cdef inline PageC* tbl_page(const TableC* t, uint64_t rowid) noexcept nogil:
@@ -138,6 +144,15 @@ cdef int tbl_range(TableC* t, int ino, const unsigned char* start, Py_ssize_t sn
 cdef int tbl_rowids(TableC* t, IdList* out) noexcept nogil
 # a row id holding exactly these row bytes: -1 none, -2 error (``e`` set)
 cdef int64_t tbl_find_row(TableC* t, const unsigned char* row, Py_ssize_t n, Err* e) noexcept nogil
+# Apply one table's change of a log record: ``nd`` deleted then ``ni`` inserted rows, framed
+# (u32 length, row) at p[0:n].  A delete and an insert of the same primary key become one
+# update in place (the same rows result; replaying updates costs about half).  0, or -1 with
+# ``e``; ``done`` counts the row operations applied.
+cdef int tbl_apply_change(TableC* t, const unsigned char* p, Py_ssize_t n, uint64_t nd, uint64_t ni,
+                          Py_ssize_t* done, Py_ssize_t* used, Err* e) noexcept nogil
+# delete the row holding exactly these bytes (checked first when ``flags`` has W_CHECK): 0, or
+# -1 with ``e`` (E_MISSING when there is none, naming its values)
+cdef int tbl_delete_row(TableC* t, const unsigned char* row, Py_ssize_t n, int flags, Err* e) noexcept nogil
 
 
 cdef class Table:

@@ -28,17 +28,18 @@ from stdb._core.codec cimport (
     T_STRING, T_BYTES,
 )
 from stdb._core.rowbytes cimport (
-    CBuf, Err, E_UNIQUE, E_FULL, E_INTERNAL,
+    CBuf, Err, E_BAD_ROW, E_UNIQUE, E_FULL, E_INTERNAL, E_MISSING,
     rowspec_new, rowspec_free, rb_check_row, rb_walk_row, rb_key_value, rb_repr_value, rb_width,
     cbuf_put, cbuf_u8, cbuf_free, cbuf_reserve, err_nomem, raise_err,
 )
 from stdb._core.page cimport (
     LayoutC, PageC, layout_new, layout_free, layout_heap_capacity, page_new, page_free, page_copy,
     page_live, page_alloc_slot, page_has_room, rc_heap_need, page_write, page_rewrite,
-    page_release, page_heap_used, page_read_rc, page_key_col, page_read,
+    page_release, page_heap_used, page_read_rc, page_key_col, page_read, page_equals_rc,
 )
 from stdb._core.index cimport (
-    hash_bytes, hidx_new, hidx_free, hidx_find, hidx_reserve, hidx_add, hidx_remove,
+    HashIdx, hash_bytes, hidx_new, hidx_free, hidx_find, hidx_reserve, hidx_add, hidx_remove, hidx_probe,
+    hidx_put, hidx_drop, HX_EMPTY, HX_TOMB, HX_ROW_MASK,
 )
 from stdb._core.ordered cimport (
     OrdCursor, ord_new, ord_free, ord_add, ord_remove, ord_has_prefix, ord_seek,
@@ -46,7 +47,7 @@ from stdb._core.ordered cimport (
 )
 from stdb._core.codec import int_range, prefix_successor
 
-from stdb.errors import ConstraintError, DataError, SchemaError, InternalError
+from stdb.errors import DataError, SchemaError, InternalError
 
 _OPS = ("==", "!=", "<", "<=", ">", ">=")
 
@@ -180,7 +181,10 @@ cdef int _check_unique(TableC* t, bint have_old, const unsigned char* row, const
         k = t.keys.data + t.keyoff[i]
         n = t.keyoff[i + 1] - t.keyoff[i]
         if ix.kind == IX_HASH:
-            r = hidx_find(ix.hash, k, n, hash_bytes(k, n))
+            # the probe also finds where the key goes: _index_add puts it there (the index is
+            # reserved already and does not change before the add)
+            t.hashes[i] = hash_bytes(k, n)
+            r = hidx_probe(ix.hash, k, n, t.hashes[i], &t.hslots[i])
             if r == -2:
                 return err_nomem(e)
             if r >= 0:
@@ -198,13 +202,18 @@ cdef int _reserve_hashes(TableC* t, Err* e) noexcept nogil:
     return 0
 
 
-cdef int _index_add(TableC* t, int i, const CBuf* keys, const Py_ssize_t* off, uint64_t rowid) noexcept nogil:
-    """Add ``rowid`` under its key in index ``i`` (hash indexes reserved first): 0, -1."""
+cdef int _index_add(TableC* t, int i, const CBuf* keys, const Py_ssize_t* off, uint64_t rowid,
+                    bint probed=False) noexcept nogil:
+    """Add ``rowid`` under its key in index ``i`` (hash indexes reserved first; ``probed``: the
+    unique check just probed this key, its slot is known): 0, -1."""
     cdef IndexC* ix = &t.indexes[i]
     cdef const unsigned char* k = keys.data + off[i]
     cdef Py_ssize_t n = off[i + 1] - off[i]
     if ix.kind == IX_HASH:
-        hidx_add(ix.hash, hash_bytes(k, n), rowid)
+        if probed:
+            hidx_put(ix.hash, t.hslots[i], t.hashes[i], rowid)
+        else:
+            hidx_add(ix.hash, hash_bytes(k, n), rowid)
         return 0
     if _entry(t, k, n, rowid) < 0:
         return -1
@@ -223,11 +232,11 @@ cdef void _index_remove(TableC* t, int i, const CBuf* keys, const Py_ssize_t* of
 
 
 cdef int _index_add_all(TableC* t, const CBuf* keys, const Py_ssize_t* off, uint64_t rowid,
-                        Err* e) noexcept nogil:
+                        Err* e, bint probed=False) noexcept nogil:
     """Add ``rowid`` to every index; on failure (no memory) nothing stays added."""
     cdef int i, j
     for i in range(t.nindexes):
-        if _index_add(t, i, keys, off, rowid) < 0:
+        if _index_add(t, i, keys, off, rowid, probed) < 0:
             for j in range(i):
                 _index_remove(t, j, keys, off, rowid)
             return err_nomem(e)
@@ -469,7 +478,7 @@ cdef int tbl_insert(TableC* t, unsigned char* row, Py_ssize_t n, int flags, uint
         if assign:
             _seq_restore(t, row, t.starts)
         return -1
-    if _index_add_all(t, &t.keys, t.keyoff, rid, e) < 0:
+    if _index_add_all(t, &t.keys, t.keyoff, rid, e, True) < 0:
         _unplace(t, rid)
         if assign:
             _seq_restore(t, row, t.starts)
@@ -515,7 +524,7 @@ cdef int tbl_insert_at(TableC* t, uint64_t rowid, const unsigned char* row, Py_s
         return -1
     if page_write(p, slot, row, t.starts, need) < 0:
         return err_nomem(e)
-    if _index_add_all(t, &t.keys, t.keyoff, rowid, e) < 0:
+    if _index_add_all(t, &t.keys, t.keyoff, rowid, e, True) < 0:
         page_release(p, slot)
         return -1
     t.nrows += 1
@@ -721,6 +730,199 @@ cdef int64_t tbl_find_row(TableC* t, const unsigned char* row, Py_ssize_t n, Err
     idl_free(&ids)
     return found
 
+cdef int64_t _locate_by_pk(TableC* t, const unsigned char* row, Py_ssize_t* slotpos) noexcept nogil:
+    """The row id of the stored row equal to ``row`` (its column starts in t.starts), found
+    through a unique hash index 0 with one probe: a candidate whose stored bytes equal the row
+    is the row (its key is then equal too); its slot in the index in ``slotpos``.  -1: none,
+    -2: no memory."""
+    cdef HashIdx* ix = t.indexes[0].hash
+    cdef uint64_t h, i, mask, fp, s, rid
+    cdef PageC* p
+    t.keys.len = 0
+    if tbl_key_of(t, 0, row, t.starts, &t.keys) < 0:
+        return -2
+    h = hash_bytes(t.keys.data, t.keys.len)
+    mask = ix.capacity - 1
+    i = h >> ix.shift
+    fp = h >> 40
+    while True:
+        s = ix.slots[i]
+        if s == HX_EMPTY:
+            return -1
+        if s != HX_TOMB and (s >> 40) == fp:
+            rid = (s & HX_ROW_MASK) - 1
+            p = tbl_page(t, rid)
+            if p != NULL and page_equals_rc(p, rid & SLOT_MASK, row, t.starts):
+                slotpos[0] = <Py_ssize_t>i
+                return <int64_t>rid
+        i = (i + 1) & mask
+
+
+ctypedef struct _Pending:
+    int64_t rid               # the stored row the delete names
+    uint64_t h                # the hash of its primary key
+    Py_ssize_t key            # the key, in t.pendkeys
+    Py_ssize_t klen
+    bint paired
+
+
+cdef int tbl_apply_change(TableC* t, const unsigned char* p, Py_ssize_t n, uint64_t nd, uint64_t ni,
+                          Py_ssize_t* done, Py_ssize_t* used, Err* e) noexcept nogil:
+    cdef Py_ssize_t pos = 0, start, slotpos, cap, j
+    cdef uint64_t r, _r, mask, s
+    cdef uint32_t rl
+    cdef _Pending* pd
+    cdef uint64_t* map
+    cdef uint64_t h, nid, rid
+    cdef int64_t found
+    if not t.pairable or nd == 0 or ni == 0:
+        # one row at a time, deletes first
+        for r in range(nd + ni):
+            start = frame_at(p, pos, n, &rl)
+            if start < 0:
+                return _framing(t, e)
+            if r < nd:
+                if tbl_delete_row(t, p + start, rl, W_CHECK | W_UTF8, e) < 0:
+                    return -1
+            elif tbl_insert(t, <unsigned char*>(p + start), rl, W_CHECK | W_UTF8, &rid, e) < 0:
+                return -1
+            pos = start + rl
+            done[0] += 1
+        used[0] = pos
+        return 0
+    # 1. find every deleted row (all must be there: nothing changes before that holds)
+    t.pend.len = 0
+    t.pendkeys.len = 0
+    if cbuf_reserve(&t.pend, nd * sizeof(_Pending)) < 0:
+        return err_nomem(e)
+    pd = <_Pending*>t.pend.data
+    for r in range(nd):
+        start = frame_at(p, pos, n, &rl)
+        if start < 0:
+            return _framing(t, e)
+        if rb_check_row(t.spec, t.spec.ncols, p + start, rl, t.starts, True, e) < 0:
+            return -1
+        found = _locate_by_pk(t, p + start, &slotpos)
+        if found == -2:
+            return err_nomem(e)
+        if found == -1:
+            return tbl_delete_row(t, p + start, rl, 0, e)      # says which row is not there
+        pd[r].rid = found
+        pd[r].h = hash_bytes(t.keys.data, t.keys.len)
+        pd[r].key = t.pendkeys.len
+        pd[r].klen = t.keys.len
+        pd[r].paired = False
+        if cbuf_put(&t.pendkeys, t.keys.data, t.keys.len) < 0:
+            return err_nomem(e)
+        pos = start + rl
+    cap = 16
+    while cap < 2 * <Py_ssize_t>nd:
+        cap *= 2
+    t.pendmap.len = 0
+    if cbuf_reserve(&t.pendmap, cap * sizeof(uint64_t)) < 0:
+        return err_nomem(e)
+    map = <uint64_t*>t.pendmap.data
+    memset(map, 0, cap * sizeof(uint64_t))
+    mask = cap - 1
+    for r in range(nd):
+        j = pd[r].h & mask
+        while map[j]:
+            j = (j + 1) & mask
+        map[j] = r + 1
+    # 2. each insert: an update in place of the deleted row with its key, else an insert
+    for _r in range(ni):
+        start = frame_at(p, pos, n, &rl)
+        if start < 0:
+            return _framing(t, e)
+        if rb_check_row(t.spec, t.spec.ncols, p + start, rl, t.starts, True, e) < 0:
+            return -1
+        t.keys.len = 0
+        if tbl_key_of(t, 0, p + start, t.starts, &t.keys) < 0:
+            return err_nomem(e)
+        h = hash_bytes(t.keys.data, t.keys.len)
+        j = h & mask
+        found = -1
+        while map[j]:
+            s = map[j] - 1
+            if (not pd[s].paired and pd[s].h == h and pd[s].klen == t.keys.len
+                    and memcmp(t.pendkeys.data + pd[s].key, t.keys.data, t.keys.len) == 0):
+                found = <int64_t>s
+                break
+            j = (j + 1) & mask
+        if found >= 0:
+            pd[found].paired = True
+            if tbl_update(t, <uint64_t>pd[found].rid, <unsigned char*>(p + start), rl, 0, &nid, e) < 0:
+                return -1
+            done[0] += 2                            # the delete and the insert it stands for
+        else:
+            if tbl_insert(t, <unsigned char*>(p + start), rl, 0, &nid, e) < 0:
+                return -1
+            done[0] += 1
+        pos = start + rl
+    # 3. the deletes no insert replaced
+    for r in range(nd):
+        if not pd[r].paired:
+            if tbl_delete(t, <uint64_t>pd[r].rid, e) < 0:
+                return -1
+            done[0] += 1
+    used[0] = pos
+    return 0
+
+
+cdef int _framing(TableC* t, Err* e) noexcept nogil:
+    e.code = E_BAD_ROW
+    snprintf(e.msg, sizeof(e.msg), "table '%s': the rows of a log record run past its end", t.spec.table)
+    return -1
+
+
+cdef int tbl_delete_row(TableC* t, const unsigned char* row, Py_ssize_t n, int flags, Err* e) noexcept nogil:
+    cdef int64_t rid
+    cdef CBuf r
+    cdef int i
+    cdef Py_ssize_t slotpos
+    cdef const char* txt = ""
+    if flags & W_CHECK:
+        if rb_check_row(t.spec, t.spec.ncols, row, n, t.starts, (flags & W_UTF8) != 0, e) < 0:
+            return -1
+    elif rb_walk_row(t.spec, row, n, t.starts, e) < 0:
+        return -1
+    if t.nindexes and t.indexes[0].kind == IX_HASH:
+        rid = _locate_by_pk(t, row, &slotpos)
+        if rid == -2:
+            return err_nomem(e)
+        if rid >= 0:
+            # every index's key of the row is the stored row's: take them from the bytes given
+            if _row_keys(t, row, t.starts) < 0:
+                return err_nomem(e)
+            hidx_drop(t.indexes[0].hash, slotpos)
+            for i in range(1, t.nindexes):
+                _index_remove(t, i, &t.keys, t.keyoff, <uint64_t>rid)
+            _unplace(t, <uint64_t>rid)
+            t.nrows -= 1
+            return 0
+    else:
+        rid = tbl_find_row(t, row, n, e)
+        if rid == -2:
+            return -1
+    if rid == -1:
+        # the row's values as Python writes a tuple
+        memset(&r, 0, sizeof(CBuf))
+        cbuf_u8(&r, 40)
+        for i in range(t.spec.ncols):
+            if i:
+                cbuf_put(&r, b", ", 2)
+            rb_repr_value(&t.spec.cols[i], row + t.starts[i], &r)
+        if t.spec.ncols == 1:
+            cbuf_u8(&r, 44)
+        cbuf_u8(&r, 41)
+        if cbuf_u8(&r, 0) == 0:
+            txt = <const char*>r.data
+        e.code = E_MISSING
+        snprintf(e.msg, sizeof(e.msg), "table '%s': the row to delete is not there: %s", t.spec.table, txt)
+        cbuf_free(&r)
+        return -1
+    return tbl_delete(t, <uint64_t>rid, e)          # found by a scan or an ordered index
+
 # ---------------------------------------------------------------- life
 
 cdef void tbl_free(TableC* t) noexcept:
@@ -749,9 +951,14 @@ cdef void tbl_free(TableC* t) noexcept:
     cbuf_free(&t.oldkeys)
     cbuf_free(&t.entry)
     cbuf_free(&t.scratch)
+    cbuf_free(&t.pend)
+    cbuf_free(&t.pendkeys)
+    cbuf_free(&t.pendmap)
     PyMem_RawFree(t.keyoff)
     PyMem_RawFree(t.oldkeyoff)
     PyMem_RawFree(t.starts)
+    PyMem_RawFree(t.hashes)
+    PyMem_RawFree(t.hslots)
     rowspec_free(t.spec)
     PyMem_RawFree(t)
 
@@ -802,6 +1009,8 @@ cdef TableC* _table_new(schema, RowCodec codec) except NULL:
         t.keyoff = <Py_ssize_t*>_alloc(sizeof(Py_ssize_t) * (ni + 1))
         t.oldkeyoff = <Py_ssize_t*>_alloc(sizeof(Py_ssize_t) * (ni + 1))
         t.starts = <Py_ssize_t*>_alloc(sizeof(Py_ssize_t) * (t.spec.ncols + 1))
+        t.hashes = <uint64_t*>_alloc(sizeof(uint64_t) * (ni + 1))
+        t.hslots = <Py_ssize_t*>_alloc(sizeof(Py_ssize_t) * (ni + 1))
         seq = [i for i, c in enumerate(schema.columns) if c.auto_inc]
         t.nseq = len(seq)
         t.seqs = <SeqC*>_alloc(sizeof(SeqC) * len(seq))
@@ -813,6 +1022,8 @@ cdef TableC* _table_new(schema, RowCodec codec) except NULL:
             t.seqs[k].next = 1
             t.seqs[k].max = int_range(t.spec.cols[c].code)[1]
             t.seqs[k].over = False
+        t.pairable = (ni > 0 and t.indexes[0].kind == IX_HASH
+                      and not any(d.unique for d in defs[1:]))
     except BaseException:
         tbl_free(t)
         raise
@@ -1145,7 +1356,6 @@ cdef class Table:
         """Apply a logged change: delete each row (row codec bytes) — which must be present,
         byte for byte — then insert each as given (no auto-increment assignment).  Every row is
         checked first.  Returns the number of row operations."""
-        cdef int64_t rid
         cdef uint64_t nid
         cdef Err e
         cdef const unsigned char[:] v
@@ -1153,15 +1363,7 @@ cdef class Table:
         for raw in deletes:
             v = raw
             p = &v[0] if v.shape[0] else <const unsigned char*>b""
-            if rb_check_row(self.c.spec, self.c.spec.ncols, p, v.shape[0], self.c.starts, True, &e) < 0:
-                raise_err(&e)
-            rid = tbl_find_row(self.c, p, v.shape[0], &e)
-            if rid == -2:
-                raise_err(&e)
-            if rid < 0:
-                raise ConstraintError(f"table '{self.name}': the row to delete is not there: "
-                                      f"{self.codec.decode(raw)!r}")
-            if tbl_delete(self.c, <uint64_t>rid, &e) < 0:
+            if tbl_delete_row(self.c, p, v.shape[0], W_CHECK | W_UTF8, &e) < 0:
                 raise_err(&e)
         for raw in inserts:
             b = bytearray(raw)

@@ -44,6 +44,12 @@ cdef inline int64_t _now_us() noexcept nogil:
     return <int64_t>t.tv_sec * 1000000 + t.tv_nsec // 1000
 
 
+cdef inline int64_t _now_ns() noexcept nogil:
+    cdef timespec t
+    clock_gettime(CLOCK_MONOTONIC, &t)
+    return <int64_t>t.tv_sec * 1000000000 + t.tv_nsec
+
+
 cdef inline double _mono() noexcept nogil:
     cdef timespec t
     clock_gettime(CLOCK_MONOTONIC, &t)
@@ -144,6 +150,8 @@ cdef class CallPath:
     cdef int64_t last_ts
     cdef int64_t snap_txs             # automatic snapshot thresholds (0: none)
     cdef int64_t snap_bytes
+    cdef bint timing                  # benchmarks: where a call's time goes (timings())
+    cdef int64_t ns_total, ns_run, ns_commit, ns_host, ns_calls
 
     def __cinit__(self, db, default_clock, double tick_seconds):
         self.core = NativeTx()
@@ -219,6 +227,8 @@ cdef class CallPath:
         cdef RunOut out
         cdef Err e
         cdef int st, rst = 0, qst = LQ_OK
+        cdef int64_t t_start = _now_ns() if self.timing else 0, t_run = 0, t_commit = 0, t_end = 0
+        cdef int64_t host0 = 0
         cdef LogQueue q = self.queue
         cdef bint built = False
         cdef int64_t ts, offset
@@ -278,8 +288,14 @@ cdef class CallPath:
         limits = self.limits
         fuel = limits.fuel
         ticks = <uint64_t>max(1, <int64_t>(<double>limits.time / self.tick_seconds + 0.999)) + 1
+        if self.timing:
+            h.timing = True
+            host0 = h.host_ns
+            t_run = _now_ns()
         with nogil:
             st = inst.run_call(idx, ap, an, fuel, ticks, &out)
+            if self.timing:
+                t_commit = _now_ns()
             if st == RUN_OK and out.packed == 0 and offset >= 0:
                 rst = tx_delta(&self.core.tx, &e)
                 if rst == 0 and self.core.tx.ndt:
@@ -288,6 +304,8 @@ cdef class CallPath:
                     built = rst == 0
                     if built:                  # queued for the log writer, still without the GIL
                         qst = q.append_c(self.rec.data, self.rec.len, <uint64_t>offset)
+            if self.timing:
+                t_end = _now_ns()
         self.fuel_used = fuel - out.fuel_left if out.fuel_left <= fuel else 0
         host_end(h)
         host.tx = None
@@ -312,6 +330,12 @@ cdef class CallPath:
             res._changes_len = changes_len
             if self.subs:
                 res.updates = db._updates(res.delta)
+            if self.timing:                        # committed calls only
+                self.ns_total += _now_ns() - t_start
+                self.ns_run += t_commit - t_run
+                self.ns_commit += t_end - t_commit
+                self.ns_host += h.host_ns - host0
+                self.ns_calls += 1
             return res
         try:
             if h.logs.len or h.logs_dropped:
@@ -348,6 +372,27 @@ cdef class CallPath:
         if self.subs:
             res.updates = db._updates(delta)
         return res
+
+    def set_timing(self, bint on):
+        """Benchmarks: time where each successful call goes (``timings``); off by default
+        (the clock reads cost ~40 ns per import)."""
+        self.timing = on
+        self.ns_total = self.ns_run = self.ns_commit = self.ns_host = self.ns_calls = 0
+        if self.host is not None:
+            self.host.h.timing = on
+            self.host.h.host_ns = 0
+            self.host.h.host_calls = 0
+
+    def timings(self):
+        """µs per committed call since ``set_timing(True)``: the whole call path (``total``),
+        the module's own WASM and its calls in and out (``wasm``), its imports (``host``), the
+        delta, the log record and its append (``commit``), and everything else (``rest``:
+        checking and encoding the arguments, the transaction's bookkeeping, the result)."""
+        cdef double n = self.ns_calls if self.ns_calls else 1
+        return {"calls": self.ns_calls, "total_us": self.ns_total / n / 1e3,
+                "wasm_us": (self.ns_run - self.ns_host) / n / 1e3, "host_us": self.ns_host / n / 1e3,
+                "commit_us": self.ns_commit / n / 1e3,
+                "rest_us": (self.ns_total - self.ns_run - self.ns_commit) / n / 1e3}
 
     cdef _finish(self, tx):
         tx_reset(&self.core.tx)

@@ -74,6 +74,9 @@ ctypedef struct HostC:
     int fault                     # FAULT_*: why the import traps the call
     char fault_msg[256]
     int inject_op                 # tests: the next call of this import fails as the host (-1: none)
+    bint timing                   # benchmarks: time every import (host_ns, host_calls)
+    int64_t host_ns
+    int64_t host_calls
 
 # Run import ``op`` with its i32 arguments over linear memory mem[0:size]; its result (i32 or
 # i64, none for log/sender/connection_id).  h.fault set: the call must trap with h.fault_msg.

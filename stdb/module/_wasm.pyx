@@ -170,6 +170,21 @@ def _backtrace_of(text: str) -> list:
     return [ln.strip() for ln in text.splitlines() if ln.strip()[:1].isdigit() and ":" in ln]
 
 
+cdef extern from "<time.h>" nogil:
+    ctypedef long time_t
+    struct timespec:
+        time_t tv_sec
+        long tv_nsec
+    int clock_gettime(int clk, timespec* ts)
+    int CLOCK_MONOTONIC
+
+
+cdef inline int64_t _now_ns() noexcept nogil:
+    cdef timespec t
+    clock_gettime(CLOCK_MONOTONIC, &t)
+    return <int64_t>t.tv_sec * 1000000000 + t.tv_nsec
+
+
 class MemoryFault(Exception):
     """A module passed a pointer/length outside its linear memory: the call traps."""
 
@@ -183,9 +198,16 @@ cdef void* _callback(void* env, void* caller, val_raw* a, size_t n) noexcept nog
     cdef int64_t r
     cdef uint8_t* base = c_memory_data(e.inst.ctx, &e.inst.memory)
     cdef uint64_t size = c_memory_data_size(e.inst.ctx, &e.inst.memory)
+    cdef int64_t t0 = 0
     for i in range(7):
         args[i] = a[i].i32 if i < n else 0
-    r = host_dispatch(e.host, e.op, base, size, args)
+    if e.host.timing:
+        t0 = _now_ns()
+        r = host_dispatch(e.host, e.op, base, size, args)
+        e.host.host_ns += _now_ns() - t0
+        e.host.host_calls += 1
+    else:
+        r = host_dispatch(e.host, e.op, base, size, args)
     if e.host.fault != FAULT_NONE:
         return c_trap_new(e.host.fault_msg, strlen(e.host.fault_msg))
     if e.result == 1:

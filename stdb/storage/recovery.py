@@ -13,10 +13,10 @@ from __future__ import annotations
 
 import gc
 import logging
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from stdb._core.logrec import check_value, decode_value
+from stdb._core.logrec import apply_value, check_value
 from stdb.errors import StdbError, StorageError
 from stdb.storage import logformat as lf
 from stdb.storage.commitlog import check_layout, iter_values, log_bounds, split_value, truncate_log
@@ -235,33 +235,59 @@ def recover(env: Env, *, table_factory: Callable | None = None, repair: bool = T
 
 def _replay(env: Env, ds: Datastore, result: RecoveryResult, start: int, stop: int,
             progress: Callable[[int, int], None] | None) -> int:
-    """Apply records ``start..stop`` (checked by ``scan_log``) to ``ds``; returns how many."""
+    """Apply records ``start..stop`` (checked by ``scan_log``) to ``ds``; returns how many.
+
+    Native tables take whole log values of TX records in C (``logrec.apply_value``, straight
+    from the bytes); a create / drop / alter-table record, a value that does not check out, or
+    the pure-Python tables go record by record through ``logformat`` and ``apply_record``."""
     total = max(0, stop - start + 1)
     done = 0
+    next_report = 1000
     for first, whole in iter_values(env, start):
         if first > stop:
             break
-        # the common case, a value of intact TX records: checked and parsed in C, no LogRecord
-        fast = decode_value(first, whole) if first >= start else None
-        if fast is not None:
-            records: Iterable = enumerate(fast, first)
-        else:
-            records = ((off, raw) for off, raw in split_value(first, whole) if off >= start)
-        for off, rec in records:
-            if off > stop:
+        frm = max(start, first)
+        while ds.native and frm <= stop:
+            applied, ops, status, detail = apply_value(first, whole, frm, stop, ds._tables)
+            done += applied
+            result.row_ops += ops
+            if applied:
+                result.next_offset = frm + applied
+            if status == 0:
+                frm = stop + 1                      # the rest of the value is past stop, or none
                 break
-            try:
-                if fast is not None:
-                    for table, deletes, inserts in rec[5]:
-                        result.row_ops += _apply_change(ds, off, table, deletes, inserts)
-                else:
-                    result.row_ops += apply_record(ds, lf.decode_record(off, rec))
-            except StorageError:
-                raise
-            except StdbError as e:
-                raise StorageError(f"log record at offset {off} cannot be applied: {e.detail}") from None
+            if status == 2:
+                off, table, message, _code = detail
+                where = f" to table '{table}'" if table is not None else ""
+                raise StorageError(f"log record at offset {off} cannot be applied{where}: {message}")
+            frm = detail                            # status 1 or 3: this one the slow way
+            if frm > stop:
+                break
+            pieces = [(o, r) for o, r in split_value(first, whole) if o == frm]
+            if not pieces:
+                break
+            _apply_one(ds, result, frm, pieces[0][1])
             done += 1
-            result.next_offset = off + 1
-            if progress is not None and (done % 1000 == 0 or done == total):
-                progress(done, total)
+            frm += 1
+        if not ds.native:
+            for off, raw in split_value(first, whole):
+                if start <= off <= stop:
+                    _apply_one(ds, result, off, raw)
+                    done += 1
+        if progress is not None and done >= next_report:
+            progress(done, total)
+            next_report = done + 1000
+    if progress is not None:
+        progress(done, total)
     return done
+
+
+def _apply_one(ds: Datastore, result: RecoveryResult, off: int, raw: bytes | memoryview) -> None:
+    """Decode and apply one record (any kind), record by record."""
+    try:
+        result.row_ops += apply_record(ds, lf.decode_record(off, raw))
+    except StorageError:
+        raise
+    except StdbError as e:
+        raise StorageError(f"log record at offset {off} cannot be applied: {e.detail}") from None
+    result.next_offset = off + 1
