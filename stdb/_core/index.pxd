@@ -5,7 +5,7 @@ The ordered index (btree indexes, non-unique hash indexes) is stdb/_core/ordered
 """
 
 from libc.stdint cimport uint64_t, int64_t
-from libc.string cimport memcpy
+from libc.string cimport memcmp, memcpy
 from stdb._core.rowbytes cimport CBuf
 
 
@@ -69,15 +69,44 @@ cdef void hidx_free(HashIdx* ix) noexcept nogil
 # the row id stored under the key (hash ``h`` = hash_bytes of it), -1 when none, -2 on error
 cdef int64_t hidx_find(HashIdx* ix, const unsigned char* key, Py_ssize_t n, uint64_t h) noexcept nogil
 # room for ``extra`` more entries without growing (so that hidx_add cannot fail): 0, -1
-cdef int hidx_reserve(HashIdx* ix, Py_ssize_t extra) noexcept nogil
+cdef int hidx_grow(HashIdx* ix, Py_ssize_t extra) noexcept nogil
+
+
+cdef inline int hidx_reserve(HashIdx* ix, Py_ssize_t extra) noexcept nogil:
+    if (ix.count + ix.tombs + extra) * 4 <= ix.capacity * 3:
+        return 0
+    return hidx_grow(ix, extra)
+
+
 # store ``rowid`` under a key of hash ``h`` that is absent (after hidx_reserve)
 cdef void hidx_add(HashIdx* ix, uint64_t h, uint64_t rowid) noexcept nogil
 # drop the entry of ``rowid`` under hash ``h``: 0, or 1 when it is not there
 cdef int hidx_remove(HashIdx* ix, uint64_t h, uint64_t rowid) noexcept nogil
 # hidx_find that also says, in ``slot``, where hidx_put would store this hash (the first
 # tombstone or empty slot of its probe sequence): valid until the index changes
-cdef int64_t hidx_probe(HashIdx* ix, const unsigned char* key, Py_ssize_t n, uint64_t h,
-                        Py_ssize_t* slot) noexcept nogil
+cdef inline int64_t hidx_probe(HashIdx* ix, const unsigned char* key, Py_ssize_t n, uint64_t h,
+                               Py_ssize_t* slot) noexcept nogil:
+    cdef uint64_t mask = ix.capacity - 1
+    cdef uint64_t i = h >> ix.shift
+    cdef uint64_t fp = h >> 40
+    cdef uint64_t s, rowid
+    cdef Py_ssize_t free = -1
+    while True:
+        s = ix.slots[i]
+        if s == HX_EMPTY:
+            slot[0] = free if free >= 0 else <Py_ssize_t>i
+            return -1
+        if s == HX_TOMB:
+            if free < 0:
+                free = i
+        elif (s >> 40) == fp:
+            rowid = (s & HX_ROW_MASK) - 1
+            ix.scratch.len = 0
+            if ix.key_of(ix.ctx, rowid, ix.ino, &ix.scratch) < 0:
+                return -2
+            if ix.scratch.len == n and memcmp(ix.scratch.data, key, n) == 0:
+                return <int64_t>rowid
+        i = (i + 1) & mask
 
 
 cdef inline void hidx_put(HashIdx* ix, Py_ssize_t slot, uint64_t h, uint64_t rowid) noexcept nogil:

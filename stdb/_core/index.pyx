@@ -62,31 +62,6 @@ cdef int64_t hidx_find(HashIdx* ix, const unsigned char* key, Py_ssize_t n, uint
         i = (i + 1) & mask
 
 
-cdef int64_t hidx_probe(HashIdx* ix, const unsigned char* key, Py_ssize_t n, uint64_t h,
-                        Py_ssize_t* slot) noexcept nogil:
-    cdef uint64_t mask = ix.capacity - 1
-    cdef uint64_t i = h >> ix.shift
-    cdef uint64_t fp = h >> 40
-    cdef uint64_t s, rowid
-    cdef Py_ssize_t free = -1
-    while True:
-        s = ix.slots[i]
-        if s == HX_EMPTY:
-            slot[0] = free if free >= 0 else <Py_ssize_t>i
-            return -1
-        if s == HX_TOMB:
-            if free < 0:
-                free = i
-        elif (s >> 40) == fp:
-            rowid = (s & HX_ROW_MASK) - 1
-            ix.scratch.len = 0
-            if ix.key_of(ix.ctx, rowid, ix.ino, &ix.scratch) < 0:
-                return -2
-            if ix.scratch.len == n and memcmp(ix.scratch.data, key, n) == 0:
-                return <int64_t>rowid
-        i = (i + 1) & mask
-
-
 cdef int _rehash(HashIdx* ix, Py_ssize_t newcap) noexcept nogil:
     cdef uint64_t* old = ix.slots
     cdef Py_ssize_t oldcap = ix.capacity, j
@@ -121,10 +96,8 @@ cdef int _rehash(HashIdx* ix, Py_ssize_t newcap) noexcept nogil:
     return 0
 
 
-cdef int hidx_reserve(HashIdx* ix, Py_ssize_t extra) noexcept nogil:
+cdef int hidx_grow(HashIdx* ix, Py_ssize_t extra) noexcept nogil:
     cdef Py_ssize_t newcap
-    if (ix.count + ix.tombs + extra) * 4 <= ix.capacity * 3:
-        return 0
     newcap = ix.capacity
     while (ix.count + extra) * 2 > newcap:
         newcap *= 2

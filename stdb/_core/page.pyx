@@ -123,135 +123,6 @@ cdef PageC* page_copy(const PageC* p) noexcept nogil:
     return c
 
 
-cdef int page_alloc_slot(PageC* p) noexcept nogil:
-    cdef int cap = p.layout.capacity
-    cdef int s
-    if p.count >= cap:
-        return -1
-    if p.hint >= p.high:
-        return p.high if p.high < cap else -1
-    s = p.hint
-    while s < p.high:
-        if (s & 7) == 0 and p.data[s >> 3] == 0xFF:
-            s += 8
-            continue
-        if not page_live(p, s):
-            p.hint = s
-            return s
-        s += 1
-    p.hint = p.high
-    return p.high if p.high < cap else -1
-
-
-cdef bint page_has_room(const PageC* p, Py_ssize_t heap_bytes) noexcept nogil:
-    """A free slot, and ``heap_bytes`` at the top of the heap, or after compacting when that
-    frees at least 1/16 of the heap.  (Compacting for less rewrote the whole heap for each
-    row put in place of a deleted one: replaying updates, which the log holds as a delete
-    and an insert, spent most of its time there.)"""
-    if p.count >= p.layout.capacity:
-        return False
-    if p.heap_top + heap_bytes <= p.size:
-        return True
-    return (p.heap_top - p.heap_dead + heap_bytes <= p.size
-            and p.heap_dead * 16 >= p.size - p.layout.heap_start)
-
-
-cdef inline bint _heap_src(const ColSpec* c, const unsigned char* v, const unsigned char* end,
-                           const unsigned char** src, uint32_t* ln) noexcept nogil:
-    """The heap bytes of a heap column's value ``v`` (row codec, ending at ``end``): False for
-    None."""
-    cdef int code = c.code
-    if code == T_OPTION:
-        if v[0] == 0:
-            return False
-        v += 1
-        code = c.inner
-    if code == T_ARRAY:
-        src[0] = v
-        ln[0] = <uint32_t>(end - v)
-    else:
-        src[0] = v + 4
-        ln[0] = rd_u32(v)
-    return True
-
-
-cdef Py_ssize_t rc_heap_need(const ColSpec* cols, int ncols, const unsigned char* row,
-                             const Py_ssize_t* starts) noexcept nogil:
-    cdef int i
-    cdef Py_ssize_t need = 0
-    cdef const unsigned char* src
-    cdef uint32_t ln
-    for i in range(ncols):
-        if cols[i].in_heap and _heap_src(&cols[i], row + starts[i], row + starts[i + 1], &src, &ln):
-            need += ln
-    return need
-
-
-cdef inline void _put_heap(PageC* p, unsigned char* cell, const unsigned char* src, uint32_t ln,
-                           bint present) noexcept nogil:
-    cdef uint32_t off = 0
-    if not present:
-        ln = NONE_LEN
-    else:
-        off = <uint32_t>p.heap_top
-        if ln:
-            memcpy(p.data + p.heap_top, src, ln)
-        p.heap_top += ln
-    wr_u32(cell, off)
-    wr_u32(cell + 4, ln)
-
-
-cdef inline void _copy(unsigned char* d, const unsigned char* s, int w) noexcept nogil:
-    """memcpy for a column's width: the common ones as single moves (no call)."""
-    if w == 8:
-        memcpy(d, s, 8)
-    elif w == 4:
-        memcpy(d, s, 4)
-    elif w == 1:
-        d[0] = s[0]
-    elif w == 2:
-        memcpy(d, s, 2)
-    else:
-        memcpy(d, s, w)
-
-
-cdef inline void _write_fixed(const ColSpec* c, unsigned char* cell, const unsigned char* v) noexcept nogil:
-    """A fixed-width value (row codec at ``v``) into its cell."""
-    if c.code == T_OPTION:
-        if v[0] == 0:
-            memset(cell, 0, c.page_width)
-        else:
-            cell[0] = 1
-            memcpy(cell + 1, v + 1, c.page_width - 1)
-    else:
-        _copy(cell, v, c.page_width)
-
-
-cdef int page_write(PageC* p, int slot, const unsigned char* row, const Py_ssize_t* starts,
-                    Py_ssize_t need) noexcept nogil:
-    cdef LayoutC* L = p.layout
-    cdef int i
-    cdef const unsigned char* src
-    cdef uint32_t ln
-    cdef bint present
-    if p.heap_top + need > p.size:
-        if page_compact(p) < 0:
-            return -1
-    p.data[slot >> 3] |= <unsigned char>(1 << (slot & 7))
-    p.count += 1
-    if slot >= p.high:
-        p.high = slot + 1
-    if slot == p.hint:
-        p.hint = slot + 1
-    for i in range(L.ncols):
-        if L.cols[i].in_heap:
-            present = _heap_src(&L.cols[i], row + starts[i], row + starts[i + 1], &src, &ln)
-            _put_heap(p, page_cell(p, slot, i), src, ln, present)
-        else:
-            _write_fixed(&L.cols[i], page_cell(p, slot, i), row + starts[i])
-    return 0
-
-
 cdef Py_ssize_t page_heap_used(const PageC* p, int slot) noexcept nogil:
     cdef LayoutC* L = p.layout
     cdef int i
@@ -287,7 +158,7 @@ cdef int page_rewrite(PageC* p, int slot, const unsigned char* row, const Py_ssi
     cdef bint present
     for i in range(L.ncols):
         if L.cols[i].in_heap:
-            present = _heap_src(&L.cols[i], row + starts[i], row + starts[i + 1], &src, &nl)
+            present = page_heap_src(&L.cols[i], row + starts[i], row + starts[i + 1], &src, &nl)
             ln = rd_u32(page_cell(p, slot, i) + 4)
             if present and (ln == NONE_LEN or nl > ln):
                 grow += nl
@@ -299,9 +170,9 @@ cdef int page_rewrite(PageC* p, int slot, const unsigned char* row, const Py_ssi
     for i in range(L.ncols):
         cell = page_cell(p, slot, i)
         if not L.cols[i].in_heap:
-            _write_fixed(&L.cols[i], cell, row + starts[i])
+            page_write_fixed(&L.cols[i], cell, row + starts[i])
             continue
-        present = _heap_src(&L.cols[i], row + starts[i], row + starts[i + 1], &src, &nl)
+        present = page_heap_src(&L.cols[i], row + starts[i], row + starts[i + 1], &src, &nl)
         off = rd_u32(cell)
         ln = rd_u32(cell + 4)
         if present and ln != NONE_LEN and nl <= ln:
@@ -312,7 +183,7 @@ cdef int page_rewrite(PageC* p, int slot, const unsigned char* row, const Py_ssi
         else:
             if ln != NONE_LEN:
                 p.heap_dead += ln
-            _put_heap(p, cell, src, nl, present)
+            page_put_heap(p, cell, src, nl, present)
     return 1
 
 
@@ -442,38 +313,6 @@ cdef int page_key_col(const PageC* p, int slot, int col, CBuf* out) noexcept nog
     if code == T_ARRAY:
         return key_array(c.inner, p.data + off, out)
     return key_bytes(p.data + off, ln, out)
-
-cdef bint page_equals_rc(const PageC* p, int slot, const unsigned char* row,
-                         const Py_ssize_t* starts) noexcept nogil:
-    cdef LayoutC* L = p.layout
-    cdef const ColSpec* c
-    cdef const unsigned char* cell
-    cdef const unsigned char* v
-    cdef const unsigned char* src
-    cdef uint32_t ln, sl
-    cdef int i
-    cdef bint present
-    for i in range(L.ncols):
-        c = &L.cols[i]
-        cell = page_cell(p, slot, i)
-        v = row + starts[i]
-        if not c.in_heap:
-            if c.code == T_OPTION:
-                if v[0] != cell[0]:
-                    return False
-                if v[0] and memcmp(cell + 1, v + 1, c.page_width - 1) != 0:
-                    return False
-            elif memcmp(cell, v, c.page_width) != 0:
-                return False
-            continue
-        present = _heap_src(c, v, row + starts[i + 1], &src, &sl)
-        ln = rd_u32(cell + 4)
-        if not present:
-            if ln != NONE_LEN:
-                return False
-        elif ln != sl or (sl and memcmp(p.data + rd_u32(cell), src, sl) != 0):
-            return False
-    return True
 
 # ---------------------------------------------------------------- reading as Python values
 

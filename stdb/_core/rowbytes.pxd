@@ -156,11 +156,9 @@ cdef inline int rb_width(int code) noexcept nogil:
 cdef Py_ssize_t rb_value_end(const ColSpec* c, const unsigned char* p, Py_ssize_t n, Py_ssize_t at,
                              bint utf8, Err* e) noexcept nogil
 
-# Validate a whole row of ``s`` in p[0:n] (all of it); starts[i] gets where column i's value
-# begins and starts[ncols] = n.  0, or -1 with ``e`` naming the table and column (code E_BAD_ROW).
-# ``ncols`` < s.ncols checks a prefix of the columns (an index key of k columns).
-cdef int rb_check_row(const RowSpec* s, int ncols, const unsigned char* p, Py_ssize_t n,
-                      Py_ssize_t* starts, bint utf8, Err* e) noexcept nogil
+# rb_check_row's general path (it also names the problem of a row the fast one refuses)
+cdef int rb_check_row_slow(const RowSpec* s, int ncols, const unsigned char* p, Py_ssize_t n,
+                           Py_ssize_t* starts, bint utf8, Err* e) noexcept nogil
 
 # The start of each column of a row already known to be valid (no checks of values; lengths
 # are still bounded by n).  0, or -1 (E_BAD_ROW) when the framing does not fit n.
@@ -170,16 +168,110 @@ cdef int rb_walk_row(const RowSpec* s, const unsigned char* p, Py_ssize_t n, Py_
 # NULL when s[0:n] is UTF-8 as Python's strict decoder accepts it, else the decoder's reason
 cdef const char* utf8_problem(const unsigned char* s, Py_ssize_t n) noexcept nogil
 
+
+cdef inline bint rb_ascii(const unsigned char* s, Py_ssize_t n) noexcept nogil:
+    cdef uint64_t w, acc = 0
+    cdef Py_ssize_t i = 0
+    while i + 8 <= n:
+        memcpy(&w, s + i, 8)
+        acc |= w
+        i += 8
+    while i < n:
+        acc |= s[i]
+        i += 1
+    return (acc & 0x8080808080808080ULL) == 0
+
+
+# Validate a whole row of ``s`` in p[0:n] (all of it); starts[i] gets where column i's value
+# begins and starts[ncols] = n.  0, or -1 with ``e`` naming the table and column (code E_BAD_ROW).
+# ``ncols`` < s.ncols checks a prefix of the columns (an index key of k columns).  Inline: the
+# common column shapes in the caller's code; the rest, and every refusal, in rb_check_row_slow.
+cdef inline int rb_check_row(const RowSpec* s, int ncols, const unsigned char* p, Py_ssize_t n,
+                             Py_ssize_t* starts, bint utf8, Err* e) noexcept nogil:
+    cdef Py_ssize_t pos = 0
+    cdef int i, k
+    cdef uint32_t ln
+    cdef const ColSpec* c
+    for i in range(ncols):
+        starts[i] = pos
+        c = &s.cols[i]
+        k = c.kind
+        if k == CK_UINT or k == CK_SINT or k == CK_FIXED:
+            if n - pos < c.width:
+                return rb_check_row_slow(s, ncols, p, n, starts, utf8, e)
+            pos += c.width
+        elif k == CK_STRING or k == CK_BYTES:
+            if n - pos < 4:
+                return rb_check_row_slow(s, ncols, p, n, starts, utf8, e)
+            ln = rd_u32(p + pos)
+            pos += 4
+            if <uint64_t>(n - pos) < ln:
+                return rb_check_row_slow(s, ncols, p, n, starts, utf8, e)
+            if k == CK_STRING and utf8 and not rb_ascii(p + pos, ln) and utf8_problem(p + pos, ln) != NULL:
+                return rb_check_row_slow(s, ncols, p, n, starts, utf8, e)
+            pos += ln
+        elif k == CK_BOOL:
+            if n - pos < 1 or p[pos] > 1:
+                return rb_check_row_slow(s, ncols, p, n, starts, utf8, e)
+            pos += 1
+        else:
+            return rb_check_row_slow(s, ncols, p, n, starts, utf8, e)
+    starts[ncols] = pos
+    if pos != n:
+        return rb_check_row_slow(s, ncols, p, n, starts, utf8, e)
+    return 0
+
 # ---------------------------------------------------------------- the key codec
 
-# Append the key form (docs/row-format.md, key codec) of the valid value of type ``c`` at ``p``
-cdef int rb_key_value(const ColSpec* c, const unsigned char* p, CBuf* out) noexcept nogil
-# ... of a fixed-size base value stored as in the row codec / a page (little-endian) at ``p``
+# the key form of a fixed-size base value stored as in the row codec / a page (little-endian)
 cdef int key_scalar(int code, const unsigned char* p, CBuf* out) noexcept nogil
 # ... of string / bytes contents
 cdef int key_bytes(const unsigned char* s, Py_ssize_t n, CBuf* out) noexcept nogil
 # ... of an array value in the row codec (u32 count, then the elements of type ``inner``)
 cdef int key_array(int inner, const unsigned char* p, CBuf* out) noexcept nogil
+
+
+cdef extern from *:
+    """
+    #define stdb_bswap64(x) __builtin_bswap64(x)
+    """
+    uint64_t stdb_bswap64(uint64_t x) nogil
+
+
+cdef inline int rb_put_be(CBuf* out, uint64_t v, int w) noexcept nogil:
+    """Append the low ``w`` bytes of ``v``, most significant first."""
+    cdef uint64_t be
+    if out.len + 8 > out.cap and cbuf_grow(out, out.len + 8) < 0:
+        return -1
+    be = stdb_bswap64(v << (8 * (8 - w)))
+    memcpy(out.data + out.len, &be, 8)          # 8 bytes written, w of them kept
+    out.len += w
+    return 0
+
+
+# rb_key_value for the shapes its inline part does not take (options, arrays, floats, ...)
+cdef int rb_key_value_slow(const ColSpec* c, const unsigned char* p, CBuf* out) noexcept nogil
+
+
+# Append the key form (docs/row-format.md, key codec) of the valid value of type ``c`` at ``p``
+cdef inline int rb_key_value(const ColSpec* c, const unsigned char* p, CBuf* out) noexcept nogil:
+    cdef uint64_t u64 = 0
+    cdef int k = c.kind
+    if k == CK_UINT or k == CK_SINT:
+        if c.width == 8:
+            memcpy(&u64, p, 8)
+        elif c.width == 4:
+            memcpy(&u64, p, 4)
+        elif c.width == 2:
+            memcpy(&u64, p, 2)
+        else:
+            u64 = p[0]
+        if k == CK_SINT:
+            u64 ^= <uint64_t>1 << (8 * c.width - 1)
+        return rb_put_be(out, u64, c.width)
+    if k == CK_STRING or k == CK_BYTES:
+        return key_bytes(p + 4, rd_u32(p), out)
+    return rb_key_value_slow(c, p, out)
 
 # ---------------------------------------------------------------- messages
 

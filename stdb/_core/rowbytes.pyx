@@ -320,61 +320,8 @@ cdef int _col_prefix(Err* e, const RowSpec* s, int i) noexcept nogil:
     return -1
 
 
-cdef inline bint _ascii(const unsigned char* s, Py_ssize_t n) noexcept nogil:
-    cdef uint64_t w, acc = 0
-    cdef Py_ssize_t i = 0
-    while i + 8 <= n:
-        memcpy(&w, s + i, 8)
-        acc |= w
-        i += 8
-    while i < n:
-        acc |= s[i]
-        i += 1
-    return (acc & 0x8080808080808080ULL) == 0
-
-
-cdef int rb_check_row(const RowSpec* s, int ncols, const unsigned char* p, Py_ssize_t n,
-                      Py_ssize_t* starts, bint utf8, Err* e) noexcept nogil:
-    """The fast path for the common column shapes; anything it does not accept at once goes
-    through _check_row_slow, which names the problem."""
-    cdef Py_ssize_t pos = 0
-    cdef int i, k
-    cdef uint32_t ln
-    cdef const ColSpec* c
-    for i in range(ncols):
-        starts[i] = pos
-        c = &s.cols[i]
-        k = c.kind
-        if k == CK_UINT or k == CK_SINT or k == CK_FIXED:
-            if n - pos < c.width:
-                return _check_row_slow(s, ncols, p, n, starts, utf8, e)
-            pos += c.width
-        elif k == CK_STRING or k == CK_BYTES:
-            if n - pos < 4:
-                return _check_row_slow(s, ncols, p, n, starts, utf8, e)
-            ln = rd_u32(p + pos)
-            pos += 4
-            if <uint64_t>(n - pos) < ln:
-                return _check_row_slow(s, ncols, p, n, starts, utf8, e)
-            if k == CK_STRING and utf8 and not _ascii(p + pos, ln) and utf8_problem(p + pos, ln) != NULL:
-                return _check_row_slow(s, ncols, p, n, starts, utf8, e)
-            pos += ln
-        elif k == CK_BOOL:
-            if n - pos < 1 or p[pos] > 1:
-                return _check_row_slow(s, ncols, p, n, starts, utf8, e)
-            pos += 1
-        else:
-            pos = rb_value_end(c, p, n, pos, utf8, e)
-            if pos < 0:
-                return _check_row_slow(s, ncols, p, n, starts, utf8, e)
-    starts[ncols] = pos
-    if pos != n:
-        return _check_row_slow(s, ncols, p, n, starts, utf8, e)
-    return 0
-
-
-cdef int _check_row_slow(const RowSpec* s, int ncols, const unsigned char* p, Py_ssize_t n,
-                         Py_ssize_t* starts, bint utf8, Err* e) noexcept nogil:
+cdef int rb_check_row_slow(const RowSpec* s, int ncols, const unsigned char* p, Py_ssize_t n,
+                           Py_ssize_t* starts, bint utf8, Err* e) noexcept nogil:
     cdef Py_ssize_t pos = 0
     cdef int i
     cdef char m[200]
@@ -439,24 +386,6 @@ cdef int rb_walk_row(const RowSpec* s, const unsigned char* p, Py_ssize_t n, Py_
 
 # ---------------------------------------------------------------- the key codec
 
-cdef extern from *:
-    """
-    #define stdb_bswap64(x) __builtin_bswap64(x)
-    """
-    uint64_t stdb_bswap64(uint64_t x) nogil
-
-
-cdef inline int _put_be(CBuf* out, uint64_t v, int w) noexcept nogil:
-    """The low ``w`` bytes of ``v``, most significant first."""
-    cdef uint64_t be
-    if out.len + 8 > out.cap and cbuf_grow(out, out.len + 8) < 0:
-        return -1
-    be = stdb_bswap64(v << (8 * (8 - w)))
-    memcpy(out.data + out.len, &be, 8)          # 8 bytes written, w of them kept
-    out.len += w
-    return 0
-
-
 cdef int key_scalar(int code, const unsigned char* p, CBuf* out) noexcept nogil:
     cdef uint64_t u64 = 0
     cdef uint32_t u32
@@ -468,29 +397,29 @@ cdef int key_scalar(int code, const unsigned char* p, CBuf* out) noexcept nogil:
     if code == T_I64 or code == T_TIMESTAMP or code == T_I32 or code == T_I16 or code == T_I8:
         w = rb_width(code)
         memcpy(&u64, p, w)           # the low w bytes on a little-endian machine
-        return _put_be(out, u64 ^ (<uint64_t>1 << (8 * w - 1)), w)
+        return rb_put_be(out, u64 ^ (<uint64_t>1 << (8 * w - 1)), w)
     if code == T_U64 or code == T_U32 or code == T_U16 or code == T_U8:
         w = rb_width(code)
         memcpy(&u64, p, w)
-        return _put_be(out, u64, w)
+        return rb_put_be(out, u64, w)
     if code == T_F64:
         memcpy(&d, p, 8)
         if d == 0.0:
             d = 0.0                  # -0.0 and 0.0 are one key
         if isnan(d):
-            return _put_be(out, 0xFFF8000000000000ULL, 8)
+            return rb_put_be(out, 0xFFF8000000000000ULL, 8)
         memcpy(&u64, &d, 8)
         u64 = ~u64 if (u64 >> 63) else (u64 | (<uint64_t>1 << 63))
-        return _put_be(out, u64, 8)
+        return rb_put_be(out, u64, 8)
     if code == T_F32:
         memcpy(&f, p, 4)
         if f == 0.0:
             f = 0.0
         if isnan(f):
-            return _put_be(out, 0xFFC00000, 4)
+            return rb_put_be(out, 0xFFC00000, 4)
         memcpy(&u32, &f, 4)
         u32 = ~u32 if (u32 >> 31) else (u32 | (<uint32_t>1 << 31))
-        return _put_be(out, u32, 4)
+        return rb_put_be(out, u32, 4)
     if code == T_IDENTITY:
         return cbuf_put(out, p, 32)
     return -1
@@ -542,16 +471,7 @@ cdef int key_array(int inner, const unsigned char* p, CBuf* out) noexcept nogil:
     return cbuf_u8(out, 0)
 
 
-cdef int rb_key_value(const ColSpec* c, const unsigned char* p, CBuf* out) noexcept nogil:
-    cdef uint64_t u64 = 0
-    cdef int k = c.kind
-    if k == CK_UINT or k == CK_SINT:
-        memcpy(&u64, p, c.width)
-        if k == CK_SINT:
-            u64 ^= <uint64_t>1 << (8 * c.width - 1)
-        return _put_be(out, u64, c.width)
-    if k == CK_STRING or k == CK_BYTES:
-        return key_bytes(p + 4, rd_u32(p), out)
+cdef int rb_key_value_slow(const ColSpec* c, const unsigned char* p, CBuf* out) noexcept nogil:
     if c.code == T_OPTION:
         if p[0] == 0:
             return cbuf_u8(out, 0)

@@ -105,6 +105,15 @@ ctypedef struct TableC:
     CBuf pendkeys
     CBuf pendmap
     bint pairable             # index 0 is a unique hash index and no other index is unique
+    # the replay's fast inserts (tbl_apply_change): the only index is a unique hash index on one
+    # integer column (pkcol; kind, width), no sequence but maybe on that column, and every
+    # column of a shape rb_check_row's fast path takes
+    bint fast
+    int pkcol
+    int pkkind
+    int pkwidth
+    bint pkseq                # the primary key column is auto-increment (the one sequence)
+    Py_ssize_t pkoff          # where the primary key starts in every row (-1: it varies)
 
 
 cdef inline PageC* tbl_page(const TableC* t, uint64_t rowid) noexcept nogil:

@@ -28,8 +28,10 @@ from stdb._core.codec cimport (
     T_STRING, T_BYTES,
 )
 from stdb._core.rowbytes cimport (
-    CBuf, Err, E_BAD_ROW, E_UNIQUE, E_FULL, E_INTERNAL, E_MISSING,
+    CBuf, ColSpec, Err, E_BAD_ROW, E_UNIQUE, E_FULL, E_INTERNAL, E_MISSING,
+    CK_UINT, CK_SINT, CK_BOOL, CK_STRING, CK_BYTES, CK_OTHER,
     rowspec_new, rowspec_free, rb_check_row, rb_walk_row, rb_key_value, rb_repr_value, rb_width,
+    rb_ascii, utf8_problem, rd_u32, stdb_bswap64,
     cbuf_put, cbuf_u8, cbuf_free, cbuf_reserve, err_nomem, raise_err,
 )
 from stdb._core.page cimport (
@@ -739,7 +741,12 @@ cdef int64_t _locate_by_pk(TableC* t, const unsigned char* row, Py_ssize_t* slot
     cdef uint64_t h, i, mask, fp, s, rid
     cdef PageC* p
     t.keys.len = 0
-    if tbl_key_of(t, 0, row, t.starts, &t.keys) < 0:
+    if t.fast:
+        if cbuf_reserve(&t.keys, 8) < 0:
+            return -2
+        _pk_key(t, _pk_value(t, row), t.keys.data)
+        t.keys.len = t.pkwidth
+    elif tbl_key_of(t, 0, row, t.starts, &t.keys) < 0:
         return -2
     h = hash_bytes(t.keys.data, t.keys.len)
     mask = ix.capacity - 1
@@ -766,6 +773,44 @@ ctypedef struct _Pending:
     bint paired
 
 
+cdef extern from *:
+    """
+    #define stdb_prefetch(p) __builtin_prefetch(p)
+    """
+    void stdb_prefetch(const void* p) nogil
+
+
+DEF AHEAD = 8            # rows the replay looks ahead to prefetch their index slots
+
+
+cdef inline void _prefetch_slot(TableC* t, const unsigned char* p, Py_ssize_t n,
+                                Py_ssize_t* ahead) noexcept nogil:
+    """Move ``ahead`` one framed row on and prefetch the index slot that row's primary key
+    hashes to (t.fast tables whose key sits at a fixed place): by the time the replay reaches
+    that row, the slot is in the cache."""
+    cdef uint32_t rl
+    cdef Py_ssize_t start = frame_at(p, ahead[0], n, &rl)
+    cdef uint64_t v = 0
+    cdef unsigned char key[8]
+    cdef HashIdx* ix
+    if start < 0:
+        return
+    ahead[0] = start + rl
+    if t.pkoff < 0 or rl < t.pkoff + t.pkwidth:
+        return
+    if t.pkwidth == 8:
+        memcpy(&v, p + start + t.pkoff, 8)
+    elif t.pkwidth == 4:
+        memcpy(&v, p + start + t.pkoff, 4)
+    elif t.pkwidth == 2:
+        memcpy(&v, p + start + t.pkoff, 2)
+    else:
+        v = p[start + t.pkoff]
+    _pk_key(t, v, key)
+    ix = t.indexes[0].hash
+    stdb_prefetch(&ix.slots[hash_bytes(key, t.pkwidth) >> ix.shift])
+
+
 cdef int tbl_apply_change(TableC* t, const unsigned char* p, Py_ssize_t n, uint64_t nd, uint64_t ni,
                           Py_ssize_t* done, Py_ssize_t* used, Err* e) noexcept nogil:
     cdef Py_ssize_t pos = 0, start, slotpos, cap, j
@@ -775,14 +820,23 @@ cdef int tbl_apply_change(TableC* t, const unsigned char* p, Py_ssize_t n, uint6
     cdef uint64_t* map
     cdef uint64_t h, nid, rid
     cdef int64_t found
+    cdef Py_ssize_t ahead = 0
+    if t.fast:
+        for _r in range(min(<uint64_t>AHEAD, nd + ni)):
+            _prefetch_slot(t, p, n, &ahead)
     if not t.pairable or nd == 0 or ni == 0:
         # one row at a time, deletes first
         for r in range(nd + ni):
+            if t.fast:
+                _prefetch_slot(t, p, n, &ahead)
             start = frame_at(p, pos, n, &rl)
             if start < 0:
                 return _framing(t, e)
             if r < nd:
                 if tbl_delete_row(t, p + start, rl, W_CHECK | W_UTF8, e) < 0:
+                    return -1
+            elif t.fast:
+                if _replay_insert(t, p + start, rl, e) < 0:
                     return -1
             elif tbl_insert(t, <unsigned char*>(p + start), rl, W_CHECK | W_UTF8, &rid, e) < 0:
                 return -1
@@ -797,6 +851,8 @@ cdef int tbl_apply_change(TableC* t, const unsigned char* p, Py_ssize_t n, uint6
         return err_nomem(e)
     pd = <_Pending*>t.pend.data
     for r in range(nd):
+        if t.fast:
+            _prefetch_slot(t, p, n, &ahead)
         start = frame_at(p, pos, n, &rl)
         if start < 0:
             return _framing(t, e)
@@ -837,7 +893,12 @@ cdef int tbl_apply_change(TableC* t, const unsigned char* p, Py_ssize_t n, uint6
         if rb_check_row(t.spec, t.spec.ncols, p + start, rl, t.starts, True, e) < 0:
             return -1
         t.keys.len = 0
-        if tbl_key_of(t, 0, p + start, t.starts, &t.keys) < 0:
+        if t.fast:
+            if cbuf_reserve(&t.keys, 8) < 0:
+                return err_nomem(e)
+            _pk_key(t, _pk_value(t, p + start), t.keys.data)
+            t.keys.len = t.pkwidth
+        elif tbl_key_of(t, 0, p + start, t.starts, &t.keys) < 0:
             return err_nomem(e)
         h = hash_bytes(t.keys.data, t.keys.len)
         j = h & mask
@@ -851,9 +912,17 @@ cdef int tbl_apply_change(TableC* t, const unsigned char* p, Py_ssize_t n, uint6
             j = (j + 1) & mask
         if found >= 0:
             pd[found].paired = True
-            if tbl_update(t, <uint64_t>pd[found].rid, <unsigned char*>(p + start), rl, 0, &nid, e) < 0:
-                return -1
+            rid = <uint64_t>pd[found].rid
+            # the primary key is the same: with no other index and no sequence, nothing but the
+            # row's bytes changes (an update that does not fit its page moves, the general way)
+            if not (t.nindexes == 1 and t.nseq == 0 and _rewrite_in_place(t, rid, p + start)):
+                if tbl_update(t, rid, <unsigned char*>(p + start), rl, 0, &nid, e) < 0:
+                    return -1
             done[0] += 2                            # the delete and the insert it stands for
+        elif t.fast:
+            if _replay_insert(t, p + start, rl, e) < 0:
+                return -1
+            done[0] += 1
         else:
             if tbl_insert(t, <unsigned char*>(p + start), rl, 0, &nid, e) < 0:
                 return -1
@@ -867,6 +936,146 @@ cdef int tbl_apply_change(TableC* t, const unsigned char* p, Py_ssize_t n, uint6
             done[0] += 1
     used[0] = pos
     return 0
+
+
+cdef inline bint _rewrite_in_place(TableC* t, uint64_t rowid, const unsigned char* row) noexcept nogil:
+    """Overwrite live row ``rowid`` with ``row`` (its column starts in t.starts) when it fits its
+    page; False (nothing changed) otherwise, or when compaction found no memory."""
+    cdef PageC* p = tbl_page(t, rowid)
+    if p == NULL:
+        return False
+    return page_rewrite(p, rowid & SLOT_MASK, row, t.starts) == 1
+
+
+cdef inline uint64_t _pk_value(TableC* t, const unsigned char* row) noexcept nogil:
+    """The primary key column's bits (t.fast tables; t.starts set)."""
+    cdef uint64_t v = 0
+    cdef const unsigned char* p = row + t.starts[t.pkcol]
+    if t.pkwidth == 8:
+        memcpy(&v, p, 8)
+    elif t.pkwidth == 4:
+        memcpy(&v, p, 4)
+    elif t.pkwidth == 2:
+        memcpy(&v, p, 2)
+    else:
+        v = p[0]
+    return v
+
+
+cdef inline void _pk_key(TableC* t, uint64_t v, unsigned char* key) noexcept nogil:
+    """The key codec form of a primary key value ``v`` (t.pkwidth bytes into ``key``)."""
+    if t.pkkind == CK_SINT:
+        v ^= <uint64_t>1 << (8 * t.pkwidth - 1)
+    v = stdb_bswap64(v << (8 * (8 - t.pkwidth)))
+    memcpy(key, &v, 8)
+
+
+cdef int _replay_insert(TableC* t, const unsigned char* row, Py_ssize_t n, Err* e) noexcept nogil:
+    """tbl_insert(W_CHECK | W_UTF8) of a logged row into a table of the fast shape (t.fast), in
+    one pass and with one probe; anything out of the ordinary (a row it does not accept at once,
+    a key already there, a full page) goes through tbl_insert, which does it or names the problem."""
+    cdef Py_ssize_t pos = 0, need = 0, slotpos, pno
+    cdef uint32_t ln
+    cdef int i, k, slot
+    cdef const ColSpec* c
+    cdef uint64_t v = 0, h, rid
+    cdef unsigned char key[8]
+    cdef HashIdx* ix = t.indexes[0].hash
+    cdef SeqC* s
+    cdef PageC* p
+    for i in range(t.spec.ncols):
+        t.starts[i] = pos
+        c = &t.spec.cols[i]
+        k = c.kind
+        if k == CK_STRING or k == CK_BYTES:
+            if n - pos < 4:
+                return _insert_slow(t, row, n, e)
+            ln = rd_u32(row + pos)
+            pos += 4
+            if <uint64_t>(n - pos) < ln or (k == CK_STRING and not rb_ascii(row + pos, ln)
+                                            and utf8_problem(row + pos, ln) != NULL):
+                return _insert_slow(t, row, n, e)
+            pos += ln
+            need += ln
+        else:
+            if n - pos < c.width or (k == CK_BOOL and row[pos] > 1):
+                return _insert_slow(t, row, n, e)
+            pos += c.width
+    t.starts[t.spec.ncols] = pos
+    if pos != n:
+        return _insert_slow(t, row, n, e)
+    v = _pk_value(t, row)
+    i = t.pkwidth
+    if t.pkseq:
+        s = &t.seqs[0]
+        if not s.over and (<int64_t>(v << (64 - 8 * i)) >> (64 - 8 * i) >= <int64_t>s.next
+                           if t.pkkind == CK_SINT else v >= s.next):
+            if v == s.max:
+                s.over = True
+            else:
+                s.next = v + 1
+    _pk_key(t, v, key)
+    if hidx_reserve(ix, 1) < 0:
+        return err_nomem(e)
+    h = hash_bytes(key, i)
+    if hidx_probe(ix, key, i, h, &slotpos) != -1:
+        return _insert_slow(t, row, n, e)          # there already (or no memory): say so
+    # a page with room: the one on top of the room stack, usually
+    if t.nroom:
+        pno = t.room[t.nroom - 1]
+        p = t.pages[pno]
+        if page_has_room(p, need) and p.heap_top + need <= p.size:
+            slot = page_alloc_slot(p)
+            _write_plain(t, p, slot, row)
+            rid = (<uint64_t>pno << SLOT_BITS) | slot
+            hidx_put(ix, slotpos, h, rid)
+            t.nrows += 1
+            t.rows_seen += 1
+            t.heap_seen += need
+            return 0
+    return _insert_slow(t, row, n, e)
+
+
+cdef inline void _write_plain(TableC* t, PageC* p, int slot, const unsigned char* row) noexcept nogil:
+    """page_write for a t.fast table's row (fixed-width, bool, string and bytes columns only)
+    into a free slot whose page has the heap room at its top."""
+    cdef LayoutC* L = p.layout
+    cdef unsigned char* base = p.data
+    cdef int i, w
+    cdef uint32_t ln, off
+    cdef const unsigned char* v
+    cdef unsigned char* cell
+    base[slot >> 3] |= <unsigned char>(1 << (slot & 7))
+    p.count += 1
+    if slot >= p.high:
+        p.high = slot + 1
+    if slot == p.hint:
+        p.hint = slot + 1
+    for i in range(L.ncols):
+        v = row + t.starts[i]
+        w = L.cols[i].page_width
+        cell = base + L.offset[i] + <Py_ssize_t>slot * w
+        if L.cols[i].in_heap:
+            ln = rd_u32(v)
+            off = <uint32_t>p.heap_top
+            if ln:
+                memcpy(base + off, v + 4, ln)
+            p.heap_top += ln
+            memcpy(cell, &off, 4)
+            memcpy(cell + 4, &ln, 4)
+        elif w == 8:
+            memcpy(cell, v, 8)
+        elif w == 4:
+            memcpy(cell, v, 4)
+        elif w == 1:
+            cell[0] = v[0]
+        else:
+            memcpy(cell, v, w)
+
+
+cdef int _insert_slow(TableC* t, const unsigned char* row, Py_ssize_t n, Err* e) noexcept nogil:
+    cdef uint64_t rid
+    return tbl_insert(t, <unsigned char*>row, n, W_CHECK | W_UTF8, &rid, e)
 
 
 cdef int _framing(TableC* t, Err* e) noexcept nogil:
@@ -1024,6 +1233,17 @@ cdef TableC* _table_new(schema, RowCodec codec) except NULL:
             t.seqs[k].over = False
         t.pairable = (ni > 0 and t.indexes[0].kind == IX_HASH
                       and not any(d.unique for d in defs[1:]))
+        if ni == 1 and t.indexes[0].kind == IX_HASH and t.indexes[0].ncols == 1:
+            c = t.indexes[0].cols[0]
+            t.pkcol = c
+            t.pkkind = t.spec.cols[c].kind
+            t.pkwidth = t.spec.cols[c].width
+            t.pkseq = t.nseq == 1 and t.seqs[0].col == c
+            t.fast = ((t.pkkind == CK_UINT or t.pkkind == CK_SINT) and (t.nseq == 0 or t.pkseq)
+                      and all(t.spec.cols[k].kind != CK_OTHER for k in range(t.spec.ncols)))
+            t.pkoff = -1
+            if all(t.spec.cols[k].width > 0 for k in range(c)):
+                t.pkoff = sum(t.spec.cols[k].width for k in range(c))
     except BaseException:
         tbl_free(t)
         raise
