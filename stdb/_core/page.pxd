@@ -143,7 +143,7 @@ cdef inline bint page_heap_src(const ColSpec* c, const unsigned char* v, const u
 
 
 cdef inline Py_ssize_t rc_heap_need(const ColSpec* cols, int ncols, const unsigned char* row,
-                             const Py_ssize_t* starts) noexcept nogil:
+                                    const Py_ssize_t* starts) noexcept nogil:
     cdef int i
     cdef Py_ssize_t need = 0
     cdef const unsigned char* src
@@ -155,7 +155,7 @@ cdef inline Py_ssize_t rc_heap_need(const ColSpec* cols, int ncols, const unsign
 
 
 cdef inline void page_put_heap(PageC* p, unsigned char* cell, const unsigned char* src, uint32_t ln,
-                           bint present) noexcept nogil:
+                               bint present) noexcept nogil:
     cdef uint32_t off = 0
     if not present:
         ln = NONE_LEN
@@ -182,7 +182,8 @@ cdef inline void page_copy_w(unsigned char* d, const unsigned char* s, int w) no
         memcpy(d, s, w)
 
 
-cdef inline void page_write_fixed(const ColSpec* c, unsigned char* cell, const unsigned char* v) noexcept nogil:
+cdef inline void page_write_fixed(const ColSpec* c, unsigned char* cell,
+                                  const unsigned char* v) noexcept nogil:
     """A fixed-width value (row codec at ``v``) into its cell."""
     if c.code == T_OPTION:
         if v[0] == 0:
