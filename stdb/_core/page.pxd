@@ -124,7 +124,7 @@ cdef inline bint page_has_room(const PageC* p, Py_ssize_t heap_bytes) noexcept n
 
 
 cdef inline bint page_heap_src(const ColSpec* c, const unsigned char* v, const unsigned char* end,
-                           const unsigned char** src, uint32_t* ln) noexcept nogil:
+                               const unsigned char** src, uint32_t* ln) noexcept nogil:
     """The heap bytes of a heap column's value ``v`` (row codec, ending at ``end``): False for
     None."""
     cdef int code = c.code
