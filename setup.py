@@ -2,14 +2,22 @@
 
 Every ``stdb/_core/*.pyx`` and ``stdb/module/*.pyx`` becomes an extension.  ``STDB_DEBUG=1`` turns on
 boundscheck, wraparound, initializedcheck, C assertions and line tracing;
-``STDB_ANNOTATE=1`` writes Cython's HTML annotation next to each .pyx.
+``STDB_ANNOTATE=1`` writes Cython's HTML annotation next to each .pyx.  Little-endian hosts
+only (the C core reads integers as they lie in memory).
 """
 
 import glob
 import os
+import sys
 
 from setuptools import Extension, setup
 from setuptools.command.build_ext import build_ext as _build_ext
+
+
+if sys.byteorder != "little":
+    # the C core reads and writes the row codec's and the log's little-endian integers as
+    # they lie in memory (memcpy), and its keys with byte swaps
+    raise SystemExit("stdb's C core needs a little-endian host (x86-64, arm64, ...)")
 
 
 def _flag(name: str) -> bool:

@@ -35,6 +35,7 @@ from stdb.storage.recovery import recover
 
 SCHEMA = stdb.TableSchema("account", [("id", "u64"), ("balance", "i64"), ("name", "string")],
                           primary_key="id")
+TARGET_VS_FLOOR = 0.5     # issue 21: replay ≥ half the rate of the C floor that keeps a hash index
 NOSNAP = StoreConfig(snapshot_every_txs=None, snapshot_every_bytes=None, map_size=1 << 30)
 
 
@@ -256,6 +257,7 @@ def bench_recovery(tmp: str, rows: int) -> dict:
         res = recover(env, repair=False)
         best = min(best, time.perf_counter() - t0)
         ops = res.row_ops
+        del res            # freed here, not inside the next run's timing
         t0 = time.perf_counter()
         nbytes = 0
         with env.read() as txn:
@@ -273,6 +275,9 @@ def bench_recovery(tmp: str, rows: int) -> dict:
             sec = _floor_seconds(dll, env, mode, rows, nbytes, ops)
             out[f"{name}_seconds"] = sec
             out[f"{name}_ratio_vs_raw_scan"] = best_raw / sec
+        # issue 21's target: the replay against the floor that keeps a hash index, as a rate
+        out["ratio_vs_floor_hash"] = out["floor_hash_seconds"] / best
+        out["target_vs_floor_hash"] = TARGET_VS_FLOOR
     env.close()
     return out
 
@@ -284,6 +289,9 @@ def _floor_rows(rec: dict) -> str:
     return (f"| (floor) C loop: CRC + framing + rows kept in a hash table by primary key | "
             f"{mb / rec['floor_hash_seconds']:,.0f} MB/s | same raw scan | "
             f"{rec['floor_hash_ratio_vs_raw_scan']:.3f} | |\n"
+            f"| recovery vs that floor (log MB/s) | {mb / rec['seconds']:,.0f} | "
+            f"{mb / rec['floor_hash_seconds']:,.0f} | {rec['ratio_vs_floor_hash']:.2f} "
+            f"| ≥ {TARGET_VS_FLOOR:g} |\n"
             f"| (floor) the same with no index at all (an array by key) | "
             f"{mb / rec['floor_array_seconds']:,.0f} MB/s | same raw scan | "
             f"{rec['floor_array_ratio_vs_raw_scan']:.3f} | |\n")
@@ -303,9 +311,11 @@ def bench_recovery_small(tmp: str, transfers: int, accounts: int = 10000) -> dic
         t0 = time.perf_counter()
         res = recover(env, repair=False)
         best = min(best, time.perf_counter() - t0)
+        replayed, row_ops = res.replayed, res.row_ops
+        del res            # freed here, not inside the next run's timing
     env.close()
-    return {"records": res.replayed, "row_ops": res.row_ops, "seconds": best,
-            "records_per_s": res.replayed / best, "row_ops_per_s": res.row_ops / best}
+    return {"records": replayed, "row_ops": row_ops, "seconds": best,
+            "records_per_s": replayed / best, "row_ops_per_s": row_ops / best}
 
 
 def main(argv: list[str] | None = None) -> int:

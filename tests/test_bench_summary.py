@@ -36,6 +36,16 @@ def test_verdicts_follow_the_figures_and_missing_results_are_named(tmp_path):
     assert by["recovery of small transactions (transfers, 4 row ops each), row-ops/s"].met is False
     floor = by["(floor) C loop over the same log: CRC + framing + rows in a hash table by key"]
     assert floor.met is None and floor.ratio == 0.1 and floor.stdb == "1,000 MB/s"
+    assert "recovery vs that C floor (log MB/s)" not in by      # results before issue 21: no such row
+    d["recovery"].update(ratio_vs_floor_hash=0.02, target_vs_floor_hash=0.5)
+    _write(tmp_path, "durability", d)
+    by = {r.measure: r for r in summary.summarise(str(tmp_path))[0]}
+    vs = by["recovery vs that C floor (log MB/s)"]
+    assert (vs.met, vs.ratio, vs.stdb, vs.target) == (False, 0.02, "20 MB/s", "≥ 0.5 of the floor")
+    d["recovery"]["ratio_vs_floor_hash"] = 0.6
+    _write(tmp_path, "durability", d)
+    assert {r.measure: r for r in summary.summarise(str(tmp_path))[0]}[
+        "recovery vs that C floor (log MB/s)"].met is True
     assert by["one durable commit, median / p99"].met is None
 
     _write(tmp_path, "durability", _durability(0.4, 900_000.0))

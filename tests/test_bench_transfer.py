@@ -40,13 +40,22 @@ def test_transfer_benchmark_smoke(tmp_path):
     # the target rows bench/summary.py reads
     rows = res["targets"]
     targeted = [r for r in rows if r["met"] is not None]
-    assert len(targeted) == 4
+    assert len(targeted) == 6              # three targets, two distributions each
     for r in rows:
         assert {"measure", "stdb", "baseline", "baseline_value", "ratio", "target", "met"} <= set(r)
     assert res["ratios"]["durable_vs_sqlite_full"]["target"] == 10
     assert res["ratios"]["relaxed_vs_sqlite_normal"]["target"] == 2
+    assert res["ratios"]["durable_vs_sqlite_normal"]["target"] == 5
+    # where a committed call goes: the parts add up to the whole, four imports per transfer
+    for dist in transfer.DISTRIBUTIONS:
+        b = res["breakdown"][dist]
+        assert b["calls"] > 0 and b["host_calls"] >= 4
+        parts = b["wasm_us"] + b["host_us"] + b["commit_us"] + b["rest_us"]
+        assert parts == pytest.approx(b["total_us"]) and min(b["wasm_us"], b["host_us"], b["commit_us"]) > 0
+        assert b["loop_us"] > b["total_us"]
     md = (out / "transfer.md").read_text()
     assert "Equal durability" in md and "SQLite WAL, synchronous=FULL" in md
+    assert "Where a committed stdb call goes" in md
 
 
 def test_a_contender_that_ends_elsewhere_is_an_error(tmp_path, monkeypatch):

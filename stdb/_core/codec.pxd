@@ -66,8 +66,7 @@ cdef inline Py_ssize_t frame_at(const unsigned char* p, Py_ssize_t pos, Py_ssize
     bytes are left for the length, -2 when the row runs past ``n``."""
     if n - pos < 4:
         return -1
-    ln[0] = (p[pos] | (<uint32_t>p[pos + 1] << 8) | (<uint32_t>p[pos + 2] << 16)
-             | (<uint32_t>p[pos + 3] << 24))
+    memcpy(ln, p + pos, 4)          # little-endian hosts only (as the whole engine)
     if ln[0] > n - pos - 4:
         return -2
     return pos + 4

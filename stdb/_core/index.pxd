@@ -38,6 +38,12 @@ cdef inline uint64_t hash_bytes(const unsigned char* p, Py_ssize_t n) noexcept n
     return fmix64(h + 0x632BE59BD9B4E019ULL)
 
 
+cdef inline uint64_t hash_word(uint64_t w, Py_ssize_t n) noexcept nogil:
+    """hash_bytes of a key of ``n`` ≤ 8 bytes given as the little-endian word they load as
+    (the bytes past ``n`` zero): the same two mixes without the loops."""
+    return fmix64(fmix64((0x9E3779B97F4A7C15ULL ^ <uint64_t>n) ^ w) + 0x632BE59BD9B4E019ULL)
+
+
 cdef extern from *:
     """
     #define STDB_HX_EMPTY ((uint64_t)0)
@@ -70,6 +76,9 @@ cdef void hidx_free(HashIdx* ix) noexcept nogil
 cdef int64_t hidx_find(HashIdx* ix, const unsigned char* key, Py_ssize_t n, uint64_t h) noexcept nogil
 # room for ``extra`` more entries without growing (so that hidx_add cannot fail): 0, -1
 cdef int hidx_grow(HashIdx* ix, Py_ssize_t extra) noexcept nogil
+# grow (never shrink) to the capacity that ``total`` entries would reach by growing one at a
+# time, in one rehash: for loaders that know how many rows follow.  0, -1 (no memory)
+cdef int hidx_presize(HashIdx* ix, Py_ssize_t total) noexcept nogil
 
 
 cdef inline int hidx_reserve(HashIdx* ix, Py_ssize_t extra) noexcept nogil:

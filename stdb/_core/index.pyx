@@ -104,6 +104,15 @@ cdef int hidx_grow(HashIdx* ix, Py_ssize_t extra) noexcept nogil:
     return _rehash(ix, newcap)
 
 
+cdef int hidx_presize(HashIdx* ix, Py_ssize_t total) noexcept nogil:
+    cdef Py_ssize_t newcap = ix.capacity
+    while total * 4 > newcap * 3:           # hidx_reserve's limit: load ≤ 3/4
+        newcap *= 2
+    if newcap == ix.capacity:
+        return 0
+    return _rehash(ix, newcap)
+
+
 cdef void hidx_add(HashIdx* ix, uint64_t h, uint64_t rowid) noexcept nogil:
     cdef uint64_t mask = ix.capacity - 1
     cdef uint64_t i = h >> ix.shift

@@ -91,18 +91,94 @@ def record_kind(value):
     return kind if end == n else 0
 
 
-def check_value(value):
+DEF NCOUNT = 8           # tables counted at once (check_value's row counts)
+
+
+ctypedef struct _Count:
+    const unsigned char* name
+    Py_ssize_t len
+    int64_t net
+
+
+cdef int _count_tx(const unsigned char* p, Py_ssize_t n, _Count* c, int* nc) noexcept nogil:
+    """Add each table's inserts minus deletes in a TX body to ``c`` (``nc`` used, at most
+    NCOUNT; a table past that is not counted): 0, or -1 when the body does not parse."""
+    cdef Py_ssize_t pos = 17, start
+    cdef uint64_t ln, nt, nd, ni, _k, _r
+    cdef uint32_t rl
+    cdef int i
+    if n < 17 or p[16] > 1:
+        return -1
+    if p[16]:
+        pos += 32
+    if n - pos < 2:
+        return -1
+    pos += 2 + <Py_ssize_t>_le(p + pos, 2)
+    if n - pos < 4:
+        return -1
+    ln = _le(p + pos, 4)
+    pos += 4
+    if <uint64_t>(n - pos) < ln:
+        return -1
+    pos += ln
+    if n - pos < 2:
+        return -1
+    nt = _le(p + pos, 2)
+    pos += 2
+    for _k in range(nt):
+        if n - pos < 2:
+            return -1
+        ln = _le(p + pos, 2)
+        if <uint64_t>(n - pos - 2) < ln + 8:
+            return -1
+        nd = _le(p + pos + 2 + ln, 4)
+        ni = _le(p + pos + 6 + ln, 4)
+        for i in range(nc[0] + 1):
+            if i == nc[0]:
+                if i == NCOUNT:
+                    break
+                c[i].name = p + pos + 2
+                c[i].len = <Py_ssize_t>ln
+                c[i].net = 0
+                nc[0] += 1
+            if c[i].len == <Py_ssize_t>ln and memcmp(c[i].name, p + pos + 2, ln) == 0:
+                c[i].net += <int64_t>ni - <int64_t>nd
+                break
+        pos += 10 + ln
+        for _r in range(nd + ni):
+            start = frame_at(p, pos, n, &rl)
+            if start < 0:
+                return -1
+            pos = start + rl
+    return 0 if pos == n else -1
+
+
+def check_value(value, dict counts=None):
     """How many records a log value holds (records back to back) when every one checks out
-    (``record_kind``) and they end exactly at its end; -1 otherwise."""
+    (``record_kind``) and they end exactly at its end; -1 otherwise.
+
+    ``counts``: each table's rows inserted minus rows deleted by the value's TX records are
+    added to ``counts[name]`` (recovery sizes the tables' indexes from them before replaying)."""
     cdef const unsigned char[::1] v = value
     cdef Py_ssize_t n = v.shape[0], pos = 0, end = 0, count = 0
+    cdef _Count c[NCOUNT]
+    cdef int nc = 0, i, kind
+    cdef bint counting = counts is not None
     if n == 0:
         return -1
     while pos < n:
-        if not _kind_at(&v[0], pos, n, &end):
+        kind = _kind_at(&v[0], pos, n, &end)
+        if not kind:
+            return -1
+        if counting and kind == KIND_TX and \
+                _count_tx(&v[0] + pos + HEADER, end - pos - HEADER, c, &nc) < 0:
             return -1
         pos = end
         count += 1
+    for i in range(nc):
+        name = _utf8(c[i].name, c[i].len)
+        if name is not None:
+            counts[name] = counts.get(name, 0) + c[i].net
     return count
 
 

@@ -40,8 +40,8 @@ from stdb._core.page cimport (
     page_release, page_heap_used, page_read_rc, page_key_col, page_read, page_equals_rc,
 )
 from stdb._core.index cimport (
-    HashIdx, hash_bytes, hidx_new, hidx_free, hidx_find, hidx_reserve, hidx_add, hidx_remove, hidx_probe,
-    hidx_put, hidx_drop, HX_EMPTY, HX_TOMB, HX_ROW_MASK,
+    HashIdx, hash_bytes, hash_word, hidx_new, hidx_free, hidx_find, hidx_reserve, hidx_presize, hidx_add,
+    hidx_remove, hidx_probe, hidx_put, hidx_drop, HX_EMPTY, HX_TOMB, HX_ROW_MASK,
 )
 from stdb._core.ordered cimport (
     OrdCursor, ord_new, ord_free, ord_add, ord_remove, ord_has_prefix, ord_seek,
@@ -732,23 +732,60 @@ cdef int64_t tbl_find_row(TableC* t, const unsigned char* row, Py_ssize_t n, Err
     idl_free(&ids)
     return found
 
-cdef int64_t _locate_by_pk(TableC* t, const unsigned char* row, Py_ssize_t* slotpos) noexcept nogil:
+cdef inline uint64_t _pk_value(TableC* t, const unsigned char* row) noexcept nogil:
+    """The primary key column's bits (t.fast tables; t.starts set)."""
+    cdef uint64_t v = 0
+    cdef const unsigned char* p = row + t.starts[t.pkcol]
+    if t.pkwidth == 8:
+        memcpy(&v, p, 8)
+    elif t.pkwidth == 4:
+        memcpy(&v, p, 4)
+    elif t.pkwidth == 2:
+        memcpy(&v, p, 2)
+    else:
+        v = p[0]
+    return v
+
+
+cdef inline uint64_t _pk_word(const TableC* t, uint64_t v) noexcept nogil:
+    """The key codec form of a primary key value ``v`` as the little-endian word its t.pkwidth
+    bytes load as (the bytes past them zero): what hash_word takes."""
+    if t.pkkind == CK_SINT:
+        v ^= <uint64_t>1 << (8 * t.pkwidth - 1)
+    return stdb_bswap64(v << (8 * (8 - t.pkwidth)))
+
+
+cdef inline void _pk_key(const TableC* t, uint64_t v, unsigned char* key) noexcept nogil:
+    """The key codec form of a primary key value ``v`` (t.pkwidth bytes into ``key``)."""
+    v = _pk_word(t, v)
+    memcpy(key, &v, 8)
+
+
+cdef int64_t _locate_by_pk(TableC* t, const unsigned char* row, Py_ssize_t* slotpos,
+                           uint64_t* hp, bint hashed) noexcept nogil:
     """The row id of the stored row equal to ``row`` (its column starts in t.starts), found
     through a unique hash index 0 with one probe: a candidate whose stored bytes equal the row
-    is the row (its key is then equal too); its slot in the index in ``slotpos``.  -1: none,
+    is the row (its key is then equal too); its slot in the index in ``slotpos``.  The key is
+    left in t.keys and its hash in ``hp`` (given there already when ``hashed``).  -1: none,
     -2: no memory."""
     cdef HashIdx* ix = t.indexes[0].hash
     cdef uint64_t h, i, mask, fp, s, rid
     cdef PageC* p
+    cdef uint64_t w
     t.keys.len = 0
     if t.fast:
         if cbuf_reserve(&t.keys, 8) < 0:
             return -2
-        _pk_key(t, _pk_value(t, row), t.keys.data)
+        w = _pk_word(t, _pk_value(t, row))
+        memcpy(t.keys.data, &w, 8)
         t.keys.len = t.pkwidth
+        if not hashed:
+            hp[0] = hash_word(w, t.pkwidth)
     elif tbl_key_of(t, 0, row, t.starts, &t.keys) < 0:
         return -2
-    h = hash_bytes(t.keys.data, t.keys.len)
+    elif not hashed:
+        hp[0] = hash_bytes(t.keys.data, t.keys.len)
+    h = hp[0]
     mask = ix.capacity - 1
     i = h >> ix.shift
     fp = h >> 40
@@ -781,62 +818,85 @@ cdef extern from *:
 
 
 DEF AHEAD = 8            # rows the replay looks ahead to prefetch their index slots
+DEF RING = 16            # the rows looked ahead at (a power of two > AHEAD)
 
 
-cdef inline void _prefetch_slot(TableC* t, const unsigned char* p, Py_ssize_t n,
-                                Py_ssize_t* ahead) noexcept nogil:
-    """Move ``ahead`` one framed row on and prefetch the index slot that row's primary key
-    hashes to (t.fast tables whose key sits at a fixed place): by the time the replay reaches
-    that row, the slot is in the cache."""
-    cdef uint32_t rl
-    cdef Py_ssize_t start = frame_at(p, ahead[0], n, &rl)
+ctypedef struct _Ahead:
+    Py_ssize_t start          # where the framed row begins (< 0: its framing is broken)
+    uint32_t rl               # its length
+    bint hashed               # h holds the hash of its primary key
+    uint64_t h
+
+
+cdef inline void _look_ahead(TableC* t, const unsigned char* p, Py_ssize_t n, Py_ssize_t* ahead,
+                             _Ahead* a) noexcept nogil:
+    """The framed row at ``ahead`` into ``a``, ``ahead`` moved past it.  For t.fast tables whose
+    key sits at a fixed place, also its key's hash, and a prefetch of the index slot it hashes
+    to: by the time the replay reaches that row, the slot is in the cache."""
+    cdef uint32_t rl = 0
     cdef uint64_t v = 0
-    cdef unsigned char key[8]
     cdef HashIdx* ix
-    if start < 0:
+    a.hashed = False
+    if ahead[0] < 0:
+        a.start = -1
         return
-    ahead[0] = start + rl
-    if t.pkoff < 0 or rl < t.pkoff + t.pkwidth:
+    a.start = frame_at(p, ahead[0], n, &rl)
+    a.rl = rl
+    if a.start < 0:
+        ahead[0] = -1
         return
+    ahead[0] = a.start + rl
+    if not t.fast or t.pkoff < 0 or rl < t.pkoff + t.pkwidth:
+        return
+    p += a.start + t.pkoff
     if t.pkwidth == 8:
-        memcpy(&v, p + start + t.pkoff, 8)
+        memcpy(&v, p, 8)
     elif t.pkwidth == 4:
-        memcpy(&v, p + start + t.pkoff, 4)
+        memcpy(&v, p, 4)
     elif t.pkwidth == 2:
-        memcpy(&v, p + start + t.pkoff, 2)
+        memcpy(&v, p, 2)
     else:
-        v = p[start + t.pkoff]
-    _pk_key(t, v, key)
+        v = p[0]
     ix = t.indexes[0].hash
-    stdb_prefetch(&ix.slots[hash_bytes(key, t.pkwidth) >> ix.shift])
+    a.h = hash_word(_pk_word(t, v), t.pkwidth)
+    a.hashed = True
+    stdb_prefetch(&ix.slots[a.h >> ix.shift])
 
 
 cdef int tbl_apply_change(TableC* t, const unsigned char* p, Py_ssize_t n, uint64_t nd, uint64_t ni,
                           Py_ssize_t* done, Py_ssize_t* used, Err* e) noexcept nogil:
     cdef Py_ssize_t pos = 0, start, slotpos, cap, j
-    cdef uint64_t r, _r, mask, s
+    cdef uint64_t r, mask, s, total, lead
     cdef uint32_t rl
     cdef _Pending* pd
-    cdef uint64_t* map
+    cdef uint64_t* map = NULL
     cdef uint64_t h, nid, rid
     cdef int64_t found
     cdef Py_ssize_t ahead = 0
-    if t.fast:
-        for _r in range(min(<uint64_t>AHEAD, nd + ni)):
-            _prefetch_slot(t, p, n, &ahead)
-    if not t.pairable or nd == 0 or ni == 0:
+    cdef _Ahead ring[RING]
+    cdef _Ahead* a
+    cdef bint pairing = t.pairable and nd != 0 and ni != 0
+    # rows are looked at AHEAD rows before they are applied: all of them on the one-at-a-time
+    # path, the deletes on the pairing path
+    total = nd if pairing else nd + ni
+    lead = min(<uint64_t>AHEAD, total)
+    for r in range(lead):
+        _look_ahead(t, p, n, &ahead, &ring[r & (RING - 1)])
+    if not pairing:
         # one row at a time, deletes first
-        for r in range(nd + ni):
-            if t.fast:
-                _prefetch_slot(t, p, n, &ahead)
-            start = frame_at(p, pos, n, &rl)
-            if start < 0:
+        for r in range(total):
+            if r + lead < total:
+                _look_ahead(t, p, n, &ahead, &ring[(r + lead) & (RING - 1)])
+            a = &ring[r & (RING - 1)]
+            if a.start < 0:
                 return _framing(t, e)
+            start = a.start
+            rl = a.rl
             if r < nd:
                 if tbl_delete_row(t, p + start, rl, W_CHECK | W_UTF8, e) < 0:
                     return -1
             elif t.fast:
-                if _replay_insert(t, p + start, rl, e) < 0:
+                if _replay_insert(t, p + start, rl, a.h, a.hashed, e) < 0:
                     return -1
             elif tbl_insert(t, <unsigned char*>(p + start), rl, W_CHECK | W_UTF8, &rid, e) < 0:
                 return -1
@@ -851,42 +911,35 @@ cdef int tbl_apply_change(TableC* t, const unsigned char* p, Py_ssize_t n, uint6
         return err_nomem(e)
     pd = <_Pending*>t.pend.data
     for r in range(nd):
-        if t.fast:
-            _prefetch_slot(t, p, n, &ahead)
-        start = frame_at(p, pos, n, &rl)
-        if start < 0:
+        if r + lead < nd:
+            _look_ahead(t, p, n, &ahead, &ring[(r + lead) & (RING - 1)])
+        a = &ring[r & (RING - 1)]
+        if a.start < 0:
             return _framing(t, e)
-        if rb_check_row(t.spec, t.spec.ncols, p + start, rl, t.starts, True, e) < 0:
+        start = a.start
+        rl = a.rl
+        # no UTF-8 check: the row must equal a stored row byte for byte, and those are checked
+        if rb_check_row(t.spec, t.spec.ncols, p + start, rl, t.starts, False, e) < 0:
             return -1
-        found = _locate_by_pk(t, p + start, &slotpos)
+        h = a.h
+        found = _locate_by_pk(t, p + start, &slotpos, &h, a.hashed)
         if found == -2:
             return err_nomem(e)
         if found == -1:
             return tbl_delete_row(t, p + start, rl, 0, e)      # says which row is not there
         pd[r].rid = found
-        pd[r].h = hash_bytes(t.keys.data, t.keys.len)
+        pd[r].h = h
         pd[r].key = t.pendkeys.len
         pd[r].klen = t.keys.len
         pd[r].paired = False
         if cbuf_put(&t.pendkeys, t.keys.data, t.keys.len) < 0:
             return err_nomem(e)
         pos = start + rl
-    cap = 16
-    while cap < 2 * <Py_ssize_t>nd:
-        cap *= 2
-    t.pendmap.len = 0
-    if cbuf_reserve(&t.pendmap, cap * sizeof(uint64_t)) < 0:
-        return err_nomem(e)
-    map = <uint64_t*>t.pendmap.data
-    memset(map, 0, cap * sizeof(uint64_t))
-    mask = cap - 1
-    for r in range(nd):
-        j = pd[r].h & mask
-        while map[j]:
-            j = (j + 1) & mask
-        map[j] = r + 1
-    # 2. each insert: an update in place of the deleted row with its key, else an insert
-    for _r in range(ni):
+    # 2. each insert: an update in place of the deleted row with its key, else an insert.  An
+    # update is logged as its delete and its insert at the same place of the two lists: while
+    # insert r has the key of delete r, that is its pair, and no map of the keys is needed
+    mask = 0
+    for r in range(ni):
         start = frame_at(p, pos, n, &rl)
         if start < 0:
             return _framing(t, e)
@@ -900,16 +953,35 @@ cdef int tbl_apply_change(TableC* t, const unsigned char* p, Py_ssize_t n, uint6
             t.keys.len = t.pkwidth
         elif tbl_key_of(t, 0, p + start, t.starts, &t.keys) < 0:
             return err_nomem(e)
-        h = hash_bytes(t.keys.data, t.keys.len)
-        j = h & mask
         found = -1
-        while map[j]:
-            s = map[j] - 1
-            if (not pd[s].paired and pd[s].h == h and pd[s].klen == t.keys.len
-                    and memcmp(t.pendkeys.data + pd[s].key, t.keys.data, t.keys.len) == 0):
-                found = <int64_t>s
-                break
-            j = (j + 1) & mask
+        if map == NULL and r < nd and not pd[r].paired and pd[r].klen == t.keys.len \
+                and memcmp(t.pendkeys.data + pd[r].key, t.keys.data, t.keys.len) == 0:
+            found = <int64_t>r
+        else:
+            if map == NULL:                        # out of step: a map of the deletes' keys
+                cap = 16
+                while cap < 2 * <Py_ssize_t>nd:
+                    cap *= 2
+                t.pendmap.len = 0
+                if cbuf_reserve(&t.pendmap, cap * sizeof(uint64_t)) < 0:
+                    return err_nomem(e)
+                map = <uint64_t*>t.pendmap.data
+                memset(map, 0, cap * sizeof(uint64_t))
+                mask = cap - 1
+                for s in range(nd):
+                    j = pd[s].h & mask
+                    while map[j]:
+                        j = (j + 1) & mask
+                    map[j] = s + 1
+            h = hash_bytes(t.keys.data, t.keys.len)
+            j = h & mask
+            while map[j]:
+                s = map[j] - 1
+                if (not pd[s].paired and pd[s].h == h and pd[s].klen == t.keys.len
+                        and memcmp(t.pendkeys.data + pd[s].key, t.keys.data, t.keys.len) == 0):
+                    found = <int64_t>s
+                    break
+                j = (j + 1) & mask
         if found >= 0:
             pd[found].paired = True
             rid = <uint64_t>pd[found].rid
@@ -920,7 +992,7 @@ cdef int tbl_apply_change(TableC* t, const unsigned char* p, Py_ssize_t n, uint6
                     return -1
             done[0] += 2                            # the delete and the insert it stands for
         elif t.fast:
-            if _replay_insert(t, p + start, rl, e) < 0:
+            if _replay_insert(t, p + start, rl, 0, False, e) < 0:
                 return -1
             done[0] += 1
         else:
@@ -947,38 +1019,17 @@ cdef inline bint _rewrite_in_place(TableC* t, uint64_t rowid, const unsigned cha
     return page_rewrite(p, rowid & SLOT_MASK, row, t.starts) == 1
 
 
-cdef inline uint64_t _pk_value(TableC* t, const unsigned char* row) noexcept nogil:
-    """The primary key column's bits (t.fast tables; t.starts set)."""
-    cdef uint64_t v = 0
-    cdef const unsigned char* p = row + t.starts[t.pkcol]
-    if t.pkwidth == 8:
-        memcpy(&v, p, 8)
-    elif t.pkwidth == 4:
-        memcpy(&v, p, 4)
-    elif t.pkwidth == 2:
-        memcpy(&v, p, 2)
-    else:
-        v = p[0]
-    return v
-
-
-cdef inline void _pk_key(TableC* t, uint64_t v, unsigned char* key) noexcept nogil:
-    """The key codec form of a primary key value ``v`` (t.pkwidth bytes into ``key``)."""
-    if t.pkkind == CK_SINT:
-        v ^= <uint64_t>1 << (8 * t.pkwidth - 1)
-    v = stdb_bswap64(v << (8 * (8 - t.pkwidth)))
-    memcpy(key, &v, 8)
-
-
-cdef int _replay_insert(TableC* t, const unsigned char* row, Py_ssize_t n, Err* e) noexcept nogil:
+cdef int _replay_insert(TableC* t, const unsigned char* row, Py_ssize_t n, uint64_t h, bint hashed,
+                        Err* e) noexcept nogil:
     """tbl_insert(W_CHECK | W_UTF8) of a logged row into a table of the fast shape (t.fast), in
     one pass and with one probe; anything out of the ordinary (a row it does not accept at once,
-    a key already there, a full page) goes through tbl_insert, which does it or names the problem."""
+    a key already there, a full page) goes through tbl_insert, which does it or names the problem.
+    ``h``: the hash of its primary key when ``hashed`` (from _look_ahead)."""
     cdef Py_ssize_t pos = 0, need = 0, slotpos, pno
     cdef uint32_t ln
     cdef int i, k, slot
     cdef const ColSpec* c
-    cdef uint64_t v = 0, h, rid
+    cdef uint64_t v = 0, rid
     cdef unsigned char key[8]
     cdef HashIdx* ix = t.indexes[0].hash
     cdef SeqC* s
@@ -1014,10 +1065,12 @@ cdef int _replay_insert(TableC* t, const unsigned char* row, Py_ssize_t n, Err* 
                 s.over = True
             else:
                 s.next = v + 1
-    _pk_key(t, v, key)
+    v = _pk_word(t, v)
+    memcpy(key, &v, 8)
     if hidx_reserve(ix, 1) < 0:
         return err_nomem(e)
-    h = hash_bytes(key, i)
+    if not hashed:
+        h = hash_word(v, i)
     if hidx_probe(ix, key, i, h, &slotpos) != -1:
         return _insert_slow(t, row, n, e)          # there already (or no memory): say so
     # a page with room: the one on top of the room stack, usually
@@ -1086,6 +1139,7 @@ cdef int _framing(TableC* t, Err* e) noexcept nogil:
 
 cdef int tbl_delete_row(TableC* t, const unsigned char* row, Py_ssize_t n, int flags, Err* e) noexcept nogil:
     cdef int64_t rid
+    cdef uint64_t h
     cdef CBuf r
     cdef int i
     cdef Py_ssize_t slotpos
@@ -1096,7 +1150,7 @@ cdef int tbl_delete_row(TableC* t, const unsigned char* row, Py_ssize_t n, int f
     elif rb_walk_row(t.spec, row, n, t.starts, e) < 0:
         return -1
     if t.nindexes and t.indexes[0].kind == IX_HASH:
-        rid = _locate_by_pk(t, row, &slotpos)
+        rid = _locate_by_pk(t, row, &slotpos, &h, False)
         if rid == -2:
             return err_nomem(e)
         if rid >= 0:
@@ -1332,6 +1386,18 @@ cdef class Table:
     @property
     def nrows(self):
         return self.c.nrows
+
+    def reserve(self, Py_ssize_t rows):
+        """Room for ``rows`` more rows in every unique hash index, made now in one rehash
+        rather than by doubling as they come (the capacity they would have grown to): for
+        loaders that know how many rows follow (recovery: the log's count, docs/log-format.md)."""
+        cdef int i
+        if rows <= 0:
+            return
+        for i in range(self.c.nindexes):
+            if self.c.indexes[i].kind == IX_HASH and \
+                    hidx_presize(self.c.indexes[i].hash, self.c.nrows + rows) < 0:
+                raise MemoryError()
 
     # ------------------------------------------------------------ reads
 

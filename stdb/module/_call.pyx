@@ -151,7 +151,7 @@ cdef class CallPath:
     cdef int64_t snap_txs             # automatic snapshot thresholds (0: none)
     cdef int64_t snap_bytes
     cdef bint timing                  # benchmarks: where a call's time goes (timings())
-    cdef int64_t ns_total, ns_run, ns_commit, ns_host, ns_calls
+    cdef int64_t ns_total, ns_run, ns_commit, ns_host, ns_calls, n_imports
 
     def __cinit__(self, db, default_clock, double tick_seconds):
         self.core = NativeTx()
@@ -228,7 +228,7 @@ cdef class CallPath:
         cdef Err e
         cdef int st, rst = 0, qst = LQ_OK
         cdef int64_t t_start = _now_ns() if self.timing else 0, t_run = 0, t_commit = 0, t_end = 0
-        cdef int64_t host0 = 0
+        cdef int64_t host0 = 0, imports0 = 0
         cdef LogQueue q = self.queue
         cdef bint built = False
         cdef int64_t ts, offset
@@ -291,6 +291,7 @@ cdef class CallPath:
         if self.timing:
             h.timing = True
             host0 = h.host_ns
+            imports0 = h.host_calls
             t_run = _now_ns()
         with nogil:
             st = inst.run_call(idx, ap, an, fuel, ticks, &out)
@@ -335,6 +336,7 @@ cdef class CallPath:
                 self.ns_run += t_commit - t_run
                 self.ns_commit += t_end - t_commit
                 self.ns_host += h.host_ns - host0
+                self.n_imports += h.host_calls - imports0
                 self.ns_calls += 1
             return res
         try:
@@ -377,7 +379,7 @@ cdef class CallPath:
         """Benchmarks: time where each successful call goes (``timings``); off by default
         (the clock reads cost ~40 ns per import)."""
         self.timing = on
-        self.ns_total = self.ns_run = self.ns_commit = self.ns_host = self.ns_calls = 0
+        self.ns_total = self.ns_run = self.ns_commit = self.ns_host = self.ns_calls = self.n_imports = 0
         if self.host is not None:
             self.host.h.timing = on
             self.host.h.host_ns = 0
@@ -387,11 +389,12 @@ cdef class CallPath:
         """µs per committed call since ``set_timing(True)``: the whole call path (``total``),
         the module's own WASM and its calls in and out (``wasm``), its imports (``host``), the
         delta, the log record and its append (``commit``), and everything else (``rest``:
-        checking and encoding the arguments, the transaction's bookkeeping, the result)."""
+        checking and encoding the arguments, the transaction's bookkeeping, the result);
+        ``host_calls`` is the imports per call."""
         cdef double n = self.ns_calls if self.ns_calls else 1
         return {"calls": self.ns_calls, "total_us": self.ns_total / n / 1e3,
                 "wasm_us": (self.ns_run - self.ns_host) / n / 1e3, "host_us": self.ns_host / n / 1e3,
-                "commit_us": self.ns_commit / n / 1e3,
+                "commit_us": self.ns_commit / n / 1e3, "host_calls": self.n_imports / n,
                 "rest_us": (self.ns_total - self.ns_run - self.ns_commit) / n / 1e3}
 
     cdef _finish(self, tx):

@@ -15,6 +15,7 @@ import gc
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 from stdb._core.logrec import apply_value, check_value
 from stdb.errors import StdbError, StorageError
@@ -82,6 +83,9 @@ class LogScan:
     valid_after_bad: int | None = None             # a good record after a bad one: mid-log damage
     gap: tuple[int, int] | None = None             # (first missing, last missing) offsets
     last_good: int | None = None
+    # per table: rows inserted minus rows deleted by the TX records checked in C (a hint: what
+    # the replay will add to each table, for sizing its indexes once instead of by doubling)
+    row_counts: dict[str, int] = field(default_factory=dict)
 
     @property
     def mid_log_damage(self) -> bool:
@@ -94,7 +98,7 @@ def scan_log(env: Env, start: int) -> LogScan:
     expected = start
     for first, whole in iter_values(env, start):
         if first == expected and scan.first_bad is None:
-            n = check_value(whole)         # the common case, every record intact: checked in C
+            n = check_value(whole, scan.row_counts)    # the common case, every record intact: in C
             if n > 0:
                 scan.last_good = first + n - 1
                 expected = first + n
@@ -226,23 +230,39 @@ def recover(env: Env, *, table_factory: Callable | None = None, repair: bool = T
     collecting = gc.isenabled()
     gc.disable()
     try:
-        result.replayed = _replay(env, ds, result, start, stop, progress)
+        result.replayed = _replay(env, ds, result, start, stop, progress, scan.row_counts)
     finally:
         if collecting:
             gc.enable()
     return result
 
 
+def _reserve(ds: Datastore, hints: dict[str, int], names: Any) -> None:
+    """Size the indexes of tables ``names`` for the rows the log will add to them (``hints``,
+    from ``scan_log``), each once: one rehash instead of one per doubling."""
+    for name in names:
+        extra = hints.pop(name, 0)
+        table = ds._tables.get(name)
+        reserve = getattr(table, "reserve", None)      # the native tables'
+        if extra > 0 and reserve is not None:
+            reserve(extra)
+
+
 def _replay(env: Env, ds: Datastore, result: RecoveryResult, start: int, stop: int,
-            progress: Callable[[int, int], None] | None) -> int:
+            progress: Callable[[int, int], None] | None, hints: dict[str, int] | None = None) -> int:
     """Apply records ``start..stop`` (checked by ``scan_log``) to ``ds``; returns how many.
 
     Native tables take whole log values of TX records in C (``logrec.apply_value``, straight
     from the bytes); a create / drop / alter-table record, a value that does not check out, or
-    the pure-Python tables go record by record through ``logformat`` and ``apply_record``."""
+    the pure-Python tables go record by record through ``logformat`` and ``apply_record``.
+    ``hints``: rows the log adds per table; each table's indexes are sized for them when the
+    replay starts (tables from the snapshot) or when its create-table record is applied."""
     total = max(0, stop - start + 1)
     done = 0
     next_report = 1000
+    hints = dict(hints or {})
+    if hints:
+        _reserve(ds, hints, list(ds._tables))
     for first, whole in iter_values(env, start):
         if first > stop:
             break
@@ -267,6 +287,8 @@ def _replay(env: Env, ds: Datastore, result: RecoveryResult, start: int, stop: i
             if not pieces:
                 break
             _apply_one(ds, result, frm, pieces[0][1])
+            if hints:                               # a table it created: sized before its rows
+                _reserve(ds, hints, [n for n in hints if n in ds._tables])
             done += 1
             frm += 1
         if not ds.native:

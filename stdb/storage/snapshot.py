@@ -198,6 +198,9 @@ def load_snapshot(env: Env, offset: int, make_table: Callable[[TableSchema], Any
             # the hash only says the snapshot is what was written: rows that do not decode or
             # fit the table, or sequences of the wrong shape, still make it damaged.  Rows go in
             # exactly as stored (an auto-increment column holding 0 is not given a new value)
+            reserve = getattr(t, "reserve", None)     # native tables: indexes sized once
+            if reserve is not None:
+                reserve(tm["rows"])                     # verified above to be the chunks' count
             try:
                 for _, data in _chunks(txn, env, offset, tno):
                     n = t.load_framed(data)
