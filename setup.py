@@ -13,7 +13,6 @@ import sys
 from setuptools import Extension, setup
 from setuptools.command.build_ext import build_ext as _build_ext
 
-
 if sys.byteorder != "little":
     # the C core reads and writes the row codec's and the log's little-endian integers as
     # they lie in memory (memcpy), and its keys with byte swaps
@@ -81,4 +80,5 @@ class build_ext(_build_ext):
             f.write(self._mode + "\n")
 
 
-setup(cmdclass={"build_ext": build_ext}, ext_modules=[Extension("stdb._core.codec", ["stdb/_core/codec.pyx"])])
+setup(cmdclass={"build_ext": build_ext},
+      ext_modules=[Extension("stdb._core.codec", ["stdb/_core/codec.pyx"])])

@@ -373,7 +373,7 @@ def main(argv: list[str] | None = None) -> int:
                    "missing": missing}, f, indent=2)
     print(md, flush=True)
     if not a.no_readme:
-        # bench/results/ is not in git: the README's copies of the plots go to docs/bench/
+        # the README shows the plots from docs/bench/ (the latest run's JSON stays in bench/results/)
         docs = os.path.join(os.path.dirname(os.path.abspath(a.readme)), "docs", "bench")
         os.makedirs(docs, exist_ok=True)
         for p in plots:

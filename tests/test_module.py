@@ -480,3 +480,53 @@ def test_a_failing_update_listener_does_not_fail_the_committed_call(db, caplog):
     res = db.call("put", (1, 10))
     assert res.offset is not None and rows(db) == [(1, 10)]
     assert "on_update listener failed" in caplog.text
+
+
+LDATA, LAT = wat.strings("kv", "hello", "pk")
+# log the 4 KiB at $tmp (2 = info) the number of times the argument says, then succeed
+CHATTY = ("(local.set $i (i32.const 0)) (block $done (loop $l "
+          "(br_if $done (i32.ge_u (local.get $i) (i32.load (local.get $p)))) "
+          "(call $log (i32.const 2) (global.get $tmp) (i32.const 4096)) "
+          "(local.set $i (i32.add (local.get $i) (i32.const 1))) (br $l))) "
+          f"(call $log (i32.const 1) (i32.const {LAT['hello'][0]}) (i32.const 5)) (i64.const 0)")
+
+
+@pytest.fixture
+def chatty(tmp_path):
+    desc = wat.describe([KV], [{"name": "chatty", "params": [{"name": "n", "type": "u32"}]}])
+    d = Database(str(tmp_path / "chatty"))
+    d.publish(wat.module(desc, [CHATTY], data=LDATA))
+    yield d
+    d.close()
+
+
+def test_module_logs_arrive_after_the_call_capped_at_a_mebibyte(chatty):
+    seen = []
+    chatty.on_log = seen.append
+    chatty.call("chatty", (3,))
+    assert [e["level"] for e in seen] == ["info"] * 3 + ["warn"]
+    assert [len(e["message"]) for e in seen[:3]] == [4096] * 3 and seen[3]["message"] == "hello"
+    seen.clear()
+    chatty.call("chatty", (300,))                       # 1,230,315 bytes of log lines
+    kept = (1 << 20) // (4096 + 5)                      # 255 lines (text and 5-byte head) fit in 1 MiB
+    assert len(seen) == kept + 1
+    assert all(len(e["message"]) == 4096 for e in seen[:kept])
+    last = seen[-1]
+    assert last["level"] == "warn" and last["reducer"] == "chatty"
+    # the 45 lines past the cap are dropped, and so is the short "hello" after them, which
+    # would have fitted: the lines kept are the first ones
+    assert last["message"] == (f"46 more log lines ({45 * 4096 + 5} bytes) were dropped: a call keeps "
+                               f"at most {1 << 20} bytes of log lines")
+    seen.clear()
+    chatty.call("chatty", (1,))                         # the next call starts afresh
+    assert [e["message"] for e in seen][1:] == ["hello"]
+
+
+def test_a_failing_log_listener_does_not_fail_the_call(chatty, caplog):
+    def boom(entry):
+        raise RuntimeError("listener down")
+    chatty.on_log = boom
+    res = chatty.call("chatty", (2,))
+    assert res.reducer == "chatty" and res.offset is None     # it wrote no row: nothing to log
+    assert "a module log listener failed" in caplog.text and "listener down" in caplog.text
+    assert len(chatty.recent_logs) == 3

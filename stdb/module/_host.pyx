@@ -559,8 +559,11 @@ cdef int _iter_close(HostC* h, int32_t handle) noexcept nogil:
 
 
 cdef void _log(HostC* h, int32_t level, const unsigned char* msg, uint32_t n) noexcept nogil:
+    """Keep a log line for after the call: at most MAX_LOG_BYTES of them (each line's text and
+    its 5-byte head); from the first line that does not fit, every later one is only counted,
+    so the lines kept are the first ones, in order."""
     cdef unsigned char head[5]
-    if h.logs.len + 5 + n > MAX_LOG_BYTES or cbuf_reserve(&h.logs, 5 + n) < 0:
+    if h.logs_dropped or h.logs.len + 5 + n > MAX_LOG_BYTES or cbuf_reserve(&h.logs, 5 + n) < 0:
         h.logs_dropped += 1
         h.log_bytes_dropped += n
         return
@@ -859,7 +862,7 @@ cdef class NativeHost:
                 self._log_entry(level, text)
             if self.h.logs_dropped:
                 self._log_entry(1, f"{self.h.logs_dropped} more log lines ({self.h.log_bytes_dropped} bytes) "
-                                   f"were dropped: a call keeps at most {MAX_LOG_BYTES} bytes of log text")
+                                   f"were dropped: a call keeps at most {MAX_LOG_BYTES} bytes of log lines")
         finally:
             self.h.logs.len = 0
             self.h.logs_dropped = 0

@@ -404,7 +404,8 @@ class Database:
              connection_id: bytes | None = None, timestamp: int | None = None) -> CallResult:
         """Run ``reducer(*args)`` as ``sender`` in a transaction; CallResult on commit,
         ReducerError (with ``kind``) when it returned an error, trapped or hit a limit."""
-        return self._path.call(reducer, args, sender, connection_id, timestamp)
+        return self._path.call(reducer, args, sender=sender, connection_id=connection_id,
+                               timestamp=timestamp)
 
     def _refuse_call(self, reducer: str) -> CallResult:
         """Raise why ``call(reducer)`` cannot run: no module, no such reducer, a lifecycle one."""
