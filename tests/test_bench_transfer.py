@@ -52,7 +52,7 @@ def test_transfer_benchmark_smoke(tmp_path):
         assert b["calls"] > 0 and b["host_calls"] >= 4
         parts = b["wasm_us"] + b["host_us"] + b["commit_us"] + b["rest_us"]
         assert parts == pytest.approx(b["total_us"]) and min(b["wasm_us"], b["host_us"], b["commit_us"]) > 0
-        assert b["loop_us"] > b["total_us"]
+        assert b["loop_us"] > 0    # per call made, refused ones (cheaper) included: not comparable
     md = (out / "transfer.md").read_text()
     assert "Equal durability" in md and "SQLite WAL, synchronous=FULL" in md
     assert "Where a committed stdb call goes" in md

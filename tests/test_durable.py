@@ -413,6 +413,26 @@ def test_an_automatic_snapshot_is_the_state_at_its_offset_while_commits_go_on(tm
         assert sorted(r for _, r in table.scan()) == want_then != want_now
 
 
+def test_the_replayed_log_tail_counts_toward_the_next_snapshot(tmp_path):
+    """A process that stops before every snapshot_every_txs commits still snapshots: the
+    records recovery replayed count, so the tail (and the next start-up's replay) stays bounded."""
+    path = str(tmp_path / "db")
+    cfg = StoreConfig(snapshot_every_txs=30, snapshot_every_bytes=None)
+    with DurableStore.open(path, config=cfg) as s:
+        s.create_table(ACCT)                # record 0
+        _fill(s, 19)                        # records 1..19: no snapshot yet
+        assert s._snap_thread is None
+    with DurableStore.open(path, config=cfg) as s:
+        assert s.recovery.replayed == 20 and s.recovery.snapshot_offset is None
+        _fill(s, 9, 19)
+        assert s._snap_thread is None
+        _fill(s, 1, 28)                     # 20 replayed + 10 new: the 30th record
+        assert s._snap_thread is not None
+        at = s.log.next_offset - 1
+    with DurableStore.open(path, config=cfg) as s:
+        assert s.recovery.snapshot_offset == at and s.recovery.replayed == 0
+
+
 @settings(max_examples=200, deadline=None)
 @given(types=st.lists(column_types(), min_size=1, max_size=5), data=st.data(),
        limit=st.sampled_from([1, 64, 4096]))

@@ -75,7 +75,9 @@ class DurableStore:
                              sync_interval=self.config.sync_interval,
                              group_delay=self.config.group_delay, group_siblings=self.config.group_siblings,
                              next_offset=self.recovery.next_offset)
-        self._since_snapshot_txs = 0
+        # the log tail recovery replayed counts toward the next snapshot: a process that stops
+        # (or crashes) more often than every snapshot_every_txs commits still takes snapshots
+        self._since_snapshot_txs = self.recovery.replayed
         self._since_snapshot_bytes = 0
         self.snapshot_error: str | None = None     # why the last automatic snapshot failed
         self._snap_thread: threading.Thread | None = None   # writing an automatic snapshot
