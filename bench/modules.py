@@ -23,11 +23,11 @@ import tempfile
 import time
 
 import wasmtime
-from stdb.module._host import NativeHost
 
 from bench.machine import best_of, machine, save_results
 from stdb import Column, TableSchema
 from stdb.module import _wasm
+from stdb.module._host import NativeHost
 from stdb.module.database import Database, Limits, engine
 from stdb.module.describe import ModuleSchema
 

@@ -15,9 +15,17 @@ must be refused).
   when ``_decode_body`` does, into the same fields; ``logrec.check_value`` and
   ``decode_value`` (recovery's whole-value check and decode) accept the value exactly when
   every piece passes ``check_header`` / decodes as a TX record;
-* applying it to a datastore holding the table of the documented vectors (what recovery does,
-  ``recovery.apply_record``) succeeds or raises a ``StdbError`` (recovery reports those as
-  StorageError) — rows reach the Cython table's ``apply_encoded``.
+* replayed as recovery replays a log value into native tables — ``logrec.apply_value``, the C
+  replay (``table.tbl_apply_change``: the one-pass insert of an integer-key table, updates
+  paired with their deletes, the one-row-at-a-time path), with a record it hands back (not a TX
+  record, or one it cannot parse) decoded and applied by ``recovery.apply_record`` — it ends
+  where the reference replay does: every piece decoded by ``logformat`` and applied with
+  ``apply_record`` to the pure-Python tables (``stdb._core.reference``), and to the Cython
+  tables (their ``apply_encoded``).  Each starts from the same three tables holding the same rows
+  (the documented vectors' ``acct``, one-pass insert shape; ``named``, a string key, pairable;
+  ``uniq``, a second unique index, neither).  All three succeed with the same row operations
+  and the same tables, rows and sequences, or all three refuse; a refusal is a ``StdbError``
+  (recovery reports those as StorageError), nothing else.
 
     python -m fuzz.fuzz_logrecord fuzz/corpus/logrecord -max_total_time=60
 """
@@ -31,8 +39,9 @@ from fuzz._harness import fuzz, instrument_module, instrumented
 with instrumented(__name__ == "__main__"):
     import crc32c
 
-    from stdb._core.logrec import check_value, decode_value, tx_body
-    from stdb._core.schema import Column, TableSchema
+    from stdb._core import reference
+    from stdb._core.logrec import apply_value, check_value, decode_value, tx_body
+    from stdb._core.schema import Column, IndexDef, TableSchema
     from stdb.errors import StdbError, StorageError
     from stdb.storage import logformat as lf
     from stdb.storage.commitlog import split_value
@@ -41,6 +50,20 @@ with instrumented(__name__ == "__main__"):
 
 ACCT = TableSchema("acct", [Column("id", "u64", auto_inc=True), Column("balance", "i64"),
                             Column("name", "string")], primary_key="id")
+# a string primary key and a non-unique index: replay pairs updates, not the one-pass insert
+NAMED = TableSchema("named", [Column("name", "string"), Column("n", "i32"), Column("tags", "array<u8>")],
+                    primary_key="name", indexes=[IndexDef("by_n", "n")])
+# a second unique index: replay neither pairs updates nor inserts in one pass
+UNIQ = TableSchema("uniq", [Column("k", "i16"), Column("code", "string"), Column("note", "option<string>")],
+                   primary_key="k", indexes=[IndexDef("by_code", "code", "hash", unique=True)])
+TABLES = (ACCT, NAMED, UNIQ)
+# the rows every replay starts from (no floats: the reference finds a row to delete by value,
+# where 0.0 == -0.0, the C replay by its bytes)
+BASE: dict[str, list[tuple]] = {
+    "acct": [(i, i * 10 - 5, f"n{i}") for i in range(3)],
+    "named": [(f"k{i}", i % 2, list(range(i))) for i in range(3)],
+    "uniq": [(i - 1, f"c{i}", None if i else "z") for i in range(3)],
+}
 FIX_CRC = 1
 WRONG_OFFSET = 2
 
@@ -79,6 +102,7 @@ def TestOneInput(data: bytes) -> None:
     if header_ok:
         assert len(pieces) == 1        # a whole record is one piece
     _c_paths_agree(offset, value, pieces)
+    _replays_agree(offset, value, pieces)
     try:
         rec = lf.decode_record(offset, value)
     except StorageError:
@@ -89,12 +113,6 @@ def TestOneInput(data: bytes) -> None:
         assert lf.decode_record(offset, again) == rec
     else:
         assert again == value, "a decoded record does not encode back to its bytes"
-    ds = Datastore()
-    ds.create_table(ACCT)
-    try:
-        apply_record(ds, rec)
-    except StdbError:
-        pass
 
 
 def _c_paths_agree(offset: int, value: bytes, pieces: list) -> None:
@@ -125,6 +143,76 @@ def _c_paths_agree(offset: int, value: bytes, pieces: list) -> None:
         assert decoded is not None and len(decoded) == len(recs)
     else:
         assert decoded is None
+
+
+def base_datastore(factory: object = None) -> Datastore:
+    """A datastore (native tables, or ``factory``'s) with TABLES holding the BASE rows."""
+    ds = Datastore(factory)  # type: ignore[arg-type]
+    for schema in TABLES:
+        ds.create_table(schema)
+        t = ds.table(schema.name)
+        t.apply_encoded([], [t.codec.encode(r) for r in BASE[schema.name]])
+    return ds
+
+
+def _state(ds: Datastore) -> dict[str, tuple[list[str], tuple[int, ...]]]:
+    """Each table's rows (as a sorted multiset) and sequences."""
+    return {name: (sorted(repr(r) for _, r in ds.table(name).scan()), tuple(ds.table(name).sequence_state()))
+            for name in sorted(ds.table_names)}
+
+
+def _c_replay(ds: Datastore, first: int, value: bytes, pieces: list) -> tuple[bool, int]:
+    """``recovery._replay`` of one log value stored under ``first`` (every record of it) into
+    native tables: the C replay, and the records it hands back applied the step-by-step way.
+    (whether it applied all, the row operations)."""
+    stop = first + len(pieces) - 1
+    frm, ops = first, 0
+    try:
+        while frm <= stop:
+            _applied, n, status, detail = apply_value(first, value, frm, stop, ds._tables)
+            ops += n
+            if status == 0:
+                break
+            if status == 2:
+                return False, ops
+            assert status in (1, 3), status
+            assert first <= detail <= stop and detail >= frm, (frm, stop, status, detail)
+            frm = detail
+            raw = [r for o, r in pieces if o == frm]
+            ops += apply_record(ds, lf.decode_record(frm, raw[0]))
+            frm += 1
+    except StdbError:
+        return False, ops
+    return True, ops
+
+
+def _py_replay(ds: Datastore, pieces: list) -> tuple[bool, int]:
+    """Every piece decoded by ``logformat`` and applied by ``apply_record``."""
+    ops = 0
+    try:
+        for off, raw in pieces:
+            ops += apply_record(ds, lf.decode_record(off, raw))
+    except StdbError:
+        return False, ops
+    return True, ops
+
+
+def _replays_agree(offset: int, value: bytes, pieces: list) -> None:
+    if not value or offset + len(pieces) > 1 << 64:
+        return                  # the log's offsets are u64: recovery never reads past the last
+    native, cython, ref = base_datastore(), base_datastore(), base_datastore(reference.Table)
+    c_ok, c_ops = _c_replay(native, offset, value, pieces)
+    n_ok, n_ops = _py_replay(cython, pieces)
+    r_ok, r_ops = _py_replay(ref, pieces)
+    assert c_ok == n_ok == r_ok, f"replays differ: C {c_ok}, Cython apply_encoded {n_ok}, reference {r_ok}"
+    if not r_ok:
+        return                  # recovery stops with a StorageError: the tables are not used
+    assert c_ops == n_ops == r_ops, (c_ops, n_ops, r_ops)
+    want = _state(ref)
+    assert _state(native) == want, (_state(native), want)
+    assert _state(cython) == want, (_state(cython), want)
+    for name in native.table_names:
+        native.table(name).check_invariants()
 
 
 instrument_module(globals(), __name__ == "__main__")

@@ -19,7 +19,7 @@ from typing import Any
 
 import cbor2
 
-from fuzz import fuzz_logrecord, fuzz_rowcodec, fuzz_snapshot
+from fuzz import fuzz_logrecord, fuzz_rowcodec, fuzz_snapshot, fuzz_txn
 from stdb._core.codec import RowCodec
 from stdb._core.schema import Column, IndexDef, TableSchema
 from stdb.protocol import CLIENT_MESSAGES, encode
@@ -162,9 +162,77 @@ def logrecord() -> dict[str, bytes]:
         "create-player": lf.LogRecord(8, 10, kind=lf.KIND_CREATE_TABLE, schema=TableSchema(
             "player", [Column("id", "u64"), Column("tags", "array<string>")], primary_key="id")),
     }
+    # changes to the rows every replay starts from (fuzz_logrecord.BASE), for each of replay's
+    # paths: the one-pass insert (acct), updates paired in step and out of step (named), one row
+    # at a time (uniq); and a row deleted twice with an insert of its key between
+    enc = {s.name: RowCodec(s.name, s.column_names, s.column_types).encode for s in fuzz_logrecord.TABLES}
+    base = {name: [enc[name](r) for r in rows] for name, rows in fuzz_logrecord.BASE.items()}
+    recs.update({
+        "tx-update-every-table": lf.LogRecord(9, 11, reducer="touch", changes=[
+            lf.TableChange("acct", base["acct"][:1], [enc["acct"]((0, 99, "moved"))]),
+            lf.TableChange("named", base["named"][1:], [enc["named"](("k1", 7, [3])),
+                                                         enc["named"](("k2", -1, []))]),
+            lf.TableChange("uniq", base["uniq"][2:], [enc["uniq"]((1, "c9", "n"))])]),
+        "tx-updates-out-of-step": lf.LogRecord(10, 12, changes=[
+            lf.TableChange("named", base["named"], [enc["named"](("k2", 0, [])), enc["named"](("k9", 2, [1])),
+                                                    enc["named"](("k0", 1, [2]))])]),
+        "tx-insert-delete": lf.LogRecord(11, 13, changes=[
+            lf.TableChange("acct", base["acct"][1:2], [enc["acct"]((7, 1, "")), enc["acct"]((1, 2, "back"))]),
+            lf.TableChange("uniq", base["uniq"][:1], [enc["uniq"]((5, "c1", None))])]),
+        "tx-delete-twice-paired": lf.LogRecord(12, 14, changes=[
+            lf.TableChange("named", [base["named"][0]] * 2, [enc["named"](("k0", 5, [1]))])]),
+    })
     for name, rec in recs.items():
         out[name] = b"\x00" + lf.encode_record(rec)
     out["tx-crc-fixed-by-harness"] = b"\x01" + lf.encode_record(recs["tx-two-tables"])[:-3] + b"xyz"
+    return out
+
+
+def _program(*ops: tuple[int, ...]) -> bytes:
+    """A fuzz_txn input: each op is (opcode, table, argument bytes ...)."""
+    return b"".join(bytes(op) for op in ops)
+
+
+def txn() -> dict[str, bytes]:
+    t = fuzz_txn
+    ins, dele, upd, drow, uid = t.INSERT, t.DELETE, t.UPDATE, t.DELETE_ROW, t.UPDATE_ROWID
+    get, seek, scan, pend, commit, back = t.GET, t.SEEK, t.SCAN, t.PENDING, t.COMMIT, t.ROLLBACK
+
+    def main(key: int, name: int, n: int = 3, f: int = 0, opt: int = 1, arr: int = 6) -> tuple[int, ...]:
+        return (key, name, n, f, opt, arr)       # _main_row's bytes
+
+    out = {
+        "insert-commit": _program((ins, 0, *main(1, 1)), (ins, 0, *main(0, 2)), (ins, 1, 0, 3),
+                                  (commit, 0), (get, 0, 1)),
+        "update-delete-rollback": _program((ins, 0, *main(1, 1)), (commit, 0), (upd, 0, *main(1, 1, 5, 2)),
+                                           (dele, 0, 1), (ins, 0, *main(1, 3)), (pend, 0), (back, 0),
+                                           (scan, 0)),
+        "unique-conflict": _program((ins, 0, *main(1, 1)), (ins, 0, *main(2, 1)), (upd, 0, *main(1, 2)),
+                                    (ins, 0, *main(2, 1)), (commit, 0)),
+        # an update that changes nothing, a row deleted and put back: no change in the delta
+        "cancelled-pairs": _program((ins, 1, 0, 1), (ins, 1, 1, 2), (commit, 0), (upd, 1, 0, 1),
+                                    (drow, 1, 1, 2), (ins, 1, 1, 2), (pend, 0), (commit, 0)),
+        # -0.0 for 0.0 and NaN for NaN: the first is a change, the second is not
+        "float-bits": _program((ins, 0, *main(1, 1, 3, 0)), (ins, 0, *main(2, 2, 3, 2)), (commit, 0),
+                               (upd, 0, *main(1, 1, 3, 1)), (upd, 0, *main(2, 2, 3, 2)), (commit, 0)),
+        # the key changed through update_rowid, then the old key inserted again
+        "rekey": _program((ins, 0, *main(1, 1)), (commit, 0), (uid, 0, 1, *main(5, 1)), (ins, 0, *main(1, 2)),
+                          (seek, 0, 1), (seek, 0, 4), (commit, 0), (get, 0, 5)),
+        # the auto-increment sequence at the top of u32, and restored by rollback
+        "sequence-end": _program((ins, 0, *main(254, 1)), (ins, 0, *main(0, 2)), (ins, 0, *main(0, 3)),
+                                 (back, 0), (ins, 0, *main(255, 1)), (ins, 0, *main(0, 2)), (commit, 0)),
+        # more row ids than the write set searches in order (its map), then rollback
+        "many-rows": _program(*[(ins, 0, *main(k, k % 8, k % 7, k % 8, k, k)) for k in range(1, 12)],
+                              (commit, 0), *[(upd, 0, *main(k, k % 8, 6 - k % 7)) for k in range(1, 12)],
+                              *[(dele, 0, k) for k in range(1, 12, 3)], (pend, 0), (back, 0),
+                              *[(upd, 0, *main(k, k % 8, 1)) for k in range(11, 0, -1)], (commit, 0)),
+        # every table in one transaction: more write sets than the first allocation holds
+        "five-tables": _program(*[(ins, tb, 0, 1) for tb in range(1, 5)], (ins, 0, *main(1, 1)),
+                                (commit, 0), *[(upd, tb, 0, 3) for tb in range(4, 0, -1)], (dele, 0, 1),
+                                (back, 0), *[(dele, tb, 0) for tb in range(1, 5)], (commit, 0)),
+        "bad-values": _program((ins, 0, *main(253, 1)), (ins, 0, *main(1, 1, 255)), (ins, 1, 0, 255),
+                               (ins, 1, 0, 4), (upd, 1, 0, 255), (commit, 0)),
+    }
     return out
 
 
@@ -259,7 +327,7 @@ def dictionaries() -> dict[str, list[bytes | str]]:
 
 
 GENERATORS = {"rowcodec": rowcodec, "protocol": protocol, "sql": sql, "logrecord": logrecord,
-              "snapshot": snapshot, "describe": describe}
+              "snapshot": snapshot, "describe": describe, "txn": txn}
 
 
 def main() -> None:

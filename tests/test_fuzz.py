@@ -53,6 +53,11 @@ def _nasty(target: str) -> list[bytes]:
                      b'{"abi":1,"tables":[],"reducers":[{"name":"\\u0000","params":[]}]}',
                      b'{"abi":1,"tables":[],"reducers":[],"visibility":["SELECT * FROM nope"]}',
                      b"\xef\xbb\xbf{}", b"1e999999"],
+        # txn: ends and reads with no transaction open, a program cut inside its arguments, the
+        # most operations a program runs, every write refused, a sequence run out
+        "txn": [b"\x09\x00\x0a\x00\x05\x00", b"\x00\x00\x01", b"\x00\x01" * 200,
+                b"\x00\x00\xfd\x01\x03" + b"\x00\x00\x01\x01\xff\x00\x00\x00" * 8,
+                b"\x00\x00\xff\x01" + b"\x00" * 6 + b"\x00\x00\x00\x02" + b"\x00" * 4 + b"\x09\x00"],
     }
     return generic + [x.encode("utf-8", "surrogatepass") if isinstance(x, str) else x for x in per[target]]
 
@@ -80,6 +85,42 @@ def test_the_rowcodec_reference_decoder_agrees_on_valid_rows():
         except Exception:
             continue
         assert f._same(list(f.reference_decode(f.SCHEMAS[sel], data[1:])), list(row))
+
+
+def test_the_native_builds_cover_every_cython_extension():
+    """``build-native`` builds (and the targets load instrumented) every .pyx of stdb."""
+    from fuzz._harness import NATIVE_MODULES
+
+    pyx = {str(p.relative_to(ROOT).with_suffix("")).replace("/", ".")
+           for p in (ROOT / "stdb").rglob("*.pyx")}
+    assert set(NATIVE_MODULES) == pyx and len(NATIVE_MODULES) == len(pyx)
+
+
+def test_the_txn_target_runs_its_seeds_through_both_write_sets(monkeypatch):
+    """Every txn seed runs, and between them they commit non-empty deltas, roll back, and write
+    more row ids to one table than the native write set searches without its map."""
+    from fuzz import fuzz_txn as f
+    from stdb.storage import datastore
+
+    seen = {"native": 0, "python": 0, "rows": 0, "rollbacks": 0}
+    commit, rollback = datastore.Transaction.commit, datastore.Transaction.rollback
+
+    def counting_commit(tx, delta=None):
+        d = commit(tx, delta)
+        seen["native" if tx.native else "python"] += 1
+        seen["rows"] = max(seen["rows"], d.row_count)
+        return d
+
+    def counting_rollback(tx):
+        seen["rollbacks"] += 1
+        rollback(tx)
+
+    monkeypatch.setattr(datastore.Transaction, "commit", counting_commit)
+    monkeypatch.setattr(datastore.Transaction, "rollback", counting_rollback)
+    for p in _seeds("txn"):
+        f.TestOneInput(p.read_bytes())
+    assert seen["native"] == seen["python"] >= 10 and seen["rollbacks"] >= 6
+    assert seen["rows"] > 8                  # _MAP_FROM in stdb/_core/txn.pyx
 
 
 def test_seed_corpus_is_what_make_corpus_writes(tmp_path, monkeypatch):

@@ -10,10 +10,10 @@ import struct
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from stdb.module._host import NativeHost
 
 from stdb import Column, Datastore, IndexDef, RowCodec, TableSchema
 from stdb._core import reference
+from stdb.module._host import NativeHost
 from stdb.module.describe import ModuleSchema
 from stdb.module.host import Limits, ModuleHost
 

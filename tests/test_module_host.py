@@ -8,9 +8,9 @@ import logging
 import struct
 
 import pytest
-from stdb.module._host import NativeHost
 
 from stdb import Column, Datastore, IndexDef, RowCodec, TableSchema
+from stdb.module._host import NativeHost
 from stdb.module.describe import ModuleSchema
 from stdb.module.host import ERR, Limits, ModuleHost
 

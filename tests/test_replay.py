@@ -169,3 +169,69 @@ def test_check_value_counts_only_what_it_checks():
     counts = {"x": 1}
     assert check_value(b"\x01\x01\x00\x00" + struct.pack("<II", 0, 0), counts) == -1
     assert counts == {"x": 1}
+
+
+def _record(offset: int, table: str, deletes: list[bytes], inserts: list[bytes]) -> bytes:
+    from stdb.storage import logformat as lf
+
+    return lf.encode_record(lf.LogRecord(offset, 0, changes=[lf.TableChange(table, deletes, inserts)]))
+
+
+def test_a_row_deleted_twice_is_refused_even_when_an_insert_of_its_key_pairs_with_it():
+    """Found by fuzz/fuzz_logrecord.py (the C replay against the reference replay): a logged
+    change deleting one row twice and inserting a row with its key.  The pairing path paired the
+    insert with the first delete (an update of the row) and then carried out the second delete
+    on the same row id, deleting the updated row: the C replay accepted the change, ending with
+    the row gone, where the reference replay (and the one-row-at-a-time path) refuses it — the
+    second delete finds nothing.  Now refused the same way, before anything changes."""
+    from stdb._core.logrec import apply_value
+    from stdb._core.table import Table
+    from stdb.errors import StdbError
+    from stdb.storage import logformat as lf
+    from stdb.storage.datastore import Datastore
+    from stdb.storage.recovery import apply_record
+
+    for shape in (SHAPES[0], SHAPES[1], SHAPES[3]):       # the shapes whose updates pair
+        old, new = _row(shape, 1, 0), _row(shape, 1, 2)
+        for factory in (Table, reference.Table):
+            ds = Datastore(factory)
+            ds.create_table(shape)
+            enc = ds.table(shape.name).codec.encode
+            ds.table(shape.name).apply_encoded([], [enc(old)])
+            rec = _record(4, shape.name, [enc(old), enc(old)], [enc(new)])
+            if factory is Table:
+                applied, ops, status, detail = apply_value(4, rec, 4, 4, ds._tables)
+                assert (applied, ops, status) == (0, 0, 2), (shape.name, applied, ops, status, detail)
+                assert "the row to delete is not there" in detail[2]
+                ds.table(shape.name).check_invariants()
+                assert ds.scan(shape.name) == [old], shape.name
+            else:
+                try:
+                    apply_record(ds, lf.decode_record(4, rec))
+                    raise AssertionError("the reference replay applied it")
+                except StdbError:
+                    pass
+
+
+def test_row_counts_past_the_body_are_refused_before_anything_is_sized():
+    """A TX body whose table section claims more rows than its bytes can hold (each row takes at
+    least its 4-byte length) does not parse: the C replay hands it back (status 3) as
+    ``tx_body`` and logformat refuse it, instead of reserving room for the count first."""
+    from stdb._core.logrec import apply_value
+    from stdb.storage.datastore import Datastore
+
+    shape = SHAPES[2]
+    ds = Datastore()
+    ds.create_table(shape)
+    enc = ds.table(shape.name).codec.encode
+    row = enc(_row(shape, 1, 0))
+    ds.table(shape.name).apply_encoded([], [row])
+    rec = bytearray(_record(4, shape.name, [row], [row]))
+    at = rec.index(shape.name.encode()) + len(shape.name)
+    struct.pack_into("<I", rec, at, 0x0FFFFFFF)                  # the delete count
+    import crc32c
+
+    body = bytes(rec[12:])
+    struct.pack_into("<I", rec, 8, crc32c.crc32c(body, crc32c.crc32c(bytes(rec[:8]))))
+    assert apply_value(4, bytes(rec), 4, 4, ds._tables) == (0, 0, 3, 4)
+    assert ds.scan(shape.name) == [_row(shape, 1, 0)]

@@ -10,10 +10,10 @@ import struct
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
-from stdb._core.rowbytes import RowChecker, float_repr, utf8_reason
 
 from stdb import DataError, RowCodec
 from stdb._core.codec import encode_key
+from stdb._core.rowbytes import RowChecker, float_repr, utf8_reason
 from tests.strategies import typed_rows
 
 

@@ -325,6 +325,10 @@ cdef int _apply_tx(const unsigned char* p, Py_ssize_t n, _Named* tables, int nta
         nd = _le(p + pos, 4)
         ni = _le(p + pos + 4, 4)
         pos += 8
+        # every row takes at least its 4-byte length (as in _tx_body): counts past that are a
+        # body that does not parse, refused before the table sizes anything by them
+        if nd + ni > <uint64_t>((n - pos) // 4):
+            return -2
         if tbl_apply_change(t, p + pos, n - pos, nd, ni, ops, &used, e) < 0:
             return -1
         pos += used

@@ -870,6 +870,7 @@ cdef int tbl_apply_change(TableC* t, const unsigned char* p, Py_ssize_t n, uint6
     cdef uint32_t rl
     cdef _Pending* pd
     cdef uint64_t* map = NULL
+    cdef uint64_t* seen = NULL
     cdef uint64_t h, nid, rid
     cdef int64_t found
     cdef Py_ssize_t ahead = 0
@@ -904,12 +905,25 @@ cdef int tbl_apply_change(TableC* t, const unsigned char* p, Py_ssize_t n, uint6
             done[0] += 1
         used[0] = pos
         return 0
-    # 1. find every deleted row (all must be there: nothing changes before that holds)
+    # 1. find every deleted row (all must be there: nothing changes before that holds).  A row
+    # named by two deletes is refused as the one-at-a-time path does (the second finds nothing):
+    # paired or not, both would act on the one row id.  The deletes' row ids are kept in a set
+    # in t.pendmap (step 2 makes its map of keys there afresh) by their keys' hashes.
     t.pend.len = 0
     t.pendkeys.len = 0
     if cbuf_reserve(&t.pend, nd * sizeof(_Pending)) < 0:
         return err_nomem(e)
     pd = <_Pending*>t.pend.data
+    if nd > 1:
+        cap = 16
+        while cap < 2 * <Py_ssize_t>nd:
+            cap *= 2
+        t.pendmap.len = 0
+        if cbuf_reserve(&t.pendmap, cap * sizeof(uint64_t)) < 0:
+            return err_nomem(e)
+        seen = <uint64_t*>t.pendmap.data
+        memset(seen, 0, cap * sizeof(uint64_t))
+        mask = cap - 1
     for r in range(nd):
         if r + lead < nd:
             _look_ahead(t, p, n, &ahead, &ring[(r + lead) & (RING - 1)])
@@ -932,6 +946,13 @@ cdef int tbl_apply_change(TableC* t, const unsigned char* p, Py_ssize_t n, uint6
         pd[r].key = t.pendkeys.len
         pd[r].klen = t.keys.len
         pd[r].paired = False
+        if seen != NULL:
+            j = h & mask
+            while seen[j]:
+                if pd[seen[j] - 1].rid == found:
+                    return _not_there(t, p + start, e)
+                j = (j + 1) & mask
+            seen[j] = r + 1
         if cbuf_put(&t.pendkeys, t.keys.data, t.keys.len) < 0:
             return err_nomem(e)
         pos = start + rl
@@ -1140,10 +1161,8 @@ cdef int _framing(TableC* t, Err* e) noexcept nogil:
 cdef int tbl_delete_row(TableC* t, const unsigned char* row, Py_ssize_t n, int flags, Err* e) noexcept nogil:
     cdef int64_t rid
     cdef uint64_t h
-    cdef CBuf r
     cdef int i
     cdef Py_ssize_t slotpos
-    cdef const char* txt = ""
     if flags & W_CHECK:
         if rb_check_row(t.spec, t.spec.ncols, row, n, t.starts, (flags & W_UTF8) != 0, e) < 0:
             return -1
@@ -1168,23 +1187,31 @@ cdef int tbl_delete_row(TableC* t, const unsigned char* row, Py_ssize_t n, int f
         if rid == -2:
             return -1
     if rid == -1:
-        # the row's values as Python writes a tuple
-        memset(&r, 0, sizeof(CBuf))
-        cbuf_u8(&r, 40)
-        for i in range(t.spec.ncols):
-            if i:
-                cbuf_put(&r, b", ", 2)
-            rb_repr_value(&t.spec.cols[i], row + t.starts[i], &r)
-        if t.spec.ncols == 1:
-            cbuf_u8(&r, 44)
-        cbuf_u8(&r, 41)
-        if cbuf_u8(&r, 0) == 0:
-            txt = <const char*>r.data
-        e.code = E_MISSING
-        snprintf(e.msg, sizeof(e.msg), "table '%s': the row to delete is not there: %s", t.spec.table, txt)
-        cbuf_free(&r)
-        return -1
+        return _not_there(t, row, e)
     return tbl_delete(t, <uint64_t>rid, e)          # found by a scan or an ordered index
+
+
+cdef int _not_there(TableC* t, const unsigned char* row, Err* e) noexcept nogil:
+    """-1 with E_MISSING: the row to delete (its column starts in t.starts) is not there."""
+    cdef CBuf r
+    cdef int i
+    cdef const char* txt = ""
+    # the row's values as Python writes a tuple
+    memset(&r, 0, sizeof(CBuf))
+    cbuf_u8(&r, 40)
+    for i in range(t.spec.ncols):
+        if i:
+            cbuf_put(&r, b", ", 2)
+        rb_repr_value(&t.spec.cols[i], row + t.starts[i], &r)
+    if t.spec.ncols == 1:
+        cbuf_u8(&r, 44)
+    cbuf_u8(&r, 41)
+    if cbuf_u8(&r, 0) == 0:
+        txt = <const char*>r.data
+    e.code = E_MISSING
+    snprintf(e.msg, sizeof(e.msg), "table '%s': the row to delete is not there: %s", t.spec.table, txt)
+    cbuf_free(&r)
+    return -1
 
 # ---------------------------------------------------------------- life
 
