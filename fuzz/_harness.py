@@ -34,7 +34,7 @@ __all__ = ["TARGETS", "instrumented", "instrument_module", "fuzz", "NATIVE_ENV",
            "ASAN_MARKER", "libfuzzer_preloaded", "asan_loaded"]
 
 CACHE_ENV = "STDB_FUZZ_CACHE"   # a directory kept between runs (the harness points TMPDIR at one it removes)
-TARGETS = ("rowcodec", "protocol", "sql", "logrecord", "snapshot", "describe", "txn")
+TARGETS = ("rowcodec", "protocol", "sql", "logrecord", "snapshot", "describe", "txn", "host")
 NATIVE_ENV = "STDB_FUZZ_NATIVE"
 # the Cython extensions a native build replaces (module name -> path relative to the repo)
 NATIVE_MODULES = ("stdb._core.codec", "stdb._core.page", "stdb._core.index", "stdb._core.table",

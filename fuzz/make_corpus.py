@@ -19,7 +19,7 @@ from typing import Any
 
 import cbor2
 
-from fuzz import fuzz_logrecord, fuzz_rowcodec, fuzz_snapshot, fuzz_txn
+from fuzz import fuzz_host, fuzz_logrecord, fuzz_rowcodec, fuzz_snapshot, fuzz_txn
 from stdb._core.codec import RowCodec
 from stdb._core.schema import Column, IndexDef, TableSchema
 from stdb.protocol import CLIENT_MESSAGES, encode
@@ -236,6 +236,112 @@ def txn() -> dict[str, bytes]:
     return out
 
 
+def host() -> dict[str, bytes]:
+    """fuzz_host inputs: a limits byte, the first call's byte, then imports (opcode, argument
+    bytes ...; see fuzz_host._op for the order of the argument bytes)."""
+    h = fuzz_host
+    tid = {t: h.TIDS.index(t) for t in (0, 1, 2, 3, -1)}
+    iid = {i: h.IIDS.index(i) for i in (0, 1, 2, 3, -1)}
+    name = {n: h.NAMES.index(n) for n in h.NAMES}
+    flt = {repr(x): h.FLOATS.index(x) for x in h.FLOATS if x == x}
+    ints = {x: h.INTS.index(x) for x in h.INTS}
+    cap = {c: h.CAPS.index(c) for c in h.CAPS}
+    keep = 0                                             # damaged(): the bytes as they are
+
+    def item(id_: int, kind: int, nm: str, score: int = 0, dmg: tuple[int, ...] = (keep,)) -> tuple[int, ...]:
+        # id (IDS index), kind, name, score (0: None), then how to damage the row
+        return (tid[0], h.IDS.index(id_), kind, name[nm], score, *dmg)
+
+    def tag(k: int, v: int, dmg: tuple[int, ...] = (keep,)) -> tuple[int, ...]:
+        return (tid[1], ints[k], v, *dmg)
+
+    def pt(x: int, f: str, s: int, dmg: tuple[int, ...] = (keep,)) -> tuple[int, ...]:
+        return (tid[2], ints[x], flt[f], s, *dmg)
+
+    def ins(*row: int) -> tuple[int, ...]:
+        return (h.INSERT, *row)
+
+    def upd(*row: int) -> tuple[int, ...]:
+        return (h.UPDATE, *row)
+
+    def keyed(op: int, t: int, i: int, *key: int, dmg: tuple[int, ...] = (keep,),
+              c: int | None = None) -> tuple[int, ...]:
+        return (op, tid[t], iid[i], *key, *dmg, *(() if c is None else (cap[c],)))
+
+    def nxt(handle_byte: int, drain_cap: int | None = None) -> tuple[int, ...]:
+        # mode byte: odd = one batch with room for everything, even = drained from a buffer of CAPS[b >> 1]
+        return (h.NEXT, handle_byte, 1 if drain_cap is None else cap[drain_cap] << 1)
+
+    def end(commit: bool, next_call: int | None) -> tuple[int, ...]:
+        return (h.END, (1 if commit else 0) | (0 if next_call is not None else 2),
+                *(() if next_call is None else (next_call,)))
+
+    def prog(limits: int, call: int, *ops: tuple[int, ...]) -> bytes:
+        return bytes([limits, call]) + _program(*ops)
+
+    items = [ins(*item(0, 1, "a", 2)), ins(*item(0, 0, "b")), ins(*item(0, 1, "c", 4)), ins(*item(3, 2, "é"))]
+    out = {
+        "insert-scan-commit": prog(0, 2, *items, (h.SCAN, tid[0]), nxt(0, 64), (h.SCAN, tid[0]), nxt(0),
+                                   nxt(0), end(True, 4), (h.SCAN, tid[0]), nxt(0, 4)),
+        "bad-rows": prog(0, 2, *items[:2], ins(*item(0, 1, "a")), ins(*item(0, 1, "b")),
+                         ins(*item(0, 1, "c", 0, (170, 5))), ins(*item(0, 1, "c", 0, (190, 9, 0xff))),
+                         ins(*item(0, 1, "c", 0, (230,))), ins(*item(0, 1, "c", 0, (215, 0x80, 3))),
+                         ins(*item(0, 1, "c", 0, (245, 7, 1, 0, 0, 0, 0, 0, 0))),
+                         ins(*tag(1, 3, (200, 0, 9))), ins(tid[3], 0, 0, 0, 0, keep),
+                         ins(tid[-1], 0, 0, 0, 0, keep), (h.CONTEXT,)),
+        "update-delete-find": prog(0, 3, *items, upd(*item(1, 3, "x" * 150, 1)), upd(*item(1, 3, "é", 1)),
+                                   upd(*item(50, 1, "\U0001f642")), upd(*item(2, 1, "a")), upd(*tag(1, 1)),
+                                   keyed(h.FIND, 0, 0, h.IDS.index(1), c=64),
+                                   keyed(h.FIND, 0, 0, h.IDS.index(1), c=4),
+                                   keyed(h.FIND, 0, 0, h.IDS.index(2), c=3),
+                                   keyed(h.FIND, 0, 2, name["c"], c=0),
+                                   keyed(h.FIND, 0, 2, name["c"], c=1 << 16),
+                                   keyed(h.DELETE, 0, 2, name["b"]), keyed(h.DELETE, 0, 1, 1, name["a"]),
+                                   keyed(h.DELETE, 0, 0, h.IDS.index(3), dmg=(170, 3)),
+                                   keyed(h.DELETE, 0, 3, 0),
+                                   end(True, None)),
+        "range-flags": prog(0, 5, ins(*pt(0, "0.0", 1)), ins(*pt(1, "-0.0", 2)), ins(*pt(2, "1.5", 0)),
+                            ins(*pt(-1, "inf", 4)), ins(*pt(3, "-2.25", 5)), ins(*pt(50, "1e+300", 1)),
+                            (h.RANGE, 2, 0x0F, 0x05, flt["0.0"], flt["inf"]), nxt(0, 8),
+                            (h.RANGE, 2, 0x03, 0x01, flt["-0.0"], flt["0.0"]), nxt(0),
+                            (h.RANGE, 4, 0x0D, 0x0A, 1, ints[0], 2, ints[50]), nxt(0, 20),
+                            (h.RANGE, 0, 0x05, 0x0A, 0, name["a"], 2, name["c"]), nxt(0, 0),
+                            (h.RANGE, 0, 0x31, 0x03, 1, 0, 0, 0), (h.RANGE, 6, 0, 0, 0, 0),
+                            (h.RANGE, 8, 0, 0, 0, 0), (h.RANGE, 0, 0x41, 0x02, 1, name["a"], 0, 175, 1),
+                            end(False, None)),
+        # limits 1: one row a batch, so the writes come between an iterator's batches
+        "iterators-copy-on-write": prog(1, 6, *items, (h.SCAN, tid[0]),
+                                        (h.SEEK, tid[0], iid[1], 1, name["a"], keep), nxt(0),
+                                        keyed(h.DELETE, 0, 0, h.IDS.index(2)), upd(*item(1, 4, "")),
+                                        ins(*item(0, 4, "a\x00")), nxt(0, 12), nxt(0, 3), (h.SCAN, tid[0]),
+                                        (h.CLOSE, 0), (h.CLOSE, 0), nxt(203), nxt(207), (h.SCAN, tid[0]),
+                                        end(True, None)),
+        "small-limits": prog(4, 7, ins(*item(0, 1, "a")), ins(*item(0, 1, "x" * 150)), ins(*tag(0, 2)),
+                             ins(*tag(0, 3)), ins(*tag(0, 0)), ins(*tag(1, 1)), (h.SCAN, tid[1]), nxt(0),
+                             nxt(0), nxt(0, 4), end(True, 8)),
+        "names-log-context": prog(0, 1, *[(h.TABLE_ID, i) for i in range(len(h.TABLE_NAMES))],
+                                  *[(h.INDEX_ID, tid[t], i) for t in (0, 1, 2, 3) for i in range(3)],
+                                  (h.INDEX_ID, tid[2], 5), (h.LOG, 2, 5, *b"hello"),
+                                  (h.LOG, 6, 2, 0xff, 0x21),
+                                  (h.LOG, 5, 0), (h.CONTEXT,), end(True, 3), (h.CONTEXT,)),
+        "calls-rollback": prog(0, 9, *items[:2], end(False, 10), *items[2:], (h.SCAN, tid[0]),
+                               end(True, None), ins(*item(0, 1, "é")), (h.SCAN, tid[0]), nxt(1),
+                               keyed(h.FIND, 0, 0, 0, c=64), (h.END, 0, 11), (h.SCAN, tid[0]), nxt(0),
+                               end(True, 12)),
+        # the u64 sequence past 2**63, rolled back, then used up (and its saved state compared)
+        "sequence-top": prog(0, 13, ins(*item(2**63, 1, "a")), ins(*item(0, 1, "b")), ins(*item(0, 1, "c")),
+                             end(False, 14), ins(*item(2**64 - 1, 1, "a")), end(True, 15),
+                             ins(*item(0, 2, "b")), ins(*item(1, 2, "c")), end(False, 16),
+                             ins(*item(0, 2, "é"))),
+        "non-unique-find": prog(0, 17, ins(*tag(0, 1)), ins(*tag(0, 6)), ins(*tag(0, 2)), ins(*tag(1, 0)),
+                                keyed(h.FIND, 1, 0, ints[0], c=64), keyed(h.FIND, 1, 0, ints[0], c=8),
+                                keyed(h.FIND, 1, 0, ints[0], c=4), keyed(h.FIND, 1, 0, ints[0], c=3),
+                                keyed(h.FIND, 1, 0, ints[2], c=64), (h.SEEK, tid[1], iid[0], ints[0], keep),
+                                nxt(0, 8), keyed(h.DELETE, 1, 0, ints[0]), (h.SCAN, tid[1]), nxt(0)),
+    }
+    return out
+
+
 def snapshot() -> dict[str, bytes]:
     out = {}
     d = tempfile.mkdtemp(prefix="stdb-fuzz-seed-")
@@ -327,7 +433,7 @@ def dictionaries() -> dict[str, list[bytes | str]]:
 
 
 GENERATORS = {"rowcodec": rowcodec, "protocol": protocol, "sql": sql, "logrecord": logrecord,
-              "snapshot": snapshot, "describe": describe, "txn": txn}
+              "snapshot": snapshot, "describe": describe, "txn": txn, "host": host}
 
 
 def main() -> None:

@@ -175,3 +175,25 @@ def test_error_detail_text_is_the_twins():
         out.append(r)
     assert out[0] == out[1]
     assert b"unique index 'by_name' (name) already has a row with key ('a')" in out[0][1]
+
+
+def test_an_exhausted_u64_sequence_stays_exhausted_through_its_saved_state():
+    """Found by the host fuzz target (fuzz/fuzz_host.py): a row inserted with id 2**64 - 1 used up
+    item's u64 sequence; the native table reported its state as (0,) (max + 1 wrapped in C),
+    the reference as (2**64,).  That state is what snapshots store and alter_table copies: restored,
+    the native sequence started again at 0 and handed out ids 0, 1, ... instead of refusing."""
+    pair = hosts()
+    for h, _, _ in pair:
+        assert h.insert(0, ITEM_CODEC.encode((2**64 - 1, 1, "a", None)))[0] == 0
+    for _, _, tx in pair:
+        tx.commit()
+    states = [ds.table("item").sequence_state() for _, ds, _ in pair]
+    assert states[0] == states[1] == (2**64,)
+    for (h, ds, _), state in zip(pair, states, strict=True):
+        ds.table("item").restore_sequences(state)          # as a snapshot's recovery does
+        tx = ds.begin()
+        h.begin_call(tx, "r", b"\x01" * 32, b"\x02" * 16, 6, 7)
+        assert h.insert(0, ITEM_CODEC.encode((0, 1, "b", None)))[0] == -3          # BAD_ROW
+        assert b"auto-increment sequence is exhausted" in h.last_error
+        tx.rollback()
+        assert ds.table("item").sequence_state() == (2**64,)

@@ -178,6 +178,14 @@ def test_random_seed_is_derived_from_the_call_when_not_given(host):
     assert call_seed(1234, b"\x01" * 32, "s") != seed
 
 
+def test_a_log_level_outside_a_byte_is_255_on_both_hosts(host):
+    """The native host keeps a line's level in one byte; found by the host fuzz target: the
+    twin labelled level -1 "-1" where the native host said "255"."""
+    for level, label in ((4, "trace"), (5, "5"), (255, "255"), (-1, "255"), (1000, "255")):
+        host.log(level, b"x")
+        assert host.recent_logs[-1]["level"] == label, level
+
+
 def test_context_and_end_of_call(host):
     assert (host.sender, host.connection_id, host.timestamp, host.random_seed) == \
         (b"\x01" * 32, b"\x02" * 16, 1234, 99)

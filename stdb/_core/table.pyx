@@ -1726,8 +1726,10 @@ cdef class Table:
     # ------------------------------------------------------------ sequences, stats
 
     def sequence_state(self):
+        """Per sequence the next value; an exhausted one is its type's largest value + 1 (a
+        Python int: for u64, 2**64, which the C max + 1 would wrap to 0)."""
         cdef int k
-        return tuple(self.c.seqs[k].max + 1 if self.c.seqs[k].over else self.c.seqs[k].next
+        return tuple(<object>self.c.seqs[k].max + 1 if self.c.seqs[k].over else self.c.seqs[k].next
                      for k in range(self.c.nseq))
 
     def restore_sequences(self, state):

@@ -362,6 +362,8 @@ class ModuleHost:
     # ---- context
 
     def log(self, level: int, message: bytes) -> None:
+        # the native host keeps a line's level in one byte: a level outside 0..255 is 255 there
+        level = level if 0 <= level <= 255 else 255
         text = message.decode("utf-8", "replace")
         entry = {"ts": self.timestamp, "level": LEVEL_NAMES.get(level, str(level)),
                  "reducer": self.reducer, "message": text}
