@@ -29,9 +29,10 @@ import importlib.util
 import os
 import sys
 from collections.abc import Callable, Iterator
+from typing import Any
 
 __all__ = ["TARGETS", "instrumented", "instrument_module", "fuzz", "NATIVE_ENV", "NATIVE_MODULES",
-           "ASAN_MARKER", "libfuzzer_preloaded", "asan_loaded"]
+           "ASAN_MARKER", "libfuzzer_preloaded", "asan_loaded", "Reader"]
 
 CACHE_ENV = "STDB_FUZZ_CACHE"   # a directory kept between runs (the harness points TMPDIR at one it removes)
 TARGETS = ("rowcodec", "protocol", "sql", "logrecord", "snapshot", "describe", "txn", "host")
@@ -130,3 +131,28 @@ def fuzz(test_one_input: Callable[[bytes], None], argv: list[str] | None = None)
     kw = {"internal_libfuzzer": True} if _native_root() is not None and not libfuzzer_preloaded() else {}
     atheris.Setup(list(sys.argv if argv is None else argv), test_one_input, **kw)
     atheris.Fuzz()
+
+
+class Reader:
+    """A target's input as a stream of bytes that decides its operations; past its end every
+    byte is 0 (the txn and host targets)."""
+
+    def __init__(self, data: bytes) -> None:
+        self.data, self.pos = data, 0
+
+    def byte(self) -> int:
+        b = self.data[self.pos] if self.pos < len(self.data) else 0
+        self.pos += 1
+        return b
+
+    def pick(self, options: Any) -> Any:
+        return options[self.byte() % len(options)]
+
+    def take(self, n: int) -> bytes:
+        out = self.data[self.pos:self.pos + n]
+        self.pos += n
+        return out
+
+    @property
+    def done(self) -> bool:
+        return self.pos >= len(self.data)

@@ -36,7 +36,7 @@ import logging
 import struct
 from typing import Any
 
-from fuzz._harness import fuzz, instrument_module, instrumented
+from fuzz._harness import Reader, fuzz, instrument_module, instrumented
 
 with instrumented(__name__ == "__main__"):
     from stdb._core import reference
@@ -79,30 +79,6 @@ MAX_OPS = 48
 (INSERT, UPDATE, DELETE, SEEK, FIND, RANGE, SCAN, NEXT, CLOSE, TABLE_ID, INDEX_ID, LOG, CONTEXT,
  END) = range(14)
 NOPS = 14
-
-
-class Reader:
-    """The input as a stream of bytes; past its end every byte is 0."""
-
-    def __init__(self, data: bytes) -> None:
-        self.data, self.pos = data, 0
-
-    def byte(self) -> int:
-        b = self.data[self.pos] if self.pos < len(self.data) else 0
-        self.pos += 1
-        return b
-
-    def pick(self, options: Any) -> Any:
-        return options[self.byte() % len(options)]
-
-    def take(self, n: int) -> bytes:
-        out = self.data[self.pos:self.pos + n]
-        self.pos += n
-        return out
-
-    @property
-    def done(self) -> bool:
-        return self.pos >= len(self.data)
 
 
 def _value(r: Reader, type_name: str) -> Any:

@@ -27,7 +27,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from fuzz._harness import fuzz, instrument_module, instrumented
+from fuzz._harness import Reader, fuzz, instrument_module, instrumented
 
 with instrumented(__name__ == "__main__"):
     from stdb._core import reference
@@ -54,22 +54,6 @@ MAX_OPS = 64
 # opcodes (the byte modulo their number)
 (INSERT, DELETE, UPDATE, DELETE_ROW, UPDATE_ROWID, GET, SEEK, SCAN, PENDING, COMMIT, ROLLBACK) = range(11)
 NOPS = 11
-
-
-class Reader:
-    """The input as a stream of bytes; past its end every byte is 0."""
-
-    def __init__(self, data: bytes) -> None:
-        self.data, self.pos = data, 0
-
-    def byte(self) -> int:
-        b = self.data[self.pos] if self.pos < len(self.data) else 0
-        self.pos += 1
-        return b
-
-    @property
-    def done(self) -> bool:
-        return self.pos >= len(self.data)
 
 
 def _main_key(b: int) -> int:

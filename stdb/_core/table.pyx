@@ -863,9 +863,23 @@ cdef inline void _look_ahead(TableC* t, const unsigned char* p, Py_ssize_t n, Py
     stdb_prefetch(&ix.slots[a.h >> ix.shift])
 
 
+cdef uint64_t* _pend_map(TableC* t, uint64_t nd, uint64_t* mask) noexcept nogil:
+    """t.pendmap emptied into an open-addressing table (zeros: free) of a power of two ≥ 2·nd
+    slots for the ``nd`` deletes of a change, its mask in ``mask``; NULL: no memory."""
+    cdef Py_ssize_t cap = 16
+    while cap < 2 * <Py_ssize_t>nd:
+        cap *= 2
+    t.pendmap.len = 0
+    if cbuf_reserve(&t.pendmap, cap * sizeof(uint64_t)) < 0:
+        return NULL
+    memset(t.pendmap.data, 0, cap * sizeof(uint64_t))
+    mask[0] = <uint64_t>(cap - 1)
+    return <uint64_t*>t.pendmap.data
+
+
 cdef int tbl_apply_change(TableC* t, const unsigned char* p, Py_ssize_t n, uint64_t nd, uint64_t ni,
                           Py_ssize_t* done, Py_ssize_t* used, Err* e) noexcept nogil:
-    cdef Py_ssize_t pos = 0, start, slotpos, cap, j
+    cdef Py_ssize_t pos = 0, start, slotpos, j
     cdef uint64_t r, mask, s, total, lead
     cdef uint32_t rl
     cdef _Pending* pd
@@ -915,15 +929,9 @@ cdef int tbl_apply_change(TableC* t, const unsigned char* p, Py_ssize_t n, uint6
         return err_nomem(e)
     pd = <_Pending*>t.pend.data
     if nd > 1:
-        cap = 16
-        while cap < 2 * <Py_ssize_t>nd:
-            cap *= 2
-        t.pendmap.len = 0
-        if cbuf_reserve(&t.pendmap, cap * sizeof(uint64_t)) < 0:
+        seen = _pend_map(t, nd, &mask)
+        if seen == NULL:
             return err_nomem(e)
-        seen = <uint64_t*>t.pendmap.data
-        memset(seen, 0, cap * sizeof(uint64_t))
-        mask = cap - 1
     for r in range(nd):
         if r + lead < nd:
             _look_ahead(t, p, n, &ahead, &ring[(r + lead) & (RING - 1)])
@@ -980,15 +988,9 @@ cdef int tbl_apply_change(TableC* t, const unsigned char* p, Py_ssize_t n, uint6
             found = <int64_t>r
         else:
             if map == NULL:                        # out of step: a map of the deletes' keys
-                cap = 16
-                while cap < 2 * <Py_ssize_t>nd:
-                    cap *= 2
-                t.pendmap.len = 0
-                if cbuf_reserve(&t.pendmap, cap * sizeof(uint64_t)) < 0:
+                map = _pend_map(t, nd, &mask)
+                if map == NULL:
                     return err_nomem(e)
-                map = <uint64_t*>t.pendmap.data
-                memset(map, 0, cap * sizeof(uint64_t))
-                mask = cap - 1
                 for s in range(nd):
                     j = pd[s].h & mask
                     while map[j]:
