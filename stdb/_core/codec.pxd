@@ -95,10 +95,8 @@ cdef int encode_value(ColumnType t, object v, Buf* out) except -1
 cdef object decode_value(ColumnType t, const unsigned char* p, Py_ssize_t n, Py_ssize_t* pos)
 cdef int encode_key_value(ColumnType t, object v, Buf* out) except -1
 cdef int key_escaped(const unsigned char* s, Py_ssize_t n, Buf* out) except -1
-cdef int key_fixed_int(int code, const unsigned char* p, Buf* out) except -1
 cpdef bytes encode_key(tuple types, tuple values)
 cdef int encode_key_into(tuple types, tuple values, Buf* out) except -1
-cdef bytes encode_row_key(tuple types, tuple cols, tuple row, Buf* scratch)
 cpdef bytes prefix_successor(bytes key)
 
 cdef class RowCodec:

@@ -619,25 +619,6 @@ cdef int key_escaped(const unsigned char* s, Py_ssize_t n, Buf* out) except -1:
     return 0
 
 
-cdef int key_fixed_int(int code, const unsigned char* p, Buf* out) except -1:
-    """Key form of an integer or bool stored in native byte order at ``p`` (as pages store them).
-
-    Returns 1, writing nothing, for any other type."""
-    cdef uint64_t u64 = 0
-    cdef int w
-    if code == T_BOOL:
-        return buf_u8(out, 1 if p[0] else 0)
-    if code == T_I64 or code == T_TIMESTAMP or code == T_I32 or code == T_I16 or code == T_I8:
-        w = _width(code)
-        memcpy(&u64, p, w)       # the low w bytes on a little-endian machine
-        return buf_be(out, u64 ^ (<uint64_t>1 << (8 * w - 1)), w)
-    if code == T_U64 or code == T_U32 or code == T_U16 or code == T_U8:
-        w = _width(code)
-        memcpy(&u64, p, w)
-        return buf_be(out, u64, w)
-    return 1
-
-
 cpdef bytes encode_key(tuple types, tuple values):
     """Order-preserving key of ``values`` (already checked) under ``types`` (a prefix is fine)."""
     cdef Buf b
@@ -656,15 +637,6 @@ cdef int encode_key_into(tuple types, tuple values, Buf* out) except -1:
     for i in range(len(values)):
         encode_key_value(<ColumnType>types[i], values[i], out)
     return 0
-
-
-cdef bytes encode_row_key(tuple types, tuple cols, tuple row, Buf* scratch):
-    """Key of the columns ``cols`` of a (checked) row, built in a caller-owned buffer."""
-    cdef Py_ssize_t i
-    scratch.len = 0
-    for i in range(len(cols)):
-        encode_key_value(<ColumnType>types[i], row[<Py_ssize_t>cols[i]], scratch)
-    return PyBytes_FromStringAndSize(<char*>scratch.data, scratch.len)
 
 
 cpdef bytes prefix_successor(bytes key):

@@ -38,22 +38,10 @@ cdef extern from "<pthread.h>" nogil:
     int pthread_cond_signal(pthread_cond_t* c)
     int pthread_cond_broadcast(pthread_cond_t* c)
 
-cdef extern from "<time.h>" nogil:
-    ctypedef long time_t
-    struct timespec:
-        time_t tv_sec
-        long tv_nsec
-    int clock_gettime(int clk, timespec* ts)
-    int CLOCK_MONOTONIC
+from stdb._core.clock cimport CLOCK_MONOTONIC, time_t, timespec, mono_s as _now
 
 cdef extern from "<pthread.h>" nogil:
     int pthread_cond_timedwait(pthread_cond_t* c, pthread_mutex_t* m, const timespec* abstime)
-
-
-cdef inline double _now() noexcept nogil:
-    cdef timespec t
-    clock_gettime(CLOCK_MONOTONIC, &t)
-    return t.tv_sec + t.tv_nsec * 1e-9
 
 
 cdef inline void _timed_wait(pthread_cond_t* c, pthread_mutex_t* m, double until) noexcept nogil:

@@ -100,6 +100,20 @@ cdef inline void wr_u32(unsigned char* p, uint32_t v) noexcept nogil:
     memcpy(p, &v, 4)
 
 
+# The unsigned little-endian integer of ``w`` bytes (1, 2, 4 or 8) at ``p``
+cdef inline uint64_t rd_uint(const unsigned char* p, int w) noexcept nogil:
+    cdef uint64_t v = 0
+    if w == 8:
+        memcpy(&v, p, 8)
+    elif w == 4:
+        memcpy(&v, p, 4)
+    elif w == 2:
+        memcpy(&v, p, 2)
+    else:
+        v = p[0]
+    return v
+
+
 # ---------------------------------------------------------------- column types
 
 # The type of one column as the native lane needs it (codes are codec.TypeCode).
@@ -269,14 +283,7 @@ cdef inline int rb_key_value(const ColSpec* c, const unsigned char* p, CBuf* out
     cdef uint64_t u64 = 0
     cdef int k = c.kind
     if k == CK_UINT or k == CK_SINT:
-        if c.width == 8:
-            memcpy(&u64, p, 8)
-        elif c.width == 4:
-            memcpy(&u64, p, 4)
-        elif c.width == 2:
-            memcpy(&u64, p, 2)
-        else:
-            u64 = p[0]
+        u64 = rd_uint(p, c.width)
         if k == CK_SINT:
             u64 ^= <uint64_t>1 << (8 * c.width - 1)
         return rb_put_be(out, u64, c.width)

@@ -31,7 +31,7 @@ from stdb._core.rowbytes cimport (
     CBuf, ColSpec, Err, E_BAD_ROW, E_UNIQUE, E_FULL, E_INTERNAL, E_MISSING,
     CK_UINT, CK_SINT, CK_BOOL, CK_STRING, CK_BYTES, CK_OTHER,
     rowspec_new, rowspec_free, rb_check_row, rb_walk_row, rb_key_value, rb_repr_value, rb_width,
-    rb_ascii, utf8_problem, rd_u32, stdb_bswap64,
+    rb_ascii, utf8_problem, rd_u32, rd_uint, stdb_bswap64,
     cbuf_put, cbuf_u8, cbuf_free, cbuf_reserve, err_nomem, raise_err,
 )
 from stdb._core.page cimport (
@@ -734,17 +734,7 @@ cdef int64_t tbl_find_row(TableC* t, const unsigned char* row, Py_ssize_t n, Err
 
 cdef inline uint64_t _pk_value(TableC* t, const unsigned char* row) noexcept nogil:
     """The primary key column's bits (t.fast tables; t.starts set)."""
-    cdef uint64_t v = 0
-    cdef const unsigned char* p = row + t.starts[t.pkcol]
-    if t.pkwidth == 8:
-        memcpy(&v, p, 8)
-    elif t.pkwidth == 4:
-        memcpy(&v, p, 4)
-    elif t.pkwidth == 2:
-        memcpy(&v, p, 2)
-    else:
-        v = p[0]
-    return v
+    return rd_uint(row + t.starts[t.pkcol], t.pkwidth)
 
 
 cdef inline uint64_t _pk_word(const TableC* t, uint64_t v) noexcept nogil:
@@ -848,15 +838,7 @@ cdef inline void _look_ahead(TableC* t, const unsigned char* p, Py_ssize_t n, Py
     ahead[0] = a.start + rl
     if not t.fast or t.pkoff < 0 or rl < t.pkoff + t.pkwidth:
         return
-    p += a.start + t.pkoff
-    if t.pkwidth == 8:
-        memcpy(&v, p, 8)
-    elif t.pkwidth == 4:
-        memcpy(&v, p, 4)
-    elif t.pkwidth == 2:
-        memcpy(&v, p, 2)
-    else:
-        v = p[0]
+    v = rd_uint(p + a.start + t.pkoff, t.pkwidth)
     ix = t.indexes[0].hash
     a.h = hash_word(_pk_word(t, v), t.pkwidth)
     a.hashed = True

@@ -22,38 +22,11 @@ from stdb._core.codec cimport RowCodec
 from stdb.module._host cimport NativeHost, HostC, host_begin, host_end
 from stdb.module._wasm cimport Instance, RunOut, RUN_OK
 from stdb._core.logq cimport LogQueue, LQ_OK
-
+from stdb._core.clock cimport mono_ns as _now_ns, mono_s as _mono, real_us as _now_us
 
 from stdb.errors import DataError, InternalError
 from stdb.storage.datastore import Transaction, TxDelta
 from stdb.module._wasm import CallTrap, MemoryFault
-
-cdef extern from "<time.h>" nogil:
-    ctypedef long time_t
-    struct timespec:
-        time_t tv_sec
-        long tv_nsec
-    int clock_gettime(int clk, timespec* ts)
-    int CLOCK_REALTIME
-    int CLOCK_MONOTONIC
-
-
-cdef inline int64_t _now_us() noexcept nogil:
-    cdef timespec t
-    clock_gettime(CLOCK_REALTIME, &t)
-    return <int64_t>t.tv_sec * 1000000 + t.tv_nsec // 1000
-
-
-cdef inline int64_t _now_ns() noexcept nogil:
-    cdef timespec t
-    clock_gettime(CLOCK_MONOTONIC, &t)
-    return <int64_t>t.tv_sec * 1000000000 + t.tv_nsec
-
-
-cdef inline double _mono() noexcept nogil:
-    cdef timespec t
-    clock_gettime(CLOCK_MONOTONIC, &t)
-    return t.tv_sec + t.tv_nsec * 1e-9
 
 
 cdef bytes ZERO16 = bytes(16)

@@ -24,6 +24,7 @@ from cpython.bytes cimport PyBytes_FromStringAndSize, PyBytes_AS_STRING, PyBytes
 from cpython.ref cimport Py_INCREF
 from libc.string cimport strlen
 
+from stdb._core.clock cimport mono_ns as _now_ns
 from stdb.module._host cimport (
     NativeHost, host_dispatch, OP_TABLE_ID, OP_INDEX_ID, OP_INSERT, OP_UPDATE, OP_DELETE,
     OP_SEEK, OP_RANGE, OP_SCAN, OP_ITER_NEXT, OP_ITER_CLOSE, OP_LOG, OP_SENDER, OP_CONNECTION_ID,
@@ -168,21 +169,6 @@ def _first_line(text: str) -> str:
 
 def _backtrace_of(text: str) -> list:
     return [ln.strip() for ln in text.splitlines() if ln.strip()[:1].isdigit() and ":" in ln]
-
-
-cdef extern from "<time.h>" nogil:
-    ctypedef long time_t
-    struct timespec:
-        time_t tv_sec
-        long tv_nsec
-    int clock_gettime(int clk, timespec* ts)
-    int CLOCK_MONOTONIC
-
-
-cdef inline int64_t _now_ns() noexcept nogil:
-    cdef timespec t
-    clock_gettime(CLOCK_MONOTONIC, &t)
-    return <int64_t>t.tv_sec * 1000000000 + t.tv_nsec
 
 
 class MemoryFault(Exception):
