@@ -165,6 +165,26 @@ def _check_refusal(e: Exception) -> None:
         raise e
 
 
+def _stdb_with_accounts(wl: Workload, path: str, wasm: bytes, config: Any = None) -> Any:
+    """A stdb Database at ``path`` with the transfer module published and every account of
+    ``wl`` inserted in one transaction (100k create_account calls would be 100k commits), all
+    durable: the set-up, not timed."""
+    import stdb
+    db = stdb.Database(path, config=config)
+    try:
+        db.publish(wasm)
+        store = db.store
+        tx = store.begin()
+        for row in wl.initial():
+            tx.insert("account", row)
+        store.commit(tx)
+        store.flush()
+    except BaseException:
+        db.close()
+        raise
+    return db
+
+
 def run_stdb(wl: Workload, n: int, path: str, wasm: bytes, *, durability: str = "durable",
              wait: str = "none", group: int = GROUP_K, reopen: bool = False,
              cap: float | None = None) -> Run:
@@ -176,17 +196,9 @@ def run_stdb(wl: Workload, n: int, path: str, wasm: bytes, *, durability: str = 
     it is timed separately (``until_durable_s``).  ``cap`` (wait "each" only): stop after about
     that many seconds (checked every 64 transfers)."""
     import stdb
-    db = stdb.Database(path, config=stdb.StoreConfig(durability=durability))
+    db = _stdb_with_accounts(wl, path, wasm, stdb.StoreConfig(durability=durability))
     try:
-        db.publish(wasm)
-        # set-up, not timed: every account in one transaction (100k create_account calls would be
-        # 100k commits), then everything durable
         store = db.store
-        tx = store.begin()
-        for row in wl.initial():
-            tx.insert("account", row)
-        store.commit(tx)
-        store.flush()
         for _ in range(20):                           # warm the instance; changes nothing
             try:
                 db.call("transfer", (1, 2, 0))
@@ -262,15 +274,9 @@ def breakdown_stdb(wl: Workload, n: int, path: str, wasm: bytes) -> dict[str, An
     arguments, transaction bookkeeping, result.  ``loop_us`` is the whole Python loop per call
     with the clocks on (they cost ~40 ns per import); refused calls are not in the split."""
     import stdb
-    db = stdb.Database(path)
+    db = _stdb_with_accounts(wl, path, wasm)
     try:
-        db.publish(wasm)
         store = db.store
-        tx = store.begin()
-        for row in wl.initial():
-            tx.insert("account", row)
-        store.commit(tx)
-        store.flush()
         path_ = db._path
         call = db.call
         ReducerError = stdb.ReducerError

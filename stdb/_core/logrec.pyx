@@ -100,28 +100,38 @@ ctypedef struct _Count:
     int64_t net
 
 
-cdef int _count_tx(const unsigned char* p, Py_ssize_t n, _Count* c, int* nc) noexcept nogil:
-    """Add each table's inserts minus deletes in a TX body to ``c`` (``nc`` used, at most
-    NCOUNT; a table past that is not counted): 0, or -1 when the body does not parse."""
-    cdef Py_ssize_t pos = 17, start
-    cdef uint64_t ln, nt, nd, ni, _k, _r
-    cdef uint32_t rl
-    cdef int i
+cdef inline Py_ssize_t _tx_tables(const unsigned char* p, Py_ssize_t n) noexcept nogil:
+    """Where a TX body's u16 table count is: past its offset, timestamp, caller, reducer name
+    and arguments (docs/log-format.md); -1 when the body does not parse that far."""
+    cdef Py_ssize_t pos = 17
+    cdef uint64_t ln
     if n < 17 or p[16] > 1:
         return -1
     if p[16]:
-        pos += 32
+        pos += 32                                       # the caller's identity
     if n - pos < 2:
         return -1
-    pos += 2 + <Py_ssize_t>_le(p + pos, 2)
+    pos += 2 + <Py_ssize_t>_le(p + pos, 2)              # the reducer's name
     if n - pos < 4:
         return -1
     ln = _le(p + pos, 4)
     pos += 4
     if <uint64_t>(n - pos) < ln:
         return -1
-    pos += ln
+    pos += ln                                           # its arguments
     if n - pos < 2:
+        return -1
+    return pos
+
+
+cdef int _count_tx(const unsigned char* p, Py_ssize_t n, _Count* c, int* nc) noexcept nogil:
+    """Add each table's inserts minus deletes in a TX body to ``c`` (``nc`` used, at most
+    NCOUNT; a table past that is not counted): 0, or -1 when the body does not parse."""
+    cdef Py_ssize_t pos = _tx_tables(p, n), start
+    cdef uint64_t ln, nt, nd, ni, _k, _r
+    cdef uint32_t rl
+    cdef int i
+    if pos < 0:
         return -1
     nt = _le(p + pos, 2)
     pos += 2
@@ -282,25 +292,11 @@ cdef int _apply_tx(const unsigned char* p, Py_ssize_t n, _Named* tables, int nta
     """Apply the changes of a TX body (already checked by its CRC): 0; -1 an error applying a
     row (``e``, ``bad_table`` the table's number); -2 the body does not parse; -3 a table the
     datastore does not have (``bad_table``: where its name starts in the body)."""
-    cdef Py_ssize_t pos = 17, used = 0
+    cdef Py_ssize_t pos = _tx_tables(p, n), used = 0
     cdef uint64_t ln, nt, nd, ni, _k
     cdef int ti
     cdef TableC* t
-    if n < 17 or p[16] > 1:
-        return -2
-    if p[16]:
-        pos += 32
-    if n - pos < 2:
-        return -2
-    pos += 2 + <Py_ssize_t>_le(p + pos, 2)              # the reducer's name
-    if n - pos < 4:
-        return -2
-    ln = _le(p + pos, 4)
-    pos += 4
-    if <uint64_t>(n - pos) < ln:
-        return -2
-    pos += ln                                           # its arguments
-    if n - pos < 2:
+    if pos < 0:
         return -2
     nt = _le(p + pos, 2)
     pos += 2
