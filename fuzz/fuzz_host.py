@@ -178,6 +178,9 @@ class Pair:
         self.txs: list[Any] = [None, None]
         self.iters: dict[int, list[list[bytes]]] = {}      # handle -> rows each side returned so far
         self.calls = 0
+        # rows come in each table's own order (compared sorted), so after a drain that grew its
+        # buffer the two sides' last "the next row needs..." may name different rows
+        self.errors_differ = False
 
     def begin(self, r: Reader) -> None:
         self.calls += 1
@@ -214,6 +217,7 @@ class Pair:
         if code is not None and code < 0:
             errs = [h.last_error for h in self.hosts]
             assert errs[0] == errs[1], (name, args, errs)
+            self.errors_differ = False
         return got[0]
 
     def next(self, handle: int, cap: int, drain: bool) -> None:
@@ -230,6 +234,7 @@ class Pair:
                 n, data = h.iter_next(handle, c)
                 answers.append(n)
                 if n == ERR["BUFFER_TOO_SMALL"]:
+                    self.errors_differ = True
                     need = struct.unpack("<I", data)[0] if c >= 4 else BIG
                     assert c < need <= BIG, (c, need)
                     c = need
@@ -349,7 +354,8 @@ def _op(r: Reader, pair: Pair, op: int) -> None:
             h.log(level, message)
         assert pair.hosts[0].recent_logs[-1] == pair.hosts[1].recent_logs[-1]
     elif op == CONTEXT:
-        a, b = ((h.sender, h.connection_id, h.timestamp, h.random_seed, h.last_error) for h in pair.hosts)
+        a, b = ((h.sender, h.connection_id, h.timestamp, h.random_seed,
+                 None if pair.errors_differ else h.last_error) for h in pair.hosts)
         assert a == b, (a, b)
 
 

@@ -331,7 +331,7 @@ async def test_protocol_over_memory_streams(tmp_path, chat_wasm):
         async with trio.open_nursery() as n:
             client_stream, server_stream = memory_stream_pair()
 
-            n.start_soon(server.requests.run)        # what serve() runs: the request task
+            await n.start(server.run_databases)      # what serve() runs: the databases' threads
             served = trio.Event()
 
             async def serve_one():
@@ -359,9 +359,8 @@ async def test_protocol_over_memory_streams(tmp_path, chat_wasm):
             assert decode_server(await ws.get_message())["rows"] == [["mem"]]
             await ws.aclose()
             await served.wait()
-            n.cancel_scope.cancel()
-    for h in server.databases.values():
-        h.close()
+            n.cancel_scope.cancel()         # run_databases stops the threads, closes the databases
+    assert all(h.closed and not h.thread.running for h in server.databases.values())
 
 
 async def test_a_client_vanishing_with_replies_queued_ends_only_its_connection(tmp_path, chat_wasm):
@@ -387,7 +386,9 @@ async def test_a_client_vanishing_with_replies_queued_ends_only_its_connection(t
                 async with connect(port) as later:
                     r = await later.request("OneOffQuery", sql="SELECT COUNT(*) FROM message")
                     assert r["type"] == "OneOffQueryResult"
-            assert not server.connections or all(c.close_reason for c in server.connections)
+            with trio.fail_after(5):            # the clients that left: their handlers end
+                while not all(c.close_reason for c in server.connections):
+                    await trio.sleep(0.01)
 
 
 async def test_an_fsync_failure_stops_acknowledgements_over_the_wire(tmp_path, chat_wasm):
@@ -420,14 +421,16 @@ async def test_an_fsync_failure_stops_acknowledgements_over_the_wire(tmp_path, c
 
 
 async def test_pipelined_requests_are_answered_in_order_errors_included(tmp_path, chat_wasm):
-    """Requests go through the server's request task in batches (stdb/server/requests.py): one
-    connection's answers still come in the order it sent, a message that does not decode is
-    answered in its place, and several clients' requests share batches."""
+    """Requests go to their database's execution thread (stdb/server/executor.py), which takes
+    what is queued in batches: one connection's answers still come in the order it sent, a
+    message that does not decode is answered in its place, and two clients' requests share
+    batches."""
     with trio.fail_after(TIMEOUT):
         async with running(tmp_path) as (server, port):
             async with connect(port) as owner, connect(port) as other:
                 await owner.request("Publish", wasm=chat_wasm)
-                before = (server.requests.batches, server.requests.handled)
+                thread = server.databases["chat"].thread
+                before = (thread.batches, thread.jobs)
                 sent = []
                 for i in range(200):
                     for c in (owner, other):
@@ -444,44 +447,41 @@ async def test_pipelined_requests_are_answered_in_order_errors_included(tmp_path
                             assert m["type"] == "Error" and m["code"] == "protocol_error"
                         else:
                             assert m["type"] == "TransactionUpdate" and m["request_id"] == want, (m, want)
-                assert server.requests.handled - before[1] == 400
-                assert server.requests.batches - before[0] <= 400
+                assert thread.jobs - before[1] == 400
+                assert thread.batches - before[0] <= 400
 
 
-async def test_the_request_task_handles_what_arrived_in_one_batch_and_sends_after_it():
-    from stdb.server.requests import Requests
+def test_the_execution_thread_runs_jobs_in_order_in_batches_and_stops_after_the_queue():
+    import threading
 
-    class Conn:
-        def __init__(self, name):
-            self.name, self.pushed = name, []
+    from stdb.server.executor import ExecutionThread
 
-        def run_request(self, data):
-            log.append((self.name, data))
-            # an answer pushed while the batch runs waits for the batch's end
-            if not reqs.defer(self, f"answer {data}"):
-                raise AssertionError("not deferred")
-            assert all(not c.pushed for c in conns)
+    class Worker:
+        def __init__(self):
+            self.batches = []
+            self.gate = threading.Event()
 
-        def push(self, out):
-            self.pushed.append(out)
+        def run_batch(self, jobs):
+            self.gate.wait(TIMEOUT)         # the first batch holds the thread: the rest queue up
+            self.batches.append([job() for job in jobs])
 
-    reqs = Requests()
-    conns = [Conn("a"), Conn("b")]
-    log = []
-    for i in range(3):
-        for c in conns:
-            reqs.submit(c, i)
-    with trio.fail_after(TIMEOUT):
-        async with trio.open_nursery() as n:
-            n.start_soon(reqs.run)
-            while reqs.handled < 6:
-                await trio.sleep(0)
-            n.cancel_scope.cancel()
-    assert reqs.batches == 1 and reqs.handled == 6
-    assert log == [("a", 0), ("b", 0), ("a", 1), ("b", 1), ("a", 2), ("b", 2)]
-    assert conns[0].pushed == ["answer 0", "answer 1", "answer 2"]
-    assert conns[1].pushed == ["answer 0", "answer 1", "answer 2"]
-    assert not reqs.defer(conns[0], "after the batch")        # no batch running: send at once
+        def next_wake(self):
+            return None
+
+    w = Worker()
+    t = ExecutionThread("t", w)
+    t.start()
+    assert t.submit(lambda: 0)
+    while not t.jobs and not t._inbox.empty():         # the thread took the first job
+        pass
+    for i in range(1, 6):
+        assert t.submit(lambda i=i: i)
+    w.gate.set()
+    assert t.stop(TIMEOUT) and not t.running
+    assert [x for b in w.batches for x in b] == [0, 1, 2, 3, 4, 5]
+    assert w.batches[-1] == [1, 2, 3, 4, 5] or len(w.batches) <= 3     # queued jobs ran together
+    assert not t.submit(lambda: 6)                       # stopped: refused, never run
+    assert t.jobs == 6
 
 
 async def test_requests_sent_before_leaving_are_handled_before_client_disconnected(tmp_path, chat_wasm):

@@ -10,19 +10,16 @@ from __future__ import annotations
 
 import logging
 import secrets
-from typing import TYPE_CHECKING, Any
+from typing import Protocol
 
 import trio
 
-from stdb.errors import InternalError, StdbError
-from stdb.protocol import decode_client, encode
+from stdb.errors import StdbError
+from stdb.protocol import encode
+from stdb.server.metrics import Metrics
 from stdb.server.websocket import Closed, Framed, WebSocket
 
-if TYPE_CHECKING:
-    from stdb.server.hosted import HostedDatabase
-    from stdb.server.server import Server
-
-__all__ = ["Connection", "QueueLimits"]
+__all__ = ["Connection", "Host", "QueueLimits"]
 
 log = logging.getLogger("stdb.server")
 
@@ -44,10 +41,27 @@ class QueueLimits:
         self.queries = queries
 
 
+class Host(Protocol):
+    """What a connection needs of the server: where its requests go, and its database's
+    lifecycle reducers (stdb/server/server.py)."""
+
+    metrics: Metrics
+
+    def submit(self, conn: Connection, data: bytes | str) -> None:
+        """Handle one message ``conn`` received; ``conn.handled()`` once it is handled."""
+
+    async def attach(self, conn: Connection) -> StdbError | None:
+        """``conn`` joins its database (client_connected): the module's refusal, or None."""
+
+    async def detach(self, conn: Connection, lifecycle: bool) -> None:
+        """``conn`` has left its database (client_disconnected when ``lifecycle``)."""
+
+
 class Connection:
-    def __init__(self, server: Server, ws: WebSocket, identity: bytes, database: str, *,
+    def __init__(self, host: Host, ws: WebSocket, identity: bytes, database: str, *,
                  confirmed: bool, limits: QueueLimits) -> None:
-        self.server = server
+        self.host = host
+        self.metrics = host.metrics
         self.ws = ws
         self.identity = identity
         self.connection_id = secrets.token_bytes(16)
@@ -63,9 +77,7 @@ class Connection:
         self._out_closed = False                  # nothing more may be queued (a refused client)
         self._inflight = 0                        # requests submitted, not yet handled
         self._handled: trio.Event | None = None   # set when one is handled (see _wait_inflight)
-
-    def _hosted(self) -> HostedDatabase | None:
-        return self.server.databases.get(self.database)
+        self._ended = False                       # serve() has returned: nothing more is sent
 
     def __repr__(self) -> str:
         return f"<Connection {self.identity.hex()[:12]} to {self.database}>"
@@ -73,14 +85,13 @@ class Connection:
     # ---- outbound
 
     def push(self, msg: bytes) -> None:
-        """Queue one message; never waits.  A client past its bound is disconnected.  While
-        the server handles a batch of requests, the message waits for the batch's end."""
-        if self.close_reason is not None or self.server.requests.defer(self, msg):
+        """Queue one message; never waits.  A client past its bound is disconnected."""
+        if self.close_reason is not None or self._ended:
             return
         if not self.queued_bytes and not self._out_closed:
             # nothing waiting before it: write it now if the socket takes it (no task switch)
             rest = self.ws.send_nowait(msg)
-            self.server.metrics.sent(1, len(msg))
+            self.metrics.sent(1, len(msg))
             if rest is None:
                 return
             msg = rest                # the sender writes what the socket did not take (or, when
@@ -105,18 +116,22 @@ class Connection:
         if self.close_reason is None:
             self.close_reason = (code, reason)
             if code == CLOSE_TOO_SLOW:
-                self.server.metrics.disconnected_slow.inc()
+                self.metrics.disconnected_slow.inc()
             log.log(logging.INFO if code == CLOSE_SHUTDOWN else logging.WARNING,
                     "%r: disconnecting: %s", self, reason)
         if self._scope is not None:
             self._scope.cancel()
 
-    def error(self, e: StdbError, request_id: int | None) -> None:
+    @staticmethod
+    def error_message(e: StdbError, request_id: int | None) -> bytes:
         d = e.to_dict()
-        self.push(encode("Error", request_id=request_id, code=d["code"], detail=d["detail"], hint=d["hint"]))
+        return encode("Error", request_id=request_id, code=d["code"], detail=d["detail"], hint=d["hint"])
+
+    def error(self, e: StdbError, request_id: int | None) -> None:
+        self.push(self.error_message(e, request_id))
 
     async def _sender(self, drained: trio.Event) -> None:
-        metrics = self.server.metrics
+        metrics = self.metrics
         try:
             async for msg in self._recv:
                 # everything queued by now goes out in one write (fewer syscalls under load)
@@ -152,7 +167,6 @@ class Connection:
     async def serve(self, hello: bytes) -> None:
         """Send ``hello`` (the IdentityToken), run client_connected, then handle requests
         until the client leaves or is disconnected."""
-        hosted = self._hosted()
         refused = None
         with trio.CancelScope() as scope:
             self._scope = scope
@@ -160,13 +174,10 @@ class Connection:
                 drained = trio.Event()
                 n.start_soon(self._sender, drained)
                 self.push(hello)
-                if hosted is not None:
-                    hosted.connections.add(self)
-                    try:
-                        hosted.lifecycle(self, "connected")
-                    except StdbError as e:
-                        self.error(e, None)
-                        refused = f"client_connected refused the connection: {e.detail}"
+                refusal = await self.host.attach(self)
+                if refusal is not None:
+                    self.error(refusal, None)
+                    refused = f"client_connected refused the connection: {refusal.detail}"
                 if refused is None:
                     try:
                         await self._receive()
@@ -183,10 +194,9 @@ class Connection:
                         await drained.wait()
                     self.kill(refused)
                 n.cancel_scope.cancel()
-        hosted = self._hosted()
-        if hosted is not None:
-            # a client that client_connected refused was never connected: no client_disconnected
-            hosted.disconnect(self, lifecycle=refused is None)
+        self._ended = True
+        # a client that client_connected refused was never connected: no client_disconnected
+        await self.host.detach(self, refused is None)
         if self.close_reason is not None:
             code, reason = self.close_reason
             with trio.move_on_after(2):
@@ -214,73 +224,20 @@ class Connection:
                     self._room = trio.Event()
                     await self._room.wait()
             data = await self.ws.get_message()
-            # the server's request task handles it, in order (stdb/server/requests.py); no
+            # its database's execution thread handles it, in order (stdb/server/hosted.py); no
             # checkpoint of our own: get_message yields to the other tasks even when a message
             # is already waiting (it checkpoints when it did not read the socket)
             self._inflight += 1
-            self.server.requests.submit(self, data)     # decoded there too: warm caches
+            self.host.submit(self, data)
 
     async def _wait_inflight(self, at_most: int) -> None:
         while self._inflight > at_most:
             self._handled = trio.Event()
             await self._handled.wait()
 
-    def run_request(self, data: bytes | str) -> None:
-        """Decode and handle one submitted message (called by the server's request task).  A
-        connection that was disconnected meanwhile has its remaining requests dropped."""
+    def handled(self) -> None:
+        """One submitted request is handled (its answers are queued)."""
         self._inflight -= 1
         if self._handled is not None:
             self._handled.set()
             self._handled = None
-        if self.close_reason is not None:
-            return
-        try:
-            msg = decode_client(data)
-        except StdbError as e:
-            self.error(e, getattr(e, "request_id", None))
-            return
-        try:
-            self.handle(msg)
-        except Exception as e:      # a bug of ours: report it, keep serving this client
-            log.exception("%r: internal error handling %s", self, msg["type"])
-            self.error(InternalError(f"internal error handling {msg['type']}: {type(e).__name__}"),
-                       msg["request_id"])
-
-    def handle(self, msg: dict[str, Any]) -> None:
-        rid = msg["request_id"]
-        t = msg["type"]
-        hosted = self._hosted()
-        try:
-            if t == "Publish":
-                res = self.server.publish(self.database, self.identity, msg["wasm"], self)
-                if hosted is None:          # the database was created now: this client is one of its
-                    created = self._hosted()
-                    if created is not None:
-                        created.connections.add(self)
-                self.push(encode("PublishResult", request_id=rid, created_tables=res.created_tables,
-                                 altered_tables=res.altered_tables, reducers=res.reducers,
-                                 unsubscribed=self in res.unsubscribed))
-                return
-            if t == "DeleteDatabase":
-                self.server.delete(self.database, self.identity, self)
-                self.push(encode("DeleteResult", request_id=rid, database=self.database))
-                return
-            if hosted is None or hosted.db.schema is None:
-                raise StdbError(f"database '{self.database}' has no module yet",
-                                hint="publish one: stdb publish NAME module.wasm", code="no_such_database")
-            if t == "CallReducer":
-                hosted.call(self, rid, msg["reducer"], msg["args"])
-            elif t == "Subscribe":
-                hosted.subscribe(self, rid, msg["queries"])
-            elif t == "Unsubscribe":
-                hosted.unsubscribe(self, rid, msg["query_ids"])
-            elif t == "OneOffQuery":
-                hosted.sql(self, rid, msg["sql"])
-            elif t == "Describe":
-                hosted.describe(self, rid)
-            elif t == "Logs":
-                hosted.logs(self, rid, msg["limit"], msg["follow"])
-            elif t == "Snapshot":
-                hosted.snapshot(self, rid)
-        except StdbError as e:
-            self.error(e, rid)

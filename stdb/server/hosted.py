@@ -1,13 +1,21 @@
-"""One database as the server hosts it: its calls, its subscribers and what they are sent.
+"""One database as the server hosts it: its execution thread, its subscribers and what they are sent.
 
-Reducers, SQL, subscriptions and lifecycle calls of one database run one at a time on the trio
-thread (a call is bounded by the module's fuel, time and memory limits); the commit log's
-group-commit writer fsyncs in its own thread.  After each commit the diffs go to every
-subscribed connection's bounded outbound queue without waiting for any client: a client that
-cannot keep up is disconnected (``Connection.push``).  A connection in confirmed mode receives
-each update only once the commit log's durable offset has passed the update's offset
-(``_durability_watcher``).  Schedule rows run at their time (``_scheduler``).  The module's
-log records go to the connections following them (``Logs`` with ``follow``).
+Two threads share the work (docs/architecture.md, "Threads: who holds what"):
+
+- The database's **execution thread** (stdb/server/executor.py) runs everything that touches
+  the database: requests (decoded there), reducer calls, SQL, subscriptions, lifecycle
+  reducers, publishes and scheduled reducers, one at a time and in order.  What they produce
+  (encoded messages for connections, commits, callbacks) is collected in an outbox and handed
+  to the I/O thread once per batch.  A call is bounded by the module's fuel, time and memory
+  limits and runs with the GIL released, so a looping reducer holds this thread only.
+- The server's **I/O thread** (trio) owns the connections: ``deliver`` sends the batch's
+  messages, without waiting for any client (``Connection.push``: a client that cannot keep up
+  is disconnected).  A connection in confirmed mode receives each message only once the commit
+  log's durable offset has passed the message's offset (``_durability_watcher``).
+
+The commit log's group-commit writer fsyncs in a thread of its own.  When the server is not
+serving (``stdb start --demo`` publishing before it listens, the protocol fuzzer) the same
+methods run on the calling thread and deliver at once.
 """
 
 from __future__ import annotations
@@ -16,17 +24,19 @@ import logging
 import time
 from collections import Counter, deque
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from functools import partial
+from typing import TYPE_CHECKING, Any
 
 import trio
 
 from stdb.errors import AuthError, InternalError, ProtocolError, ReducerError, StdbError, StorageError
 from stdb.module.database import CallResult, Database, PublishResult
-from stdb.protocol import encode
+from stdb.protocol import decode_client, encode
 from stdb.query.service import QueryDiff
+from stdb.server.connection import Connection
+from stdb.server.executor import ExecutionThread, Job
 
 if TYPE_CHECKING:
-    from stdb.server.connection import Connection
     from stdb.server.metrics import Metrics
     from stdb.storage.snapshot import SnapshotInfo
 
@@ -34,58 +44,134 @@ __all__ = ["HostedDatabase"]
 
 log = logging.getLogger("stdb.server")
 
+# what the execution thread hands the I/O thread: (kind, connection, payload, offset)
+SEND = 0        # a message, in commit order for a confirmed connection (offset None: after the last)
+PUSH = 1        # a message sent at once (errors, log records, snapshot results)
+DONE = 2        # one of the connection's requests is handled
+COMMITTED = 3   # a commit at ``offset`` (later messages without an offset wait for it)
+LATER = 4       # payload() runs on the I/O thread
+Item = tuple[int, Any, Any, "int | None"]
+# the server finishes a removal on the I/O thread: (database, who asked, their answer, deleted)
+OnRemoved = Callable[["HostedDatabase", "Connection | None", "bytes | None", bool], None]
+
+SCHEDULER_RETRY_S = 5.0      # after the scheduler failed (e.g. the commit log stopped)
+
 
 class HostedDatabase:
-    def __init__(self, name: str, db: Database, metrics: Metrics) -> None:
+    def __init__(self, name: str, db: Database, metrics: Metrics,
+                 on_removed: OnRemoved | None = None) -> None:
         self.name = name
         self.db = db
         self.metrics = metrics
+        self.on_removed = on_removed        # the server finishes a delete (I/O thread)
+        self.thread = ExecutionThread(name, self)
+        # I/O thread
         self.connections: set[Connection] = set()
-        self.log_followers: dict[Connection, int] = {}   # connection -> its Logs request id
-        db.on_log = self._on_log
+        self._token: trio.lowlevel.TrioToken | None = None
         self._scope: trio.CancelScope | None = None
-        self._wake = trio.Event()                       # a commit happened: re-check schedules
+        self._nursery: trio.Nursery | None = None
         self._pending: deque[tuple[int, Connection, bytes]] = deque()   # confirmed-mode queue
         self._pending_of: Counter[Connection] = Counter()             # its messages per connection
         self._pending_event = trio.Event()
         self._last_offset = 0
-        self._nursery: trio.Nursery | None = None
+        # execution thread
+        self.log_followers: dict[Connection, int] = {}   # connection -> its Logs request id
+        db.on_log = self._on_log
+        self._out: list[Item] = []
+        self._due: int | None = None        # µs: when the next scheduled reducer is due
+        self._due_stale = True
+        self.removed = False                # deleted (or its first publish failed)
         self.closed = False
 
-    # ---- tasks (started by the server in the database's nursery)
+    # ---- I/O thread: the database's life
+
+    def start(self, token: trio.lowlevel.TrioToken) -> None:
+        """Start the execution thread (the server serves: results go to ``token``'s run)."""
+        self._token = token
+        self.thread.start()
 
     async def run(self) -> None:
+        """The database's trio task (the confirmed-mode sender), started by the server."""
         with trio.CancelScope() as self._scope:
             if self.closed:
                 return
             async with trio.open_nursery() as n:
                 self._nursery = n
-                n.start_soon(self._scheduler)
                 n.start_soon(self._durability_watcher)
 
-    async def _scheduler(self) -> None:
-        while True:
-            due = self.db.next_due() if self.db.schema is not None else None
-            delay = 3600.0 if due is None else max(0.0, (due - self.db.clock()) / 1e6)
-            with trio.move_on_after(delay):
-                await self._wake.wait()
-            self._wake = trio.Event()
-            if self.db.schema is None:
-                continue
+    def submit(self, job: Job) -> bool:
+        """Run ``job`` on the execution thread (at once on this one when the server is not
+        serving); False, and it does not run, once the thread is stopping."""
+        if self._token is None:
+            job()
+            self.flush()
+            return True
+        return self.thread.submit(job)
+
+    def submit_request(self, conn: Connection, data: bytes | str) -> None:
+        if not self.submit(partial(self.handle, conn, data)):
+            conn.error(StdbError(f"database '{self.name}' was deleted", code="no_such_database",
+                                 hint="publish a module to create it again"), None)
+            conn.handled()
+
+    async def run_job(self, fn: Callable[[], Any]) -> Any:
+        """``fn()`` on the execution thread, its outbox delivered; its result, or what it raised."""
+        done = trio.Event()
+        box: list[tuple[bool, Any]] = []
+
+        def job() -> None:
             try:
-                done = self.db.run_due()
-            except StdbError as e:          # e.g. the commit log failed: no schedule can commit
-                log.error("%s: scheduled reducers cannot run: %s", self.name, e)
-                done = []
-                await trio.sleep(5)
-            for res in done:
-                if isinstance(res, CallResult):
-                    self.metrics.call(self.name, res.reducer, "committed", res.duration_s, res.fuel_used)
-                    self.broadcast(res)
-                else:
-                    self.metrics.call(self.name, res.reducer or "", res.kind, 0.0)
-                    log.warning("%s: scheduled reducer %s failed: %s", self.name, res.reducer, res.detail)
-            await trio.lowlevel.checkpoint()
+                box.append((True, fn()))
+            except BaseException as e:     # noqa: BLE001 - handed to the waiting task
+                box.append((False, e))
+            self._later(done.set)
+        if not self.submit(job):
+            return None             # the database is closing: nothing runs on it any more
+        await done.wait()
+        ok, value = box[0]
+        if not ok:
+            raise value
+        return value
+
+    def cancel(self) -> None:
+        """Stop the database's trio task."""
+        if self._scope is not None:
+            self._scope.cancel()
+
+    def close(self) -> None:
+        """Stop the execution thread (what is queued runs first) and close the database (its
+        commit log flushed first).  From the I/O thread, or a worker after ``thread.stop``."""
+        self.thread.stop()
+        self._close_db()
+
+    # ---- I/O thread: delivering what the execution thread produced
+
+    def deliver(self, items: list[Item]) -> None:
+        for kind, conn, payload, offset in items:
+            if kind == SEND:
+                self._send(conn, payload, offset)
+            elif kind == PUSH:
+                conn.push(payload)
+            elif kind == DONE:
+                conn.handled()
+            elif kind == COMMITTED:
+                if offset is not None and offset > self._last_offset:
+                    self._last_offset = offset
+            else:
+                payload()
+
+    def _send(self, conn: Connection, msg: bytes, offset: int | None) -> None:
+        if not conn.confirmed:
+            conn.push(msg)
+            return
+        # in order: a message without an offset of its own waits for everything before it
+        off = self._last_offset if offset is None else offset
+        if off <= self.db.store.durable_offset and conn not in self._pending_of:
+            conn.push(msg)
+            return
+        self._pending.append((off, conn, msg))
+        self._pending_of[conn] += 1
+        self._pending_event.set()
 
     async def _durability_watcher(self) -> None:
         while True:
@@ -111,26 +197,163 @@ class HostedDatabase:
                         del self._pending_of[conn]
                     conn.push(msg)
 
-    # ---- sending
+    def _start_snapshot_write(self, conn: Connection, request_id: int,
+                              write: Callable[[], SnapshotInfo | None]) -> None:
+        if self._nursery is None:
+            conn.error(StdbError(f"database '{self.name}' is not running", code="no_such_database"),
+                       request_id)
+            return
+        self._nursery.start_soon(self._write_snapshot, conn, request_id, write)
 
-    def _send(self, conn: Connection, msg: bytes, offset: int | None) -> None:
-        if not conn.confirmed:
-            conn.push(msg)
+    async def _write_snapshot(self, conn: Connection, request_id: int,
+                              write: Callable[[], SnapshotInfo | None]) -> None:
+        try:
+            info = await trio.to_thread.run_sync(write)
+        except StdbError as e:
+            log.error("%s: snapshot failed: %s", self.name, e.detail)
+            conn.error(e, request_id)
             return
-        # in order: a message without an offset of its own waits for everything before it
-        off = self._last_offset if offset is None else offset
-        if off <= self.db.store.durable_offset and conn not in self._pending_of:
-            conn.push(msg)
+        except Exception as e:  # noqa: BLE001 - the database's other tasks must go on
+            log.exception("%s: snapshot failed", self.name)
+            conn.error(InternalError(f"the snapshot failed: {e!r}"), request_id)
             return
-        self._pending.append((off, conn, msg))
-        self._pending_of[conn] += 1
-        self._pending_event.set()
+        if info is None:
+            conn.push(encode("SnapshotResult", request_id=request_id, offset=None, rows=0, bytes=0))
+        else:
+            conn.push(encode("SnapshotResult", request_id=request_id, offset=info.offset, rows=info.rows,
+                             bytes=sum(t["bytes"] for t in info.tables)))
+
+    # ---- execution thread: the worker (stdb/server/executor.py)
+
+    def run_batch(self, jobs: list[Job]) -> None:
+        for job in jobs:
+            try:
+                job()
+            except Exception:       # a bug of ours: the other requests go on
+                log.exception("%s: a job failed", self.name)
+        self._run_due()
+        self.flush()
+
+    def next_wake(self) -> float | None:
+        if self._due_stale:
+            self._due_stale = False
+            self._due = self.db.next_due() if not self.closed and self.db.schema is not None else None
+        if self._due is None:
+            return None
+        return max(0.0, (self._due - self.db.clock()) / 1e6)
+
+    def flush(self) -> None:
+        """Hand the outbox to the I/O thread (or deliver it here when the server is not serving)."""
+        if not self._out:
+            return
+        out, self._out = self._out, []
+        if self._token is None:
+            self.deliver(out)
+            return
+        try:
+            self._token.run_sync_soon(self.deliver, out)
+        except trio.RunFinishedError:       # the server has stopped: nobody to send to
+            pass
+
+    def _run_due(self) -> None:
+        if self._due is None or self.closed or self.db.schema is None or self._due > self.db.clock():
+            return
+        self._due_stale = True
+        try:
+            done = self.db.run_due()
+        except StdbError as e:          # e.g. the commit log failed: no schedule can commit
+            log.error("%s: scheduled reducers cannot run: %s", self.name, e)
+            self._due_stale = False
+            self._due = self.db.clock() + int(SCHEDULER_RETRY_S * 1e6)
+            return
+        for res in done:
+            if isinstance(res, CallResult):
+                self.metrics.call(self.name, res.reducer, "committed", res.duration_s, res.fuel_used)
+                self.broadcast(res)
+            else:
+                self.metrics.call(self.name, res.reducer or "", res.kind, 0.0)
+                log.warning("%s: scheduled reducer %s failed: %s", self.name, res.reducer, res.detail)
+
+    def _later(self, fn: Callable[[], None]) -> None:
+        self._out.append((LATER, None, fn, None))
+
+    def _push(self, conn: Connection, msg: bytes) -> None:
+        self._out.append((PUSH, conn, msg, None))
+
+    def _emit(self, conn: Connection, msg: bytes, offset: int | None) -> None:
+        self._out.append((SEND, conn, msg, offset))
+
+    def _error(self, conn: Connection, e: StdbError, request_id: int | None) -> None:
+        self._push(conn, conn.error_message(e, request_id))
+
+    def _close_db(self) -> None:
+        if not self.closed:
+            self.closed = True
+            try:
+                self.db.store.flush(timeout=10)
+            except StdbError as e:
+                log.error("%s: flushing the commit log failed: %s", self.name, e)
+            self.db.close()
+
+    # ---- execution thread: requests
+
+    def handle(self, conn: Connection, data: bytes | str) -> None:
+        """Decode and handle one message ``conn`` sent.  A connection that was disconnected
+        meanwhile has its remaining requests dropped."""
+        try:
+            if conn.close_reason is not None:
+                return
+            try:
+                msg = decode_client(data)
+            except StdbError as e:
+                self._error(conn, e, getattr(e, "request_id", None))
+                return
+            try:
+                self.dispatch(conn, msg)
+            except StdbError as e:
+                self._error(conn, e, msg["request_id"])
+            except Exception as e:      # a bug of ours: report it, keep serving this client
+                log.exception("%r: internal error handling %s", conn, msg["type"])
+                self._error(conn, InternalError(f"internal error handling {msg['type']}: {type(e).__name__}"),
+                            msg["request_id"])
+        finally:
+            self._out.append((DONE, conn, None, None))
+
+    def dispatch(self, conn: Connection, msg: dict[str, Any]) -> None:
+        rid = msg["request_id"]
+        t = msg["type"]
+        if self.removed:
+            raise StdbError(f"database '{self.name}' was deleted", code="no_such_database",
+                            hint="publish a module to create it again")
+        if t == "Publish":
+            self.publish_request(conn, rid, msg["wasm"])
+            return
+        if t == "DeleteDatabase":
+            self.delete(conn, rid)
+            return
+        if self.db.schema is None:
+            raise StdbError(f"database '{self.name}' has no module yet",
+                            hint="publish one: stdb publish NAME module.wasm", code="no_such_database")
+        if t == "CallReducer":
+            self.call(conn, rid, msg["reducer"], msg["args"])
+        elif t == "Subscribe":
+            self.subscribe(conn, rid, msg["queries"])
+        elif t == "Unsubscribe":
+            self.unsubscribe(conn, rid, msg["query_ids"])
+        elif t == "OneOffQuery":
+            self.sql(conn, rid, msg["sql"])
+        elif t == "Describe":
+            self.describe(conn, rid)
+        elif t == "Logs":
+            self.logs(conn, rid, msg["limit"], msg["follow"])
+        elif t == "Snapshot":
+            self.snapshot(conn, rid)
 
     def _note_commit(self, offset: int | None) -> None:
         if offset is not None:
-            self._last_offset = max(self._last_offset, offset)
+            self._out.append((COMMITTED, None, None, offset))
             self.metrics.commit(self.name)
-        self._wake.set()
+        self._due_stale = True
 
     def broadcast(self, res: CallResult, caller: Connection | None = None, request_id: int | None = None,
                   caller_identity: bytes | None = None) -> None:
@@ -156,10 +379,10 @@ class HostedDatabase:
                 if msg is None:
                     msg = shared[key] = encode("TransactionUpdate", **base, request_id=None,
                                                updates=[entries[q] for q in qids])
-                self._send(conn, msg, res.offset)
+                self._emit(conn, msg, res.offset)
         if caller is not None:
             qids = per_conn.get(caller, [])
-            self._send(caller, encode("TransactionUpdate", **base, request_id=request_id,
+            self._emit(caller, encode("TransactionUpdate", **base, request_id=request_id,
                                       updates=[entries[q] for q in qids]), res.offset)
 
     def _entry(self, qid: int, d: QueryDiff) -> dict:
@@ -168,11 +391,9 @@ class HostedDatabase:
 
     def send_failure(self, conn: Connection, request_id: int, reducer: str, e: ReducerError) -> None:
         status = {"error": "failed"}.get(e.kind, e.kind)
-        self._send(conn, encode("TransactionUpdate", offset=None, timestamp=int(time.time() * 1e6),
+        self._emit(conn, encode("TransactionUpdate", offset=None, timestamp=int(time.time() * 1e6),
                                 reducer=reducer, caller=conn.identity, status=status,
                                 message=e.message or e.detail, request_id=request_id, updates=[]), None)
-
-    # ---- requests
 
     def call(self, conn: Connection, request_id: int, reducer: str, args: list) -> None:
         """Run a reducer for ``conn``.  A request that cannot run (no such reducer, a lifecycle
@@ -194,7 +415,7 @@ class HostedDatabase:
 
     def lifecycle(self, conn: Connection, kind: str) -> None:
         """client_connected / client_disconnected; ReducerError if the module refused."""
-        if self.db.schema is None:
+        if self.db.schema is None or self.closed:
             return
         fn = self.db.client_connected if kind == "connected" else self.db.client_disconnected
         res = fn(conn.identity, conn.connection_id)
@@ -205,10 +426,10 @@ class HostedDatabase:
         res = self.db.sql(sql, sender=conn.identity)
         if isinstance(res, CallResult):
             self.broadcast(res)
-            self._send(conn, encode("OneOffQueryResult", request_id=request_id, columns=["changed_rows"],
+            self._emit(conn, encode("OneOffQueryResult", request_id=request_id, columns=["changed_rows"],
                                     rows=[[res.delta.row_count]], plan=[]), res.offset)
         else:
-            self._send(conn, encode("OneOffQueryResult", request_id=request_id, columns=list(res.columns),
+            self._emit(conn, encode("OneOffQueryResult", request_id=request_id, columns=list(res.columns),
                                     rows=res.rows, plan=list(res.plan)), None)
 
     def subscribe(self, conn: Connection, request_id: int, queries: list[str]) -> None:
@@ -219,7 +440,7 @@ class HostedDatabase:
                                 f"at most {cap:,} per connection", hint="unsubscribe some first",
                                 request_id=request_id)
         subs = self.db.subscribe(queries, conn, sender=conn.identity)
-        self._send(conn, encode("SubscribeApplied", request_id=request_id, queries=[
+        self._emit(conn, encode("SubscribeApplied", request_id=request_id, queries=[
             {"query_id": s.query_id, "sql": s.sql, "table": self.db.queries.subs.plan(s.query_id).table,
              "rows": s.rows} for s in subs]), None)
 
@@ -231,26 +452,58 @@ class HostedDatabase:
                                 request_id=request_id)
         for q in query_ids:
             self.db.unsubscribe(q, conn)
-        self._send(conn, encode("UnsubscribeApplied", request_id=request_id, query_ids=query_ids), None)
+        self._emit(conn, encode("UnsubscribeApplied", request_id=request_id, query_ids=query_ids), None)
 
     def require_owner(self, identity: bytes, what: str) -> None:
         if self.db.owner is not None and self.db.owner != identity:
             raise AuthError(f"only the owner of database '{self.name}' may {what}")
 
     def publish(self, identity: bytes, wasm: bytes, conn: Connection | None = None) -> PublishResult:
+        """Publish ``wasm`` as ``identity``."""
         self.require_owner(identity, "publish to it")
         res = self.db.publish(wasm, owner=identity)
         for other in res.unsubscribed:
             if other is not conn:
-                other.error(StdbError(f"the module of '{self.name}' was updated; subscribe again",
-                                      code="resubscribe"), None)
+                self._error(other, StdbError(f"the module of '{self.name}' was updated; subscribe again",
+                                             code="resubscribe"), None)
         if res.init is not None:
             self.broadcast(res.init, None, None, identity)
-        self._wake.set()
+        self._due_stale = True
         return res
 
+    def publish_request(self, conn: Connection, request_id: int, wasm: bytes) -> None:
+        first = self.db.schema is None
+        try:
+            res = self.publish(conn.identity, wasm, conn)
+        except Exception as e:
+            if not (first and self.db.schema is None):
+                raise
+            # a first publish that failed leaves no database: the answer goes out once it is gone
+            why = e if isinstance(e, StdbError) else InternalError(
+                f"internal error handling Publish: {type(e).__name__}")
+            if why is not e:
+                log.exception("%r: internal error handling Publish", conn)
+            self._remove(conn, conn.error_message(why, request_id), deleted=False)
+            return
+        self._later(partial(self.connections.add, conn))    # a creator becomes one of its clients
+        self._push(conn, encode("PublishResult", request_id=request_id, created_tables=res.created_tables,
+                                altered_tables=res.altered_tables, reducers=res.reducers,
+                                unsubscribed=conn in res.unsubscribed))
+
+    def delete(self, conn: Connection, request_id: int) -> None:
+        """Delete the database (owner only): closed here; the server disconnects its other
+        clients, removes its files and then answers ``conn``."""
+        self.require_owner(conn.identity, "delete it")
+        self._remove(conn, encode("DeleteResult", request_id=request_id, database=self.name), deleted=True)
+
+    def _remove(self, conn: Connection | None, reply: bytes | None, *, deleted: bool) -> None:
+        self.removed = True
+        self._close_db()
+        if self.on_removed is not None:
+            self._later(partial(self.on_removed, self, conn, reply, deleted))
+
     def describe(self, conn: Connection, request_id: int) -> None:
-        self._send(conn, encode("DescribeResult", request_id=request_id, database=self.name,
+        self._emit(conn, encode("DescribeResult", request_id=request_id, database=self.name,
                                 module=self.db.describe()), None)
 
     def logs(self, conn: Connection, request_id: int, limit: int, follow: bool) -> None:
@@ -258,7 +511,7 @@ class HostedDatabase:
         after them, as further LogsResult messages with the same request id."""
         self.require_owner(conn.identity, "read its logs")
         entries = list(self.db.recent_logs)[-limit:] if limit else []
-        conn.push(encode("LogsResult", request_id=request_id, entries=entries))
+        self._push(conn, encode("LogsResult", request_id=request_id, entries=entries))
         if follow:
             self.log_followers[conn] = request_id
 
@@ -266,37 +519,27 @@ class HostedDatabase:
         """A snapshot now (owner only): the tables are copied here, between two requests, and
         written by a worker thread; SnapshotResult once it is on disk."""
         self.require_owner(conn.identity, "take a snapshot")
-        if self._nursery is None:
-            raise StdbError(f"database '{self.name}' is not running", code="no_such_database")
         write = self.db.store.capture_snapshot()
-        self._nursery.start_soon(self._write_snapshot, conn, request_id, write)
-
-    async def _write_snapshot(self, conn: Connection, request_id: int,
-                              write: Callable[[], SnapshotInfo | None]) -> None:
-        try:
-            info = await trio.to_thread.run_sync(write)
-        except StdbError as e:
-            log.error("%s: snapshot failed: %s", self.name, e.detail)
-            conn.error(e, request_id)
-            return
-        except Exception as e:  # noqa: BLE001 - the database's other tasks must go on
-            log.exception("%s: snapshot failed", self.name)
-            conn.error(InternalError(f"the snapshot failed: {e!r}"), request_id)
-            return
-        if info is None:
-            conn.push(encode("SnapshotResult", request_id=request_id, offset=None, rows=0, bytes=0))
-        else:
-            conn.push(encode("SnapshotResult", request_id=request_id, offset=info.offset, rows=info.rows,
-                             bytes=sum(t["bytes"] for t in info.tables)))
+        self._later(partial(self._start_snapshot_write, conn, request_id, write))
 
     def _on_log(self, entry: dict) -> None:
         if self.log_followers:
             for conn, rid in list(self.log_followers.items()):
-                conn.push(encode("LogsResult", request_id=rid, entries=[entry]))
+                self._push(conn, encode("LogsResult", request_id=rid, entries=[entry]))
 
-    def disconnect(self, conn: Connection, lifecycle: bool = True) -> None:
+    def connected(self, conn: Connection) -> StdbError | None:
+        """client_connected for ``conn``: the module's refusal, or None."""
+        try:
+            self.lifecycle(conn, "connected")
+        except StdbError as e:
+            return e
+        return None
+
+    def disconnected(self, conn: Connection, lifecycle: bool = True) -> None:
+        """``conn`` has gone: its subscriptions are freed and client_disconnected runs."""
+        if self.closed:
+            return
         self.db.unsubscribe_all(conn)
-        self.connections.discard(conn)
         self.log_followers.pop(conn, None)
         if not lifecycle:
             return
@@ -304,15 +547,3 @@ class HostedDatabase:
             self.lifecycle(conn, "disconnected")
         except StdbError as e:                # the module refused, or the commit log has failed
             log.warning("%s: client_disconnected failed for %s: %s", self.name, conn.identity.hex()[:16], e)
-
-    def close(self) -> None:
-        """Stop the database's tasks and close it (its commit log is flushed first)."""
-        if self._scope is not None:
-            self._scope.cancel()
-        if not self.closed:
-            self.closed = True
-            try:
-                self.db.store.flush(timeout=10)
-            except StdbError as e:
-                log.error("%s: flushing the commit log failed: %s", self.name, e)
-            self.db.close()

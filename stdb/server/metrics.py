@@ -11,29 +11,37 @@ from __future__ import annotations
 
 import logging
 from bisect import bisect_left
-from collections.abc import Iterator
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any, NamedTuple
 
 from prometheus_client import CollectorRegistry, Counter, start_http_server
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 from prometheus_client.registry import Collector
 
-if TYPE_CHECKING:
-    from stdb.server.server import Server
-
-__all__ = ["Metrics"]
+__all__ = ["DatabaseState", "Metrics"]
 
 log = logging.getLogger("stdb.server")
 
 DURATION_BUCKETS = (1e-5, 3e-5, 1e-4, 3e-4, 1e-3, 3e-3, 0.01, 0.03, 0.1, 0.3, 1.0, 3.0)
 
 
-class _ServerState(Collector):
-    """Gauges read from the server at scrape time (from the HTTP thread: copies, never iterates
-    live containers)."""
+class DatabaseState(NamedTuple):
+    """One database's gauges, read when Prometheus scrapes (None: the database is closed)."""
 
-    def __init__(self, server: Server) -> None:
-        self.server = server
+    name: str
+    clients: int
+    subscriptions: int | None = None
+    durable_lag: int | None = None
+    log_failed: bool | None = None
+    snapshot_failing: bool | None = None
+
+
+class _ServerState(Collector):
+    """Gauges read from the server at scrape time (the server's ``states`` runs on the HTTP
+    thread: it copies, never iterates live containers)."""
+
+    def __init__(self, states: Callable[[], Iterable[DatabaseState]]) -> None:
+        self.states = states
 
     def collect(self) -> Iterator[Any]:
         clients = GaugeMetricFamily("stdb_connected_clients", "Open client connections", labels=["database"])
@@ -46,16 +54,14 @@ class _ServerState(Collector):
                                        labels=["database"])
         snap_failing = GaugeMetricFamily("stdb_snapshot_failing",
                                          "1 when the last automatic snapshot failed", labels=["database"])
-        for name, h in list(self.server.databases.items()):
-            clients.add_metric([name], len(h.connections.copy()))
-            if h.closed:
+        for st in self.states():
+            clients.add_metric([st.name], st.clients)
+            if st.subscriptions is None:
                 continue
-            subs.add_metric([name], len(h.db.queries.subs))
-            store = h.db.store
-            log_ = store.log
-            lag.add_metric([name], max(0, log_.next_offset - 1 - log_.durable_offset))
-            log_failed.add_metric([name], int(log_.failed is not None))
-            snap_failing.add_metric([name], int(store.snapshot_error is not None))
+            subs.add_metric([st.name], st.subscriptions)
+            lag.add_metric([st.name], st.durable_lag or 0)
+            log_failed.add_metric([st.name], int(bool(st.log_failed)))
+            snap_failing.add_metric([st.name], int(bool(st.snapshot_failing)))
         yield clients
         yield subs
         yield lag
@@ -66,8 +72,9 @@ class _ServerState(Collector):
 class _Hot(Collector):
     """The counters and histogram the call path updates, as plain numbers (a dict update costs
     ~0.1 µs; a prometheus_client child's ``inc`` several, with its lock), turned into metric
-    families when Prometheus scrapes.  Only the trio thread writes them; the HTTP thread reads
-    copies, which may be a moment old."""
+    families when Prometheus scrapes.  The HTTP thread reads copies, which may be a moment old.
+    Each database's execution thread updates the entries of
+    its own database; the I/O thread the message counts: every entry has one writer."""
 
     def __init__(self) -> None:
         self.calls: dict[tuple[str, str, str], int] = {}
@@ -112,7 +119,7 @@ def _le(bound: float) -> str:
 
 
 class Metrics:
-    def __init__(self, server: Server) -> None:
+    def __init__(self, states: Callable[[], Iterable[DatabaseState]] = tuple) -> None:
         self.registry = CollectorRegistry()
         r = self.registry
         self.hot = _Hot()
@@ -120,7 +127,7 @@ class Metrics:
         self.connections = Counter("stdb_connections", "Client connections accepted", registry=r)
         self.disconnected_slow = Counter("stdb_slow_client_disconnects",
                                          "Clients cut off for falling behind", registry=r)
-        r.register(_ServerState(server))
+        r.register(_ServerState(states))
         self._http: Any = None
 
     def serve_http(self, host: str, port: int) -> int:

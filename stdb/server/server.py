@@ -6,11 +6,17 @@
     server.key              the token signing key (0600)
     databases/<name>/       one Database (commit log, snapshots, module) per name
 
-Structured concurrency: one nursery for the databases' own tasks (schedulers, durability
-watchers), one for the connections, one for the listener.  ``stop()`` (SIGINT/SIGTERM under
-``run``) stops accepting, closes every client with a reason, waits for their handlers (a
-running reducer finishes: reducers run to completion on the trio thread), flushes every commit
-log and closes the databases.
+Threads: the I/O thread (trio) runs the listener and every connection; each database has an
+execution thread of its own (stdb/server/hosted.py, stdb/server/executor.py) where its
+requests, reducers, queries and scheduled reducers run.  A connection's messages are handed to
+its database's thread as they are read (``submit``); the answers come back in batches.
+
+Structured concurrency: one nursery for the databases (their threads are started and stopped
+with it, and their trio tasks, the confirmed-mode senders, live in it), one for the
+connections, one for the listener.  ``stop()`` (SIGINT/SIGTERM under ``run``) stops accepting,
+closes every client with a reason, waits for their handlers (a running reducer finishes:
+reducers run to completion), then stops each database's thread, flushes its commit log and
+closes it.
 """
 
 from __future__ import annotations
@@ -21,6 +27,7 @@ import os
 import re
 import shutil
 import signal
+from collections.abc import Iterator
 from functools import partial
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
@@ -29,12 +36,11 @@ import trio
 
 from stdb.errors import AuthError, StdbError
 from stdb.module.database import Database, Limits, PublishResult
-from stdb.protocol import MAX_MESSAGE_BYTES, SUBPROTOCOL, encode
+from stdb.protocol import MAX_MESSAGE_BYTES, SUBPROTOCOL, decode_client, encode
 from stdb.server.connection import CLOSE_DELETED, CLOSE_SHUTDOWN, Connection, QueueLimits
 from stdb.server.hosted import HostedDatabase
 from stdb.server.identity import TokenIssuer
-from stdb.server.metrics import Metrics
-from stdb.server.requests import Requests
+from stdb.server.metrics import DatabaseState, Metrics
 from stdb.server.websocket import Request, serve_websocket
 from stdb.storage.durable import StoreConfig
 
@@ -58,13 +64,13 @@ class Server:
         os.makedirs(os.path.join(self.data_dir, "databases"), exist_ok=True)
         self.issuer = issuer or TokenIssuer.load_or_create(self.data_dir)
         self.databases: dict[str, HostedDatabase] = {}
-        self.metrics = Metrics(self)
+        self.metrics = Metrics(self._states)
         self.connections: set[Connection] = set()
-        self.requests = Requests()                # every connection's requests, in batches
         self.port: int | None = None
         self._stop = trio.Event()
         self._gone = trio.Event()                 # set whenever a connection ends
         self._db_nursery: trio.Nursery | None = None
+        self._token: trio.lowlevel.TrioToken | None = None
 
     # ---- databases
 
@@ -73,43 +79,80 @@ class Server:
 
     def _open(self, name: str) -> HostedDatabase:
         h = HostedDatabase(name, Database(self._path(name), limits=self.limits, config=self.store_config),
-                           self.metrics)
+                           self.metrics, on_removed=self._removed)
         self.databases[name] = h
-        if self._db_nursery is not None:
-            self._db_nursery.start_soon(h.run)
+        self._start(h)
         return h
 
-    def publish(self, name: str, identity: bytes, wasm: bytes,
-                conn: Connection | None = None) -> PublishResult:
+    def _start(self, h: HostedDatabase) -> None:
+        if self._db_nursery is not None and self._token is not None:
+            h.start(self._token)
+            self._db_nursery.start_soon(h.run)
+
+    def _states(self) -> Iterator[DatabaseState]:
+        """Each database's gauges (stdb/server/metrics.py; runs on the HTTP thread)."""
+        for name, h in list(self.databases.items()):
+            clients = len(h.connections.copy())
+            if h.closed:
+                yield DatabaseState(name, clients)
+                continue
+            store = h.db.store
+            log_ = store.log
+            yield DatabaseState(name, clients, len(h.db.queries.subs),
+                                max(0, log_.next_offset - 1 - log_.durable_offset),
+                                log_.failed is not None, store.snapshot_error is not None)
+
+    def publish(self, name: str, identity: bytes, wasm: bytes) -> PublishResult:
         """Publish ``wasm`` to database ``name`` as ``identity`` (creating the database: the
-        first publisher owns it)."""
+        first publisher owns it), on the calling thread: for use before the server serves
+        (``stdb start --demo``); clients publish with a Publish request."""
+        if self._token is not None:
+            raise RuntimeError("the server is serving: publish through a connection")
         h = self.databases.get(name)
+        created = h is None
         if h is None:
             h = self._open(name)
-            try:
-                return h.publish(identity, wasm, conn)
-            except BaseException:
-                if h.db.schema is None:          # a first publish that failed leaves nothing
-                    del self.databases[name]
-                    h.close()
-                    shutil.rmtree(self._path(name), ignore_errors=True)
-                raise
-        return h.publish(identity, wasm, conn)
+        try:
+            return h.publish(identity, wasm)
+        except BaseException:
+            if created and h.db.schema is None:         # a first publish that failed leaves nothing
+                self._forget(h)
+            raise
+        finally:
+            h.flush()
 
-    def delete(self, name: str, identity: bytes, conn: Connection | None = None) -> None:
-        """Delete database ``name`` and its data (owner only): its other clients are
-        disconnected with a reason saying so."""
-        h = self.databases.get(name)
-        if h is None:
-            raise StdbError(f"there is no database '{name}'", code="no_such_database")
-        h.require_owner(identity, "delete it")
-        for c in list(h.connections):
-            if c is not conn:
-                c.kill(f"database '{name}' was deleted by its owner", CLOSE_DELETED)
-        del self.databases[name]
+    def _removed(self, h: HostedDatabase, conn: Connection | None, reply: bytes | None,
+                 deleted: bool) -> None:
+        """Database ``h`` was deleted (``conn`` asked) or its first publish failed: its other
+        clients are disconnected, its thread ends, its files go, then ``reply`` goes to ``conn``."""
+        if deleted:
+            for c in list(h.connections):
+                if c is not conn:
+                    c.kill(f"database '{h.name}' was deleted by its owner", CLOSE_DELETED)
+            log.info("%s: deleted by %s", h.name, conn.identity.hex()[:16] if conn else "?")
+        if self._db_nursery is None:
+            self._forget(h)
+            if conn is not None and reply is not None:
+                conn.push(reply)
+            return
+        h.cancel()
+        h.thread.stop(timeout=0)            # nothing more is queued behind the delete
+        self._db_nursery.start_soon(self._finish_removal, h, conn, reply)
+
+    async def _finish_removal(self, h: HostedDatabase, conn: Connection | None, reply: bytes | None) -> None:
+        await trio.to_thread.run_sync(h.close)          # its thread finishes its batch first
+        self._forget(h)
+        if conn is not None and reply is not None:
+            conn.push(reply)
+
+    def _forget(self, h: HostedDatabase) -> None:
         h.close()
-        shutil.rmtree(self._path(name))
-        log.info("%s: deleted by %s", name, identity.hex()[:16])
+        if self.databases.get(h.name) is h:
+            del self.databases[h.name]
+        try:
+            shutil.rmtree(self._path(h.name))
+        except OSError as e:
+            log.error("%s: removing its files failed: %s", h.name, e)
 
     def open_existing(self) -> None:
         """Open (recover) every database in the data directory not open yet."""
@@ -123,16 +166,34 @@ class Server:
     def stop(self) -> None:
         self._stop.set()
 
+    async def run_databases(self, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
+        """Run every database's execution thread and trio task until cancelled; then stop the
+        threads (what they have queued runs first) and close the databases."""
+        try:
+            async with trio.open_nursery() as dbs:
+                self._token = trio.lowlevel.current_trio_token()
+                self._db_nursery = dbs
+                for h in list(self.databases.values()):
+                    self._start(h)
+                task_status.started()
+                await trio.sleep_forever()
+        finally:
+            self._db_nursery = None
+            hosted = list(self.databases.values())
+            for h in hosted:
+                h.cancel()
+                h.thread.stop(timeout=0)
+            for h in hosted:
+                h.close()
+            self._token = None
+
     async def serve(self, host: str = "127.0.0.1", port: int = 3000, *,
                     task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
         self.open_existing()
         try:
             async with trio.open_nursery() as dbs:
-                self._db_nursery = dbs
-                for h in self.databases.values():
-                    dbs.start_soon(h.run)
+                await dbs.start(self.run_databases)
                 async with trio.open_nursery() as conns:
-                    conns.start_soon(self.requests.run)
                     async with trio.open_nursery() as listener:
                         self.port = await listener.start(partial(
                             serve_websocket, self._handle, host, port, handler_nursery=conns,
@@ -153,11 +214,50 @@ class Server:
                     conns.cancel_scope.cancel()
                 dbs.cancel_scope.cancel()
         finally:
-            self._db_nursery = None
-            for h in self.databases.values():
-                h.close()
             self.metrics.close()
             log.info("stdb stopped")
+
+    # ---- what a connection needs of the server (stdb/server/connection.py, Host)
+
+    def submit(self, conn: Connection, data: bytes | str) -> None:
+        h = self.databases.get(conn.database)
+        if h is not None:
+            h.submit_request(conn, data)
+            return
+        # no such database: only a Publish (the first publisher creates it and owns it)
+        try:
+            msg = decode_client(data)
+        except StdbError as e:
+            conn.error(e, getattr(e, "request_id", None))
+            conn.handled()
+            return
+        if msg["type"] == "Publish":
+            self._open(conn.database).submit_request(conn, data)
+            return
+        if msg["type"] == "DeleteDatabase":
+            why = StdbError(f"there is no database '{conn.database}'", code="no_such_database")
+        else:
+            why = StdbError(f"database '{conn.database}' has no module yet",
+                            hint="publish one: stdb publish NAME module.wasm", code="no_such_database")
+        conn.error(why, msg["request_id"])
+        conn.handled()
+
+    async def attach(self, conn: Connection) -> StdbError | None:
+        h = self.databases.get(conn.database)
+        if h is None:
+            return None
+        h.connections.add(conn)
+        refusal: StdbError | None = await h.run_job(partial(h.connected, conn))
+        return refusal
+
+    async def detach(self, conn: Connection, lifecycle: bool) -> None:
+        h = self.databases.get(conn.database)
+        if h is None:
+            return
+        try:
+            await h.run_job(partial(h.disconnected, conn, lifecycle))
+        finally:
+            h.connections.discard(conn)
 
     async def _handle(self, request: Request) -> None:
         url = urlsplit(request.path)
