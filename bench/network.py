@@ -34,6 +34,8 @@ The subcommands ``serve-stdb``, ``serve-echo`` and ``load`` are the processes it
 from __future__ import annotations
 
 import argparse
+import bisect
+import itertools
 import json
 import os
 import random
@@ -178,34 +180,74 @@ def _pct(sorted_: list[float], q: float) -> float | None:
     return sorted_[min(len(sorted_) - 1, int(len(sorted_) * q))] if sorted_ else None
 
 
-async def py_transfer(url: str, clients: int, seconds: float, accounts: int, warmup: float) -> dict:
+def zipf_sampler(n: int, alpha: float, rng: random.Random) -> Callable[[], int]:
+    """Zipf(alpha) over ranks 1..n, rank k = account k, as load.js and tarantool_load.lua draw it:
+    the cumulative weights once, then a binary search per draw."""
+    cdf = list(itertools.accumulate(k ** -alpha for k in range(1, n + 1)))
+    total = cdf[-1]
+    return lambda: min(n, bisect.bisect_left(cdf, rng.random() * total) + 1)
+
+
+def account_pairs(accounts: int, zipf: float, rng: random.Random) -> Callable[[], tuple[int, int]]:
+    """``() -> (from, to)``, from != to: uniform, or both Zipf(``zipf``) with ``to`` drawn again
+    until it differs (load.js's ``--zipf``)."""
+    if zipf > 0:
+        if accounts < 2:
+            raise ValueError("a Zipf pair needs at least 2 accounts")
+        draw = zipf_sampler(accounts, zipf, rng)
+
+        def pair() -> tuple[int, int]:
+            a, b = draw(), draw()
+            while b == a:
+                b = draw()
+            return a, b
+        return pair
+
+    def uniform() -> tuple[int, int]:
+        a = 1 + rng.randrange(accounts)
+        b = 1 + rng.randrange(accounts)
+        return (a, b % accounts + 1) if a == b else (a, b)
+    return uniform
+
+
+async def py_transfer(url: str, clients: int, seconds: float, accounts: int, warmup: float,
+                      inflight: int = 1, zipf: float = 0.0) -> dict:
+    """load.js's transfer mode in trio: ``clients`` connections, each keeping ``inflight`` calls
+    in flight (a new call as soon as one of its answers arrives)."""
     st: dict[str, Any] = {"measuring": False, "stopping": False, "messages": 0, "errors": 0, "lat": [],
-                          "first": []}
-    rng = random.Random(12345)
+                          "first": [], "account1": 0}
+    pair = account_pairs(accounts, zipf, random.Random(12345))
 
     async def loop(i: int, ws: Any) -> None:
         rid = 0
-        while not st["stopping"]:
+        pending: dict[int, tuple[float, int, int]] = {}     # request id -> (send time, from, to)
+
+        async def send() -> None:
+            nonlocal rid
             rid += 1
-            a = 1 + rng.randrange(accounts)
-            b = 1 + rng.randrange(accounts)
-            if a == b:
-                b = b % accounts + 1
-            t0 = time.perf_counter()
+            a, b = pair()
+            pending[rid] = (time.perf_counter(), a, b)
             await ws.send_message(_call(rid, "transfer", [a, b, 1]))
-            while True:
-                msg = cbor2.loads(await ws.get_message())
-                if msg.get("request_id") == rid:
-                    break
+
+        for _ in range(inflight):
+            await send()
+        while pending:                      # ends once stopping and every call is answered
+            msg = cbor2.loads(await ws.get_message())
+            call = pending.pop(msg.get("request_id"), None)
+            if call is None:
+                continue
             ok = msg.get("type") == "TransactionUpdate" and msg.get("status") == "committed"
             if st["measuring"]:
                 if ok:
                     st["messages"] += 1
-                    st["lat"].append((time.perf_counter() - t0) * 1e6)
+                    st["lat"].append((time.perf_counter() - call[0]) * 1e6)
+                    st["account1"] += call[1] == 1 or call[2] == 1
                 else:
                     st["errors"] += 1
             if not ok and len(st["first"]) < 5:
                 st["first"].append(f"client {i}: {msg!r:.300}")
+            if not st["stopping"]:
+                await send()
 
     async with trio.open_nursery() as n:
         conns = [await _ws(n, url) for _ in range(clients)]
@@ -213,19 +255,20 @@ async def py_transfer(url: str, clients: int, seconds: float, accounts: int, war
             for i, ws in enumerate(conns):
                 loops.start_soon(loop, i, ws)
             await trio.sleep(warmup)
-            st.update(messages=0, errors=0, lat=[], measuring=True)
+            st.update(messages=0, errors=0, lat=[], account1=0, measuring=True)
             cpu0, t0 = time.process_time(), time.perf_counter()
             _emit({"event": "start"})
             await trio.sleep(seconds)
-            st.update(measuring=False, stopping=True)     # each loop ends once its call is answered
+            st.update(measuring=False, stopping=True)     # each loop ends once its calls are answered
             wall, cpu = time.perf_counter() - t0, time.process_time() - cpu0
         await _close_all(conns)
         n.cancel_scope.cancel()
     lat = sorted(st["lat"])
     return {"event": "result", "mode": "transfer", "loadgen": "python", "clients": clients,
-            "messages": st["messages"], "seconds": wall, "msg_per_s": st["messages"] / wall,
-            "p50_us": _pct(lat, 0.5), "p99_us": _pct(lat, 0.99), "errors": st["errors"],
-            "first_errors": st["first"], "loadgen_cpu": cpu / wall}
+            "inflight": inflight, "zipf": zipf, "messages": st["messages"], "seconds": wall,
+            "msg_per_s": st["messages"] / wall, "p50_us": _pct(lat, 0.5), "p99_us": _pct(lat, 0.99),
+            "errors": st["errors"], "first_errors": st["first"], "loadgen_cpu": cpu / wall,
+            "account1_share": st["account1"] / st["messages"] if st["messages"] else None}
 
 
 async def py_fanout(url: str, clients: int, trials: int, gap: float) -> dict:
@@ -296,9 +339,9 @@ async def py_fanout(url: str, clients: int, trials: int, gap: float) -> dict:
 
 
 def py_load(url: str, clients: int, seconds: float, mode: str, accounts: int, warmup: float, trials: int,
-            gap: float) -> None:
+            gap: float, inflight: int = 1, zipf: float = 0.0) -> None:
     if mode == "transfer":
-        res = trio.run(py_transfer, url, clients, seconds, accounts, warmup)
+        res = trio.run(py_transfer, url, clients, seconds, accounts, warmup, inflight, zipf)
     else:
         res = trio.run(py_fanout, url, clients, trials, gap)
     _emit(res)
@@ -363,8 +406,8 @@ class ServerProcess:
             self.proc = subprocess.Popen(_pinned(cpu, argv), cwd=ROOT, stdout=f, stderr=subprocess.STDOUT)
         self.pid = self.proc.pid
 
-    def url(self, query: str = "") -> str:
-        return f"ws://127.0.0.1:{self.port}/v1/database/{DATABASE}" + (f"?{query}" if query else "")
+    def url(self, query: str = "", database: str = DATABASE) -> str:
+        return f"ws://127.0.0.1:{self.port}/v1/database/{database}" + (f"?{query}" if query else "")
 
     def wait_ready(self, timeout: float = 60) -> None:
         deadline = time.monotonic() + timeout
@@ -419,24 +462,35 @@ def ensure_node() -> str:
 
 def run_load(loadgen: str, url: str, clients: int, seconds: float, mode: str, accounts: int, *,
              warmup: float = 1.0, trials: int = 20, gap: float = 0.05, cpu: int | None = None,
-             server: ServerProcess | None = None, tmp: str | None = None) -> dict:
+             server: ServerProcess | None = None, tmp: str | None = None, inflight: int = 1,
+             zipf: float = 0.0, window: list[float] | None = None) -> dict:
     """One load generator run (a subprocess); its result line, plus the server's CPU use
-    (fraction of one core) over the measured window when ``server`` is given."""
+    (fraction of one core) over the measured window when ``server`` is given.  Transfer mode:
+    ``inflight`` calls in flight per connection, accounts Zipf(``zipf``) when > 0 (load.js's
+    ``--inflight`` and ``--zipf``); ``window`` as in ``run_loadgen``."""
     args = [url, str(clients), str(seconds), mode, str(accounts), "--warmup", str(warmup),
             "--trials", str(trials), "--gap", str(gap)]
+    if inflight != 1:
+        args += ["--inflight", str(inflight)]
+    if zipf:
+        args += ["--zipf", str(zipf)]
     if loadgen == "node":
         cmd = [ensure_node(), os.path.join(LOADGEN_DIR, "load.js"), *args]
     else:
         cmd = [sys.executable, "-m", "bench.network", "load", *args]
     limit = warmup + seconds + 60 + (trials * (10 + gap) + clients * 0.05 if mode == "fanout" else 0)
-    return run_loadgen(cmd, limit, cpu=cpu, server=server, tmp=tmp, what=f"the {loadgen} load generator")
+    return run_loadgen(cmd, limit, cpu=cpu, server=server, tmp=tmp, what=f"the {loadgen} load generator",
+                       window=window)
 
 
 def run_loadgen(cmd: list[str], limit: float, *, cpu: int | None = None, server: ServerProcess | None = None,
-                tmp: str | None = None, what: str = "the load generator") -> dict:
+                tmp: str | None = None, what: str = "the load generator",
+                window: list[float] | None = None) -> dict:
     """Run a load generator that prints JSON lines (``{"event": "start"}`` when its measured window
     opens, then ``{"event": "result", ...}``), pinned to ``cpu`` and killed after ``limit`` seconds;
-    its result, plus ``server_cpu``: the server's CPU use (cores) over the window."""
+    its result, plus ``server_cpu``: the server's CPU use (cores) over the window.  ``window``, when
+    given, receives the window's start and end on this process's ``time.perf_counter()`` (when
+    the two lines were read)."""
     errlog = os.path.join(tmp or tempfile.gettempdir(), f"loadgen-{os.getpid()}.log")
     with open(errlog, "w") as err:
         p = subprocess.Popen(_pinned(cpu, cmd), cwd=ROOT, stdout=subprocess.PIPE, stderr=err, text=True)
@@ -451,9 +505,14 @@ def run_loadgen(cmd: list[str], limit: float, *, cpu: int | None = None, server:
                 ev = json.loads(line)
             except ValueError:
                 continue
-            if ev.get("event") == "start" and server is not None:
-                cpu0, t0 = server.cpu(), time.perf_counter()
+            if ev.get("event") == "start":
+                t0 = time.perf_counter()
+                cpu0 = server.cpu() if server is not None else None
+                if window is not None:
+                    window[:] = [t0]
             elif ev.get("event") == "result":
+                if window is not None:
+                    window.append(time.perf_counter())
                 if server is not None and cpu0 is not None and t0 is not None:
                     cpu1, dt = server.cpu(), time.perf_counter() - t0
                     ev["server_cpu"] = (cpu1 - cpu0) / dt if cpu1 is not None else None
@@ -550,10 +609,15 @@ class Bench:
         if server.proc.poll() is not None:
             raise RuntimeError(f"the {server.kind} server died during the run")
 
-    def ws_load(self, server: ServerProcess, clients: int, query: str = "") -> dict:
-        """The websocket load generator's transfer mode against ``server``."""
-        r = run_load(self.loadgen, server.url(query), clients, self.seconds, "transfer", self.accounts,
-                     warmup=self.warmup, cpu=self.load_cpu, server=server, tmp=self.tmp)
+    def ws_load(self, server: ServerProcess, clients: int, query: str = "", *, inflight: int = 1,
+                zipf: float = 0.0, accounts: int | None = None, database: str = DATABASE,
+                window: list[float] | None = None) -> dict:
+        """The websocket load generator's transfer mode against ``server``: ``clients``
+        connections with ``inflight`` calls in flight each, accounts 1..``accounts`` (default: the
+        run's) uniform or Zipf(``zipf``)."""
+        r = run_load(self.loadgen, server.url(query, database), clients, self.seconds, "transfer",
+                     accounts or self.accounts, warmup=self.warmup, cpu=self.load_cpu, server=server,
+                     tmp=self.tmp, inflight=inflight, zipf=zipf, window=window)
         self.settle(server)
         return r
 
@@ -872,13 +936,16 @@ def _sub(argv: list[str]) -> int:
     ld.add_argument("--warmup", type=float, default=1.0)
     ld.add_argument("--trials", type=int, default=20)
     ld.add_argument("--gap", type=float, default=0.05)
+    ld.add_argument("--inflight", type=int, default=1)
+    ld.add_argument("--zipf", type=float, default=0.0)
     a = p.parse_args(argv)
     if a.cmd == "serve-stdb":
         serve_stdb(a.data, a.host, a.port, a.durability)
     elif a.cmd == "serve-echo":
         serve_echo(a.host, a.port, a.layer)
     else:
-        py_load(a.url, a.clients, a.seconds, a.mode, a.accounts, a.warmup, a.trials, a.gap)
+        py_load(a.url, a.clients, a.seconds, a.mode, a.accounts, a.warmup, a.trials, a.gap, a.inflight,
+                a.zipf)
     return 0
 
 

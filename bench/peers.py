@@ -211,21 +211,30 @@ def sqlite_server(b: Bench, synchronous: str, balance: int = BALANCE) -> ServerP
 
 # ---------------------------------------------------------------- Tarantool
 
-def tarantool_server(b: Bench, balance: int = BALANCE) -> ServerProcess:
+def tarantool_server(b: Bench, balance: int = BALANCE, accounts: int | None = None,
+                     name: str = "tarantool") -> ServerProcess:
+    """Tarantool with accounts 1..``accounts`` (default: the run's), its files in ``<tmp>/<name>``."""
     exe = shutil.which("tarantool")
     assert exe is not None
-    work = os.path.join(b.tmp, "tarantool")
+    work = os.path.join(b.tmp, name)
     os.makedirs(work, exist_ok=True)
-    return b.start(ServerProcess("tarantool", [], b.tmp, b.server_cpu, cmd=lambda port: [
-        exe, TARANTOOL_SERVER, str(port), work, str(b.accounts), str(balance)]))
+    n = accounts or b.accounts
+    return b.start(ServerProcess("tarantool", [], b.tmp, b.server_cpu, name=name, cmd=lambda port: [
+        exe, TARANTOOL_SERVER, str(port), work, str(n), str(balance)]))
 
 
-def tarantool_load(b: Bench, server: ServerProcess, clients: int, function: str = "transfer") -> dict:
-    """net.box closed-loop clients (one connection and one fiber each) calling ``function``."""
+def tarantool_load(b: Bench, server: ServerProcess, clients: int, function: str = "transfer", *,
+                   inflight: int = 1, zipf: float = 0.0, accounts: int | None = None) -> dict:
+    """net.box closed-loop clients (one connection each, driven by ``inflight`` fibers) calling
+    ``function`` between accounts 1..``accounts`` (default: the run's), uniform or Zipf(``zipf``)."""
     exe = shutil.which("tarantool")
     assert exe is not None
-    cmd = [exe, TARANTOOL_LOAD, f"127.0.0.1:{server.port}", str(clients), str(b.seconds), str(b.accounts),
-           str(b.warmup), function]
+    cmd = [exe, TARANTOOL_LOAD, f"127.0.0.1:{server.port}", str(clients), str(b.seconds),
+           str(accounts or b.accounts), str(b.warmup), function]
+    if inflight != 1:
+        cmd += ["--inflight", str(inflight)]
+    if zipf:
+        cmd += ["--zipf", str(zipf)]
     r = run_loadgen(cmd, b.warmup + b.seconds + 60, cpu=b.load_cpu, server=server, tmp=b.tmp,
                     what="the net.box load generator")
     b.settle(server)
