@@ -58,6 +58,7 @@ from bench.network import (
     ROOT,
     Bench,
     Case,
+    Pipelined,
     ServerProcess,
     _pinned,
     accept_like_stdb,
@@ -395,6 +396,49 @@ def cases(b: Bench, which: Sequence[str],
             out.append(Case("redis_ceiling", "ceiling: redis-benchmark, EVALSHA of a no-op script",
                             "at once", "redis-benchmark", lambda c: rp.load(b, c, rp.noop_sha),
                             ceiling_of="redis-benchmark"))
+    return out, skipped
+
+
+def pipelined_cases(b: Bench, which: Sequence[str], shape: Pipelined,
+                    say: Callable[[str], None] = print) -> tuple[list[Case], dict[str, str]]:
+    """The peers of the pipelined, skewed case (bench/network.py's ``Pipelined``), from ``which``:
+    Tarantool with ``shape.accounts`` accounts (a server of its own, ``tarantool-pipelined``) and,
+    with ``ceilings``, the ceilings of load.js and net.box at that shape.  Started (registered with
+    ``b``) and waited for; their cases, and what was skipped with the reason."""
+    skipped: dict[str, str] = {}
+    out: list[Case] = []
+    tnt = node_echo = None
+    if "tarantool" in which:
+        if _missing("tarantool"):
+            skipped["tarantool"] = f"Tarantool: `tarantool` is not installed; {SETUP_HINT}."
+        else:
+            tnt = tarantool_server(b, accounts=shape.accounts, name="tarantool-pipelined")
+    if "ceilings" in which:
+        if b.loadgen != "node":
+            skipped["node_ceiling"] = (f"the {b.loadgen} load generator's ceiling is not measured (only the "
+                                       "Node load generator's: bench/loadgen/echo.js).")
+        else:
+            node = ensure_node()
+            node_echo = b.start(ServerProcess("node-echo", [], b.tmp, b.server_cpu,
+                                              name="node-echo-pipelined",
+                                              cmd=lambda port: [node, NODE_ECHO, str(port)]))
+    for sp in (tnt, node_echo):
+        if sp is not None:
+            sp.wait_ready()
+    k, alpha, n = shape.inflight, shape.alpha, shape.accounts
+    if tnt is not None:
+        t = tnt
+        out.append(Case("tarantool", "Tarantool 2.6, wal_mode fsync", "after the fsync", "net.box",
+                        lambda c: tarantool_load(b, t, c, "transfer", inflight=k, zipf=alpha, accounts=n)))
+    if node_echo is not None:
+        ne = node_echo
+        out.append(Case("node_ceiling", "ceiling: load.js vs a Node echo (echo.js)", "at once", "node",
+                        lambda c: b.ws_load(ne, c, inflight=k, zipf=alpha, accounts=n), ceiling_of="node"))
+    if tnt is not None and "ceilings" in which:
+        t = tnt
+        out.append(Case("netbox_ceiling", "ceiling: net.box calling a no-op function", "at once", "net.box",
+                        lambda c: tarantool_load(b, t, c, "noop", inflight=k, zipf=alpha, accounts=n),
+                        ceiling_of="net.box"))
     return out, skipped
 
 
