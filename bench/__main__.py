@@ -29,7 +29,8 @@ def main(argv: list[str] | None = None) -> int:
         ("queries", lambda: queries.main(["--out", a.out] + (["--quick"] if q else []))),
         ("network", lambda: network.main(
             ["--out", a.out] + (["--seconds", "2", "--fanout", "100", "--trials", "5", "--accounts", "1000",
-                                 "--no-relaxed", "--rounds", "1"] if q else []))),
+                                 "--no-relaxed", "--rounds", "1", "--pipelined-accounts", "10000"]
+                                if q else []))),
     ]
     t0 = time.perf_counter()
     for i, (name, step) in enumerate(steps, 1):

@@ -19,6 +19,15 @@
 * **Fan-out** — 1,000 clients subscribed to ``SELECT * FROM account WHERE id = 1``; one more
   client transfers from account 1, over and over; each trial is the time from sending the call
   to the last subscriber receiving its TransactionUpdate.
+* **Pipelined, skewed** — the shape of SpacetimeDB's "keynote-2" benchmark: 64 connections with
+  40 transfer calls in flight each, both accounts Zipf-distributed (α = 1.5) over 100,000
+  accounts, from != to; stdb (durable, a server of its own) vs Tarantool (fsync'd WAL, net.box
+  with 40 fibers per connection) and the two load generators' ceilings at that shape.  Target:
+  stdb ≥ 1.0× Tarantool.
+* **Isolation** — one stdb server, database A (tests/modules/hostile.c) running ``loop`` back to
+  back, each call spinning until its fuel or time limit stops it, while 10 closed-loop clients
+  call transfer on database B; B's calls/s, p50 and p99 against the same load with A idle.
+  Target: B's p99 while A loops ≤ 10 ms.
 
 Each server runs in its own process pinned to one CPU, the load generator (Node.js, in
 bench/loadgen/; or ``--loadgen python``, trio + trio-websocket; net.box; redis-benchmark) on the
@@ -27,6 +36,9 @@ other.
     python -m bench.network [--seconds T] [--rounds R] [--clients 1,10,50] [--fanout 1000] [--trials 20]
                             [--loadgen node|python] [--no-confirmed] [--no-relaxed]
                             [--peers sqlite,tarantool,redis,ceilings | --no-peers] [--out DIR|FILE.json]
+                            [--only sweep,fanout,pipelined,isolation] [--no-pipelined] [--no-isolation]
+                            [--pipelined-connections 64] [--pipelined-inflight 40] [--pipelined-alpha 1.5]
+                            [--pipelined-accounts 100000] [--isolation-clients 10]
 
 The subcommands ``serve-stdb``, ``serve-echo`` and ``load`` are the processes it starts.
 """
@@ -34,6 +46,8 @@ The subcommands ``serve-stdb``, ``serve-echo`` and ``load`` are the processes it
 from __future__ import annotations
 
 import argparse
+import bisect
+import itertools
 import json
 import os
 import random
@@ -48,7 +62,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from functools import partial
 from typing import Any
 
@@ -178,34 +192,74 @@ def _pct(sorted_: list[float], q: float) -> float | None:
     return sorted_[min(len(sorted_) - 1, int(len(sorted_) * q))] if sorted_ else None
 
 
-async def py_transfer(url: str, clients: int, seconds: float, accounts: int, warmup: float) -> dict:
+def zipf_sampler(n: int, alpha: float, rng: random.Random) -> Callable[[], int]:
+    """Zipf(alpha) over ranks 1..n, rank k = account k, as load.js and tarantool_load.lua draw it:
+    the cumulative weights once, then a binary search per draw."""
+    cdf = list(itertools.accumulate(k ** -alpha for k in range(1, n + 1)))
+    total = cdf[-1]
+    return lambda: min(n, bisect.bisect_left(cdf, rng.random() * total) + 1)
+
+
+def account_pairs(accounts: int, zipf: float, rng: random.Random) -> Callable[[], tuple[int, int]]:
+    """``() -> (from, to)``, from != to: uniform, or both Zipf(``zipf``) with ``to`` drawn again
+    until it differs (load.js's ``--zipf``)."""
+    if zipf > 0:
+        if accounts < 2:
+            raise ValueError("a Zipf pair needs at least 2 accounts")
+        draw = zipf_sampler(accounts, zipf, rng)
+
+        def pair() -> tuple[int, int]:
+            a, b = draw(), draw()
+            while b == a:
+                b = draw()
+            return a, b
+        return pair
+
+    def uniform() -> tuple[int, int]:
+        a = 1 + rng.randrange(accounts)
+        b = 1 + rng.randrange(accounts)
+        return (a, b % accounts + 1) if a == b else (a, b)
+    return uniform
+
+
+async def py_transfer(url: str, clients: int, seconds: float, accounts: int, warmup: float,
+                      inflight: int = 1, zipf: float = 0.0) -> dict:
+    """load.js's transfer mode in trio: ``clients`` connections, each keeping ``inflight`` calls
+    in flight (a new call as soon as one of its answers arrives)."""
     st: dict[str, Any] = {"measuring": False, "stopping": False, "messages": 0, "errors": 0, "lat": [],
-                          "first": []}
-    rng = random.Random(12345)
+                          "first": [], "account1": 0}
+    pair = account_pairs(accounts, zipf, random.Random(12345))
 
     async def loop(i: int, ws: Any) -> None:
         rid = 0
-        while not st["stopping"]:
+        pending: dict[int, tuple[float, int, int]] = {}     # request id -> (send time, from, to)
+
+        async def send() -> None:
+            nonlocal rid
             rid += 1
-            a = 1 + rng.randrange(accounts)
-            b = 1 + rng.randrange(accounts)
-            if a == b:
-                b = b % accounts + 1
-            t0 = time.perf_counter()
+            a, b = pair()
+            pending[rid] = (time.perf_counter(), a, b)
             await ws.send_message(_call(rid, "transfer", [a, b, 1]))
-            while True:
-                msg = cbor2.loads(await ws.get_message())
-                if msg.get("request_id") == rid:
-                    break
+
+        for _ in range(inflight):
+            await send()
+        while pending:                      # ends once stopping and every call is answered
+            msg = cbor2.loads(await ws.get_message())
+            call = pending.pop(msg.get("request_id"), None)
+            if call is None:
+                continue
             ok = msg.get("type") == "TransactionUpdate" and msg.get("status") == "committed"
             if st["measuring"]:
                 if ok:
                     st["messages"] += 1
-                    st["lat"].append((time.perf_counter() - t0) * 1e6)
+                    st["lat"].append((time.perf_counter() - call[0]) * 1e6)
+                    st["account1"] += call[1] == 1 or call[2] == 1
                 else:
                     st["errors"] += 1
             if not ok and len(st["first"]) < 5:
                 st["first"].append(f"client {i}: {msg!r:.300}")
+            if not st["stopping"]:
+                await send()
 
     async with trio.open_nursery() as n:
         conns = [await _ws(n, url) for _ in range(clients)]
@@ -213,19 +267,20 @@ async def py_transfer(url: str, clients: int, seconds: float, accounts: int, war
             for i, ws in enumerate(conns):
                 loops.start_soon(loop, i, ws)
             await trio.sleep(warmup)
-            st.update(messages=0, errors=0, lat=[], measuring=True)
+            st.update(messages=0, errors=0, lat=[], account1=0, measuring=True)
             cpu0, t0 = time.process_time(), time.perf_counter()
             _emit({"event": "start"})
             await trio.sleep(seconds)
-            st.update(measuring=False, stopping=True)     # each loop ends once its call is answered
+            st.update(measuring=False, stopping=True)     # each loop ends once its calls are answered
             wall, cpu = time.perf_counter() - t0, time.process_time() - cpu0
         await _close_all(conns)
         n.cancel_scope.cancel()
     lat = sorted(st["lat"])
     return {"event": "result", "mode": "transfer", "loadgen": "python", "clients": clients,
-            "messages": st["messages"], "seconds": wall, "msg_per_s": st["messages"] / wall,
-            "p50_us": _pct(lat, 0.5), "p99_us": _pct(lat, 0.99), "errors": st["errors"],
-            "first_errors": st["first"], "loadgen_cpu": cpu / wall}
+            "inflight": inflight, "zipf": zipf, "messages": st["messages"], "seconds": wall,
+            "msg_per_s": st["messages"] / wall, "p50_us": _pct(lat, 0.5), "p99_us": _pct(lat, 0.99),
+            "errors": st["errors"], "first_errors": st["first"], "loadgen_cpu": cpu / wall,
+            "account1_share": st["account1"] / st["messages"] if st["messages"] else None}
 
 
 async def py_fanout(url: str, clients: int, trials: int, gap: float) -> dict:
@@ -296,9 +351,9 @@ async def py_fanout(url: str, clients: int, trials: int, gap: float) -> dict:
 
 
 def py_load(url: str, clients: int, seconds: float, mode: str, accounts: int, warmup: float, trials: int,
-            gap: float) -> None:
+            gap: float, inflight: int = 1, zipf: float = 0.0) -> None:
     if mode == "transfer":
-        res = trio.run(py_transfer, url, clients, seconds, accounts, warmup)
+        res = trio.run(py_transfer, url, clients, seconds, accounts, warmup, inflight, zipf)
     else:
         res = trio.run(py_fanout, url, clients, trials, gap)
     _emit(res)
@@ -363,8 +418,8 @@ class ServerProcess:
             self.proc = subprocess.Popen(_pinned(cpu, argv), cwd=ROOT, stdout=f, stderr=subprocess.STDOUT)
         self.pid = self.proc.pid
 
-    def url(self, query: str = "") -> str:
-        return f"ws://127.0.0.1:{self.port}/v1/database/{DATABASE}" + (f"?{query}" if query else "")
+    def url(self, query: str = "", database: str = DATABASE) -> str:
+        return f"ws://127.0.0.1:{self.port}/v1/database/{database}" + (f"?{query}" if query else "")
 
     def wait_ready(self, timeout: float = 60) -> None:
         deadline = time.monotonic() + timeout
@@ -419,24 +474,35 @@ def ensure_node() -> str:
 
 def run_load(loadgen: str, url: str, clients: int, seconds: float, mode: str, accounts: int, *,
              warmup: float = 1.0, trials: int = 20, gap: float = 0.05, cpu: int | None = None,
-             server: ServerProcess | None = None, tmp: str | None = None) -> dict:
+             server: ServerProcess | None = None, tmp: str | None = None, inflight: int = 1,
+             zipf: float = 0.0, window: list[float] | None = None) -> dict:
     """One load generator run (a subprocess); its result line, plus the server's CPU use
-    (fraction of one core) over the measured window when ``server`` is given."""
+    (fraction of one core) over the measured window when ``server`` is given.  Transfer mode:
+    ``inflight`` calls in flight per connection, accounts Zipf(``zipf``) when > 0 (load.js's
+    ``--inflight`` and ``--zipf``); ``window`` as in ``run_loadgen``."""
     args = [url, str(clients), str(seconds), mode, str(accounts), "--warmup", str(warmup),
             "--trials", str(trials), "--gap", str(gap)]
+    if inflight != 1:
+        args += ["--inflight", str(inflight)]
+    if zipf:
+        args += ["--zipf", str(zipf)]
     if loadgen == "node":
         cmd = [ensure_node(), os.path.join(LOADGEN_DIR, "load.js"), *args]
     else:
         cmd = [sys.executable, "-m", "bench.network", "load", *args]
     limit = warmup + seconds + 60 + (trials * (10 + gap) + clients * 0.05 if mode == "fanout" else 0)
-    return run_loadgen(cmd, limit, cpu=cpu, server=server, tmp=tmp, what=f"the {loadgen} load generator")
+    return run_loadgen(cmd, limit, cpu=cpu, server=server, tmp=tmp, what=f"the {loadgen} load generator",
+                       window=window)
 
 
 def run_loadgen(cmd: list[str], limit: float, *, cpu: int | None = None, server: ServerProcess | None = None,
-                tmp: str | None = None, what: str = "the load generator") -> dict:
+                tmp: str | None = None, what: str = "the load generator",
+                window: list[float] | None = None) -> dict:
     """Run a load generator that prints JSON lines (``{"event": "start"}`` when its measured window
     opens, then ``{"event": "result", ...}``), pinned to ``cpu`` and killed after ``limit`` seconds;
-    its result, plus ``server_cpu``: the server's CPU use (cores) over the window."""
+    its result, plus ``server_cpu``: the server's CPU use (cores) over the window.  ``window``, when
+    given, receives the window's start and end on this process's ``time.perf_counter()`` (when
+    the two lines were read)."""
     errlog = os.path.join(tmp or tempfile.gettempdir(), f"loadgen-{os.getpid()}.log")
     with open(errlog, "w") as err:
         p = subprocess.Popen(_pinned(cpu, cmd), cwd=ROOT, stdout=subprocess.PIPE, stderr=err, text=True)
@@ -451,9 +517,14 @@ def run_loadgen(cmd: list[str], limit: float, *, cpu: int | None = None, server:
                 ev = json.loads(line)
             except ValueError:
                 continue
-            if ev.get("event") == "start" and server is not None:
-                cpu0, t0 = server.cpu(), time.perf_counter()
+            if ev.get("event") == "start":
+                t0 = time.perf_counter()
+                cpu0 = server.cpu() if server is not None else None
+                if window is not None:
+                    window[:] = [t0]
             elif ev.get("event") == "result":
+                if window is not None:
+                    window.append(time.perf_counter())
                 if server is not None and cpu0 is not None and t0 is not None:
                     cpu1, dt = server.cpu(), time.perf_counter() - t0
                     ev["server_cpu"] = (cpu1 - cpu0) / dt if cpu1 is not None else None
@@ -474,7 +545,8 @@ def run_loadgen(cmd: list[str], limit: float, *, cpu: int | None = None, server:
 # ---------------------------------------------------------------- setting stdb up
 
 async def setup_stdb(url: str, wasm: bytes, accounts: int, batch: int = 500) -> None:
-    """Publish the transfer module and create accounts 1..N (pipelined in batches)."""
+    """Publish the transfer module and create accounts 1..N (pipelined in batches); with
+    ``accounts=0``, publish any module."""
     async with trio.open_nursery() as n:
         ws = await _ws(n, url)
 
@@ -487,7 +559,7 @@ async def setup_stdb(url: str, wasm: bytes, accounts: int, batch: int = 500) -> 
         await ws.send_message(cbor2.dumps({"type": "Publish", "request_id": 1, "wasm": wasm}))
         res = await answer(1)
         if res.get("type") != "PublishResult":
-            raise RuntimeError(f"publishing the transfer module failed: {res!r:.500}")
+            raise RuntimeError(f"publishing the module at {url} failed: {res!r:.500}")
         rid = 1
         for start in range(1, accounts + 1, batch):
             ids = range(start, min(accounts + 1, start + batch))
@@ -550,10 +622,15 @@ class Bench:
         if server.proc.poll() is not None:
             raise RuntimeError(f"the {server.kind} server died during the run")
 
-    def ws_load(self, server: ServerProcess, clients: int, query: str = "") -> dict:
-        """The websocket load generator's transfer mode against ``server``."""
-        r = run_load(self.loadgen, server.url(query), clients, self.seconds, "transfer", self.accounts,
-                     warmup=self.warmup, cpu=self.load_cpu, server=server, tmp=self.tmp)
+    def ws_load(self, server: ServerProcess, clients: int, query: str = "", *, inflight: int = 1,
+                zipf: float = 0.0, accounts: int | None = None, database: str = DATABASE,
+                window: list[float] | None = None) -> dict:
+        """The websocket load generator's transfer mode against ``server``: ``clients``
+        connections with ``inflight`` calls in flight each, accounts 1..``accounts`` (default: the
+        run's) uniform or Zipf(``zipf``)."""
+        r = run_load(self.loadgen, server.url(query, database), clients, self.seconds, "transfer",
+                     accounts or self.accounts, warmup=self.warmup, cpu=self.load_cpu, server=server,
+                     tmp=self.tmp, inflight=inflight, zipf=zipf, window=window)
         self.settle(server)
         return r
 
@@ -599,88 +676,318 @@ def _targets(rows: list[dict[str, Any]], info: dict[str, dict[str, Any]]) -> lis
 ANSWER_DURABLE = "at commit, before its group's fsync"
 
 
+# ---------------------------------------------------------------- the pipelined, skewed case
+
+@dataclass(frozen=True)
+class Pipelined:
+    """The shape of the pipelined, skewed case (SpacetimeDB's "keynote-2" benchmark): ``connections``
+    connections with ``inflight`` transfer calls in flight each, both accounts drawn from a Zipf
+    distribution with exponent ``alpha`` over ``accounts`` accounts (from != to)."""
+    connections: int = 64
+    inflight: int = 40
+    alpha: float = 1.5
+    accounts: int = 100_000
+
+    @property
+    def name(self) -> str:
+        return f"{self.connections} × {self.inflight} zipf"
+
+
+PIPELINED = Pipelined()
+PIPELINED_WANT = 1.0                 # stdb durable / Tarantool (fsync'd WAL) at the pipelined shape
+
+
+def _pipelined_target(p: dict[str, Any] | None, shape: Pipelined | None) -> dict[str, Any]:
+    """The pipelined case's target row: stdb durable vs Tarantool, msg/s."""
+    shape = shape or PIPELINED
+    found = (p or {}).get("cases", {})
+    ra, rb = found.get("stdb"), found.get("tarantool")
+    ratio = ra["msg_per_s"] / rb["msg_per_s"] if ra and rb and rb["msg_per_s"] else None
+    name = f"{shape.name}: stdb vs Tarantool net.box"
+    return {"measure": f"{name}, msg/s (α = {shape.alpha:g}, {shape.accounts:,} accounts)", "name": name,
+            "case": "stdb", "versus": "tarantool", "section": "pipelined", "clients": shape.connections,
+            "inflight": shape.inflight, "stdb": ra["msg_per_s"] if ra else None,
+            "baseline": "Tarantool 2.6, wal_mode fsync (net.box)",
+            "baseline_value": rb["msg_per_s"] if rb else None, "ratio": ratio, "want": PIPELINED_WANT,
+            "target": f"≥ {PIPELINED_WANT:g}×", "met": None if ratio is None else ratio >= PIPELINED_WANT,
+            "client_bound": bool(ra and ra.get("client_bound")) or bool(rb and rb.get("client_bound")),
+            "unmeasured": None if ratio is not None else
+            "the pipelined case not run" if p is None else f"{'stdb' if ra is None else 'Tarantool'} not run"}
+
+
+def run_pipelined(b: Bench, shape: Pipelined, cases: Sequence[Case], rounds: int,
+                  say: Callable[[str], None]) -> dict[str, Any]:
+    """The cases at ``shape``, taking turns ``rounds`` times; each keeps its best round."""
+    say(f"pipelined: {shape.connections} connections × {shape.inflight} in flight, zipf α {shape.alpha:g} "
+        f"over {shape.accounts:,} accounts, {b.seconds:g} s each, {rounds} round(s): "
+        f"{', '.join(k.key for k in cases)} ...")
+    found: dict[str, Any] = {}
+    for _ in range(rounds):
+        for case in cases:
+            _keep_best(found, case.key, case.measure(shape.connections))
+    _flag_client_bound(found, cases)
+    say("  " + ", ".join(f"{k.key} {found[k.key]['msg_per_s']:,.0f}/s (p50 {found[k.key]['p50_us'] or 0:,.0f}"
+                         f" µs, p99 {found[k.key]['p99_us'] or 0:,.0f} µs)" for k in cases))
+    return {**asdict(shape), "cases": found,
+            "case_info": {c.key: {"title": c.title, "answer": c.answer, "loadgen": c.loadgen,
+                                  "ceiling_of": c.ceiling_of} for c in cases}}
+
+
+# ---------------------------------------------------------------- the isolation case
+
+HOSTILE_C = os.path.join(ROOT, "tests", "modules", "hostile.c")   # loop(n) spins until a limit stops it
+LOOP_DATABASE = "loop"               # database A: the looping module; database B is DATABASE
+ISOLATION_CLIENTS = 10
+ISOLATION_P99_US = 10_000            # target: B's p99 while A loops ≤ 10 ms
+LIMIT_OF = {"out_of_fuel": "fuel", "timeout": "time"}
+
+
+class Looper:
+    """One client calling database A's ``loop(0)`` back to back, in a thread of its own (its own
+    trio run), until ``stop()``: each call spins until a per-call limit (fuel or time) ends it.
+    ``calls``: (sent, answered, status, message) per answered call, on ``time.perf_counter()``."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.calls: list[tuple[float, float, str, str]] = []
+        self.error: BaseException | None = None
+        self.sent = threading.Event()              # the first call is on its way
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._main, name="looper", daemon=True)
+
+    def start(self, timeout: float = 30) -> None:
+        self._thread.start()
+        if not self.sent.wait(timeout) or self.error is not None:
+            raise RuntimeError(f"the looping client did not start: {self.error!r}")
+
+    def stop(self, timeout: float = 60) -> None:
+        """Stop after the call running now (joins the thread)."""
+        self._stop.set()
+        self._thread.join(timeout)
+        if self._thread.is_alive():
+            raise RuntimeError(f"the looping client did not stop within {timeout:g} s")
+        if self.error is not None:
+            raise RuntimeError(f"the looping client failed: {self.error!r}") from self.error
+
+    def _main(self) -> None:
+        try:
+            trio.run(self._loop)
+        except BaseException as e:                 # reported by start() / stop()
+            self.error = e
+        finally:
+            self.sent.set()
+
+    async def _loop(self) -> None:
+        async with trio.open_nursery() as n:
+            ws = await _ws(n, self.url)
+            rid = 0
+            while not self._stop.is_set():
+                rid += 1
+                t0 = time.perf_counter()
+                await ws.send_message(_call(rid, "loop", [0]))
+                self.sent.set()
+                while True:
+                    msg = cbor2.loads(await ws.get_message())
+                    if msg.get("request_id") == rid:
+                        break
+                self.calls.append((t0, time.perf_counter(), str(msg.get("status") or msg.get("type")),
+                                   str(msg.get("message") or msg.get("detail") or "")))
+            await ws.aclose()
+            n.cancel_scope.cancel()
+
+
+def loop_summary(calls: Sequence[tuple[float, float, str, str]], window: Sequence[float]) -> dict[str, Any]:
+    """What database A did over B's measured window ``(start, end)``: its loop calls that ended
+    within it, the share of the window a loop call was running, and every call's status and duration."""
+    w0, w1 = window
+    busy = sum(max(0.0, min(t1, w1) - max(t0, w0)) for t0, t1, _, _ in calls)
+    ms = sorted((t1 - t0) * 1e3 for t0, t1, _, _ in calls)
+    statuses: dict[str, int] = {}
+    for c in calls:
+        statuses[c[2]] = statuses.get(c[2], 0) + 1
+    return {"a_loops_in_window": sum(1 for _, t1, _, _ in calls if w0 <= t1 <= w1),
+            "a_loop_ms": [round((t1 - t0) * 1e3, 1) for t0, t1, _, _ in calls],          # in call order
+            "a_busy_share": busy / (w1 - w0) if w1 > w0 else None, "a_loop_calls": len(calls),
+            "a_loop_ms_median": statistics.median_low(ms) if ms else None,
+            "a_loop_ms_max": ms[-1] if ms else None,
+            "a_loop_statuses": statuses, "a_loop_message": calls[0][3] if calls else None,
+            "a_stopped_by": sorted({LIMIT_OF.get(c[2], c[2]) for c in calls})}
+
+
+def run_isolation(b: Bench, transfer_wasm: bytes, clients: int, say: Callable[[str], None]) -> dict[str, Any]:
+    """One stdb server (default limits), database A running hostile.c's ``loop`` back to back and
+    database B the transfer module: ``clients`` closed-loop transfer clients on B with A idle,
+    then with A looping."""
+    import stdb
+    limits = stdb.Limits()                   # the server's (serve_stdb passes none)
+    with open(stdb.build_module(HOSTILE_C, os.path.join(b.tmp, "hostile.wasm")), "rb") as f:
+        hostile = f.read()
+    sp = b.start(ServerProcess("stdb", ["--data", os.path.join(b.tmp, "data-isolation")], b.tmp, b.server_cpu,
+                               name="stdb-isolation"))
+    sp.wait_ready()
+    say(f"isolation: database {DATABASE} (B: transfer, {b.accounts:,} accounts) and database {LOOP_DATABASE} "
+        f"(A: {os.path.relpath(HOSTILE_C, ROOT)}) on one server; {clients} clients on B, {b.seconds:g} s "
+        "with A idle, then with A looping ...")
+    trio.run(setup_stdb, sp.url(database=DATABASE), transfer_wasm, b.accounts)
+    trio.run(setup_stdb, sp.url(database=LOOP_DATABASE), hostile, 0)
+    idle = b.ws_load(sp, clients)
+    looper = Looper(sp.url(database=LOOP_DATABASE))
+    window: list[float] = []
+    looper.start()
+    try:
+        looping = b.ws_load(sp, clients, window=window)
+    finally:
+        looper.stop(timeout=2 * limits.time + 60)
+    res = {"clients": clients, "accounts": b.accounts, "database_a": LOOP_DATABASE, "database_b": DATABASE,
+           "module_a": os.path.relpath(HOSTILE_C, ROOT), "reducer_a": "loop(0)",
+           "limits": {"fuel": limits.fuel, "time_s": limits.time}, "idle": idle, "looping": looping,
+           **loop_summary(looper.calls, window)}
+    say(f"  B with A idle: {idle['msg_per_s']:,.0f}/s, p50 {idle['p50_us'] or 0:,.0f} µs, "
+        f"p99 {idle['p99_us'] or 0:,.0f} µs; with A looping: {looping['msg_per_s']:,.0f}/s, "
+        f"p50 {looping['p50_us'] or 0:,.0f} µs, p99 {looping['p99_us'] or 0:,.0f} µs; A: "
+        f"{res['a_loops_in_window']} loop calls ended in the window, median "
+        f"{res['a_loop_ms_median'] or 0:,.0f} ms, stopped by {', '.join(res['a_stopped_by']) or '?'}")
+    return res
+
+
+def _isolation_target(iso: dict[str, Any] | None) -> dict[str, Any]:
+    busy = (iso or {}).get("looping") or {}
+    idle = (iso or {}).get("idle") or {}
+    p99 = busy.get("p99_us")
+    name = "isolation: B's p99 while A loops"
+    return {"measure": f"{name} (µs; A: a reducer looping until its limit, B: "
+                       f"{(iso or {}).get('clients', ISOLATION_CLIENTS)} closed-loop transfer clients)",
+            "name": name, "case": "isolation_looping", "versus": "isolation_idle", "section": "isolation",
+            "clients": (iso or {}).get("clients"), "stdb": p99, "baseline": "B's p99 with A idle",
+            "baseline_value": idle.get("p99_us"), "ratio": None, "want": None,
+            "want_p99_us": ISOLATION_P99_US, "target": f"≤ {ISOLATION_P99_US / 1000:g} ms",
+            "met": None if p99 is None else p99 <= ISOLATION_P99_US,
+            "client_bound": False, "unmeasured": None if p99 is not None else "the isolation case not run"}
+
+
+# ---------------------------------------------------------------- a whole run
+
+SECTIONS = ("sweep", "fanout", "pipelined", "isolation")
+
+
 def run(seconds: float = 4.0, clients: Sequence[int] = (1, 10, 50), fanout: int = 1000, trials: int = 20,
         accounts: int = 10_000, loadgen: str = "node", warmup: float = 1.0, confirmed: bool = True,
         relaxed: bool = True, rounds: int = 2, gap: float = 0.05, peers: Sequence[str] = PEERS,
-        say: Callable[[str], None] = lambda s: print(s, flush=True)) -> dict:
+        say: Callable[[str], None] = lambda s: print(s, flush=True), sweep: bool = True,
+        pipelined: Pipelined | None = PIPELINED, isolation: int = ISOLATION_CLIENTS) -> dict:
     """Run everything once; returns the results (without machine info).
 
-    Per client count, in turns, ``rounds`` times: stdb (durable store), the echo server, when
-    asked stdb in confirmed mode (same server, ``?confirmed=true``) and stdb with a relaxed store
-    (a second server whose commit log fsyncs every 50 ms instead of every group), then the
-    ``peers`` (bench/peers.py: ``sqlite``, ``tarantool``, ``redis``, and ``ceilings``: the load
-    generators' own).  Each case reports its best round (the VM's speed wanders; every round's
-    rate is kept too).  A peer whose program is not installed is skipped, with the reason in
-    ``skipped``."""
+    The sweep (``sweep``): per client count, in turns, ``rounds`` times: stdb (durable store), the
+    echo server, when asked stdb in confirmed mode (same server, ``?confirmed=true``) and stdb
+    with a relaxed store (a second server whose commit log fsyncs every 50 ms instead of every
+    group), then the ``peers`` (bench/peers.py: ``sqlite``, ``tarantool``, ``redis``, and
+    ``ceilings``: the load generators' own).  Each case reports its best round (the VM's speed
+    wanders; every round's rate is kept too).  A peer whose program is not installed is skipped,
+    with the reason in ``skipped``.  Then the fan-out (``fanout`` subscribers, 0: none), the
+    pipelined, skewed case (``pipelined``, None: not run; stdb and, of the ``peers``, Tarantool
+    and the ceilings) and the isolation case (``isolation`` clients on database B, 0: not run)."""
     import stdb
     if loadgen == "node":
         ensure_node()
-    _raise_nofile(2 * fanout + 1024)
+    _raise_nofile(2 * fanout + 1024 + (2 * pipelined.connections if pipelined else 0))
     server_cpu, load_cpu = _cpus()
     tmp = tempfile.mkdtemp(prefix="stdb-bench-net-")
     b = Bench(tmp, server_cpu, load_cpu, accounts, seconds, warmup, loadgen)
     rows: list[dict[str, Any]] = []
     cases: list[Case] = []
     skipped: dict[str, str] = {}
-    fan = None
+    fan = pipe = iso = None
+    setup_s: float | None = None
+    pipe_setup_s: float | None = None
     try:
         wasm_path = stdb.build_module(TRANSFER_C, os.path.join(tmp, "transfer.wasm"))
         with open(wasm_path, "rb") as f:
             wasm = f.read()
-        db = b.start(ServerProcess("stdb", ["--data", os.path.join(tmp, "data")], tmp, server_cpu))
-        echo = b.start(ServerProcess("echo", [], tmp, server_cpu))
-        echo_own = b.start(ServerProcess("echo", ["--layer", "stdb"], tmp, server_cpu,
-                                         name="echo-stdb-layer"))
-        lax = None
-        if relaxed:
-            lax = b.start(ServerProcess("stdb", ["--data", os.path.join(tmp, "data-relaxed"), "--durability",
-                                                 "relaxed"], tmp, server_cpu, name="stdb-relaxed"))
+        db = echo = echo_own = lax = zdb = None
+        if sweep or fanout:
+            db = b.start(ServerProcess("stdb", ["--data", os.path.join(tmp, "data")], tmp, server_cpu))
+        if sweep:
+            echo = b.start(ServerProcess("echo", [], tmp, server_cpu))
+            echo_own = b.start(ServerProcess("echo", ["--layer", "stdb"], tmp, server_cpu,
+                                             name="echo-stdb-layer"))
+            if relaxed:
+                lax = b.start(ServerProcess("stdb", ["--data", os.path.join(tmp, "data-relaxed"),
+                                                     "--durability", "relaxed"], tmp, server_cpu,
+                                            name="stdb-relaxed"))
+        if pipelined:
+            zdb = b.start(ServerProcess("stdb", ["--data", os.path.join(tmp, "data-pipelined")], tmp,
+                                        server_cpu, name="stdb-pipelined"))
         for sp in b.servers:
             sp.wait_ready()
-        say(f"setting up: publish transfer.wasm, create {accounts:,} accounts ...")
-        t0 = time.perf_counter()
-        trio.run(setup_stdb, db.url(), wasm, accounts)
-        setup_s = time.perf_counter() - t0
+        if db is not None:
+            say(f"setting up: publish transfer.wasm, create {accounts:,} accounts ...")
+            t0 = time.perf_counter()
+            trio.run(setup_stdb, db.url(), wasm, accounts)
+            setup_s = time.perf_counter() - t0
         if lax is not None:
             trio.run(setup_stdb, lax.url(), wasm, accounts)
 
-        cases = [Case("stdb", "stdb durable", ANSWER_DURABLE, loadgen, lambda c: b.ws_load(db, c)),
-                 Case("echo", "trio-websocket echo (no database)", "at once (nothing stored)", loadgen,
-                      lambda c: b.ws_load(echo, c)),
-                 Case("echo_stdb", "echo on stdb's websocket layer (no database)", "at once (nothing stored)",
-                      loadgen, lambda c: b.ws_load(echo_own, c))]
-        if confirmed:
-            cases.append(Case("stdb_confirmed", "stdb confirmed (?confirmed=true)", "after the fsync",
-                              loadgen, lambda c: b.ws_load(db, c, "confirmed=true")))
-        if lax is not None:
-            cases.append(Case("stdb_relaxed", "stdb relaxed store", "at commit; fsync every 50 ms", loadgen,
-                              lambda c: b.ws_load(lax, c)))
-        if peers:
-            from bench import peers as peers_mod
-            more, skipped = peers_mod.cases(b, peers, say)
-            cases += more
-            for why in skipped.values():
-                say(f"  skipped: {why}")
-        for c in clients:
-            say(f"transfers, {c} client(s), {seconds:g} s each, {rounds} round(s): "
-                f"{', '.join(k.key for k in cases)} ...")
-            row: dict[str, Any] = {"clients": c}
-            for _ in range(rounds):               # the cases take turns; each keeps its best round
-                for case in cases:
-                    _keep_best(row, case.key, case.measure(c))
-            _flag_client_bound(row, cases)
-            echo_rate = row["echo"]["msg_per_s"]
-            row["ratio"] = row["stdb"]["msg_per_s"] / echo_rate if echo_rate else None
-            rows.append(row)
-            say("  " + ", ".join(f"{k.key} {row[k.key]['msg_per_s']:,.0f}/s "
-                                 f"(p50 {row[k.key]['p50_us'] or 0:,.0f} µs)" for k in cases)
-                + f"; stdb/echo {row['ratio'] or 0:.2f}")
-        if fanout:
+        if sweep:
+            assert db is not None and echo is not None and echo_own is not None
+            d, e, eo = db, echo, echo_own
+            cases = [Case("stdb", "stdb durable", ANSWER_DURABLE, loadgen, lambda c: b.ws_load(d, c)),
+                     Case("echo", "trio-websocket echo (no database)", "at once (nothing stored)", loadgen,
+                          lambda c: b.ws_load(e, c)),
+                     Case("echo_stdb", "echo on stdb's websocket layer (no database)",
+                          "at once (nothing stored)", loadgen, lambda c: b.ws_load(eo, c))]
+            if confirmed:
+                cases.append(Case("stdb_confirmed", "stdb confirmed (?confirmed=true)", "after the fsync",
+                                  loadgen, lambda c: b.ws_load(d, c, "confirmed=true")))
+            if lax is not None:
+                lx = lax
+                cases.append(Case("stdb_relaxed", "stdb relaxed store", "at commit; fsync every 50 ms",
+                                  loadgen, lambda c: b.ws_load(lx, c)))
+            if peers:
+                from bench import peers as peers_mod
+                more, skipped = peers_mod.cases(b, peers, say)
+                cases += more
+                for why in skipped.values():
+                    say(f"  skipped: {why}")
+            for c in clients:
+                say(f"transfers, {c} client(s), {seconds:g} s each, {rounds} round(s): "
+                    f"{', '.join(k.key for k in cases)} ...")
+                row: dict[str, Any] = {"clients": c}
+                for _ in range(rounds):               # the cases take turns; each keeps its best round
+                    for case in cases:
+                        _keep_best(row, case.key, case.measure(c))
+                _flag_client_bound(row, cases)
+                echo_rate = row["echo"]["msg_per_s"]
+                row["ratio"] = row["stdb"]["msg_per_s"] / echo_rate if echo_rate else None
+                rows.append(row)
+                say("  " + ", ".join(f"{k.key} {row[k.key]['msg_per_s']:,.0f}/s "
+                                     f"(p50 {row[k.key]['p50_us'] or 0:,.0f} µs)" for k in cases)
+                    + f"; stdb/echo {row['ratio'] or 0:.2f}")
+        if fanout and db is not None:
             say(f"fan-out: {fanout:,} subscribers, {trials} trials ...")
             fan = run_load(loadgen, db.url(), fanout, 0, "fanout", accounts, warmup=0, trials=trials, gap=gap,
                            cpu=load_cpu, tmp=tmp)
             say(f"  commit to last delivery: median {fan['median_ms'] or 0:.1f} ms, "
                 f"max {fan['max_ms'] or 0:.1f} ms")
+        if pipelined and zdb is not None:
+            say(f"setting up the pipelined case: create {pipelined.accounts:,} accounts ...")
+            t0 = time.perf_counter()
+            trio.run(setup_stdb, zdb.url(), wasm, pipelined.accounts)
+            pipe_setup_s = time.perf_counter() - t0
+            z, shape = zdb, pipelined
+            pcases = [Case("stdb", "stdb durable", ANSWER_DURABLE, loadgen, lambda c: b.ws_load(
+                z, c, inflight=shape.inflight, zipf=shape.alpha, accounts=shape.accounts))]
+            if peers:
+                from bench import peers as peers_mod
+                more, why_not = peers_mod.pipelined_cases(b, peers, shape, say)
+                pcases += more
+                for k, why in why_not.items():
+                    if k not in skipped:
+                        say(f"  skipped: {why}")
+                        skipped[k] = why
+            pipe = run_pipelined(b, shape, pcases, rounds, say)
+            pipe["setup_seconds"] = pipe_setup_s
+        if isolation:
+            iso = run_isolation(b, wasm, isolation, say)
     except BaseException:
         for sp in b.servers:
             say(f"--- the {sp.kind} server's log (exit code {sp.proc.poll()}):\n{_tail(sp.log)}")
@@ -696,13 +1003,17 @@ def run(seconds: float = 4.0, clients: Sequence[int] = (1, 10, 50), fanout: int 
     summary = {c.key: [{"clients": r["clients"], **{k: r[c.key].get(k) for k in fields}} for r in rows]
                for c in cases}
     at = next((r for r in rows if r["clients"] == TARGET_CLIENTS), None)
-    return {"config": {"seconds": seconds, "warmup": warmup, "clients": list(clients), "accounts": accounts,
-                       "fanout": fanout, "trials": trials, "loadgen": loadgen, "rounds": rounds,
-                       "peers": list(peers),
+    targets = _targets(rows, info) + [_pipelined_target(pipe, pipelined), _isolation_target(iso)]
+    return {"config": {"seconds": seconds, "warmup": warmup, "clients": list(clients) if sweep else [],
+                       "accounts": accounts, "fanout": fanout, "trials": trials, "loadgen": loadgen,
+                       "rounds": rounds,
+                       "peers": list(peers), "sections": [s for s, on in zip(SECTIONS, (
+                           sweep, bool(fanout), bool(pipelined), bool(isolation)), strict=True) if on],
+                       "pipelined": asdict(pipelined) if pipelined else None, "isolation_clients": isolation,
                        "store": "durable (StoreConfig default: one fsync per group commit)",
                        "server_cpu": server_cpu, "loadgen_cpu": load_cpu, "client_bound_share": CLIENT_BOUND},
             "setup_seconds": setup_s, "transfer": rows, "cases": summary, "case_info": info,
-            "targets": _targets(rows, info), "skipped": skipped, "fanout": fan,
+            "targets": targets, "skipped": skipped, "fanout": fan, "pipelined": pipe, "isolation": iso,
             "server_log_tracebacks": tracebacks,
             "target": {"ratio_at_50_clients": at["ratio"] if at else None, "want": TARGET_RATIO,
                        "met": (at["ratio"] >= TARGET_RATIO) if at and at["ratio"] is not None else None}}
@@ -737,41 +1048,100 @@ def markdown(res: dict) -> str:
     def n(x: float | None, fmt: str = ",.0f") -> str:
         return "–" if x is None else format(x, fmt)
 
+    def ms(us: float | None) -> str:
+        return "–" if us is None else f"{us / 1000:,.1f} ms"
+
     cfg = res["config"]
     rows = res["transfer"]
     info = res.get("case_info") or {k: {"title": k, "answer": "", "loadgen": cfg["loadgen"]}
                                     for k in ("stdb", "echo") if rows and k in rows[0]}
     counts = [r["clients"] for r in rows]
-    lines = [f"Transfers over the network: best of {cfg['rounds']} rounds of {cfg['seconds']:g} s per case "
-             f"(each after {cfg['warmup']:g} s warm-up), {cfg['accounts']:,} accounts, closed-loop clients; "
-             f"servers on CPU {cfg['server_cpu']}, load generators on CPU {cfg['loadgen_cpu']}. "
-             f"Cell: msg/s (p50 / p99 µs); ⚠ = at least {CLIENT_BOUND:.0%} of its load generator's ceiling "
-             "(client-bound: the figure says more about the load generator than the server).", "",
-             "| case | answer sent | load generator | "
-             + " | ".join(f"{c} client{'s' * (c != 1)}" for c in counts) + " |",
-             "|---|---|---|" + "---|" * len(counts)]
-    for key, i in info.items():
-        cells = []
-        for r in rows:
-            x = r.get(key)
+    lines: list[str] = []
+    if rows:
+        lines += [
+            f"Transfers over the network: best of {cfg['rounds']} rounds of {cfg['seconds']:g} s per case "
+            f"(each after {cfg['warmup']:g} s warm-up), {cfg['accounts']:,} accounts, closed-loop clients; "
+            f"servers on CPU {cfg['server_cpu']}, load generators on CPU {cfg['loadgen_cpu']}. "
+            f"Cell: msg/s (p50 / p99 µs); ⚠ = at least {CLIENT_BOUND:.0%} of its load generator's ceiling "
+            "(client-bound: the figure says more about the load generator than the server).", "",
+            "| case | answer sent | load generator | "
+            + " | ".join(f"{c} client{'s' * (c != 1)}" for c in counts) + " |",
+            "|---|---|---|" + "---|" * len(counts)]
+        for key, i in info.items():
+            cells = []
+            for r in rows:
+                x = r.get(key)
+                if x is None:
+                    cells.append("–")
+                    continue
+                flag = " ⚠" if x.get("client_bound") else ""
+                cells.append(f"**{n(x['msg_per_s'])}**{flag} ({n(x['p50_us'])} / {n(x['p99_us'])})")
+            lines.append(f"| {i['title']} | {i['answer']} | {i['loadgen']} | " + " | ".join(cells) + " |")
+        lines += ["", "CPU used over the measured window, server / load generator (cores):", "",
+                  "| case | " + " | ".join(str(c) for c in counts) + " |", "|---|" + "---|" * len(counts)]
+        for key, i in info.items():
+            cells = [f"{n(r[key].get('server_cpu'), '.2f')} / {n(r[key].get('loadgen_cpu'), '.2f')}"
+                     if key in r else "–" for r in rows]
+            lines.append(f"| {i['title']} | " + " | ".join(cells) + " |")
+    p = res.get("pipelined")
+    if p:
+        lines += [""] * bool(lines) + [
+            f"Pipelined, skewed transfers (the shape of SpacetimeDB's keynote-2): {p['connections']} "
+            f"connections × {p['inflight']} calls in flight each (a connection sends its next call as soon "
+            f"as one of its answers arrives), `transfer(from, to, 1)` with both accounts drawn from a Zipf "
+            f"distribution, α = {p['alpha']:g}, over {p['accounts']:,} accounts (from ≠ to); best of "
+            f"{cfg['rounds']} rounds of {cfg['seconds']:g} s per case; a call's latency is from sending it "
+            f"to its answer. ⚠ = at least {CLIENT_BOUND:.0%} of its load generator's ceiling at this shape.",
+            "", "| case | answer sent | load generator | msg/s | p50 / p99 µs | calls touching account 1 "
+            "| CPU server / load generator |", "|---|---|---|---|---|---|---|"]
+        for key, i in p["case_info"].items():
+            x = p["cases"].get(key)
             if x is None:
-                cells.append("–")
                 continue
             flag = " ⚠" if x.get("client_bound") else ""
-            cells.append(f"**{n(x['msg_per_s'])}**{flag} ({n(x['p50_us'])} / {n(x['p99_us'])})")
-        lines.append(f"| {i['title']} | {i['answer']} | {i['loadgen']} | " + " | ".join(cells) + " |")
-    lines += ["", "CPU used over the measured window, server / load generator (cores):", "",
-              "| case | " + " | ".join(str(c) for c in counts) + " |", "|---|" + "---|" * len(counts)]
-    for key, i in info.items():
-        cells = [f"{n(r[key].get('server_cpu'), '.2f')} / {n(r[key].get('loadgen_cpu'), '.2f')}"
-                 if key in r else "–" for r in rows]
-        lines.append(f"| {i['title']} | " + " | ".join(cells) + " |")
+            share = x.get("account1_share")
+            lines.append(f"| {i['title']} | {i['answer']} | {i['loadgen']} | **{n(x['msg_per_s'])}**{flag} | "
+                         f"{n(x['p50_us'])} / {n(x['p99_us'])} | {n(share, '.0%')} | "
+                         f"{n(x.get('server_cpu'), '.2f')} / {n(x.get('loadgen_cpu'), '.2f')} |")
+    iso = res.get("isolation")
+    if iso:
+        lim = iso["limits"]
+        by = {"fuel": f"its fuel limit ({lim['fuel']:,} instructions)",
+              "time": f"its time limit ({lim['time_s']:g} s)"}
+        stopped = " or ".join(by.get(s, s) for s in iso["a_stopped_by"]) or "–"
+        statuses = ", ".join(f"{k} × {v}" for k, v in sorted(iso["a_loop_statuses"].items()))
+        busy = iso.get("a_busy_share")
+        lines += [""] * bool(lines) + [
+            f"Isolation: one stdb server (CPU {cfg['server_cpu']}, default limits), database A "
+            f"(`{iso['database_a']}`: {iso['module_a']}) and database B (`{iso['database_b']}`: the transfer "
+            f"module, {iso['accounts']:,} accounts). While one client calls A's `{iso['reducer_a']}` back to "
+            f"back — every call ended by {stopped} ({statuses}; median {n(iso['a_loop_ms_median'])} ms, max "
+            f"{n(iso['a_loop_ms_max'])} ms) — {iso['clients']} closed-loop clients call `transfer` on B for "
+            f"{cfg['seconds']:g} s (after {cfg['warmup']:g} s warm-up); before that, the same load on B with "
+            f"A idle. Over B's window A was looping {n(busy, '.0%')} of the time and "
+            f"{iso['a_loops_in_window']} of its loop calls ended.", "",
+            "| B's transfers | calls/s | p50 | p99 | server CPU |", "|---|---|---|---|---|"]
+        for label, key in (("A idle", "idle"), ("A looping", "looping")):
+            x = iso[key]
+            lines.append(f"| {label} | **{n(x['msg_per_s'])}** | {ms(x['p50_us'])} | **{ms(x['p99_us'])}** | "
+                         f"{n(x.get('server_cpu'), '.2f')} |")
     targets = res.get("targets") or []
     if targets:
-        lines += ["", f"Targets (msg/s ratios at {TARGET_CLIENTS} clients):", ""]
+        lines += ["", f"Targets (msg/s ratios at {TARGET_CLIENTS} clients unless said otherwise):", ""]
         for t in targets:
+            name = t.get("name") or t["measure"].rsplit(",", 1)[0]
+            if "want_p99_us" in t:                         # the isolation row: a latency, not a ratio
+                if t["stdb"] is None:
+                    verdict = f"not measured ({t.get('unmeasured') or 'not run'})"
+                else:
+                    verdict = (f"{ms(t['stdb'])} (A idle: {ms(t['baseline_value'])}; want ≤ "
+                               f"{t['want_p99_us'] / 1000:g} ms) — **{'met' if t['met'] else 'not met'}**")
+                lines.append(f"* {name}: {verdict}")
+                continue
             if t["ratio"] is None:
-                if not any(r["clients"] == TARGET_CLIENTS for r in rows):
+                if t.get("unmeasured"):
+                    verdict = f"not measured ({t['unmeasured']})"
+                elif not any(r["clients"] == TARGET_CLIENTS for r in rows):
                     verdict = f"not measured (no {TARGET_CLIENTS}-client run)"
                 else:
                     gone = t["versus"] if t["baseline_value"] is None else t["case"]
@@ -784,12 +1154,19 @@ def markdown(res: dict) -> str:
                     verdict += " (context, no target)"
                 if t["client_bound"]:
                     verdict += "; ⚠ one side is client-bound"
-            lines.append(f"* {t['measure'].rsplit(',', 1)[0]}: {verdict}")
+            lines.append(f"* {name}: {verdict}")
     elif res["target"]["ratio_at_50_clients"] is not None:
         t = res["target"]
         lines += ["", f"Target ≥ {t['want']:.2f} of echo at 50 clients: {t['ratio_at_50_clients']:.2f} — "
                   f"**{'met' if t['met'] else 'not met'}**."]
     errs = {i["title"]: sum(r[k].get("errors", 0) for r in rows if k in r) for k, i in info.items()}
+    if p:
+        for k, i in p["case_info"].items():
+            if k in p["cases"]:
+                label = f"{i['title']} (pipelined)"
+                errs[label] = errs.get(label, 0) + p["cases"][k].get("errors", 0)
+    if iso:
+        errs["B (isolation)"] = iso["idle"].get("errors", 0) + iso["looping"].get("errors", 0)
     bad = {k: e for k, e in errs.items() if e}
     lines += ["", "Every call answered `committed` (or OK): " + ("yes." if not bad else "no: " + ", ".join(
         f"{k} {e} errors" for k, e in bad.items()) + ".")]
@@ -827,18 +1204,47 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--peers", default=",".join(PEERS),
                    help=f"the peers to measure too, comma-separated, from {','.join(PEERS)} (default: all)")
     p.add_argument("--no-peers", action="store_true", help="stdb and the echo server only (issue 7's run)")
+    p.add_argument("--only", default=None, metavar="SECTIONS",
+                   help=f"run only these parts, comma-separated, from {','.join(SECTIONS)} (sweep: the "
+                        "closed-loop runs at each --clients count)")
+    p.add_argument("--no-pipelined", action="store_true", help="skip the pipelined, skewed case")
+    p.add_argument("--no-isolation", action="store_true", help="skip the isolation case")
+    p.add_argument("--pipelined-connections", type=int, default=PIPELINED.connections,
+                   help="the pipelined case: connections")
+    p.add_argument("--pipelined-inflight", type=int, default=PIPELINED.inflight,
+                   help="the pipelined case: calls in flight per connection")
+    p.add_argument("--pipelined-alpha", type=float, default=PIPELINED.alpha,
+                   help="the pipelined case: the Zipf exponent of both accounts (0: uniform)")
+    p.add_argument("--pipelined-accounts", type=int, default=PIPELINED.accounts,
+                   help="the pipelined case: accounts (its own stdb and Tarantool servers)")
+    p.add_argument("--isolation-clients", type=int, default=ISOLATION_CLIENTS,
+                   help="the isolation case: closed-loop transfer clients on database B")
     p.add_argument("--out", default=RESULTS_DIR, help="a directory, or the .json file to write")
     a = p.parse_args(argv)
     peers = [] if a.no_peers else [x for x in a.peers.split(",") if x]
     unknown = set(peers) - set(PEERS)
     if unknown:
         p.error(f"unknown peers: {', '.join(sorted(unknown))} (known: {', '.join(PEERS)})")
+    sections = set(SECTIONS) if a.only is None else {x for x in a.only.split(",") if x}
+    if sections - set(SECTIONS):
+        p.error(f"unknown parts: {', '.join(sorted(sections - set(SECTIONS)))} "
+                f"(known: {', '.join(SECTIONS)})")
+    if a.no_pipelined:
+        sections.discard("pipelined")
+    if a.no_isolation:
+        sections.discard("isolation")
+    if min(a.pipelined_connections, a.pipelined_inflight) < 1 or a.pipelined_alpha < 0 \
+            or a.pipelined_accounts < 2:
+        p.error("the pipelined case needs connections ≥ 1, in flight ≥ 1, alpha ≥ 0 and accounts ≥ 2")
     if a.loadgen == "node" and shutil.which("node") is None:
         print("node is not installed: using the Python load generator instead (--loadgen python)", flush=True)
         a.loadgen = "python"
     from bench.machine import machine, save_results
-    res = run(a.seconds, [int(c) for c in a.clients.split(",") if c], a.fanout, a.trials, a.accounts,
-              a.loadgen, a.warmup, not a.no_confirmed, not a.no_relaxed, a.rounds, peers=peers)
+    shape = Pipelined(a.pipelined_connections, a.pipelined_inflight, a.pipelined_alpha, a.pipelined_accounts)
+    res = run(a.seconds, [int(c) for c in a.clients.split(",") if c], a.fanout if "fanout" in sections else 0,
+              a.trials, a.accounts, a.loadgen, a.warmup, not a.no_confirmed, not a.no_relaxed, a.rounds,
+              peers=peers, sweep="sweep" in sections, pipelined=shape if "pipelined" in sections else None,
+              isolation=a.isolation_clients if "isolation" in sections else 0)
     stamp = time.strftime("%Y%m%d-%H%M%S", time.gmtime())
     out_dir, name = a.out, f"network-{stamp}"
     if a.out.endswith(".json"):
@@ -872,13 +1278,16 @@ def _sub(argv: list[str]) -> int:
     ld.add_argument("--warmup", type=float, default=1.0)
     ld.add_argument("--trials", type=int, default=20)
     ld.add_argument("--gap", type=float, default=0.05)
+    ld.add_argument("--inflight", type=int, default=1)
+    ld.add_argument("--zipf", type=float, default=0.0)
     a = p.parse_args(argv)
     if a.cmd == "serve-stdb":
         serve_stdb(a.data, a.host, a.port, a.durability)
     elif a.cmd == "serve-echo":
         serve_echo(a.host, a.port, a.layer)
     else:
-        py_load(a.url, a.clients, a.seconds, a.mode, a.accounts, a.warmup, a.trials, a.gap)
+        py_load(a.url, a.clients, a.seconds, a.mode, a.accounts, a.warmup, a.trials, a.gap, a.inflight,
+                a.zipf)
     return 0
 
 

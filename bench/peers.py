@@ -58,6 +58,7 @@ from bench.network import (
     ROOT,
     Bench,
     Case,
+    Pipelined,
     ServerProcess,
     _pinned,
     accept_like_stdb,
@@ -211,21 +212,30 @@ def sqlite_server(b: Bench, synchronous: str, balance: int = BALANCE) -> ServerP
 
 # ---------------------------------------------------------------- Tarantool
 
-def tarantool_server(b: Bench, balance: int = BALANCE) -> ServerProcess:
+def tarantool_server(b: Bench, balance: int = BALANCE, accounts: int | None = None,
+                     name: str = "tarantool") -> ServerProcess:
+    """Tarantool with accounts 1..``accounts`` (default: the run's), its files in ``<tmp>/<name>``."""
     exe = shutil.which("tarantool")
     assert exe is not None
-    work = os.path.join(b.tmp, "tarantool")
+    work = os.path.join(b.tmp, name)
     os.makedirs(work, exist_ok=True)
-    return b.start(ServerProcess("tarantool", [], b.tmp, b.server_cpu, cmd=lambda port: [
-        exe, TARANTOOL_SERVER, str(port), work, str(b.accounts), str(balance)]))
+    n = accounts or b.accounts
+    return b.start(ServerProcess("tarantool", [], b.tmp, b.server_cpu, name=name, cmd=lambda port: [
+        exe, TARANTOOL_SERVER, str(port), work, str(n), str(balance)]))
 
 
-def tarantool_load(b: Bench, server: ServerProcess, clients: int, function: str = "transfer") -> dict:
-    """net.box closed-loop clients (one connection and one fiber each) calling ``function``."""
+def tarantool_load(b: Bench, server: ServerProcess, clients: int, function: str = "transfer", *,
+                   inflight: int = 1, zipf: float = 0.0, accounts: int | None = None) -> dict:
+    """net.box closed-loop clients (one connection each, driven by ``inflight`` fibers) calling
+    ``function`` between accounts 1..``accounts`` (default: the run's), uniform or Zipf(``zipf``)."""
     exe = shutil.which("tarantool")
     assert exe is not None
-    cmd = [exe, TARANTOOL_LOAD, f"127.0.0.1:{server.port}", str(clients), str(b.seconds), str(b.accounts),
-           str(b.warmup), function]
+    cmd = [exe, TARANTOOL_LOAD, f"127.0.0.1:{server.port}", str(clients), str(b.seconds),
+           str(accounts or b.accounts), str(b.warmup), function]
+    if inflight != 1:
+        cmd += ["--inflight", str(inflight)]
+    if zipf:
+        cmd += ["--zipf", str(zipf)]
     r = run_loadgen(cmd, b.warmup + b.seconds + 60, cpu=b.load_cpu, server=server, tmp=b.tmp,
                     what="the net.box load generator")
     b.settle(server)
@@ -386,6 +396,49 @@ def cases(b: Bench, which: Sequence[str],
             out.append(Case("redis_ceiling", "ceiling: redis-benchmark, EVALSHA of a no-op script",
                             "at once", "redis-benchmark", lambda c: rp.load(b, c, rp.noop_sha),
                             ceiling_of="redis-benchmark"))
+    return out, skipped
+
+
+def pipelined_cases(b: Bench, which: Sequence[str], shape: Pipelined,
+                    say: Callable[[str], None] = print) -> tuple[list[Case], dict[str, str]]:
+    """The peers of the pipelined, skewed case (bench/network.py's ``Pipelined``), from ``which``:
+    Tarantool with ``shape.accounts`` accounts (a server of its own, ``tarantool-pipelined``) and,
+    with ``ceilings``, the ceilings of load.js and net.box at that shape.  Started (registered with
+    ``b``) and waited for; their cases, and what was skipped with the reason."""
+    skipped: dict[str, str] = {}
+    out: list[Case] = []
+    tnt = node_echo = None
+    if "tarantool" in which:
+        if _missing("tarantool"):
+            skipped["tarantool"] = f"Tarantool: `tarantool` is not installed; {SETUP_HINT}."
+        else:
+            tnt = tarantool_server(b, accounts=shape.accounts, name="tarantool-pipelined")
+    if "ceilings" in which:
+        if b.loadgen != "node":
+            skipped["node_ceiling"] = (f"the {b.loadgen} load generator's ceiling is not measured (only the "
+                                       "Node load generator's: bench/loadgen/echo.js).")
+        else:
+            node = ensure_node()
+            node_echo = b.start(ServerProcess("node-echo", [], b.tmp, b.server_cpu,
+                                              name="node-echo-pipelined",
+                                              cmd=lambda port: [node, NODE_ECHO, str(port)]))
+    for sp in (tnt, node_echo):
+        if sp is not None:
+            sp.wait_ready()
+    k, alpha, n = shape.inflight, shape.alpha, shape.accounts
+    if tnt is not None:
+        t = tnt
+        out.append(Case("tarantool", "Tarantool 2.6, wal_mode fsync", "after the fsync", "net.box",
+                        lambda c: tarantool_load(b, t, c, "transfer", inflight=k, zipf=alpha, accounts=n)))
+    if node_echo is not None:
+        ne = node_echo
+        out.append(Case("node_ceiling", "ceiling: load.js vs a Node echo (echo.js)", "at once", "node",
+                        lambda c: b.ws_load(ne, c, inflight=k, zipf=alpha, accounts=n), ceiling_of="node"))
+    if tnt is not None and "ceilings" in which:
+        t = tnt
+        out.append(Case("netbox_ceiling", "ceiling: net.box calling a no-op function", "at once", "net.box",
+                        lambda c: tarantool_load(b, t, c, "noop", inflight=k, zipf=alpha, accounts=n),
+                        ceiling_of="net.box"))
     return out, skipped
 
 

@@ -137,6 +137,37 @@ def test_tarantool_peer(tmp_path):
         _stop(b)
 
 
+@pytest.mark.skipif(shutil.which("tarantool") is None, reason="tarantool not installed (bash bench/setup.sh)")
+def test_tarantool_pipelined_cases(tmp_path):
+    # the pipelined, skewed case's Tarantool peer: its own server with the shape's accounts, net.box
+    # fibers sharing each connection (--inflight), both accounts Zipf (--zipf); no money lost
+    b = _bench(tmp_path, 20)
+    shape = network.Pipelined(connections=2, inflight=5, alpha=1.5, accounts=300)
+    try:
+        found, skipped = peers.pipelined_cases(b, ("tarantool", "ceilings"), shape, say=lambda s: None)
+        assert [c.key for c in found] == ["tarantool", "netbox_ceiling"]
+        assert list(skipped) == ["node_ceiling"]              # the Python load generator has none
+        assert [sp.kind for sp in b.servers] == ["tarantool-pipelined"]
+        for case in found:
+            r = case.measure(shape.connections)
+            assert r["errors"] == 0, r["first_errors"]
+            assert (r["loadgen"], r["clients"], r["inflight"], r["zipf"]) == ("net.box", 2, 5, 1.5)
+            assert r["messages"] > 0 and 0 < r["p50_us"] <= r["p99_us"]
+            assert 0.45 < r["account1_share"] < 0.9                 # P(rank 1) ≈ 0.4 at α 1.5 over 300
+        u = peers.tarantool_load(b, b.servers[0], 2, "transfer", inflight=3)    # uniform over 20
+        assert u["errors"] == 0 and (u["inflight"], u["zipf"]) == (3, 0) and u["account1_share"] < 0.3
+        tarantool = pytest.importorskip("tarantool")
+        conn = tarantool.connect("127.0.0.1", b.servers[0].port)
+        try:
+            rows = {t[0]: t[1] for t in conn.select("account")}
+        finally:
+            conn.close()
+        assert len(rows) == 300 and sum(rows.values()) == 300 * network.BALANCE
+        assert rows[1] != network.BALANCE                             # the hot account moved
+    finally:
+        _stop(b)
+
+
 @pytest.mark.skipif(shutil.which("redis-server") is None or shutil.which("redis-benchmark") is None,
                     reason="redis-server / redis-benchmark not installed (bash bench/setup.sh)")
 def test_redis_peer(tmp_path):
@@ -178,5 +209,9 @@ def test_node_echo_ceiling_server(tmp_path):
         r = b.ws_load(sp, 2)
         assert r["errors"] == 0, r["first_errors"]
         assert r["messages"] > 0 and r["loadgen"] == "node"
+        r = b.ws_load(sp, 2, inflight=7, zipf=1.5, accounts=1000)    # the pipelined case's shape
+        assert r["errors"] == 0, r["first_errors"]
+        assert r["messages"] > 0 and (r["inflight"], r["zipf"]) == (7, 1.5)
+        assert 0.45 < r["account1_share"] < 0.9
     finally:
         _stop(b)

@@ -3,11 +3,19 @@
 // protocol (docs/protocol.md), one Node process, one core.
 //
 //   node load.js URL CLIENTS SECONDS MODE ACCOUNTS [--warmup S] [--trials N] [--gap S]
+//                [--inflight K] [--zipf ALPHA]
 //
 // MODE transfer: CLIENTS closed-loop clients, each sending CallReducer transfer(from, to, 1) and
 //   waiting for the TransactionUpdate answering it (same request_id) before sending the next.
-//   After --warmup seconds, prints {"event":"start"}, measures SECONDS seconds, then prints one
-//   JSON result line: {clients, messages, seconds, msg_per_s, p50_us, p99_us, errors, loadgen_cpu}.
+//   With --inflight K (default 1) each connection keeps K calls in flight: it sends K at once,
+//   then a new one as soon as one of its answers arrives (matched by request_id).  Both accounts
+//   are uniform in 1..ACCOUNTS, or with --zipf ALPHA > 0 (default 0: uniform) drawn from a Zipf
+//   distribution, P(rank k) proportional to 1 / k^ALPHA, rank k = account k (a precomputed CDF
+//   and a binary search; `to` is drawn again until it differs from `from`).  A call's latency:
+//   from sending it to its answer.  After --warmup seconds, prints {"event":"start"}, measures
+//   SECONDS seconds, then prints one JSON result line: {clients, inflight, zipf, messages, seconds,
+//   msg_per_s, p50_us, p99_us, errors, loadgen_cpu, account1_share} (account1_share: the share of
+//   the measured calls with account 1 at either end).
 // MODE fanout: CLIENTS clients each Subscribe to `SELECT * FROM account WHERE id = 1`; one more
 //   client calls transfer(1, 2, 1) --trials times, --gap seconds apart; each trial is the time from
 //   sending the call to the last subscriber receiving its TransactionUpdate.
@@ -35,15 +43,15 @@ const cbor = new Encoder({ useRecords: false, mapsAsObjects: true });
 
 function usage(msg) {
   process.stderr.write(`load.js: ${msg}\nusage: node load.js URL CLIENTS SECONDS MODE ACCOUNTS ` +
-                       '[--warmup S] [--trials N] [--gap S] [--rate R --callers K --hot H --hot-prob P ' +
-                       '--progress S --drain S]\n');
+                       '[--warmup S] [--trials N] [--gap S] [--inflight K] [--zipf ALPHA] ' +
+                       '[--rate R --callers K --hot H --hot-prob P --progress S --drain S]\n');
   process.exit(2);
 }
 
 function parseArgs(argv) {
   const pos = [];
   const opt = { warmup: 1, trials: 20, gap: 0.05, rate: 500, callers: 4, hot: 100, 'hot-prob': 0.25, progress: 30,
-    drain: 10 };
+    drain: 10, inflight: 1, zipf: 0 };
   for (let i = 0; i < argv.length; i++) {
     if (argv[i].startsWith('--')) {
       const k = argv[i].slice(2);
@@ -54,6 +62,8 @@ function parseArgs(argv) {
   if (pos.length !== 5) usage('five positional arguments expected');
   const [url, clients, seconds, mode, accounts] = pos;
   if (mode !== 'transfer' && mode !== 'fanout' && mode !== 'soak') usage(`unknown mode ${mode}`);
+  if (!(Number.isInteger(opt.inflight) && opt.inflight >= 1)) usage('--inflight must be an integer >= 1');
+  if (!(opt.zipf >= 0)) usage('--zipf must be >= 0');
   return { url, clients: Number(clients), seconds: Number(seconds), mode, accounts: Number(accounts), ...opt };
 }
 
@@ -118,6 +128,31 @@ function percentile(sorted, q) {
   return sorted[Math.min(sorted.length - 1, Math.floor(sorted.length * q))];
 }
 
+// Zipf(alpha) over ranks 1..n, rank k = account k: the CDF once, then a binary search per draw
+// for the first rank whose cumulative probability reaches u (u uniform in (0, 1) from `uniform`).
+function zipfSampler(n, alpha, uniform) {
+  const cdf = new Float64Array(n);
+  let sum = 0;
+  for (let k = 1; k <= n; k++) sum += k ** -alpha;
+  let acc = 0;
+  for (let k = 1; k <= n; k++) {
+    acc += k ** -alpha / sum;
+    cdf[k - 1] = acc;
+  }
+  cdf[n - 1] = 1;
+  return () => {
+    const u = uniform();
+    let lo = 0;
+    let hi = n - 1;
+    while (lo < hi) {
+      const mid = (lo + hi) >>> 1;
+      if (cdf[mid] < u) lo = mid + 1;
+      else hi = mid;
+    }
+    return lo + 1;
+  };
+}
+
 async function transfer(a) {
   let measuring = false;
   let stopping = false;            // after the window: send nothing new, wait for what is in flight
@@ -125,21 +160,39 @@ async function transfer(a) {
   let drained = null;
   let messages = 0;
   let errors = 0;
+  let account1 = 0;                // measured calls with account 1 at either end
   const firstErrors = [];
   const lat = [];
   let rng = 12345;
-  const rand = (n) => {                              // xorshift32: the same sequence every run
+  const next32 = () => {                             // xorshift32: the same sequence every run
     rng ^= rng << 13; rng >>>= 0; rng ^= rng >>> 17; rng ^= rng << 5; rng >>>= 0;
-    return rng % n;
+    return rng;
   };
-  function client(i) {
-    const c = { rid: 0, sent: 0, ws: null };
-    c.send = () => {
+  const rand = (n) => next32() % n;
+  let pair;                                          // () => [from, to], from != to
+  if (a.zipf > 0) {
+    if (a.accounts < 2) usage('--zipf needs at least 2 accounts');
+    const zipf = zipfSampler(a.accounts, a.zipf, () => next32() / 4294967296);   // in (0, 1)
+    pair = () => {
+      const from = zipf();
+      let to = zipf();
+      while (to === from) to = zipf();
+      return [from, to];
+    };
+  } else {
+    pair = () => {
       const from = 1 + rand(a.accounts);
       let to = 1 + rand(a.accounts);
       if (to === from) to = (to % a.accounts) + 1;
+      return [from, to];
+    };
+  }
+  function client(i) {
+    const c = { rid: 0, ws: null, pending: new Map() };   // request id -> [send time, from, to]
+    c.send = () => {
+      const [from, to] = pair();
       c.rid += 1;
-      c.sent = now();
+      c.pending.set(c.rid, [now(), from, to]);
       inFlight += 1;
       c.ws.send(callReducer(c.rid, 'transfer', [from, to, 1]));
     };
@@ -149,12 +202,16 @@ async function transfer(a) {
         if (firstErrors.length < 5) firstErrors.push(`client ${i}: ${msg.type} ${msg.code || ''} ${msg.detail}`);
         return;
       }
-      if (msg.request_id !== c.rid && msg.request_id !== BigInt(c.rid)) return;   // not our answer
+      const rid = Number(msg.request_id);
+      const call = c.pending.get(rid);
+      if (call === undefined) return;                                     // not an answer to our call
+      c.pending.delete(rid);
       const ok = msg.type === 'TransactionUpdate' && msg.status === 'committed';
       if (measuring) {
         if (ok) {
           messages += 1;
-          lat.push(now() - c.sent);
+          lat.push(now() - call[0]);
+          if (call[1] === 1 || call[2] === 1) account1 += 1;
         } else errors += 1;
       }
       if (!ok && firstErrors.length < 5) firstErrors.push(`client ${i}: ${JSON.stringify(msg, jsonSafe)}`);
@@ -165,9 +222,9 @@ async function transfer(a) {
     return connect(a.url, onMessage).then((ws) => { c.ws = ws; return c; });
   }
   const clients = await connectMany(a.clients, a.url, client);
-  for (const c of clients) c.send();
+  for (const c of clients) for (let k = 0; k < a.inflight; k++) c.send();
   await sleep(a.warmup);
-  messages = 0; errors = 0; lat.length = 0;
+  messages = 0; errors = 0; account1 = 0; lat.length = 0;
   measuring = true;
   const cpu0 = process.cpuUsage();
   const t0 = now();
@@ -176,11 +233,12 @@ async function transfer(a) {
   measuring = false;
   const wall = now() - t0;
   const cpu = process.cpuUsage(cpu0);
-  lat.sort((x, y) => x - y);
+  const sorted = Float64Array.from(lat).sort();
   out({
-    event: 'result', mode: 'transfer', loadgen: 'node', clients: a.clients, messages, seconds: wall / 1e6,
-    msg_per_s: messages / (wall / 1e6), p50_us: percentile(lat, 0.5), p99_us: percentile(lat, 0.99),
-    errors, first_errors: firstErrors, loadgen_cpu: (cpu.user + cpu.system) / wall,
+    event: 'result', mode: 'transfer', loadgen: 'node', clients: a.clients, inflight: a.inflight, zipf: a.zipf,
+    messages, seconds: wall / 1e6, msg_per_s: messages / (wall / 1e6), p50_us: percentile(sorted, 0.5),
+    p99_us: percentile(sorted, 0.99), errors, first_errors: firstErrors, loadgen_cpu: (cpu.user + cpu.system) / wall,
+    account1_share: messages ? account1 / messages : null,
   });
   stopping = true;
   await Promise.race([sleep(10), new Promise((r) => { drained = r; if (inFlight === 0) r(); })]);
