@@ -12,14 +12,14 @@ debug-test:     ## rebuild with boundscheck/wraparound/assertions/linetrace and 
 	STDB_DEBUG=1 $(PY) -m pip install --no-deps --no-build-isolation -e . && $(PY) -m pytest -q
 	$(PY) -m pip install --no-deps --no-build-isolation -e .
 
-annotate:       ## Cython's HTML annotation next to each .pyx (stdb/_core/*.html, stdb/module/*.html)
+annotate:       ## Cython's HTML annotation next to each .pyx (stdb/_core, stdb/module, stdb/server)
 	STDB_ANNOTATE=1 STDB_FORCE=1 $(PY) setup.py build_ext --inplace
-	@ls stdb/_core/*.html stdb/module/*.html
+	@ls stdb/_core/*.html stdb/module/*.html stdb/server/*.html
 
 lint:
 	$(PY) -m ruff check stdb tests bench tools fuzz
 	$(PY) -m mypy
-	cython-lint stdb/_core stdb/module
+	cython-lint stdb/_core stdb/module stdb/server
 
 bench:          ## the whole benchmark suite with its peers (bench/setup.sh installs them); JSON in bench/results/, summary into the README
 	bash bench/setup.sh
@@ -44,4 +44,4 @@ fuzz-asan:      ## the same with AddressSanitizer too (needs clang; self-check: 
 
 clean:
 	rm -rf build stdb/_core/*.c stdb/_core/*.so stdb/_core/*.html stdb/_core/.build-mode \
-		stdb/module/*.c stdb/module/*.so stdb/module/*.html
+		stdb/module/*.c stdb/module/*.so stdb/module/*.html stdb/server/*.c stdb/server/*.so stdb/server/*.html

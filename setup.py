@@ -1,9 +1,9 @@
 """Build the Cython extensions of stdb.
 
-Every ``stdb/_core/*.pyx`` and ``stdb/module/*.pyx`` becomes an extension.  ``STDB_DEBUG=1`` turns on
-boundscheck, wraparound, initializedcheck, C assertions and line tracing;
-``STDB_ANNOTATE=1`` writes Cython's HTML annotation next to each .pyx.  Little-endian hosts
-only (the C core reads integers as they lie in memory).
+Every ``stdb/_core/*.pyx``, ``stdb/module/*.pyx`` and ``stdb/server/*.pyx`` becomes an
+extension.  ``STDB_DEBUG=1`` turns on boundscheck, wraparound, initializedcheck, C assertions
+and line tracing; ``STDB_ANNOTATE=1`` writes Cython's HTML annotation next to each .pyx.
+Little-endian hosts only (the C core reads integers as they lie in memory).
 """
 
 import glob
@@ -62,7 +62,8 @@ class build_ext(_build_ext):
         args = ["-O0", "-g", "-UNDEBUG"] if debug else ["-O2"]
         exts = []
         for pyx in sorted(glob.glob(os.path.join("stdb", "_core", "*.pyx"))
-                          + glob.glob(os.path.join("stdb", "module", "*.pyx"))):
+                          + glob.glob(os.path.join("stdb", "module", "*.pyx"))
+                          + glob.glob(os.path.join("stdb", "server", "*.pyx"))):
             mod = pyx[:-4].replace(os.sep, ".")
             exts.append(Extension(mod, [pyx], define_macros=macros, extra_compile_args=args))
         self.distribution.ext_modules = cythonize(

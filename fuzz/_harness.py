@@ -35,13 +35,15 @@ __all__ = ["TARGETS", "instrumented", "instrument_module", "fuzz", "NATIVE_ENV",
            "ASAN_MARKER", "libfuzzer_preloaded", "asan_loaded", "Reader"]
 
 CACHE_ENV = "STDB_FUZZ_CACHE"   # a directory kept between runs (the harness points TMPDIR at one it removes)
-TARGETS = ("rowcodec", "protocol", "sql", "logrecord", "snapshot", "describe", "txn", "host")
+TARGETS = ("rowcodec", "protocol", "sql", "logrecord", "snapshot", "describe", "txn", "host", "lane",
+           "websocket")
 NATIVE_ENV = "STDB_FUZZ_NATIVE"
 # the Cython extensions a native build replaces (module name -> path relative to the repo)
 NATIVE_MODULES = ("stdb._core.codec", "stdb._core.page", "stdb._core.index", "stdb._core.table",
                   "stdb._core.matcher", "stdb._core.logrec", "stdb._core.rowbytes", "stdb._core.ordered",
                   "stdb._core.txn", "stdb._core.digest", "stdb._core.logq", "stdb.module._wasm",
-                  "stdb.module._host", "stdb.module._call")
+                  "stdb.module._host", "stdb.module._call", "stdb.server._lane",
+                  "stdb.server._frames")
 # a file of this name in a native build directory says it was compiled with -fsanitize=address
 ASAN_MARKER = "ASAN"
 

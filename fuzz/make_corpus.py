@@ -19,7 +19,7 @@ from typing import Any
 
 import cbor2
 
-from fuzz import fuzz_host, fuzz_logrecord, fuzz_rowcodec, fuzz_snapshot, fuzz_txn
+from fuzz import fuzz_host, fuzz_lane, fuzz_logrecord, fuzz_rowcodec, fuzz_snapshot, fuzz_txn
 from stdb._core.codec import RowCodec
 from stdb._core.schema import Column, IndexDef, TableSchema
 from stdb.protocol import CLIENT_MESSAGES, encode
@@ -100,6 +100,55 @@ def protocol() -> dict[str, bytes]:
         if name.startswith(("call", "subscribe", "query", "dml", "logs", "publish")):
             out[f"other-{name}"] = b"\x00" + frame
     return out
+
+
+def lane() -> dict[str, bytes]:
+    """CallReducer messages for fuzz_lane's reducers: ones the lane reads, ones it leaves."""
+    def call(reducer: str, args: list, rid: int = 1) -> bytes:
+        return encode("CallReducer", request_id=rid, reducer=reducer, args=args)
+    every = [True, -128, -32768, -(1 << 31), -(1 << 63), 255, 65535, (1 << 32) - 1, (1 << 64) - 1, 1.5, "abc",
+             b"\x00\xff", bytes(32), -1]
+    return {
+        "transfer": call("transfer", [1, 2, 3]),
+        "transfer-big-id": call("transfer", [1, 2, 3], (1 << 64) - 1),
+        "everything": call("everything", every),
+        "everything-out-of-range": call("everything", [*every[:1], 128, *every[2:]]),
+        "wrapped": call("wrapped", [None, "x", [1, -1], ["a", ""], [0.5, float("inf")], bytes(32), [True]]),
+        "wrapped-nones": call("wrapped", [7, None, [], [], [], None, []]),
+        "floats32": call("floats32", [1.5, [2.5]]),
+        "none": call("none", []),
+        "keys-reordered": cbor2.dumps({"args": [1, 2, 3], "reducer": "transfer", "type": "CallReducer",
+                                       "request_id": 9}),
+        "not-a-call": encode("Describe", request_id=3),
+    }
+
+
+def _masked(op: int, payload: bytes, fin: bool = True, mask: bytes = b"\x01\x02\x03\x04") -> bytes:
+    n = len(payload)
+    b0 = (0x80 if fin else 0) | op
+    head = bytes([b0, 0x80 | n]) if n < 126 else bytes([b0, 0x80 | 126]) + n.to_bytes(2, "big")
+    return head + mask + bytes(b ^ mask[i & 3] for i, b in enumerate(payload))
+
+
+def websocket() -> dict[str, bytes]:
+    """Client frames (mode byte 0: frames, 16 MiB messages) and handshakes (mode byte 1)."""
+    call = encode("CallReducer", request_id=1, reducer="transfer", args=[1, 2, 3])
+    hs = (b"GET /v1/database/bank HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+          b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n"
+          b"Sec-WebSocket-Protocol: v1.cbor.stdb")
+    return {
+        "frames-binary": b"\x06" + _masked(2, call),
+        "frames-pipelined": b"\x06" + _masked(2, call) * 3,
+        "frames-fragmented": b"\x06" + _masked(2, call[:5], fin=False) + _masked(9, b"hi")
+        + _masked(0, call[5:]),
+        "frames-text": b"\x06" + _masked(1, "héllo".encode()),
+        "frames-long": b"\x06" + _masked(2, bytes(300)),
+        "frames-close": b"\x06" + _masked(8, b"\x03\xe8bye"),
+        "frames-small-limit": b"\x00" + _masked(2, bytes(40)),
+        "frames-continuing": b"\x0e" + _masked(0, b"end"),
+        "handshake": b"\x01" + hs,
+        "handshake-post": b"\x01" + hs.replace(b"GET", b"POST"),
+    }
 
 
 SQL = [
@@ -427,13 +476,16 @@ def dictionaries() -> dict[str, list[bytes | str]]:
     for fields in CLIENT_MESSAGES.values():
         words.update(fields)
     d["protocol"] = [cbor2.dumps(w) for w in sorted(words)]
+    d["lane"] = [cbor2.dumps(w) for w in ("type", "CallReducer", "request_id", "reducer", "args",
+                                          *fuzz_lane.PARAMS)]
     d["snapshot"] = [fuzz_snapshot.SEP, '"format"', '"offset"', '"created_us"', '"hash"', '"tables"',
                      '"schema"', '"sequences"', '"rows"', '"chunks"', '"bytes"']
     return d
 
 
 GENERATORS = {"rowcodec": rowcodec, "protocol": protocol, "sql": sql, "logrecord": logrecord,
-              "snapshot": snapshot, "describe": describe, "txn": txn, "host": host}
+              "snapshot": snapshot, "describe": describe, "txn": txn, "host": host, "lane": lane,
+              "websocket": websocket}
 
 
 def main() -> None:

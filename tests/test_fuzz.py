@@ -67,6 +67,16 @@ def _nasty(target: str) -> list[bytes]:
                  # the first libFuzzer find: the harness made a call's timestamp past int64 (fixed there)
                  b"\x00\xb5\xb5\x09\x00" + b"\xb5" * 44 + b"\x01" + b"\x00" * 7 + b"\xb5\xb5;" + b"\xb5" * 24
                  + b"~\xb5\x00\x05"],
+        # lane: a map of five, a key twice, an indefinite map, a huge array count, a tag
+        "lane": [b"\xa5dtypekCallReducer", b"\xa4dtypekCallReducerdtypekCallReducer",
+                 b"\xbfdtypekCallReducer\xff", b"\xa4dargs\x9b\xff\xff\xff\xff\xff\xff\xff\xff",
+                 b"\xa4dtypekCallReducerjrequest_id\x01greducerhtransferdargs\x83\x01\x02\xc2\x41\x03"],
+        # websocket: a 2**64-1 length, a control frame too long, reserved bits, an unmasked frame,
+        # a handshake of headers without values, one with a bad key
+        "websocket": [b"\x06\x82\xff" + b"\xff" * 8 + b"\x00" * 8, b"\x06\x89\xfe\x00\x7e" + b"\x00" * 130,
+                      b"\x06\xc2\x80\x00\x00\x00\x00", b"\x06\x82\x01x",
+                      b"\x01GET / HTTP/1.1\r\n:\r\nUpgrade", b"\x01GET / HTTP/1.1\r\nUpgrade: websocket\r\n"
+                      b"Connection: upgrade\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: !!"],
     }
     return generic + [x.encode("utf-8", "surrogatepass") if isinstance(x, str) else x for x in per[target]]
 

@@ -10,6 +10,8 @@ import struct
 
 import pytest
 import trio
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from trio_websocket import ConnectionRejected, open_websocket_url
 
 from stdb.server.websocket import Closed, Request, serve_websocket
@@ -273,3 +275,63 @@ async def test_the_read_buffer_keeps_only_the_frame_in_the_making():
                 largest = max(largest, len(ws._buf))
     # at most one read (64 KiB) and the frame it completed; all 212 KB had they been kept
     assert largest < (1 << 16) + 200 < len(data)
+
+
+# ---- the frame parser in C (stdb/server/_frames.pyx) against its reference in Python
+
+
+def _both(buf, pos, max_message, parts_size, fragmented):
+    from stdb.server._frames import parse_frame
+    from stdb.server.frames_reference import FrameError
+    from stdb.server.frames_reference import parse_frame as reference
+
+    out = []
+    for fn in (parse_frame, reference):
+        try:
+            out.append(("ok", fn(buf, pos, max_message, parts_size, fragmented)))
+        except FrameError as e:
+            out.append(("error", e.code, e.reason))
+    return out
+
+
+@st.composite
+def _frame_buffers(draw):
+    """A buffer holding a client frame (well-formed or not), maybe cut short or followed by more."""
+    op = draw(st.sampled_from([0x0, 0x1, 0x2, 0x8, 0x9, 0xA, 0x3, 0xB, 0xF]))
+    fin = draw(st.booleans())
+    rsv = draw(st.sampled_from([0, 0, 0, 0x10, 0x40]))
+    masked = draw(st.booleans()) or draw(st.booleans())
+    payload = draw(st.binary(max_size=300))
+    form = draw(st.sampled_from(["short", "16", "64", "lie"]))
+    n = len(payload)
+    if form == "short" and n < 126:
+        head = bytes([(0x80 if fin else 0) | rsv | op, (0x80 if masked else 0) | n])
+    elif form in ("16", "short"):
+        head = bytes([(0x80 if fin else 0) | rsv | op, (0x80 if masked else 0) | 126]) + n.to_bytes(2, "big")
+    elif form == "64":
+        head = bytes([(0x80 if fin else 0) | rsv | op, (0x80 if masked else 0) | 127]) + n.to_bytes(8, "big")
+    else:                                       # a length that is not the payload's (huge ones too)
+        head = bytes([(0x80 if fin else 0) | rsv | op, (0x80 if masked else 0) | 127]) \
+            + draw(st.integers(0, (1 << 64) - 1)).to_bytes(8, "big")
+    mask = draw(st.binary(min_size=4, max_size=4)) if masked else b""
+    frame = head + mask + payload
+    prefix = draw(st.binary(max_size=5))
+    cut = draw(st.integers(0, len(frame)))
+    frame = frame[:cut] if draw(st.integers(0, 3)) == 0 else frame + draw(st.binary(max_size=20))
+    kind = draw(st.sampled_from([bytes, bytearray]))
+    return kind(prefix + frame), len(prefix)
+
+
+@settings(max_examples=2000, deadline=None)
+@given(_frame_buffers(), st.sampled_from([0, 10, 125, 300, 1 << 20]), st.integers(0, 400), st.booleans())
+def test_the_c_frame_parser_is_its_reference(buf_pos, max_message, parts_size, fragmented):
+    buf, pos = buf_pos
+    c, ref = _both(buf, pos, max_message, parts_size, fragmented)
+    assert c == ref
+
+
+@given(st.binary(max_size=80), st.integers(0, 80), st.booleans())
+def test_the_c_frame_parser_on_arbitrary_bytes(data, pos, fragmented):
+    pos = min(pos, len(data))
+    c, ref = _both(bytearray(data), pos, 1 << 20, 0, fragmented)
+    assert c == ref

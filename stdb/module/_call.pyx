@@ -182,15 +182,27 @@ cdef class CallPath:
             return self.db._refuse_call(reducer)        # raises the right error
         return self._run(idx, args, sender, connection_id, timestamp, None)
 
+    def call_encoded(self, int idx, bytes raw, sender, connection_id):
+        """A client's call whose arguments are already row-codec bytes, checked against the
+        reducer's parameters (the server's CallReducer lane, stdb/server/_lane.pyx): reducer
+        number ``idx`` of ``callable_reducers``."""
+        if not 0 <= idx < len(self.infos):
+            raise IndexError(f"no reducer number {idx}")
+        return self._run(idx, None, sender, connection_id, None, None, raw)
+
+    def callable_reducers(self):
+        """name -> (reducer number, its parameters' codec) for the reducers a client may call."""
+        return {name: (idx, self.infos[idx][2]) for name, idx in self.by_name.items()}
+
     def run(self, int idx, args, sender, connection_id, timestamp, before_commit):
         """Run reducer number ``idx`` and commit it; the CallResult, or the error (the
         transaction rolled back).  ``before_commit(tx)`` runs after the reducer, in its
         transaction (a schedule's bookkeeping)."""
         return self._run(idx, args, sender, connection_id, timestamp, before_commit)
 
-    cdef _run(self, int idx, args, sender, connection_id, timestamp, before_commit):
+    cdef _run(self, int idx, args, sender, connection_id, timestamp, before_commit, bytes raw=None):
         cdef RowCodec codec
-        cdef bytes raw, rname
+        cdef bytes rname
         cdef bytes rec = None
         cdef Py_ssize_t ntables = 0, changes_len = 0
         cdef CallResult res
@@ -218,14 +230,15 @@ cdef class CallPath:
         conn = ZERO16 if connection_id is None else connection_id
         if type(conn) is not bytes or PyBytes_GET_SIZE(conn) != 16:
             db._bad_call(name, "connection_id", conn)
-        if type(args) is not tuple:
-            if not isinstance(args, (tuple, list)):
-                db._bad_call(name, "args", args)
-            args = tuple(args)
-        try:
-            raw = codec.encode(args)               # checked, then encoded
-        except DataError as err:
-            db._bad_call(name, "values", err)
+        if raw is None:
+            if type(args) is not tuple:
+                if not isinstance(args, (tuple, list)):
+                    db._bad_call(name, "args", args)
+                args = tuple(args)
+            try:
+                raw = codec.encode(args)               # checked, then encoded
+            except DataError as err:
+                db._bad_call(name, "values", err)
         ts = self._timestamp(timestamp)
         store = self.store
         if store._closed:

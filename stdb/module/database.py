@@ -400,6 +400,11 @@ class Database:
                                hint="reducers: " + ", ".join(r.name for r in self.schema.reducers))
         return self.schema.reducers[idx]
 
+    @property
+    def call_path(self) -> CallPath:
+        """The native call path (the server's CallReducer lane calls ``call_encoded`` on it)."""
+        return self._path
+
     def call(self, reducer: str, args: Sequence[Any] = (), *, sender: bytes = ZERO_IDENTITY,
              connection_id: bytes | None = None, timestamp: int | None = None) -> CallResult:
         """Run ``reducer(*args)`` as ``sender`` in a transaction; CallResult on commit,

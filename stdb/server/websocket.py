@@ -29,6 +29,9 @@ from typing import Any
 
 import trio
 
+from stdb.server._frames import parse_frame
+from stdb.server.frames_reference import FrameError
+
 __all__ = ["Closed", "Request", "WebSocket", "serve_websocket", "server_handshake"]
 
 log = logging.getLogger("stdb.server")
@@ -69,14 +72,6 @@ class _Refuse(Exception):
         self.status = status
         self.body = body
         self.headers = headers
-
-
-def _unmask(data: bytes | bytearray | memoryview, mask: bytes) -> bytes:
-    n = len(data)
-    if not n:
-        return b""
-    key = (mask * ((n >> 2) + 1))[:n]
-    return (int.from_bytes(data, "little") ^ int.from_bytes(key, "little")).to_bytes(n, "little")
 
 
 def frame_header(opcode: int, n: int) -> bytes:
@@ -344,62 +339,25 @@ class WebSocket:
 
     def _parse(self) -> tuple[int, Any] | None:
         """One frame out of the buffer: (opcode, payload) of a whole message or a control
-        frame; None when more bytes are needed.  Raises Closed on a protocol error."""
+        frame; None when more bytes are needed.  Raises Closed on a protocol error.  Each
+        frame's header and unmasking are C (stdb/server/_frames.pyx)."""
         while True:
-            buf, p = self._buf, self._pos
-            avail = len(buf) - p
-            if avail < 2:
+            try:
+                got = parse_frame(self._buf, self._pos, self.max_message, self._parts_size,
+                                  self._parts is not None)
+            except FrameError as e:
+                raise Closed(e.code, e.reason) from None
+            if got is None:
                 self._more()
                 return None
-            b0, b1 = buf[p], buf[p + 1]
-            n = b1 & 0x7F
-            h = 2
-            if n == 126:
-                if avail < 4:
-                    self._more()
-                    return None
-                n = (buf[p + 2] << 8) | buf[p + 3]
-                h = 4
-            elif n == 127:
-                if avail < 10:
-                    self._more()
-                    return None
-                n = int.from_bytes(buf[p + 2:p + 10], "big")
-                h = 10
-            op = b0 & 0x0F
-            fin = b0 & 0x80
-            if b0 & 0x70:
-                raise Closed(PROTOCOL_ERROR, "reserved bits set (no extension was negotiated)")
-            if not b1 & 0x80:
-                raise Closed(PROTOCOL_ERROR, "client frames must be masked")
-            if op >= 0x8:
-                if not fin or n > 125:
-                    raise Closed(PROTOCOL_ERROR, "control frames must be final and at most 125 bytes")
-                if op not in (OP_CLOSE, OP_PING, OP_PONG):
-                    raise Closed(PROTOCOL_ERROR, f"unknown opcode {op:#x}")
-            elif op == OP_CONT:
-                if self._parts is None:
-                    raise Closed(PROTOCOL_ERROR, "continuation frame without a message to continue")
-            elif op in (OP_TEXT, OP_BINARY):
-                if self._parts is not None:
-                    raise Closed(PROTOCOL_ERROR, "new message before the fragmented one ended")
-            else:
-                raise Closed(PROTOCOL_ERROR, f"unknown opcode {op:#x}")
-            if op < 0x8 and self._parts_size + n > self.max_message:
-                raise Closed(MESSAGE_TOO_BIG, f"message of more than {self.max_message:,} bytes")
-            end = p + h + 4 + n
-            if len(buf) < end:
-                self._more()
-                return None
-            payload = _unmask(memoryview(buf)[p + h + 4:end], bytes(buf[p + h:p + h + 4]))
-            self._pos = end
+            op, fin, payload, self._pos = got
             if op >= 0x8:
                 return op, payload
             if not fin:
                 if self._parts is None:
                     self._parts, self._parts_op = [], op
                 self._parts.append(payload)
-                self._parts_size += n
+                self._parts_size += len(payload)
                 continue
             if self._parts is not None:
                 self._parts.append(payload)

@@ -1,0 +1,98 @@
+"""Fuzz target: the server's websocket layer on arbitrary client bytes — frames and handshakes.
+
+Input: one byte choosing what is fed and how (bit 0: a handshake or frames; bits 1-2 the
+largest message allowed; bit 3: inside a fragmented message), then the bytes.
+
+* frames: the C parser (stdb/server/_frames.pyx) and its Python reference
+  (stdb/server/frames_reference.py) give the same frame, or the same FrameError (close code and
+  reason), at every position of the buffer a frame could start at; and the websocket's own
+  receive loop (``WebSocket._parse``: fragments, control frames, UTF-8 of text messages) over
+  the same bytes returns messages or raises ``Closed``, nothing else;
+* handshakes: the request parser (``websocket._parse_request``) returns the path, the headers,
+  the subprotocols and the key, or refuses with an HTTP status (``_Refuse``), nothing else.
+
+    python -m fuzz.fuzz_websocket fuzz/corpus/websocket -max_total_time=60
+"""
+
+from __future__ import annotations
+
+from fuzz._harness import fuzz, instrument_module, instrumented
+
+with instrumented(__name__ == "__main__"):
+    from stdb.server import websocket
+    from stdb.server._frames import parse_frame
+    from stdb.server.frames_reference import FrameError
+    from stdb.server.frames_reference import parse_frame as reference
+    from stdb.server.websocket import Closed, WebSocket
+
+MAX_MESSAGE = (16, 125, 4096, 16 << 20)
+
+
+class _NoTransport:
+    """The websocket is only parsed here: nothing is ever sent or received."""
+
+
+def _one(fn, buf, pos, max_message, parts_size, fragmented):   # type: ignore[no-untyped-def]
+    try:
+        return "ok", fn(buf, pos, max_message, parts_size, fragmented)
+    except FrameError as e:
+        return "error", e.code, e.reason
+
+
+def frames(data: bytes, max_message: int, fragmented: bool) -> None:
+    buf = bytearray(data)
+    pos = 0
+    parts = 7 if fragmented else 0
+    while pos < len(buf):
+        c = _one(parse_frame, buf, pos, max_message, parts, fragmented)
+        r = _one(reference, buf, pos, max_message, parts, fragmented)
+        assert c == r, (pos, c, r)
+        if c[0] != "ok" or c[1] is None:
+            break
+        op, fin, payload, end = c[1]
+        assert end > pos and len(payload) <= end - pos
+        pos = end
+        if op < 8:
+            fragmented = not fin
+    ws = WebSocket(_NoTransport(), data, max_message)     # type: ignore[arg-type]
+    try:
+        for _ in range(len(data) + 1):
+            got = ws._parse()
+            if got is None:
+                break
+            op, payload = got
+            assert op in (0x1, 0x2, 0x8, 0x9, 0xA) and isinstance(payload, (bytes, str))
+    except Closed as e:
+        assert 1000 <= e.code < 5000 and e.reason
+
+
+def handshake(data: bytes) -> None:
+    try:
+        path, headers, subprotocols, key = websocket._parse_request(data)
+    except websocket._Refuse as e:
+        assert 400 <= e.status < 600 and e.body
+        return
+    assert isinstance(path, str) and isinstance(key, bytes)
+    assert all(isinstance(k, bytes) and isinstance(v, bytes) for k, v in headers)
+    assert all(isinstance(s, str) for s in subprotocols)
+
+
+def TestOneInput(data: bytes) -> None:
+    if not data:
+        return
+    mode, rest = data[0], data[1:]
+    if mode & 1:
+        handshake(rest)
+    else:
+        frames(rest, MAX_MESSAGE[(mode >> 1) & 3], bool(mode & 8))
+
+
+instrument_module(globals(), __name__ == "__main__")
+
+
+def main() -> None:
+    fuzz(TestOneInput)
+
+
+if __name__ == "__main__":
+    main()

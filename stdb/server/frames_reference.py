@@ -1,0 +1,73 @@
+"""The reference of the websocket frame parser (stdb/server/_frames.pyx), in plain Python: one
+client frame out of a receive buffer (RFC 6455 section 5.2), its checks in the order the server
+makes them.  tests/test_websocket.py and the ``websocket`` fuzz target hold the C parser to it.
+"""
+
+from __future__ import annotations
+
+__all__ = ["FrameError", "parse_frame"]
+
+OP_CONT, OP_TEXT, OP_BINARY, OP_CLOSE, OP_PING, OP_PONG = 0x0, 0x1, 0x2, 0x8, 0x9, 0xA
+PROTOCOL_ERROR = 1002
+MESSAGE_TOO_BIG = 1009
+
+
+class FrameError(Exception):
+    """The client broke the protocol: the close ``code`` and ``reason`` to answer with."""
+
+    def __init__(self, code: int, reason: str) -> None:
+        super().__init__(reason)
+        self.code = code
+        self.reason = reason
+
+
+def parse_frame(buf: bytes | bytearray, pos: int, max_message: int, parts_size: int,
+                fragmented: bool) -> tuple[int, bool, bytes, int] | None:
+    """The frame at ``buf[pos:]``: (opcode, final, unmasked payload, where it ends), or None
+    when more bytes are needed.  ``parts_size`` bytes of a fragmented message came before it
+    (``fragmented``); a message may have at most ``max_message`` bytes.  FrameError when the
+    frame breaks the protocol."""
+    avail = len(buf) - pos
+    if avail < 2:
+        return None
+    b0, b1 = buf[pos], buf[pos + 1]
+    n = b1 & 0x7F
+    h = 2
+    if n == 126:
+        if avail < 4:
+            return None
+        n = (buf[pos + 2] << 8) | buf[pos + 3]
+        h = 4
+    elif n == 127:
+        if avail < 10:
+            return None
+        n = int.from_bytes(buf[pos + 2:pos + 10], "big")
+        h = 10
+    op = b0 & 0x0F
+    fin = bool(b0 & 0x80)
+    if b0 & 0x70:
+        raise FrameError(PROTOCOL_ERROR, "reserved bits set (no extension was negotiated)")
+    if not b1 & 0x80:
+        raise FrameError(PROTOCOL_ERROR, "client frames must be masked")
+    if op >= 0x8:
+        if not fin or n > 125:
+            raise FrameError(PROTOCOL_ERROR, "control frames must be final and at most 125 bytes")
+        if op not in (OP_CLOSE, OP_PING, OP_PONG):
+            raise FrameError(PROTOCOL_ERROR, f"unknown opcode {op:#x}")
+    elif op == OP_CONT:
+        if not fragmented:
+            raise FrameError(PROTOCOL_ERROR, "continuation frame without a message to continue")
+    elif op in (OP_TEXT, OP_BINARY):
+        if fragmented:
+            raise FrameError(PROTOCOL_ERROR, "new message before the fragmented one ended")
+    else:
+        raise FrameError(PROTOCOL_ERROR, f"unknown opcode {op:#x}")
+    if op < 0x8 and parts_size + n > max_message:
+        raise FrameError(MESSAGE_TOO_BIG, f"message of more than {max_message:,} bytes")
+    end = pos + h + 4 + n
+    if len(buf) < end:
+        return None
+    mask = bytes(buf[pos + h:pos + h + 4])
+    data = bytes(buf[pos + h + 4:end])
+    payload = bytes(b ^ mask[i & 3] for i, b in enumerate(data))
+    return op, fin, payload, end
