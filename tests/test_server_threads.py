@@ -27,14 +27,15 @@ async def test_calls_on_one_database_complete_while_another_loops_to_its_limit(t
                 busy = server.databases["busy"].thread
                 jobs = busy.jobs
                 rid = await a.send("CallReducer", reducer="loop", args=[0])
-                while busy._inbox.qsize() or busy.jobs != jobs:     # until its thread took the call
+                while busy.jobs != jobs + 1 or not busy.in_batch:   # until its thread runs the call
                     await trio.sleep(0.001)
                 started = trio.current_time()
                 for i in range(50):
                     up = await b.request("CallReducer", reducer="send_message", args=[f"meanwhile {i}"])
                     assert up["type"] == "TransactionUpdate" and up["status"] == "committed", up
                 b_done = trio.current_time()
-                assert busy.jobs == jobs, "the looping call had ended before the other database's calls"
+                assert busy.in_batch and busy.jobs == jobs + 1, \
+                    "the looping call had ended before the other database's calls"
                 while True:
                     m = await a.recv()
                     if m.get("request_id") == rid:

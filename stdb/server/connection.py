@@ -10,14 +10,15 @@ from __future__ import annotations
 
 import logging
 import secrets
-from typing import Protocol
+from typing import Any, Protocol
 
 import trio
 
 from stdb.errors import StdbError
 from stdb.protocol import encode
 from stdb.server.metrics import Metrics
-from stdb.server.websocket import Closed, Framed, WebSocket
+from stdb.server.poller import Poller
+from stdb.server.websocket import OP_BINARY, OP_TEXT, Closed, Framed, WebSocket
 
 __all__ = ["Connection", "Host", "QueueLimits"]
 
@@ -46,6 +47,7 @@ class Host(Protocol):
     lifecycle reducers (stdb/server/server.py)."""
 
     metrics: Metrics
+    poller: Poller | None             # reads the connections' sockets (None: each its own task)
 
     def submit(self, conn: Connection, data: bytes | str) -> None:
         """Handle one message ``conn`` received; ``conn.handled()`` once it is handled."""
@@ -78,6 +80,9 @@ class Connection:
         self._inflight = 0                        # requests submitted, not yet handled
         self._handled: trio.Event | None = None   # set when one is handled (see _wait_inflight)
         self._ended = False                       # serve() has returned: nothing more is sent
+        self._attention: trio.Event | None = None  # the poller hands something over (see _read)
+        self._handover: tuple[int, Any] | Closed | None = None
+        self._fd: int | None = None               # the socket the poller reads for us
 
     def __repr__(self) -> str:
         return f"<Connection {self.identity.hex()[:12]} to {self.database}>"
@@ -96,6 +101,23 @@ class Connection:
                 return
             msg = rest                # the sender writes what the socket did not take (or, when
                                       # empty, has the websocket write the rest it keeps)
+        self._enqueue(msg)
+
+    def push_many(self, msgs: list[bytes]) -> None:
+        """``push`` each, in order; written with one send when nothing waits before them (a
+        batch's answers to a pipelining client)."""
+        if len(msgs) == 1 or self.queued_bytes or self._out_closed:
+            for m in msgs:
+                self.push(m)
+            return
+        if self.close_reason is not None or self._ended:
+            return
+        rest = self.ws.send_nowait_many(msgs)
+        self.metrics.sent(len(msgs), sum(map(len, msgs)))
+        if rest is not None:
+            self._enqueue(rest)
+
+    def _enqueue(self, msg: bytes) -> None:
         if self.queued_bytes + len(msg) > self.limits.bytes:
             self.kill(f"client too slow: {self.queued_bytes + len(msg):,} bytes queued "
                       f"(at most {self.limits.bytes:,})", CLOSE_TOO_SLOW)
@@ -205,30 +227,104 @@ class Connection:
     def _backlog(self) -> tuple[int, int]:
         return self.queued_messages, self.queued_bytes
 
-    async def _receive(self) -> None:
+    def _has_room(self) -> bool:
+        """Read-side backpressure: while this client's own answers fill more than half its
+        queue, read no more of its requests (a client that pipelines thousands of calls waits
+        for the answers instead of being cut off as too slow).  Updates from other clients'
+        commits still go to the queue and still cut off a client that never reads.  Requests
+        submitted and not yet handled count as answers to come."""
+        n, b = self._backlog()
         limits = self.limits
+        return ((n + self._inflight) * 2 <= limits.messages and b * 2 <= limits.bytes
+                and self._inflight < MAX_INFLIGHT)
+
+    async def _wait_room(self) -> None:
+        while not self._has_room():
+            if self._inflight:
+                await self._wait_inflight(0)        # their answers join the backlog first
+            else:
+                self._room = trio.Event()
+                await self._room.wait()
+
+    async def _receive(self) -> None:
+        poller = self.host.poller
+        fd = self.ws.fileno()
+        if poller is not None and fd is not None:
+            await self._receive_polled(poller, fd)
+            return
         while True:
-            # Read-side backpressure: while this client's own answers fill more than half its
-            # queue, read no more of its requests (a client that pipelines thousands of calls
-            # waits for the answers instead of being cut off as too slow).  Updates from other
-            # clients' commits still go to the queue and still cut off a client that never reads.
-            # Requests submitted and not yet handled count as answers to come.
-            while True:
-                n, b = self._backlog()
-                if ((n + self._inflight) * 2 <= limits.messages and b * 2 <= limits.bytes
-                        and self._inflight < MAX_INFLIGHT):
-                    break
-                if self._inflight:
-                    await self._wait_inflight(0)        # their answers join the backlog first
-                else:
-                    self._room = trio.Event()
-                    await self._room.wait()
+            await self._wait_room()
             data = await self.ws.get_message()
             # its database's execution thread handles it, in order (stdb/server/hosted.py); no
             # checkpoint of our own: get_message yields to the other tasks even when a message
             # is already waiting (it checkpoints when it did not read the socket)
             self._inflight += 1
             self.host.submit(self, data)
+
+    async def _receive_polled(self, poller: Poller, fd: int) -> None:
+        """Requests read by the server's poller (stdb/server/poller.py) calling ``_read``; this
+        task waits until it hands over what needs a task: a control frame, the close, a
+        protocol error, or a full queue (backpressure)."""
+        self._fd = fd
+        try:
+            while True:
+                await self._wait_room()
+                self._handover = None
+                self._attention = trio.Event()
+                self._drain()                       # what is buffered already (the handshake's rest)
+                if self._handover is None and self._has_room():
+                    if not poller.register(fd, self._read):
+                        raise Closed(CLOSE_SHUTDOWN, "the server is shutting down")
+                    try:
+                        await self._attention.wait()
+                    finally:
+                        poller.unregister(fd)
+                frame, self._handover = self._handover, None
+                if frame is not None:
+                    await self.ws.handle_frame(frame)       # Closed ends the loop
+                await trio.lowlevel.checkpoint()
+        finally:
+            self._attention = None
+
+    def _read(self) -> None:
+        """The poller's call when the socket has something: read it, hand each request to the
+        database; whatever needs this connection's task wakes it."""
+        try:
+            self.ws.read_now()
+        except Closed as e:
+            self._hand_over(e)
+            return
+        self._drain()
+
+    def _drain(self) -> None:
+        ws = self.ws
+        while self._handover is None:
+            if not self._has_room():
+                self._hand_over(None)
+                return
+            try:
+                frame = ws.next_frame()
+            except Closed as e:
+                self._hand_over(e)
+                return
+            if frame is None:
+                return
+            op, payload = frame
+            if op != OP_BINARY and op != OP_TEXT:
+                self._hand_over(frame)
+                return
+            self._inflight += 1
+            self.host.submit(self, payload)
+
+    def _hand_over(self, what: tuple[int, Any] | Closed | None) -> None:
+        """Stop reading in the poller and wake this connection's task with ``what`` (None: the
+        queue is full)."""
+        self._handover = what
+        poller = self.host.poller
+        if poller is not None and self._fd is not None:
+            poller.unregister(self._fd)
+        if self._attention is not None:
+            self._attention.set()
 
     async def _wait_inflight(self, at_most: int) -> None:
         while self._inflight > at_most:

@@ -46,8 +46,9 @@ class ExecutionThread:
         self._inbox: queue.SimpleQueue[Job] = queue.SimpleQueue()
         self._thread: threading.Thread | None = None
         self.stopping = False       # stop() was called: nothing more is accepted
-        self.batches = 0            # statistics (tests, benchmarks)
+        self.batches = 0            # statistics (tests, benchmarks): batches and jobs taken
         self.jobs = 0
+        self.in_batch = False       # a batch is running
 
     @property
     def running(self) -> bool:
@@ -99,11 +100,13 @@ class ExecutionThread:
                     del batch[i:]
                     stop = True
                     break
+            self.batches += 1           # counted first: a job's answers come after its count
+            self.jobs += len(batch)
+            self.in_batch = True
             try:
                 worker.run_batch(batch)
             except Exception:       # a bug of ours: the database must keep serving
                 log.exception("%s: execution thread: a batch failed", self.name)
-            self.batches += 1
-            self.jobs += len(batch)
+            self.in_batch = False
             if stop:
                 return

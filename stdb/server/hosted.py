@@ -150,11 +150,22 @@ class HostedDatabase:
     # ---- I/O thread: delivering what the execution thread produced
 
     def deliver(self, items: list[Item]) -> None:
+        # a connection's messages of the batch go out together (one write), in their order;
+        # a confirmed connection's in commit order through _send, as they come
+        out: dict[Connection, list[bytes]] = {}
         for kind, conn, payload, offset in items:
-            if kind == SEND:
-                self._send(conn, payload, offset)
-            elif kind == PUSH:
-                conn.push(payload)
+            if kind == SEND or kind == PUSH:
+                if conn.confirmed:
+                    if kind == SEND:
+                        self._send(conn, payload, offset)
+                    else:
+                        conn.push(payload)
+                    continue
+                msgs = out.get(conn)
+                if msgs is None:
+                    out[conn] = [payload]
+                else:
+                    msgs.append(payload)
             elif kind == DONE:
                 conn.handled()
             elif kind == COMMITTED:
@@ -162,6 +173,8 @@ class HostedDatabase:
                     self._last_offset = offset
             else:
                 payload()
+        for conn, msgs in out.items():
+            conn.push_many(msgs)
 
     def _send(self, conn: Connection, msg: bytes, offset: int | None) -> None:
         if not conn.confirmed:

@@ -41,6 +41,7 @@ from stdb.server.connection import CLOSE_DELETED, CLOSE_SHUTDOWN, Connection, Qu
 from stdb.server.hosted import HostedDatabase
 from stdb.server.identity import TokenIssuer
 from stdb.server.metrics import DatabaseState, Metrics
+from stdb.server.poller import Poller
 from stdb.server.websocket import Request, serve_websocket
 from stdb.storage.durable import StoreConfig
 
@@ -66,6 +67,7 @@ class Server:
         self.databases: dict[str, HostedDatabase] = {}
         self.metrics = Metrics(self._states)
         self.connections: set[Connection] = set()
+        self.poller: Poller | None = None          # reads every connection's socket (while serving)
         self.port: int | None = None
         self._stop = trio.Event()
         self._gone = trio.Event()                 # set whenever a connection ends
@@ -194,6 +196,8 @@ class Server:
             async with trio.open_nursery() as dbs:
                 await dbs.start(self.run_databases)
                 async with trio.open_nursery() as conns:
+                    self.poller = Poller()
+                    conns.start_soon(self.poller.run)
                     async with trio.open_nursery() as listener:
                         self.port = await listener.start(partial(
                             serve_websocket, self._handle, host, port, handler_nursery=conns,
@@ -214,6 +218,7 @@ class Server:
                     conns.cancel_scope.cancel()
                 dbs.cancel_scope.cancel()
         finally:
+            self.poller = None
             self.metrics.close()
             log.info("stdb stopped")
 

@@ -232,7 +232,17 @@ class WebSocket:
         nothing was written, or empty when part was — the websocket keeps the rest, and every
         later send (a message, a pong, the close) writes it first, so no frame is ever split
         by another."""
-        frame = frame_header(OP_BINARY, len(message)) + message
+        return self._write_now(frame_header(OP_BINARY, len(message)) + message)
+
+    def send_nowait_many(self, messages: Sequence[bytes]) -> Framed | None:
+        """``send_nowait`` for several binary messages, one frame each, with one write."""
+        parts = []
+        for m in messages:
+            parts.append(frame_header(OP_BINARY, len(m)))
+            parts.append(m)
+        return self._write_now(b"".join(parts))
+
+    def _write_now(self, frame: bytes) -> Framed | None:
         if self._rest or self._sending or self._broken or self.closed is not None:
             return Framed(frame)
         try:
@@ -336,6 +346,50 @@ class WebSocket:
             await self._send_close(e.code, e.reason)
         except Closed:
             pass
+
+    # ---- receiving without a task of one's own (stdb/server/poller.py)
+
+    def fileno(self) -> int | None:
+        """The socket's descriptor, when the websocket is on a socket (None on other streams)."""
+        if isinstance(self._t, _SocketTransport) and self.closed is None:
+            fd = self._t.sock.fileno()
+            return fd if fd >= 0 else None
+        return None
+
+    def read_now(self) -> None:
+        """Take what the socket holds now into the buffer (never waits).  Closed when the
+        connection dropped (``closed`` is set)."""
+        assert isinstance(self._t, _SocketTransport)
+        try:
+            data = self._t.sock.recv(RECEIVE_BYTES)
+        except BlockingIOError:
+            return
+        except OSError as e:
+            self.closed = Closed(ABNORMAL, f"the connection dropped: {e}")
+            raise self.closed from None
+        if not data:
+            self.closed = Closed(ABNORMAL, "the connection dropped without a close frame")
+            raise self.closed
+        self._buf += data
+
+    def next_frame(self) -> tuple[int, Any] | None:
+        """The next whole message or control frame already in the buffer, as ``get_message``'s
+        loop sees it: (opcode, payload), or None.  Closed on a protocol error: then
+        ``handle_frame`` with the error tells the client why."""
+        return self._parse()
+
+    async def handle_frame(self, frame: tuple[int, Any] | Closed) -> None:
+        """What ``get_message`` does with a control frame (a pong for a ping; the close
+        handshake, then Closed) or a protocol error (the close frame saying why, then Closed)."""
+        if isinstance(frame, Closed):
+            if frame.code != ABNORMAL:
+                await self._fail(frame)
+            raise frame
+        op, payload = frame
+        if op == OP_PING:
+            await self._send_all(frame_header(OP_PONG, len(payload)) + payload)
+        elif op == OP_CLOSE:
+            await self._on_close(payload)
 
     def _parse(self) -> tuple[int, Any] | None:
         """One frame out of the buffer: (opcode, payload) of a whole message or a control
