@@ -28,6 +28,7 @@ CLOSE_TOO_SLOW = 4008          # websocket close codes of our own (4000-4999 are
 CLOSE_REFUSED = 4003
 CLOSE_DELETED = 4004
 CLOSE_SHUTDOWN = 1001
+CLOSE_INTERNAL = 1011
 SEND_BATCH_BYTES = 1 << 18      # the sender writes at most about this much at once
 MAX_INFLIGHT = 64               # a connection's requests submitted and not yet handled, at most
 
@@ -291,10 +292,12 @@ class Connection:
         database; whatever needs this connection's task wakes it."""
         try:
             self.ws.read_now()
+            self._drain()
         except Closed as e:
             self._hand_over(e)
-            return
-        self._drain()
+        except Exception as e:      # a bug of ours: this connection ends, saying so
+            log.exception("%r: reading failed", self)
+            self._hand_over(Closed(CLOSE_INTERNAL, f"internal error: {type(e).__name__}"))
 
     def _drain(self) -> None:
         ws = self.ws

@@ -15,12 +15,15 @@ A socket must be unregistered before it is closed (its descriptor could be reuse
 
 from __future__ import annotations
 
+import logging
 import select
 from collections.abc import Callable
 
 import trio
 
 __all__ = ["Poller"]
+
+log = logging.getLogger("stdb.server")
 
 MAX_EVENTS = 512
 
@@ -60,7 +63,11 @@ class Poller:
                     reader = self._readers.get(fd)
                     if reader is not None:       # (unregistered by an earlier reader meanwhile)
                         self.reads += 1
-                        reader()
+                        try:
+                            reader()
+                        except Exception:       # a bug of ours: that connection is no longer read
+                            log.exception("reading socket %d failed", fd)
+                            self.unregister(fd)
         finally:
             self._ep = None
             self._readers.clear()
