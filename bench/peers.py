@@ -323,6 +323,18 @@ def _missing(*programs: str) -> list[str]:
     return [p for p in programs if shutil.which(p) is None]
 
 
+def _node_echo(b: Bench, skipped: dict[str, str], name: str | None = None) -> ServerProcess | None:
+    """The Node echo server of the load generator's ceiling (None, and why in ``skipped``, when
+    the load generator is not Node's)."""
+    if b.loadgen != "node":
+        skipped["node_ceiling"] = (f"the {b.loadgen} load generator's ceiling is not measured (only the "
+                                   "Node load generator's: bench/loadgen/echo.js).")
+        return None
+    node = ensure_node()
+    return b.start(ServerProcess("node-echo", [], b.tmp, b.server_cpu, name=name,
+                                 cmd=lambda port: [node, NODE_ECHO, str(port)]))
+
+
 def cases(b: Bench, which: Sequence[str],
           say: Callable[[str], None] = print) -> tuple[list[Case], dict[str, str]]:
     """Start the peers named in ``which`` (servers registered with ``b``, so the run stops them),
@@ -355,13 +367,8 @@ def cases(b: Bench, which: Sequence[str],
             red = RedisPeer(b)
             started.append(red.server)
     if "ceilings" in which:
-        if b.loadgen != "node":
-            skipped["node_ceiling"] = (f"the {b.loadgen} load generator's ceiling is not measured (only the "
-                                       "Node load generator's: bench/loadgen/echo.js).")
-        else:
-            node = ensure_node()
-            node_echo = b.start(ServerProcess("node-echo", [], b.tmp, b.server_cpu,
-                                              cmd=lambda port: [node, NODE_ECHO, str(port)]))
+        node_echo = _node_echo(b, skipped)
+        if node_echo is not None:
             started.append(node_echo)
     for sp in started:
         sp.wait_ready()
@@ -414,14 +421,7 @@ def pipelined_cases(b: Bench, which: Sequence[str], shape: Pipelined,
         else:
             tnt = tarantool_server(b, accounts=shape.accounts, name="tarantool-pipelined")
     if "ceilings" in which:
-        if b.loadgen != "node":
-            skipped["node_ceiling"] = (f"the {b.loadgen} load generator's ceiling is not measured (only the "
-                                       "Node load generator's: bench/loadgen/echo.js).")
-        else:
-            node = ensure_node()
-            node_echo = b.start(ServerProcess("node-echo", [], b.tmp, b.server_cpu,
-                                              name="node-echo-pipelined",
-                                              cmd=lambda port: [node, NODE_ECHO, str(port)]))
+        node_echo = _node_echo(b, skipped, name="node-echo-pipelined")
     for sp in (tnt, node_echo):
         if sp is not None:
             sp.wait_ready()

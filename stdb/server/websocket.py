@@ -301,12 +301,8 @@ class WebSocket:
                 try:
                     data = await self._t.receive(RECEIVE_BYTES)
                 except _GONE as e:
-                    self.closed = Closed(ABNORMAL, f"the connection dropped: {e}")
-                    raise self.closed from None
-                if not data:
-                    self.closed = Closed(ABNORMAL, "the connection dropped without a close frame")
-                    raise self.closed
-                self._buf += data
+                    raise self._dropped(e) from None
+                self._take(data)
                 received = True
                 continue
             op, payload = got
@@ -365,8 +361,15 @@ class WebSocket:
         except BlockingIOError:
             return
         except OSError as e:
-            self.closed = Closed(ABNORMAL, f"the connection dropped: {e}")
-            raise self.closed from None
+            raise self._dropped(e) from None
+        self._take(data)
+
+    def _dropped(self, e: BaseException) -> Closed:
+        self.closed = Closed(ABNORMAL, f"the connection dropped: {e}")
+        return self.closed
+
+    def _take(self, data: bytes) -> None:
+        """Bytes read from the socket into the buffer; Closed for the end of the stream."""
         if not data:
             self.closed = Closed(ABNORMAL, "the connection dropped without a close frame")
             raise self.closed
