@@ -113,8 +113,8 @@ class HostedDatabase:
 
     def submit_request(self, conn: Connection, data: bytes | str) -> None:
         if not self.submit(partial(self.handle, conn, data)):
-            conn.error(StdbError(f"database '{self.name}' was deleted", code="no_such_database",
-                                 hint="publish a module to create it again"), None)
+            conn.error(StdbError(f"database '{self.name}' is closed: it was deleted, or the server is "
+                                 "shutting down", code="no_such_database"), None)
             conn.handled()
 
     async def run_job(self, fn: Callable[[], Any]) -> Any:
