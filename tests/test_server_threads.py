@@ -9,6 +9,7 @@ import trio
 
 from stdb import build_module
 from stdb.module.host import Limits
+from stdb.protocol import SUBPROTOCOL, decode_server, encode
 from tests.test_server import TIMEOUT, chat_wasm, connect, running  # noqa: F401 - a fixture
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
@@ -50,3 +51,113 @@ async def test_calls_on_one_database_complete_while_another_loops_to_its_limit(t
                 assert up["status"] == "committed"
                 r = await a.request("OneOffQuery", sql="SELECT text FROM blob")
                 assert r["rows"] == [["after the loop"]]
+
+
+# ---- the poller (stdb/server/poller.py) reads the sockets: what it hands to a connection's task
+
+
+def _frame(op: int, payload: bytes, fin: bool = True, rsv: int = 0) -> bytes:
+    mask = b"\x0f\xf0\x3c\xc3"
+    n = len(payload)
+    head = bytes([(0x80 if fin else 0) | rsv | op])
+    head += bytes([0x80 | n]) if n < 126 else bytes([0x80 | 126]) + n.to_bytes(2, "big")
+    return head + mask + bytes(b ^ mask[i & 3] for i, b in enumerate(payload))
+
+
+class _Raw:
+    """A websocket client on a bare socket: frames written exactly as the test says."""
+
+    def __init__(self, stream):
+        self.stream = stream
+        self.buf = b""
+
+    async def _need(self, n: int) -> None:
+        while len(self.buf) < n:
+            data = await self.stream.receive_some(65536)
+            assert data, "the server closed the connection"
+            self.buf += data
+
+    async def frame(self) -> tuple[int, bytes]:
+        await self._need(2)
+        op, n, h = self.buf[0] & 0x0F, self.buf[1] & 0x7F, 2
+        if n == 126:
+            await self._need(4)
+            n, h = int.from_bytes(self.buf[2:4], "big"), 4
+        elif n == 127:
+            await self._need(10)
+            n, h = int.from_bytes(self.buf[2:10], "big"), 10
+        await self._need(h + n)
+        payload, self.buf = self.buf[h:h + n], self.buf[h + n:]
+        return op, payload
+
+
+async def _raw_connect(port: int, name: str) -> _Raw:
+    import base64
+    import os
+
+    stream = await trio.open_tcp_stream("127.0.0.1", port)
+    key = base64.b64encode(os.urandom(16)).decode()
+    await stream.send_all((f"GET /v1/database/{name} HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\n"
+                           f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n"
+                           f"Sec-WebSocket-Protocol: {SUBPROTOCOL}\r\n\r\n").encode())
+    raw = _Raw(stream)
+    while b"\r\n\r\n" not in raw.buf:
+        raw.buf += await stream.receive_some(4096)
+    head, raw.buf = raw.buf.split(b"\r\n\r\n", 1)
+    assert head.startswith(b"HTTP/1.1 101"), head
+    op, hello = await raw.frame()
+    assert op == 0x2 and decode_server(hello)["type"] == "IdentityToken"
+    return raw
+
+
+async def test_pings_fragments_and_calls_in_one_write_are_answered_in_order(tmp_path, chat_wasm):  # noqa: F811
+    """Calls, a ping, a fragmented call (with a ping between its fragments) and more calls sent
+    in one write: the poller reads the calls, the connection's task answers the pings, and the
+    answers come in the order sent."""
+    def call(rid: int) -> bytes:
+        return encode("CallReducer", request_id=rid, reducer="send_message", args=[f"m{rid}"])
+
+    with trio.fail_after(TIMEOUT):
+        async with running(tmp_path) as (server, port):
+            async with connect(port) as owner:
+                assert (await owner.request("Publish", wasm=chat_wasm))["type"] == "PublishResult"
+                raw = await _raw_connect(port, "chat")
+                third = call(3)
+                await raw.stream.send_all(
+                    _frame(2, call(1)) + _frame(0x9, b"p1") + _frame(2, call(2))
+                    + _frame(2, third[:7], fin=False) + _frame(0x9, b"p2") + _frame(0, third[7:])
+                    + _frame(2, call(4)))
+                answers, pongs = [], []
+                while len(answers) < 4 or len(pongs) < 2:
+                    op, payload = await raw.frame()
+                    if op == 0xA:
+                        pongs.append(payload)
+                        continue
+                    m = decode_server(payload)
+                    if m["type"] == "TransactionUpdate" and m["request_id"] is not None:
+                        assert m["status"] == "committed", m
+                        answers.append(m["request_id"])
+                assert answers == [1, 2, 3, 4] and pongs == [b"p1", b"p2"]
+                r = await owner.request("OneOffQuery", sql="SELECT COUNT(*) FROM message")
+                assert r["rows"] == [[4]]
+                # a protocol error after a call: the close says why (no data frame may follow a
+                # close frame, so the call's answer may not come), and the call read before the
+                # error is still handled
+                await raw.stream.send_all(_frame(2, call(5)) + _frame(2, b"x", rsv=0x40))
+                seen = []
+                while True:
+                    op, payload = await raw.frame()
+                    if op == 0x8:
+                        assert int.from_bytes(payload[:2], "big") == 1002 and b"reserved bits" in payload
+                        break
+                    m = decode_server(payload)
+                    if m["type"] == "TransactionUpdate" and m["request_id"] is not None:
+                        seen.append(m["request_id"])
+                assert seen in ([], [5])
+                await raw.stream.aclose()
+                with trio.fail_after(5):                   # its connection ends, nothing is left
+                    while len(server.connections) > 1:
+                        await trio.sleep(0.01)
+                assert server.poller is not None and len(server.poller._readers) <= 1
+                r = await owner.request("OneOffQuery", sql="SELECT COUNT(*) FROM message")
+                assert r["rows"] == [[5]]
