@@ -447,8 +447,9 @@ async def test_pipelined_requests_are_answered_in_order_errors_included(tmp_path
                             assert m["type"] == "Error" and m["code"] == "protocol_error"
                         else:
                             assert m["type"] == "TransactionUpdate" and m["request_id"] == want, (m, want)
-                assert thread.jobs - before[1] == 400
-                assert thread.batches - before[0] <= 400
+                # (the poller hands each database a wake's requests as one job)
+                assert thread.jobs - before[1] <= 400
+                assert thread.batches - before[0] <= thread.jobs - before[1]
 
 
 def test_the_execution_thread_runs_jobs_in_order_in_batches_and_stops_after_the_queue():

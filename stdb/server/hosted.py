@@ -112,10 +112,20 @@ class HostedDatabase:
         return self.thread.submit(job)
 
     def submit_request(self, conn: Connection, data: bytes | str) -> None:
-        if not self.submit(partial(self.handle, conn, data)):
-            conn.error(StdbError(f"database '{self.name}' is closed: it was deleted, or the server is "
-                                 "shutting down", code="no_such_database"), None)
-            conn.handled()
+        self.submit_requests([(conn, data)])
+
+    def submit_requests(self, reqs: list[tuple[Connection, bytes | str]]) -> None:
+        """Handle these messages, in order, on the execution thread (one job)."""
+        if not self.submit(partial(self._handle_all, reqs)):
+            closed = StdbError(f"database '{self.name}' is closed: it was deleted, or the server is "
+                               "shutting down", code="no_such_database")
+            for conn, _ in reqs:
+                conn.error(closed, None)
+                conn.handled()
+
+    def _handle_all(self, reqs: list[tuple[Connection, bytes | str]]) -> None:
+        for conn, data in reqs:
+            self.handle(conn, data)
 
     async def run_job(self, fn: Callable[[], Any]) -> Any:
         """``fn()`` on the execution thread, its outbox delivered; its result, or what it raised."""

@@ -29,8 +29,11 @@ MAX_EVENTS = 512
 
 
 class Poller:
-    def __init__(self) -> None:
+    def __init__(self, begin: Callable[[], None] | None = None,
+                 end: Callable[[], None] | None = None) -> None:
         self._ep: select.epoll | None = select.epoll()
+        self._begin = begin         # run around each wake's readers (the server gathers what they
+        self._end = end             # read and hands it across at the end)
         self._readers: dict[int, Callable[[], None]] = {}
         self.wakeups = 0            # statistics (tests, benchmarks)
         self.reads = 0
@@ -59,6 +62,8 @@ class Poller:
             while True:
                 await trio.lowlevel.wait_readable(ep.fileno())
                 self.wakeups += 1
+                if self._begin is not None:
+                    self._begin()
                 for fd, _ in ep.poll(0, MAX_EVENTS):
                     reader = self._readers.get(fd)
                     if reader is not None:       # (unregistered by an earlier reader meanwhile)
@@ -68,6 +73,8 @@ class Poller:
                         except Exception:       # a bug of ours: that connection is no longer read
                             log.exception("reading socket %d failed", fd)
                             self.unregister(fd)
+                if self._end is not None:
+                    self._end()
         finally:
             self._ep = None
             self._readers.clear()

@@ -68,6 +68,9 @@ class Server:
         self.metrics = Metrics(self._states)
         self.connections: set[Connection] = set()
         self.poller: Poller | None = None          # reads every connection's socket (while serving)
+        # requests the poller reads in its current wake, per database, handed across at its end
+        # (None outside a wake: a request goes across at once)
+        self._batch: dict[HostedDatabase, list[tuple[Connection, bytes | str]]] | None = None
         self.port: int | None = None
         self._stop = trio.Event()
         self._gone = trio.Event()                 # set whenever a connection ends
@@ -196,7 +199,7 @@ class Server:
             async with trio.open_nursery() as dbs:
                 await dbs.start(self.run_databases)
                 async with trio.open_nursery() as conns:
-                    self.poller = Poller()
+                    self.poller = Poller(begin=self._gather, end=self._hand_across)
                     conns.start_soon(self.poller.run)
                     async with trio.open_nursery() as listener:
                         self.port = await listener.start(partial(
@@ -219,6 +222,7 @@ class Server:
                 dbs.cancel_scope.cancel()
         finally:
             self.poller = None
+            self._batch = None
             self.metrics.close()
             log.info("stdb stopped")
 
@@ -227,7 +231,15 @@ class Server:
     def submit(self, conn: Connection, data: bytes | str) -> None:
         h = self.databases.get(conn.database)
         if h is not None:
-            h.submit_request(conn, data)
+            batch = self._batch
+            if batch is None:
+                h.submit_request(conn, data)
+            else:                   # the poller's wake hands each database its requests at once
+                reqs = batch.get(h)
+                if reqs is None:
+                    batch[h] = [(conn, data)]
+                else:
+                    reqs.append((conn, data))
             return
         # no such database: only a Publish (the first publisher creates it and owns it)
         try:
@@ -246,6 +258,16 @@ class Server:
                             hint="publish one: stdb publish NAME module.wasm", code="no_such_database")
         conn.error(why, msg["request_id"])
         conn.handled()
+
+    def _gather(self) -> None:
+        self._batch = {}
+
+    def _hand_across(self) -> None:
+        """After each of the poller's wakes: every database's requests of it, one job each."""
+        batch, self._batch = self._batch, None
+        if batch:
+            for h, reqs in batch.items():
+                h.submit_requests(reqs)
 
     async def attach(self, conn: Connection) -> StdbError | None:
         h = self.databases.get(conn.database)
