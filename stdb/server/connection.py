@@ -259,8 +259,7 @@ class Connection:
             # its database's execution thread handles it, in order (stdb/server/hosted.py); no
             # checkpoint of our own: get_message yields to the other tasks even when a message
             # is already waiting (it checkpoints when it did not read the socket)
-            self._inflight += 1
-            self.host.submit(self, data)
+            self._submit(data)
 
     async def _receive_polled(self, poller: Poller, fd: int) -> None:
         """Requests read by the server's poller (stdb/server/poller.py) calling ``_read``; this
@@ -316,8 +315,11 @@ class Connection:
             if op != OP_BINARY and op != OP_TEXT:
                 self._hand_over(frame)
                 return
-            self._inflight += 1
-            self.host.submit(self, payload)
+            self._submit(payload)
+
+    def _submit(self, data: bytes | str) -> None:
+        self._inflight += 1
+        self.host.submit(self, data)
 
     def _hand_over(self, what: tuple[int, Any] | Closed | None) -> None:
         """Stop reading in the poller and wake this connection's task with ``what`` (None: the

@@ -41,7 +41,7 @@ if TYPE_CHECKING:
     from stdb.server.metrics import Metrics
     from stdb.storage.snapshot import SnapshotInfo
 
-__all__ = ["HostedDatabase"]
+__all__ = ["HostedDatabase", "no_module"]
 
 log = logging.getLogger("stdb.server")
 
@@ -56,6 +56,12 @@ Item = tuple[int, Any, Any, "int | None"]
 OnRemoved = Callable[["HostedDatabase", "Connection | None", "bytes | None", bool], None]
 
 SCHEDULER_RETRY_S = 5.0      # after the scheduler failed (e.g. the commit log stopped)
+
+
+def no_module(name: str) -> StdbError:
+    """The answer to a request that needs database ``name``'s module before one is published."""
+    return StdbError(f"database '{name}' has no module yet",
+                     hint="publish one: stdb publish NAME module.wasm", code="no_such_database")
 
 
 class HostedDatabase:
@@ -187,9 +193,7 @@ class HostedDatabase:
             conn.push_many(msgs)
 
     def _send(self, conn: Connection, msg: bytes, offset: int | None) -> None:
-        if not conn.confirmed:
-            conn.push(msg)
-            return
+        """A message for a confirmed connection: sent once the log is durable past ``offset``."""
         # in order: a message without an offset of its own waits for everything before it
         off = self._last_offset if offset is None else offset
         if off <= self.db.store.durable_offset and conn not in self._pending_of:
@@ -324,36 +328,45 @@ class HostedDatabase:
     # ---- execution thread: requests
 
     def handle(self, conn: Connection, data: bytes | str) -> None:
-        """Decode and handle one message ``conn`` sent.  A connection that was disconnected
-        meanwhile has its remaining requests dropped."""
+        """Decode and handle one message ``conn`` sent: a CallReducer the lane reads through
+        it, anything else through ``dispatch``.  A connection that was disconnected meanwhile
+        has its remaining requests dropped."""
         try:
             if conn.close_reason is not None:
                 return
-            schema = self.db.schema
-            if schema is not self._lane_schema:
-                self._lane_schema = schema
-                self._lane = None if schema is None or self.closed else \
-                    CallLane(self.db.call_path.callable_reducers())
-            if self._lane is not None and not self.removed:
-                call = self._lane.parse(data)
-                if call is not None:
-                    self._fast_call(conn, self._lane, *call)
+            call = self._lane_parse(data)
+            if call is not None:
+                what, rid = "CallReducer", call[0]
+            else:
+                try:
+                    msg = decode_client(data)
+                except StdbError as e:
+                    self._error(conn, e, getattr(e, "request_id", None))
                     return
+                what, rid = msg["type"], msg["request_id"]
             try:
-                msg = decode_client(data)
+                if call is not None:
+                    self._fast_call(conn, *call)
+                else:
+                    self.dispatch(conn, msg)
             except StdbError as e:
-                self._error(conn, e, getattr(e, "request_id", None))
-                return
-            try:
-                self.dispatch(conn, msg)
-            except StdbError as e:
-                self._error(conn, e, msg["request_id"])
+                self._error(conn, e, rid)
             except Exception as e:      # a bug of ours: report it, keep serving this client
-                log.exception("%r: internal error handling %s", conn, msg["type"])
-                self._error(conn, InternalError(f"internal error handling {msg['type']}: {type(e).__name__}"),
-                            msg["request_id"])
+                log.exception("%r: internal error handling %s", conn, what)
+                self._error(conn, InternalError(f"internal error handling {what}: {type(e).__name__}"), rid)
         finally:
             self._out.append((DONE, conn, None, None))
+
+    def _lane_parse(self, data: bytes | str) -> tuple[int, int, str, bytes] | None:
+        """The CallReducer in ``data`` as the lane reads it (stdb/server/_lane.pyx), or None."""
+        schema = self.db.schema
+        if schema is not self._lane_schema:             # a module was published: its reducers
+            self._lane_schema = schema
+            self._lane = None if schema is None or self.closed else \
+                CallLane(self.db.call_path.callable_reducers())
+        if self._lane is None or self.removed:
+            return None
+        return self._lane.parse(data)
 
     def dispatch(self, conn: Connection, msg: dict[str, Any]) -> None:
         rid = msg["request_id"]
@@ -368,8 +381,7 @@ class HostedDatabase:
             self.delete(conn, rid)
             return
         if self.db.schema is None:
-            raise StdbError(f"database '{self.name}' has no module yet",
-                            hint="publish one: stdb publish NAME module.wasm", code="no_such_database")
+            raise no_module(self.name)
         if t == "CallReducer":
             self.call(conn, rid, msg["reducer"], msg["args"])
         elif t == "Subscribe":
@@ -439,38 +451,41 @@ class HostedDatabase:
         if rd.lifecycle is not None:
             raise ReducerError(f"reducer '{reducer}' is the {rd.lifecycle} lifecycle reducer; "
                                "the database calls it itself", reducer=reducer)
-        t0 = time.perf_counter()
-        try:
-            res = self.db.call(reducer, tuple(args), sender=conn.identity, connection_id=conn.connection_id)
-        except ReducerError as e:
-            self.metrics.call(self.name, reducer, e.kind, time.perf_counter() - t0)
-            self.send_failure(conn, request_id, reducer, e)
-            return
-        self.metrics.call(self.name, reducer, "committed", res.duration_s, res.fuel_used)
-        self.broadcast(res, conn, request_id)
+        res = self._called(conn, request_id, reducer, partial(
+            self.db.call, reducer, tuple(args), sender=conn.identity, connection_id=conn.connection_id))
+        if res is not None:
+            self.broadcast(res, conn, request_id)
 
-    def _fast_call(self, conn: Connection, lane: CallLane, request_id: int, idx: int, reducer: str,
-                   args: bytes) -> None:
+    def _fast_call(self, conn: Connection, request_id: int, idx: int, reducer: str, args: bytes) -> None:
         """``call`` for a CallReducer the lane read (stdb/server/_lane.pyx): the arguments are
         row-codec bytes already, and the caller's answer is written by the lane when no
         subscribed query changed."""
-        t0 = time.perf_counter()
-        try:
-            res = self.db.call_path.call_encoded(idx, args, conn.identity, conn.connection_id)
-        except ReducerError as e:
-            self.metrics.call(self.name, reducer, e.kind, time.perf_counter() - t0)
-            self.send_failure(conn, request_id, reducer, e)
+        lane = self._lane
+        assert lane is not None
+        res = self._called(conn, request_id, reducer, partial(
+            self.db.call_path.call_encoded, idx, args, conn.identity, conn.connection_id))
+        if res is None:
             return
-        except StdbError as e:
-            self._error(conn, e, request_id)
-            return
-        self.metrics.call(self.name, reducer, "committed", res.duration_s, res.fuel_used)
         if res.updates:
             self.broadcast(res, conn, request_id)
             return
         self._note_commit(res.offset)
         self._emit(conn, lane.committed(res.offset, res.timestamp, reducer, conn.identity, request_id),
                    res.offset)
+
+    def _called(self, conn: Connection, request_id: int, reducer: str,
+                run: Callable[[], CallResult]) -> CallResult | None:
+        """A client's reducer call (``run``), counted in the metrics; one that failed is
+        answered here (None)."""
+        t0 = time.perf_counter()
+        try:
+            res = run()
+        except ReducerError as e:
+            self.metrics.call(self.name, reducer, e.kind, time.perf_counter() - t0)
+            self.send_failure(conn, request_id, reducer, e)
+            return None
+        self.metrics.call(self.name, reducer, "committed", res.duration_s, res.fuel_used)
+        return res
 
     def lifecycle(self, conn: Connection, kind: str) -> None:
         """client_connected / client_disconnected; ReducerError if the module refused."""

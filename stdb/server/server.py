@@ -38,7 +38,7 @@ from stdb.errors import AuthError, StdbError
 from stdb.module.database import Database, Limits, PublishResult
 from stdb.protocol import MAX_MESSAGE_BYTES, SUBPROTOCOL, decode_client, encode
 from stdb.server.connection import CLOSE_DELETED, CLOSE_SHUTDOWN, Connection, QueueLimits
-from stdb.server.hosted import HostedDatabase
+from stdb.server.hosted import HostedDatabase, no_module
 from stdb.server.identity import TokenIssuer
 from stdb.server.metrics import DatabaseState, Metrics
 from stdb.server.poller import Poller
@@ -136,9 +136,7 @@ class Server:
                     c.kill(f"database '{h.name}' was deleted by its owner", CLOSE_DELETED)
             log.info("%s: deleted by %s", h.name, conn.identity.hex()[:16] if conn else "?")
         if self._db_nursery is None:
-            self._forget(h)
-            if conn is not None and reply is not None:
-                conn.push(reply)
+            self._forget(h, conn, reply)
             return
         h.cancel()
         h.thread.stop(timeout=0)            # nothing more is queued behind the delete
@@ -146,11 +144,10 @@ class Server:
 
     async def _finish_removal(self, h: HostedDatabase, conn: Connection | None, reply: bytes | None) -> None:
         await trio.to_thread.run_sync(h.close)          # its thread finishes its batch first
-        self._forget(h)
-        if conn is not None and reply is not None:
-            conn.push(reply)
+        self._forget(h, conn, reply)
 
-    def _forget(self, h: HostedDatabase) -> None:
+    def _forget(self, h: HostedDatabase, conn: Connection | None = None, reply: bytes | None = None) -> None:
+        """Close ``h``, drop it and remove its files; then ``reply`` goes to ``conn``."""
         h.close()
         if self.databases.get(h.name) is h:
             del self.databases[h.name]
@@ -158,6 +155,8 @@ class Server:
             shutil.rmtree(self._path(h.name))
         except OSError as e:
             log.error("%s: removing its files failed: %s", h.name, e)
+        if conn is not None and reply is not None:
+            conn.push(reply)
 
     def open_existing(self) -> None:
         """Open (recover) every database in the data directory not open yet."""
@@ -254,8 +253,7 @@ class Server:
         if msg["type"] == "DeleteDatabase":
             why = StdbError(f"there is no database '{conn.database}'", code="no_such_database")
         else:
-            why = StdbError(f"database '{conn.database}' has no module yet",
-                            hint="publish one: stdb publish NAME module.wasm", code="no_such_database")
+            why = no_module(conn.database)
         conn.error(why, msg["request_id"])
         conn.handled()
 

@@ -295,8 +295,7 @@ class WebSocket:
             try:
                 got = self._parse()
             except Closed as e:       # the peer broke the protocol: tell it why, then stop
-                await self._fail(e)
-                raise
+                await self.handle_frame(e)
             if got is None:
                 try:
                     data = await self._t.receive(RECEIVE_BYTES)
@@ -311,11 +310,7 @@ class WebSocket:
                     # a message already buffered (a pipelining client): let other tasks run
                     await trio.lowlevel.checkpoint()
                 return payload
-            if op == OP_PING:
-                await self._send_all(frame_header(OP_PONG, len(payload)) + payload)
-            elif op == OP_CLOSE:
-                await self._on_close(payload)
-            # OP_PONG: nothing to do
+            await self.handle_frame(got)
 
     async def _on_close(self, payload: bytes) -> None:
         if len(payload) == 1:
@@ -382,8 +377,9 @@ class WebSocket:
         return self._parse()
 
     async def handle_frame(self, frame: tuple[int, Any] | Closed) -> None:
-        """What ``get_message`` does with a control frame (a pong for a ping; the close
-        handshake, then Closed) or a protocol error (the close frame saying why, then Closed)."""
+        """A control frame (a pong for a ping; the close handshake, then Closed) or a protocol
+        error (the close frame saying why, then Closed), for ``get_message`` and for a
+        connection whose socket the poller reads."""
         if isinstance(frame, Closed):
             if frame.code != ABNORMAL:
                 await self._fail(frame)
@@ -393,6 +389,7 @@ class WebSocket:
             await self._send_all(frame_header(OP_PONG, len(payload)) + payload)
         elif op == OP_CLOSE:
             await self._on_close(payload)
+        # OP_PONG: nothing to do
 
     def _parse(self) -> tuple[int, Any] | None:
         """One frame out of the buffer: (opcode, payload) of a whole message or a control
