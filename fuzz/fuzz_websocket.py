@@ -5,7 +5,10 @@ largest message allowed; bit 3: inside a fragmented message), then the bytes.
 
 * frames: the C parser (stdb/server/_frames.pyx) and its Python reference
   (stdb/server/frames_reference.py) give the same frame, or the same FrameError (close code and
-  reason), at every position of the buffer a frame could start at; and the websocket's own
+  reason), at every position of the buffer a frame could start at; the run of whole binary
+  messages the poller takes at once (``parse_messages``) is its reference's, and what
+  ``parse_frame`` reads one at a time, and framed back as server frames (``frame_messages``)
+  it is its reference's; and the websocket's own
   receive loop (``WebSocket._parse``: fragments, control frames, UTF-8 of text messages) over
   the same bytes returns messages or raises ``Closed``, nothing else;
 * handshakes: the request parser (``websocket._parse_request``) returns the path, the headers,
@@ -20,9 +23,11 @@ from fuzz._harness import fuzz, instrument_module, instrumented
 
 with instrumented(__name__ == "__main__"):
     from stdb.server import websocket
-    from stdb.server._frames import parse_frame
+    from stdb.server._frames import frame_messages, parse_frame, parse_messages
     from stdb.server.frames_reference import FrameError
+    from stdb.server.frames_reference import frame_messages as reference_frames
     from stdb.server.frames_reference import parse_frame as reference
+    from stdb.server.frames_reference import parse_messages as reference_messages
     from stdb.server.websocket import Closed, WebSocket
 
 MAX_MESSAGE = (16, 125, 4096, 16 << 20)
@@ -41,6 +46,16 @@ def _one(fn, buf, pos, max_message, parts_size, fragmented):   # type: ignore[no
 
 def frames(data: bytes, max_message: int, fragmented: bool) -> None:
     buf = bytearray(data)
+    if not fragmented:
+        run = parse_messages(buf, 0, max_message, 64)
+        assert run == reference_messages(buf, 0, max_message, 64)
+        at = 0
+        for m in run[0]:
+            got = parse_frame(buf, at, max_message, 0, False)
+            assert got is not None and got[:3] == (0x2, True, m)
+            at = got[3]
+        assert at == run[1]
+        assert frame_messages(run[0]) == reference_frames(run[0])    # and framed back as the server would
     pos = 0
     parts = 7 if fragmented else 0
     while pos < len(buf):

@@ -158,6 +158,6 @@ async def test_pings_fragments_and_calls_in_one_write_are_answered_in_order(tmp_
                 with trio.fail_after(5):                   # its connection ends, nothing is left
                     while len(server.connections) > 1:
                         await trio.sleep(0.01)
-                assert server.poller is not None and len(server.poller._readers) <= 1
+                assert server.poller is not None and server.poller.sockets <= 1
                 r = await owner.request("OneOffQuery", sql="SELECT COUNT(*) FROM message")
                 assert r["rows"] == [[5]]

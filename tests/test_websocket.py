@@ -335,3 +335,74 @@ def test_the_c_frame_parser_on_arbitrary_bytes(data, pos, fragmented):
     pos = min(pos, len(data))
     c, ref = _both(bytearray(data), pos, 1 << 20, 0, fragmented)
     assert c == ref
+
+
+@st.composite
+def _message_runs(draw):
+    """Client frames, mostly whole binary messages (the run ``parse_messages`` takes), with other
+    frames and junk among them, maybe cut short."""
+    def masked(op: int, payload: bytes, fin: bool = True) -> bytes:
+        n, mask = len(payload), draw(st.binary(min_size=4, max_size=4))
+        head = bytes([(0x80 if fin else 0) | op])
+        if n < 126:
+            head += bytes([0x80 | n])
+        elif n < 1 << 16:
+            head += bytes([0x80 | 126]) + n.to_bytes(2, "big")
+        else:
+            head += bytes([0x80 | 127]) + n.to_bytes(8, "big")
+        return head + mask + bytes(b ^ mask[i & 3] for i, b in enumerate(payload))
+    parts = []
+    for _ in range(draw(st.integers(0, 6))):
+        kind = draw(st.sampled_from(["binary"] * 5 + ["big", "text", "ping", "fragment", "junk"]))
+        if kind == "binary":
+            parts.append(masked(0x2, draw(st.binary(max_size=200))))
+        elif kind == "big":
+            parts.append(masked(0x2, bytes(draw(st.sampled_from([126, 65535, 65536, 70000])))))
+        elif kind == "text":
+            parts.append(masked(0x1, b"hi"))
+        elif kind == "ping":
+            parts.append(masked(0x9, b"p"))
+        elif kind == "fragment":
+            parts.append(masked(0x2, b"ab", fin=False))
+        else:
+            parts.append(draw(st.binary(min_size=1, max_size=12)))
+    buf = b"".join(parts)
+    buf = buf[:draw(st.integers(0, len(buf)))] if draw(st.booleans()) else buf
+    return draw(st.sampled_from([bytes, bytearray]))(buf)
+
+
+@settings(max_examples=1000, deadline=None)
+@given(_message_runs(), st.sampled_from([0, 100, 1000, 1 << 20]), st.integers(0, 8))
+def test_the_c_message_run_is_its_reference_and_what_parse_frame_reads(buf, max_message, limit):
+    from stdb.server._frames import parse_frame, parse_messages
+    from stdb.server.frames_reference import parse_messages as reference
+
+    msgs, end = parse_messages(buf, 0, max_message, limit)
+    assert (msgs, end) == reference(buf, 0, max_message, limit)
+    assert len(msgs) <= limit
+    pos = 0                                  # the same messages parse_frame reads one at a time
+    for m in msgs:
+        got = parse_frame(buf, pos, max_message, 0, False)
+        assert got is not None and got[:3] == (0x2, True, m)
+        pos = got[3]
+    assert pos == end
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.binary(max_size=300) | st.sampled_from([bytes(125), bytes(126), bytes(65535),
+                                                            bytes(65536)]), max_size=5))
+def test_the_c_server_frames_are_their_reference_and_parse_back(msgs):
+    from stdb.server._frames import frame_messages
+    from stdb.server.frames_reference import frame_messages as reference
+
+    out = frame_messages(msgs)
+    assert out == reference(msgs)
+    pos = 0
+    for m in msgs:                           # each one final, unmasked binary frame
+        assert out[pos] == 0x82
+        n = out[pos + 1]
+        h = 2 if n < 126 else 4 if n == 126 else 10
+        n = n if n < 126 else int.from_bytes(out[pos + 2:pos + h], "big")
+        assert out[pos + h:pos + h + n] == m
+        pos += h + n
+    assert pos == len(out)

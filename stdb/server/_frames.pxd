@@ -1,6 +1,7 @@
 # cython: language_level=3
-"""The websocket frame parser (stdb/server/_frames.pyx): ``parse_frame`` is its whole contract,
-a Python-level function (nothing is cimported from it)."""
+"""The websocket frames in C (stdb/server/_frames.pyx): ``parse_frame``, ``parse_messages`` and
+``frame_messages`` are its contract, Python-level functions; ``unmask`` is what a module may
+cimport."""
 
 cdef void unmask(unsigned char* out, const unsigned char* data, Py_ssize_t n,
                  const unsigned char* mask) noexcept nogil

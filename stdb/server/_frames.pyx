@@ -1,16 +1,25 @@
 # cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True
-"""The websocket layer's frame parser in C: one client frame out of the receive buffer, its
-header checked and its payload unmasked in one pass (RFC 6455 section 5.2).
+"""The websocket layer's frames in C (RFC 6455 section 5.2).
 
-``parse_frame`` is ``stdb.server.frames_reference.parse_frame`` — the same arguments, the same
-results, the same errors in the same order — without Python objects per header field and
-with the unmasking done eight bytes at a time.  tests/test_websocket.py and the ``websocket``
-fuzz target check the two agree.
+- ``parse_frame``: one client frame out of the receive buffer, its header checked and its
+  payload unmasked in one pass.
+- ``parse_messages``: the run of whole binary messages (one final frame each, the shape every
+  request has) at the buffer's position, up to a count: what the poller hands the databases
+  from one read, without a Python call per frame.  It stops before anything else (a control
+  frame, a fragment, a text message, a frame that breaks the protocol): ``parse_frame`` reads
+  that one.
+- ``frame_messages``: server frames (unmasked, final, binary) for a list of messages, in one
+  buffer: one write for a batch's answers.
+
+Each is its namesake in ``stdb.server.frames_reference`` — the same arguments, results and
+errors — without Python objects per header field and with the unmasking done eight bytes at a
+time.  tests/test_websocket.py and the ``websocket`` fuzz target check they agree.
 """
 
 from libc.stdint cimport uint8_t, uint64_t
 from libc.string cimport memcpy
-from cpython.bytes cimport PyBytes_FromStringAndSize, PyBytes_AS_STRING
+from cpython.bytes cimport PyBytes_FromStringAndSize, PyBytes_AS_STRING, PyBytes_GET_SIZE
+from cpython.list cimport PyList_GET_ITEM, PyList_GET_SIZE
 from cpython.bytearray cimport PyByteArray_AS_STRING, PyByteArray_GET_SIZE
 
 from stdb.server.frames_reference import FrameError
@@ -44,6 +53,16 @@ cdef void unmask(unsigned char* out, const unsigned char* data, Py_ssize_t n,
         i += 1
 
 
+cdef const unsigned char* _buffer(buf, Py_ssize_t* size) except NULL:
+    if type(buf) is bytearray:
+        size[0] = PyByteArray_GET_SIZE(buf)
+        return <const unsigned char*>PyByteArray_AS_STRING(buf)
+    if type(buf) is bytes:
+        size[0] = PyBytes_GET_SIZE(buf)
+        return <const unsigned char*>PyBytes_AS_STRING(buf)
+    raise TypeError(f"a frame buffer is bytes or a bytearray, not {type(buf).__name__}")
+
+
 def parse_frame(buf, Py_ssize_t pos, Py_ssize_t max_message, Py_ssize_t parts_size, bint fragmented):
     """The frame at ``buf[pos:]`` (a bytearray or bytes): (opcode, final, unmasked payload,
     where it ends), or None when more bytes are needed; FrameError when it breaks the protocol."""
@@ -54,14 +73,7 @@ def parse_frame(buf, Py_ssize_t pos, Py_ssize_t max_message, Py_ssize_t parts_si
     cdef uint8_t b0, b1
     cdef bint fin
     cdef bytes payload
-    if type(buf) is bytearray:
-        p = <const unsigned char*>PyByteArray_AS_STRING(buf)
-        size = PyByteArray_GET_SIZE(buf)
-    elif type(buf) is bytes:
-        p = <const unsigned char*>PyBytes_AS_STRING(buf)
-        size = len(buf)
-    else:
-        raise TypeError(f"a frame buffer is bytes or a bytearray, not {type(buf).__name__}")
+    p = _buffer(buf, &size)
     if pos < 0 or pos > size:
         raise ValueError(f"position {pos} outside a buffer of {size} bytes")
     avail = size - pos
@@ -110,3 +122,89 @@ def parse_frame(buf, Py_ssize_t pos, Py_ssize_t max_message, Py_ssize_t parts_si
     payload = PyBytes_FromStringAndSize(NULL, <Py_ssize_t>n)
     unmask(<unsigned char*>PyBytes_AS_STRING(payload), p + pos + h + 4, <Py_ssize_t>n, p + pos + h)
     return op, fin, payload, end
+
+
+def parse_messages(buf, Py_ssize_t pos, Py_ssize_t max_message, Py_ssize_t limit):
+    """The whole binary messages of one final, masked frame each at ``buf[pos:]``, at most
+    ``limit`` of them, unmasked: (their payloads, where they end).  Stops before a frame of
+    any other kind, one that is not all in the buffer, or one longer than ``max_message`` (the
+    caller reads it with ``parse_frame``, which raises what it breaks).  No fragmented message
+    may be in progress."""
+    cdef const unsigned char* p
+    cdef Py_ssize_t size, avail, h, end
+    cdef uint64_t n
+    cdef int k
+    cdef uint8_t b1
+    cdef bytes payload
+    cdef list out = []
+    p = _buffer(buf, &size)
+    if pos < 0 or pos > size:
+        raise ValueError(f"position {pos} outside a buffer of {size} bytes")
+    while limit > 0:
+        avail = size - pos
+        if avail < 2 or p[pos] != 0x82:           # final, no reserved bits, binary
+            break
+        b1 = p[pos + 1]
+        if not b1 & 0x80:                        # unmasked: parse_frame refuses it
+            break
+        n = b1 & 0x7F
+        h = 2
+        if n == 126:
+            if avail < 4:
+                break
+            n = (<uint64_t>p[pos + 2] << 8) | p[pos + 3]
+            h = 4
+        elif n == 127:
+            if avail < 10:
+                break
+            n = 0
+            for k in range(8):
+                n = (n << 8) | p[pos + 2 + k]
+            h = 10
+        if max_message < 0 or n > <uint64_t>max_message or avail < h + 4 or n > <uint64_t>(avail - h - 4):
+            break
+        end = pos + h + 4 + <Py_ssize_t>n
+        payload = PyBytes_FromStringAndSize(NULL, <Py_ssize_t>n)
+        unmask(<unsigned char*>PyBytes_AS_STRING(payload), p + pos + h + 4, <Py_ssize_t>n, p + pos + h)
+        out.append(payload)
+        pos = end
+        limit -= 1
+    return out, pos
+
+
+def frame_messages(list messages):
+    """One final, unmasked binary frame (server to client) for each of ``messages`` (bytes),
+    concatenated."""
+    cdef Py_ssize_t i, count = PyList_GET_SIZE(messages), total = 0, n
+    cdef int k
+    cdef object m
+    cdef bytes out
+    cdef unsigned char* w
+    for i in range(count):
+        m = <object>PyList_GET_ITEM(messages, i)
+        if not isinstance(m, bytes):
+            raise TypeError(f"a message to frame is bytes, not {type(m).__name__}")
+        n = PyBytes_GET_SIZE(m)
+        total += n + (2 if n < 126 else 4 if n < 65536 else 10)
+    out = PyBytes_FromStringAndSize(NULL, total)
+    w = <unsigned char*>PyBytes_AS_STRING(out)
+    for i in range(count):
+        m = <object>PyList_GET_ITEM(messages, i)
+        n = PyBytes_GET_SIZE(m)
+        w[0] = 0x82
+        if n < 126:
+            w[1] = <unsigned char>n
+            w += 2
+        elif n < 65536:
+            w[1] = 126
+            w[2] = <unsigned char>(n >> 8)
+            w[3] = <unsigned char>n
+            w += 4
+        else:
+            w[1] = 127
+            for k in range(8):
+                w[2 + k] = <unsigned char>((<uint64_t>n) >> (56 - 8 * k))
+            w += 10
+        memcpy(w, PyBytes_AS_STRING(m), n)
+        w += n
+    return out

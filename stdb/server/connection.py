@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import secrets
+from collections.abc import Sequence
 from typing import Any, Protocol
 
 import trio
@@ -52,6 +53,9 @@ class Host(Protocol):
 
     def submit(self, conn: Connection, data: bytes | str) -> None:
         """Handle one message ``conn`` received; ``conn.handled()`` once it is handled."""
+
+    def submit_many(self, conn: Connection, msgs: Sequence[bytes | str]) -> None:
+        """``submit`` each of ``msgs``, in order."""
 
     async def attach(self, conn: Connection) -> StdbError | None:
         """``conn`` joins its database (client_connected): the module's refusal, or None."""
@@ -239,6 +243,15 @@ class Connection:
         return ((n + self._inflight) * 2 <= limits.messages and b * 2 <= limits.bytes
                 and self._inflight < MAX_INFLIGHT)
 
+    def _room_for(self) -> int:
+        """How many more requests ``_has_room`` admits one after another now (only the requests
+        in flight change while the poller reads)."""
+        n, b = self._backlog()
+        limits = self.limits
+        if b * 2 > limits.bytes:
+            return 0
+        return min(limits.messages // 2 - n - self._inflight + 1, MAX_INFLIGHT - self._inflight)
+
     async def _wait_room(self) -> None:
         while not self._has_room():
             if self._inflight:
@@ -301,9 +314,16 @@ class Connection:
     def _drain(self) -> None:
         ws = self.ws
         while self._handover is None:
-            if not self._has_room():
+            room = self._room_for()
+            if room <= 0:
                 self._hand_over(None)
                 return
+            msgs = ws.next_messages(room)       # the usual case: a run of requests, taken at once
+            if msgs:
+                self._inflight += len(msgs)
+                self.host.submit_many(self, msgs)
+                if len(msgs) == room:
+                    continue
             try:
                 frame = ws.next_frame()
             except Closed as e:

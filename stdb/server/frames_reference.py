@@ -1,11 +1,14 @@
-"""The reference of the websocket frame parser (stdb/server/_frames.pyx), in plain Python: one
+"""The reference of the websocket frames in C (stdb/server/_frames.pyx), in plain Python: one
 client frame out of a receive buffer (RFC 6455 section 5.2), its checks in the order the server
-makes them.  tests/test_websocket.py and the ``websocket`` fuzz target hold the C parser to it.
+makes them; the run of plain binary messages the poller takes at once; a batch of server
+frames.  tests/test_websocket.py and the ``websocket`` fuzz target hold the C side to it.
 """
 
 from __future__ import annotations
 
-__all__ = ["FrameError", "parse_frame"]
+import struct
+
+__all__ = ["FrameError", "frame_messages", "parse_frame", "parse_messages"]
 
 OP_CONT, OP_TEXT, OP_BINARY, OP_CLOSE, OP_PING, OP_PONG = 0x0, 0x1, 0x2, 0x8, 0x9, 0xA
 PROTOCOL_ERROR = 1002
@@ -71,3 +74,40 @@ def parse_frame(buf: bytes | bytearray, pos: int, max_message: int, parts_size: 
     data = bytes(buf[pos + h + 4:end])
     payload = bytes(b ^ mask[i & 3] for i, b in enumerate(data))
     return op, fin, payload, end
+
+
+def parse_messages(buf: bytes | bytearray, pos: int, max_message: int,
+                   limit: int) -> tuple[list[bytes], int]:
+    """The whole binary messages of one final, masked frame each at ``buf[pos:]``, at most
+    ``limit``: (payloads, where they end).  Stops before a frame of any other kind, one not all
+    in the buffer, or one over ``max_message`` (``parse_frame`` reads that one)."""
+    if pos < 0 or pos > len(buf):
+        raise ValueError(f"position {pos} outside a buffer of {len(buf)} bytes")
+    out: list[bytes] = []
+    while len(out) < limit:
+        if len(buf) - pos < 2 or buf[pos] != 0x80 | OP_BINARY or not buf[pos + 1] & 0x80:
+            break
+        try:
+            got = parse_frame(buf, pos, max_message, 0, False)
+        except FrameError:
+            break
+        if got is None:
+            break
+        out.append(got[2])
+        pos = got[3]
+    return out, pos
+
+
+def frame_messages(messages: list[bytes]) -> bytes:
+    """One final, unmasked binary frame for each message, concatenated (server to client)."""
+    out = bytearray()
+    for m in messages:
+        n = len(m)
+        if n < 126:
+            out += bytes((0x80 | OP_BINARY, n))
+        elif n < 1 << 16:
+            out += struct.pack("!BBH", 0x80 | OP_BINARY, 126, n)
+        else:
+            out += struct.pack("!BBQ", 0x80 | OP_BINARY, 127, n)
+        out += m
+    return bytes(out)

@@ -23,7 +23,7 @@ from __future__ import annotations
 import logging
 import time
 from collections import Counter, deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from functools import partial
 from typing import TYPE_CHECKING, Any
 
@@ -36,6 +36,7 @@ from stdb.query.service import QueryDiff
 from stdb.server._lane import CallLane
 from stdb.server.connection import Connection
 from stdb.server.executor import ExecutionThread, Job
+from stdb.server.poller import Poller
 
 if TYPE_CHECKING:
     from stdb.server.metrics import Metrics
@@ -75,6 +76,7 @@ class HostedDatabase:
         # I/O thread
         self.connections: set[Connection] = set()
         self._token: trio.lowlevel.TrioToken | None = None
+        self._poller: Poller | None = None
         self._scope: trio.CancelScope | None = None
         self._nursery: trio.Nursery | None = None
         self._pending: deque[tuple[int, Connection, bytes]] = deque()   # confirmed-mode queue
@@ -94,9 +96,11 @@ class HostedDatabase:
 
     # ---- I/O thread: the database's life
 
-    def start(self, token: trio.lowlevel.TrioToken) -> None:
-        """Start the execution thread (the server serves: results go to ``token``'s run)."""
+    def start(self, token: trio.lowlevel.TrioToken, poller: Poller | None = None) -> None:
+        """Start the execution thread (the server serves: results go to ``token``'s run, posted
+        to ``poller`` while it runs)."""
         self._token = token
+        self._poller = poller
         self.thread.start()
 
     async def run(self) -> None:
@@ -118,20 +122,23 @@ class HostedDatabase:
         return self.thread.submit(job)
 
     def submit_request(self, conn: Connection, data: bytes | str) -> None:
-        self.submit_requests([(conn, data)])
+        self.submit_requests([(conn, [data])])
 
-    def submit_requests(self, reqs: list[tuple[Connection, bytes | str]]) -> None:
-        """Handle these messages, in order, on the execution thread (one job)."""
+    def submit_requests(self, reqs: list[tuple[Connection, Sequence[bytes | str]]]) -> None:
+        """Handle these connections' messages, in order, on the execution thread (one job)."""
         if not self.submit(partial(self._handle_all, reqs)):
             closed = StdbError(f"database '{self.name}' is closed: it was deleted, or the server is "
                                "shutting down", code="no_such_database")
-            for conn, _ in reqs:
-                conn.error(closed, None)
-                conn.handled()
+            for conn, msgs in reqs:
+                for _ in msgs:
+                    conn.error(closed, None)
+                    conn.handled()
 
-    def _handle_all(self, reqs: list[tuple[Connection, bytes | str]]) -> None:
-        for conn, data in reqs:
-            self.handle(conn, data)
+    def _handle_all(self, reqs: list[tuple[Connection, Sequence[bytes | str]]]) -> None:
+        handle = self.handle
+        for conn, msgs in reqs:
+            for data in msgs:
+                handle(conn, data)
 
     async def run_job(self, fn: Callable[[], Any]) -> Any:
         """``fn()`` on the execution thread, its outbox delivered; its result, or what it raised."""
@@ -279,6 +286,9 @@ class HostedDatabase:
         out, self._out = self._out, []
         if self._token is None:
             self.deliver(out)
+            return
+        poller = self._poller
+        if poller is not None and poller.post(self.deliver, out):
             return
         try:
             self._token.run_sync_soon(self.deliver, out)

@@ -27,7 +27,7 @@ import os
 import re
 import shutil
 import signal
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from functools import partial
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
@@ -70,7 +70,7 @@ class Server:
         self.poller: Poller | None = None          # reads every connection's socket (while serving)
         # requests the poller reads in its current wake, per database, handed across at its end
         # (None outside a wake: a request goes across at once)
-        self._batch: dict[HostedDatabase, list[tuple[Connection, bytes | str]]] | None = None
+        self._batch: dict[HostedDatabase, list[tuple[Connection, Sequence[bytes | str]]]] | None = None
         self.port: int | None = None
         self._stop = trio.Event()
         self._gone = trio.Event()                 # set whenever a connection ends
@@ -91,7 +91,7 @@ class Server:
 
     def _start(self, h: HostedDatabase) -> None:
         if self._db_nursery is not None and self._token is not None:
-            h.start(self._token)
+            h.start(self._token, self.poller)
             self._db_nursery.start_soon(h.run)
 
     def _states(self) -> Iterator[DatabaseState]:
@@ -194,12 +194,13 @@ class Server:
     async def serve(self, host: str = "127.0.0.1", port: int = 3000, *,
                     task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
         self.open_existing()
+        # reads every connection's socket and carries the databases' answers back to this thread
+        poller = self.poller = Poller(begin=self._gather, end=self._hand_across)
         try:
             async with trio.open_nursery() as dbs:
                 await dbs.start(self.run_databases)
                 async with trio.open_nursery() as conns:
-                    self.poller = Poller(begin=self._gather, end=self._hand_across)
-                    conns.start_soon(self.poller.run)
+                    conns.start_soon(poller.run)
                     async with trio.open_nursery() as listener:
                         self.port = await listener.start(partial(
                             serve_websocket, self._handle, host, port, handler_nursery=conns,
@@ -220,6 +221,7 @@ class Server:
                     conns.cancel_scope.cancel()
                 dbs.cancel_scope.cancel()
         finally:
+            poller.close()
             self.poller = None
             self._batch = None
             self.metrics.close()
@@ -228,17 +230,8 @@ class Server:
     # ---- what a connection needs of the server (stdb/server/connection.py, Host)
 
     def submit(self, conn: Connection, data: bytes | str) -> None:
-        h = self.databases.get(conn.database)
-        if h is not None:
-            batch = self._batch
-            if batch is None:
-                h.submit_request(conn, data)
-            else:                   # the poller's wake hands each database its requests at once
-                reqs = batch.get(h)
-                if reqs is None:
-                    batch[h] = [(conn, data)]
-                else:
-                    reqs.append((conn, data))
+        if conn.database in self.databases:
+            self.submit_many(conn, [data])
             return
         # no such database: only a Publish (the first publisher creates it and owns it)
         try:
@@ -256,6 +249,22 @@ class Server:
             why = no_module(conn.database)
         conn.error(why, msg["request_id"])
         conn.handled()
+
+    def submit_many(self, conn: Connection, msgs: Sequence[bytes | str]) -> None:
+        h = self.databases.get(conn.database)
+        if h is None:
+            for data in msgs:
+                self.submit(conn, data)
+            return
+        batch = self._batch
+        if batch is None:
+            h.submit_requests([(conn, msgs)])
+        else:                   # the poller's wake hands each database its requests at once
+            reqs = batch.get(h)
+            if reqs is None:
+                batch[h] = [(conn, msgs)]
+            else:
+                reqs.append((conn, msgs))
 
     def _gather(self) -> None:
         self._batch = {}

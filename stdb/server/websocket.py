@@ -29,7 +29,7 @@ from typing import Any
 
 import trio
 
-from stdb.server._frames import parse_frame
+from stdb.server._frames import frame_messages, parse_frame, parse_messages
 from stdb.server.frames_reference import FrameError
 
 __all__ = ["Closed", "Request", "WebSocket", "serve_websocket", "server_handshake"]
@@ -234,13 +234,9 @@ class WebSocket:
         by another."""
         return self._write_now(frame_header(OP_BINARY, len(message)) + message)
 
-    def send_nowait_many(self, messages: Sequence[bytes]) -> Framed | None:
+    def send_nowait_many(self, messages: list[bytes]) -> Framed | None:
         """``send_nowait`` for several binary messages, one frame each, with one write."""
-        parts = []
-        for m in messages:
-            parts.append(frame_header(OP_BINARY, len(m)))
-            parts.append(m)
-        return self._write_now(b"".join(parts))
+        return self._write_now(frame_messages(messages))
 
     def _write_now(self, frame: bytes) -> Framed | None:
         if self._rest or self._sending or self._broken or self.closed is not None:
@@ -375,6 +371,16 @@ class WebSocket:
         loop sees it: (opcode, payload), or None.  Closed on a protocol error: then
         ``handle_frame`` with the error tells the client why."""
         return self._parse()
+
+    def next_messages(self, limit: int) -> list[bytes]:
+        """What ``next_frame`` would return one at a time while it returns binary messages of
+        one frame each (every request's shape), at most ``limit`` of them, taken at once
+        (stdb/server/_frames.pyx).  Empty when the next frame is of any other kind or not all
+        here: ``next_frame`` reads it."""
+        if self._parts is not None or limit <= 0:
+            return []
+        msgs, self._pos = parse_messages(self._buf, self._pos, self.max_message, limit)
+        return msgs
 
     async def handle_frame(self, frame: tuple[int, Any] | Closed) -> None:
         """A control frame (a pong for a ping; the close handshake, then Closed) or a protocol
