@@ -69,6 +69,13 @@ class Captured:
     def send_nowait(self, msg: bytes) -> None:
         self.sent.append(msg)
 
+    def send_nowait_many(self, msgs: list[bytes]) -> None:
+        self.sent.extend(msgs)
+
+    def socket_now(self) -> None:
+        """Not on a socket: the server writes through ``send_nowait``."""
+        return None
+
 
 class World:
     """A server (never started) hosting the chat database, and one connection per sender."""

@@ -8,7 +8,7 @@ largest message allowed; bit 3: inside a fragmented message), then the bytes.
   reason), at every position of the buffer a frame could start at; the run of whole binary
   messages the poller takes at once (``parse_messages``) is its reference's, and what
   ``parse_frame`` reads one at a time, and framed back as server frames (``frame_messages``)
-  it is its reference's; and the websocket's own
+  it is its reference's, and ``send_each`` writes it whole to a socket; and the websocket's own
   receive loop (``WebSocket._parse``: fragments, control frames, UTF-8 of text messages) over
   the same bytes returns messages or raises ``Closed``, nothing else;
 * handshakes: the request parser (``websocket._parse_request``) returns the path, the headers,
@@ -19,11 +19,13 @@ largest message allowed; bit 3: inside a fragmented message), then the bytes.
 
 from __future__ import annotations
 
+import socket
+
 from fuzz._harness import fuzz, instrument_module, instrumented
 
 with instrumented(__name__ == "__main__"):
     from stdb.server import websocket
-    from stdb.server._frames import frame_messages, parse_frame, parse_messages
+    from stdb.server._frames import frame_messages, parse_frame, parse_messages, send_each
     from stdb.server.frames_reference import FrameError
     from stdb.server.frames_reference import frame_messages as reference_frames
     from stdb.server.frames_reference import parse_frame as reference
@@ -31,6 +33,8 @@ with instrumented(__name__ == "__main__"):
     from stdb.server.websocket import Closed, WebSocket
 
 MAX_MESSAGE = (16, 125, 4096, 16 << 20)
+_PAIR = socket.socketpair()         # send_each writes to one end, the target reads the other
+_PAIR[0].setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 1 << 18)
 
 
 class _NoTransport:
@@ -55,7 +59,14 @@ def frames(data: bytes, max_message: int, fragmented: bool) -> None:
             assert got is not None and got[:3] == (0x2, True, m)
             at = got[3]
         assert at == run[1]
-        assert frame_messages(run[0]) == reference_frames(run[0])    # and framed back as the server would
+        framed = frame_messages(run[0])                 # framed back as the server would, and sent
+        assert framed == reference_frames(run[0])
+        if len(framed) <= 1 << 16:
+            assert send_each([_PAIR[0].fileno()], [framed]) == [len(framed)]
+            got = b""
+            while len(got) < len(framed):
+                got += _PAIR[1].recv(1 << 17)
+            assert got == framed
     pos = 0
     parts = 7 if fragmented else 0
     while pos < len(buf):

@@ -406,3 +406,46 @@ def test_the_c_server_frames_are_their_reference_and_parse_back(msgs):
         assert out[pos + h:pos + h + n] == m
         pos += h + n
     assert pos == len(out)
+
+
+def test_the_c_send_loop_is_its_reference():
+    """``send_each`` (C, without the GIL) and its reference write the same amounts and report
+    the same: whole writes, a partial one into a full socket, a closed peer, a bad descriptor."""
+    import errno
+    import socket
+
+    from stdb.server._frames import send_each
+    from stdb.server.frames_reference import send_each as reference
+
+    def case(fn):
+        pairs = [socket.socketpair() for _ in range(4)]
+        for a, _ in pairs:
+            a.setblocking(False)
+        pairs[2][1].close()                         # the peer went away
+        spare = socket.socket()
+        bad = spare.fileno()
+        spare.close()                               # a descriptor that is no longer open
+        fds = [a.fileno() for a, _ in pairs] + [bad]
+        bufs = [b"hello", bytes(range(256)) * 3, b"x", b"y" * (8 << 20), b"z"]
+        got = fn(fds, bufs)
+        read = b""
+        while len(read) < max(got[3], 0):          # what it says it wrote is what arrives
+            read += pairs[3][1].recv(1 << 20)
+        assert pairs[0][1].recv(100) == b"hello" and pairs[1][1].recv(1000) == bytes(range(256)) * 3
+        for a, b in pairs:
+            a.close()
+            if b.fileno() >= 0:
+                b.close()
+        return got, read
+    c, c_read = case(send_each)
+    r, r_read = case(reference)
+    assert c[:3] == r[:3] == [5, 768, -errno.EPIPE]
+    assert c[4] == r[4] == -errno.EBADF
+    assert 0 < c[3] < 8 << 20 and 0 < r[3] < 8 << 20          # a partial write into a full socket
+    assert c_read == b"y" * c[3] and r_read == b"y" * r[3]
+    for fn in (send_each, reference):
+        with pytest.raises(ValueError, match="2 sockets and 1 buffers"):
+            fn([1, 2], [b""])
+        with pytest.raises(TypeError, match="bytes, not str"):
+            fn([1], ["text"])
+    assert send_each([], []) == reference([], []) == []

@@ -122,6 +122,22 @@ class Connection:
         if rest is not None:
             self._enqueue(rest)
 
+    def socket_now(self) -> int | None:
+        """The socket to write this connection's next messages to at once, from outside
+        (``HostedDatabase.deliver``, with ``send_each``), when nothing waits before them; then
+        ``sent_now``.  None: ``push_many`` them."""
+        if self.close_reason is not None or self._ended or self.queued_bytes or self._out_closed:
+            return None
+        return self.ws.socket_now()
+
+    def sent_now(self, msgs: list[bytes], frame: bytes, n: int) -> None:
+        """``msgs``, framed as ``frame``, were written to ``socket_now()``'s socket: ``n`` bytes
+        of it (negative: the write failed); what was not written is queued."""
+        self.metrics.sent(len(msgs), sum(map(len, msgs)))
+        rest = self.ws.sent_now(frame, n)
+        if rest is not None:
+            self._enqueue(rest)
+
     def _enqueue(self, msg: bytes) -> None:
         if self.queued_bytes + len(msg) > self.limits.bytes:
             self.kill(f"client too slow: {self.queued_bytes + len(msg):,} bytes queued "

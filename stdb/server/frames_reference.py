@@ -1,14 +1,17 @@
 """The reference of the websocket frames in C (stdb/server/_frames.pyx), in plain Python: one
 client frame out of a receive buffer (RFC 6455 section 5.2), its checks in the order the server
 makes them; the run of plain binary messages the poller takes at once; a batch of server
-frames.  tests/test_websocket.py and the ``websocket`` fuzz target hold the C side to it.
+frames and their writes.  tests/test_websocket.py and the ``websocket`` fuzz target hold the C
+side to it.
 """
 
 from __future__ import annotations
 
+import errno
+import socket
 import struct
 
-__all__ = ["FrameError", "frame_messages", "parse_frame", "parse_messages"]
+__all__ = ["FrameError", "frame_messages", "parse_frame", "parse_messages", "send_each"]
 
 OP_CONT, OP_TEXT, OP_BINARY, OP_CLOSE, OP_PING, OP_PONG = 0x0, 0x1, 0x2, 0x8, 0x9, 0xA
 PROTOCOL_ERROR = 1002
@@ -111,3 +114,29 @@ def frame_messages(messages: list[bytes]) -> bytes:
             out += struct.pack("!BBQ", 0x80 | OP_BINARY, 127, n)
         out += m
     return bytes(out)
+
+
+def send_each(fds: list[int], buffers: list[bytes]) -> list[int]:
+    """Write ``buffers[i]`` to the socket ``fds[i]`` without waiting, for each ``i``: how many
+    bytes of each were written (0 when its socket takes nothing now, ``-errno`` when it failed)."""
+    if len(fds) != len(buffers):
+        raise ValueError(f"{len(fds)} sockets and {len(buffers)} buffers")
+    for b in buffers:
+        if not isinstance(b, bytes):
+            raise TypeError(f"a buffer to send is bytes, not {type(b).__name__}")
+    out = []
+    for fd, b in zip(fds, buffers, strict=True):
+        try:
+            s = socket.socket(fileno=fd)
+        except OSError as e:
+            out.append(-(e.errno or errno.EIO))
+            continue
+        try:
+            out.append(s.send(b, socket.MSG_DONTWAIT | socket.MSG_NOSIGNAL))
+        except BlockingIOError:
+            out.append(0)
+        except OSError as e:
+            out.append(-(e.errno or errno.EIO))
+        finally:
+            s.detach()              # the descriptor stays the caller's
+    return out

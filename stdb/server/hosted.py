@@ -33,6 +33,7 @@ from stdb.errors import AuthError, InternalError, ProtocolError, ReducerError, S
 from stdb.module.database import CallResult, Database, PublishResult
 from stdb.protocol import decode_client, encode
 from stdb.query.service import QueryDiff
+from stdb.server._frames import frame_messages, send_each
 from stdb.server._lane import CallLane
 from stdb.server.connection import Connection
 from stdb.server.executor import ExecutionThread, Job
@@ -196,8 +197,35 @@ class HostedDatabase:
                     self._last_offset = offset
             else:
                 payload()
+        if out:
+            self._write(out)
+
+    @staticmethod
+    def _write(out: dict[Connection, list[bytes]]) -> None:
+        """Each connection's messages, in one write per connection: those with nothing queued
+        all written by one C loop (a commit's diffs to a thousand subscribers: a thousand
+        ``send`` calls and no Python between them), the others queued by ``push_many``."""
+        fds: list[int] = []
+        frames: list[bytes] = []
+        direct: list[tuple[Connection, list[bytes]]] = []
+        shared: dict[int, bytes] = {}       # subscribers sent the same message: framed once
         for conn, msgs in out.items():
-            conn.push_many(msgs)
+            fd = conn.socket_now()
+            if fd is None:
+                conn.push_many(msgs)
+                continue
+            if len(msgs) == 1:
+                frame = shared.get(id(msgs[0]))
+                if frame is None:
+                    frame = shared[id(msgs[0])] = frame_messages(msgs)
+            else:
+                frame = frame_messages(msgs)
+            fds.append(fd)
+            frames.append(frame)
+            direct.append((conn, msgs))
+        if fds:
+            for (conn, msgs), frame, n in zip(direct, frames, send_each(fds, frames), strict=True):
+                conn.sent_now(msgs, frame, n)
 
     def _send(self, conn: Connection, msg: bytes, offset: int | None) -> None:
         """A message for a confirmed connection: sent once the log is durable past ``offset``."""

@@ -244,6 +244,22 @@ class WebSocket:
         try:
             n = self._t.send_now(memoryview(frame))
         except OSError:
+            n = -1
+        return self.sent_now(frame, n)
+
+    def socket_now(self) -> int | None:
+        """The socket to write frames to directly now (``send_each``; then ``sent_now`` with
+        what it wrote): None when another send is under way or began, or not on a socket."""
+        if self._rest or self._sending or self._broken or self.closed is not None or \
+                not isinstance(self._t, _SocketTransport):
+            return None
+        fd = self._t.sock.fileno()
+        return fd if fd >= 0 else None
+
+    def sent_now(self, frame: bytes, n: int) -> Framed | None:
+        """``n`` bytes of ``frame`` were written directly (negative: the write failed): what
+        ``send_nowait`` returns for it."""
+        if n < 0:
             return Framed(frame)      # the next send_messages reports the broken connection
         if n == len(frame):
             return None
