@@ -174,3 +174,30 @@ def sql_rows(draw, schema, ids):
     """Rows of ``schema`` with distinct ids drawn from ``ids``."""
     keys = draw(st.lists(st.sampled_from(ids), unique=True, max_size=len(ids)))
     return [tuple([k] + [draw(sql_value(c.type.name)) for c in schema.columns[1:]]) for k in keys]
+
+
+@st.composite
+def one_off_queries(draw, schemas):
+    a, b, c = schemas
+    shape = draw(st.sampled_from(["filter", "join2", "join3", "group"]))
+    if shape == "filter":
+        cond = draw(sql_conditions(a))
+        cols = draw(st.lists(st.sampled_from(a.column_names), min_size=1, max_size=3, unique=True))
+        order = draw(st.sampled_from(a.column_names))
+        desc = draw(st.sampled_from(["", " DESC"]))
+        limit = draw(st.sampled_from(["", " LIMIT 3"]))
+        # id last in ORDER BY: a total order, so LIMIT picks the same rows in both
+        return (f"SELECT {', '.join(cols + ['id'])} FROM a WHERE {cond} ORDER BY {order}{desc}, id{limit}",
+                True)
+    if shape == "join2":
+        cond = draw(sql_conditions(a, "a", others=[(b, "b")]))
+        return f"SELECT a.id, b.id, a.k FROM a JOIN b ON a.k = b.k WHERE {cond}", False
+    if shape == "join3":
+        cond = draw(sql_conditions(b, "b", others=[(a, "a"), (c, "c")]))
+        return (f"SELECT a.id, b.id, c.id FROM a JOIN b ON a.k = b.k JOIN c ON c.k = b.k "
+                f"WHERE {cond}"), False
+    cond = draw(sql_conditions(a))
+    num = [col.name for col in a.columns if col.type.name in ("i64", "i32", "u16", "option<i64>")]
+    agg_col = draw(st.sampled_from(num))
+    return (f"SELECT k, COUNT(*), SUM({agg_col}), MIN({agg_col}), MAX(id), AVG({agg_col}) "
+            f"FROM a WHERE {cond} GROUP BY k ORDER BY k"), True

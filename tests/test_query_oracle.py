@@ -26,7 +26,7 @@ from stdb._core.matcher import Matcher
 from stdb.query.service import QueryService
 from stdb.query.subscription import Subscriptions, compile_subscription
 from stdb.query.visibility import by_table, parse_filter
-from tests.strategies import sql_conditions, sql_rows, sql_schemas, sql_value
+from tests.strategies import one_off_queries, sql_conditions, sql_rows, sql_schemas, sql_value
 
 EXAMPLES = int(os.environ.get("STDB_ORACLE_EXAMPLES", "1000"))
 OWNER = b"\x01" * 32
@@ -60,33 +60,6 @@ def _same_rows(mine, theirs, ordered):
     if ordered:
         return a == b
     return Counter(a) == Counter(b)
-
-
-@st.composite
-def one_off_queries(draw, schemas):
-    a, b, c = schemas
-    shape = draw(st.sampled_from(["filter", "join2", "join3", "group"]))
-    if shape == "filter":
-        cond = draw(sql_conditions(a))
-        cols = draw(st.lists(st.sampled_from(a.column_names), min_size=1, max_size=3, unique=True))
-        order = draw(st.sampled_from(a.column_names))
-        desc = draw(st.sampled_from(["", " DESC"]))
-        limit = draw(st.sampled_from(["", " LIMIT 3"]))
-        # id last in ORDER BY: a total order, so LIMIT picks the same rows in both
-        return (f"SELECT {', '.join(cols + ['id'])} FROM a WHERE {cond} ORDER BY {order}{desc}, id{limit}",
-                True)
-    if shape == "join2":
-        cond = draw(sql_conditions(a, "a", others=[(b, "b")]))
-        return f"SELECT a.id, b.id, a.k FROM a JOIN b ON a.k = b.k WHERE {cond}", False
-    if shape == "join3":
-        cond = draw(sql_conditions(b, "b", others=[(a, "a"), (c, "c")]))
-        return (f"SELECT a.id, b.id, c.id FROM a JOIN b ON a.k = b.k JOIN c ON c.k = b.k "
-                f"WHERE {cond}"), False
-    cond = draw(sql_conditions(a))
-    num = [col.name for col in a.columns if col.type.name in ("i64", "i32", "u16", "option<i64>")]
-    agg_col = draw(st.sampled_from(num))
-    return (f"SELECT k, COUNT(*), SUM({agg_col}), MIN({agg_col}), MAX(id), AVG({agg_col}) "
-            f"FROM a WHERE {cond} GROUP BY k ORDER BY k"), True
 
 
 @settings(max_examples=EXAMPLES)

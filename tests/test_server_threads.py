@@ -161,3 +161,46 @@ async def test_pings_fragments_and_calls_in_one_write_are_answered_in_order(tmp_
                 assert server.poller is not None and server.poller.sockets <= 1
                 r = await owner.request("OneOffQuery", sql="SELECT COUNT(*) FROM message")
                 assert r["rows"] == [[5]]
+
+
+# ---- query governance (issue 23): a query is bounded, and runs on its database's thread only
+
+HEAVY_JOIN = "SELECT COUNT(*) FROM message a JOIN message b ON a.sent < b.sent"
+
+
+async def test_the_owners_heavy_query_runs_beside_other_databases_and_a_clients_is_refused(tmp_path,
+                                                                                          chat_wasm):  # noqa: F811
+    with trio.fail_after(TIMEOUT):
+        async with running(tmp_path) as (server, port):
+            async with connect(port, name="big") as owner, connect(port, name="chat") as b:
+                assert (await owner.request("Publish", wasm=chat_wasm))["type"] == "PublishResult"
+                assert (await b.request("Publish", wasm=chat_wasm))["type"] == "PublishResult"
+                for i in range(2000):
+                    await owner.send("CallReducer", reducer="send_message", args=[f"m{i}"])
+                r = await owner.request("OneOffQuery", sql="SELECT COUNT(*) FROM message")
+                assert r["rows"] == [[2000]]
+                # the owner's query (4,000,000 pairs: seconds of Python, within the owner's
+                # limits) runs on its database's thread while the other database answers calls
+                busy = server.databases["big"].thread
+                jobs = busy.jobs
+                rid = await owner.send("OneOffQuery", sql=HEAVY_JOIN)
+                while busy.jobs != jobs + 1 or not busy.in_batch:
+                    await trio.sleep(0.001)
+                for i in range(20):
+                    up = await b.request("CallReducer", reducer="send_message", args=[f"meanwhile {i}"])
+                    assert up["type"] == "TransactionUpdate" and up["status"] == "committed", up
+                assert busy.in_batch and busy.jobs == jobs + 1, "the query had ended before the calls"
+                while True:
+                    m = await owner.recv()
+                    if m.get("request_id") == rid:
+                        break
+                assert m["type"] == "OneOffQueryResult" and 0 < m["rows"][0][0] <= 1_999_000, m
+                # anyone else: refused before it runs, saying which limit and what to do; the
+                # connection goes on
+                async with connect(port, name="big") as stranger:
+                    e = await stranger.request("OneOffQuery", sql=HEAVY_JOIN)
+                    assert e["type"] == "Error" and e["code"] == "query_error", e
+                    assert "rows_examined = 100,000" in e["detail"] and "2,000 × 2,000 pairs" in e["detail"]
+                    assert "LIMIT" in e["hint"]
+                    r = await stranger.request("OneOffQuery", sql="SELECT COUNT(*) FROM message")
+                    assert r["rows"] == [[2000]]

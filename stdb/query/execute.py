@@ -3,19 +3,25 @@ execution (filter, group and aggregate, order, limit, project).
 
 ``run_select`` reads committed tables through ``tables(name)`` (the engine's Table objects).
 The plan it used is returned with the rows, so tests and ``EXPLAIN``-style tooling can check
-that an index was used.
+that an index was used.  With a ``Budget`` (stdb/query/budget.py) every row read and every row
+a join produces is counted, a join that would go over is refused before it runs when its size
+is known up front (hash joins, nested loops), and a LIMIT without ORDER BY or GROUP BY stops the
+last join as soon as it has its rows.
 """
 
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable
+import itertools
+import sys
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
 from stdb.errors import DataError
 from stdb.query import ast as A
 from stdb.query.bind import Col, Scope, compile_predicate, conjuncts, index_for, merge_ranges, sargs
+from stdb.query.budget import Budget
 
 __all__ = ["QueryResult", "run_select", "plan_access"]
 
@@ -160,7 +166,8 @@ def _row_filter(scope: Scope, k: int, terms: list[A.Expr]) -> Callable[[Row], bo
     return lambda row: pred(*before, row, *after)
 
 
-def run_select(st: A.Select, scope: Scope, tables: Callable[[str], Any]) -> QueryResult:
+def run_select(st: A.Select, scope: Scope, tables: Callable[[str], Any],
+               budget: Budget | None = None) -> QueryResult:
     n = len(scope.refs)
     plan: list[str] = []
     # WHERE terms on one table filter that table's rows as they are read; the rest (terms
@@ -188,16 +195,36 @@ def run_select(st: A.Select, scope: Scope, tables: Callable[[str], Any]) -> Quer
     items, grouped = _select_items(st, scope)
     order = _order_items(st, scope, items, grouped)
 
-    # read table 0, then join the others
+    # read table 0, then join the others; with a LIMIT and nothing to sort or group, the last
+    # step streams and stops once it has LIMIT rows
+    early = st.limit is not None and not grouped and not order
     t0 = tables(scope.refs[0].name)
     desc, access = plan_access(scope, 0, by_table[0])
     plan.append(f"{scope.refs[0].ref}: {desc}")
-    first = (row for _, row in t0.scan()) if access is None else (t0.get(rid) for rid in access(t0))
+    if access is None:
+        if budget is not None and not (early and n == 1):
+            budget.expect(len(t0), f"a full scan of '{scope.refs[0].name}' "
+                          "(no condition in WHERE an index serves)")
+        first: Iterable[Row] = (row for _, row in t0.scan())
+    else:
+        first = (t0.get(rid) for rid in access(t0))
     pad = (None,) * (n - 1)
-    combos = [(row,) + pad for row in first if own[0] is None or own[0](row)]
+    if budget is not None:
+        first = _counted(first, budget)
+    stream: Iterable[tuple] = ((row,) + pad for row in first if own[0] is None or own[0](row))
     for k, j in enumerate(st.joins, start=1):
-        combos = _join(scope, k, j, ons[k - 1], combos, tables(scope.refs[k].name), own[k], plan)
-    rows = combos if rest is None else [c for c in combos if rest(*c)]
+        combos = list(stream)
+        last = k == n - 1
+        stream = _join(scope, k, j, ons[k - 1], combos, tables(scope.refs[k].name), own[k], plan,
+                       budget, streaming=early and last)
+    if rest is not None:
+        stream = (c for c in stream if rest(*c))
+    if early:
+        assert st.limit is not None
+        stream = itertools.islice(stream, min(st.limit, sys.maxsize))
+    if budget is not None and not grouped:
+        stream = _capped(stream, budget)
+    rows = list(stream)
 
     # group, aggregate, order (stable sorts, last key first), project
     if grouped:
@@ -210,13 +237,35 @@ def run_select(st: A.Select, scope: Scope, tables: Callable[[str], Any]) -> Quer
         out = [tuple(f(c) for _, f in items) for c in rows]
     if st.limit is not None:
         out = out[:st.limit]
+    if budget is not None:
+        budget.returned(len(out))
     return QueryResult([name for name, _ in items], out, plan)
 
 
+def _counted(rows: Iterable[Row], budget: Budget) -> Iterator[Row]:
+    """``rows``, each counted as examined."""
+    for row in rows:
+        budget.examine(1)
+        yield row
+
+
+def _capped(rows: Iterable[tuple], budget: Budget) -> Iterator[tuple]:
+    """``rows`` (the answer's, one each), refused once there are more than the answer may have."""
+    cap = budget.limits.rows_returned
+    for i, row in enumerate(rows):
+        if i == cap:
+            budget.returned(cap + 1)
+        yield row
+
+
 def _join(scope: Scope, k: int, j: A.Join, on: Callable[..., bool], combos: list[tuple], table: Any,
-          own: Callable[[Row], bool] | None, plan: list[str]) -> list[tuple]:
+          own: Callable[[Row], bool] | None, plan: list[str], budget: Budget | None = None,
+          streaming: bool = False) -> Iterator[tuple]:
     """Join table ``k`` (its rows kept by ``own``) into the partial rows: through an index on
-    its side of an ON equality, else a hash join on that equality, else a nested loop."""
+    its side of an ON equality, else a hash join on that equality, else a nested loop.  The
+    plan line is written at once and the rows come as they are made; with a ``budget``, a
+    join whose size is known before it runs is refused then, unless ``streaming`` (the caller
+    may stop early: it is counted as it goes)."""
     eq: tuple[Col, Col] | None = None
     for t in conjuncts(j.on):
         if isinstance(t, A.Compare) and t.op == "=" and isinstance(t.left, A.ColumnRef) \
@@ -228,49 +277,92 @@ def _join(scope: Scope, k: int, j: A.Join, on: Callable[..., bool], combos: list
                 eq = (b, a)
             if eq is not None:
                 break
-    out: list[tuple] = []
     ref = scope.refs[k].ref
+    what = f"the join of '{ref}'"
     if eq is not None:
         outer, inner = eq
         ix = index_for(scope.schemas[k], scope.schemas[k].columns[inner.c].name, btree=False)
         if ix is not None and len(combos) * 4 < max(len(table), 1) * 8:
             plan.append(f"{ref}: index {ix} join on {outer.name} = {inner.name}")
-            for c in combos:
-                v = c[outer.t][outer.c]
-                if v is None:
-                    continue
-                try:
-                    rids = table.seek(ix, v)
-                except DataError:
-                    continue
-                for rid in rids:
-                    row = table.get(rid)
-                    if own is None or own(row):
-                        nc = c[:k] + (row,) + c[k + 1:]
-                        if on(*nc):
-                            out.append(nc)
-            return out
+            return _index_join(k, combos, table, ix, outer, own, on, budget)
         plan.append(f"{ref}: hash join on {outer.name} = {inner.name}")
+        if budget is not None:
+            budget.examine(len(table), f"reading '{scope.refs[k].name}' for {what}")
         build: dict[Any, list[Row]] = {}
         for _, row in table.scan():
             v = row[inner.c]
             if v is not None and (own is None or own(row)):
                 build.setdefault(v, []).append(row)
-        for c in combos:
-            v = c[outer.t][outer.c]
-            for row in build.get(v, ()) if v is not None else ():
+        if budget is not None:
+            if not streaming:
+                size = sum(len(build.get(c[outer.t][outer.c], ())) for c in combos
+                           if c[outer.t][outer.c] is not None)
+                budget.expect(size, what)
+        return _hash_join(k, combos, build, outer, on, budget)
+    plan.append(f"{ref}: nested loop")
+    if budget is not None:
+        budget.examine(len(table), f"reading '{scope.refs[k].name}' for {what}")
+    rows = [row for _, row in table.scan() if own is None or own(row)]
+    if budget is not None:
+        if not streaming:
+            budget.expect(len(combos) * len(rows), f"{what} (a nested loop: {len(combos):,} × "
+                          f"{len(rows):,} pairs; no equality between columns to join on)")
+    return _loop_join(k, combos, rows, on, budget)
+
+
+def _index_join(k: int, combos: list[tuple], table: Any, ix: str, outer: Col,
+                own: Callable[[Row], bool] | None, on: Callable[..., bool],
+                budget: Budget | None) -> Iterator[tuple]:
+    for c in combos:
+        v = c[outer.t][outer.c]
+        if v is None:
+            continue
+        try:
+            rids = table.seek(ix, v)
+        except DataError:
+            continue
+        if budget is not None:
+            budget.examine(len(rids), "an index join")
+        for rid in rids:
+            row = table.get(rid)
+            if own is None or own(row):
                 nc = c[:k] + (row,) + c[k + 1:]
                 if on(*nc):
-                    out.append(nc)
-        return out
-    plan.append(f"{ref}: nested loop")
-    rows = [row for _, row in table.scan() if own is None or own(row)]
+                    yield nc
+
+
+def _hash_join(k: int, combos: list[tuple], build: dict[Any, list[Row]], outer: Col,
+               on: Callable[..., bool], budget: Budget | None) -> Iterator[tuple]:
     for c in combos:
-        for row in rows:
+        v = c[outer.t][outer.c]
+        if v is not None and v in build:
+            yield from _pairs(k, c, build[v], on, budget, "a hash join")
+
+
+def _loop_join(k: int, combos: list[tuple], rows: list[Row], on: Callable[..., bool],
+               budget: Budget | None) -> Iterator[tuple]:
+    for c in combos:
+        yield from _pairs(k, c, rows, on, budget, "a nested loop")
+
+
+def _pairs(k: int, c: tuple, rows: list[Row], on: Callable[..., bool], budget: Budget | None,
+           what: str) -> Iterator[tuple]:
+    """``c`` joined with each of ``rows`` where ``on`` holds, counted in chunks of ``CHUNK``
+    (a LIMIT that stops early has counted at most a chunk more than it made)."""
+    if budget is None:
+        chunks: Iterable[list[Row]] = (rows,)
+    else:
+        chunks = (rows[i:i + CHUNK] for i in range(0, len(rows), CHUNK))
+    for chunk in chunks:
+        if budget is not None:
+            budget.examine(len(chunk), what)
+        for row in chunk:
             nc = c[:k] + (row,) + c[k + 1:]
             if on(*nc):
-                out.append(nc)
-    return out
+                yield nc
+
+
+CHUNK = 1024
 
 
 def _select_items(st: A.Select, scope: Scope) -> tuple[list[tuple[str, Any]], bool]:

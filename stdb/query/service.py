@@ -20,6 +20,7 @@ from stdb._core.schema import TableSchema
 from stdb.errors import AuthError, ConstraintError, QueryError, StdbError
 from stdb.query import ast as A
 from stdb.query.bind import Scope, compile_predicate, typed_literal
+from stdb.query.budget import Budget, QueryLimits
 from stdb.query.execute import QueryResult, run_select
 from stdb.query.parser import parse
 from stdb.query.subscription import QueryDiff, Subscriptions, compile_subscription
@@ -119,15 +120,18 @@ class QueryService:
 
     # ---- one-off queries
 
-    def query(self, sql: str, sender: bytes, st: A.Statement | None = None) -> QueryResult:
+    def query(self, sql: str, sender: bytes, st: A.Statement | None = None,
+              limits: QueryLimits | None = None) -> QueryResult:
         """A one-off SELECT (anyone; private tables for the owner only).  ``st``: ``sql``
-        already parsed."""
+        already parsed; ``limits``: what it may cost (stdb/query/budget.py; None: no bound)."""
         st = self._visible(parse(sql) if st is None else st, sender)
         if not isinstance(st, A.Select):
             raise QueryError("this is DML; run it through Database.sql (owner only)")
         refs = [st.table] + [j.table for j in st.joins]
         scope = Scope(sql, refs, self._schemas_for(sender), {"sender": sender})
-        return run_select(st, scope, self._table)
+        budget = None if limits is None else \
+            Budget(limits, "the owner's query" if self._is_owner(sender) else "a client's query")
+        return run_select(st, scope, self._table, budget)
 
     def dml(self, sql: str, sender: bytes, tx: Any, st: A.Statement | None = None) -> int:
         """Apply INSERT / UPDATE / DELETE in ``tx`` (the caller commits); returns the number of

@@ -32,6 +32,8 @@ import trio
 from stdb.errors import AuthError, InternalError, ProtocolError, ReducerError, StdbError, StorageError
 from stdb.module.database import CallResult, Database, PublishResult
 from stdb.protocol import decode_client, encode
+from stdb.query.budget import DEFAULT_LIMITS, OWNER_LIMITS, QueryLimits
+from stdb.query.budget import over as over_limit
 from stdb.query.service import QueryDiff
 from stdb.server._frames import frame_messages, send_each
 from stdb.server._lane import CallLane
@@ -534,15 +536,24 @@ class HostedDatabase:
         if res is not None:
             self.broadcast(res, None, None, conn.identity)
 
+    def query_limits(self, identity: bytes) -> QueryLimits:
+        """What a one-off query of ``identity``'s may cost (stdb/query/budget.py)."""
+        return OWNER_LIMITS if self.db.owner is not None and identity == self.db.owner else DEFAULT_LIMITS
+
     def sql(self, conn: Connection, request_id: int, sql: str) -> None:
-        res = self.db.sql(sql, sender=conn.identity)
+        limits = self.query_limits(conn.identity)
+        res = self.db.sql(sql, sender=conn.identity, limits=limits)
         if isinstance(res, CallResult):
             self.broadcast(res)
             self._emit(conn, encode("OneOffQueryResult", request_id=request_id, columns=["changed_rows"],
                                     rows=[[res.delta.row_count]], plan=[]), res.offset)
-        else:
-            self._emit(conn, encode("OneOffQueryResult", request_id=request_id, columns=list(res.columns),
-                                    rows=res.rows, plan=list(res.plan)), None)
+            return
+        msg = encode("OneOffQueryResult", request_id=request_id, columns=list(res.columns),
+                     rows=res.rows, plan=list(res.plan))
+        if len(msg) > limits.result_bytes:
+            raise over_limit("result_bytes", limits.result_bytes, f"the answer is {len(msg):,} bytes",
+                             "the owner's query" if limits is OWNER_LIMITS else "a client's query")
+        self._emit(conn, msg, None)
 
     def subscribe(self, conn: Connection, request_id: int, queries: list[str]) -> None:
         have = self.db.queries.subs.count_of(conn)
