@@ -71,6 +71,7 @@ import trio
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 LOADGEN_DIR = os.path.join(ROOT, "bench", "loadgen")
+NODE_ECHO = os.path.join(LOADGEN_DIR, "echo.js")
 TRANSFER_C = os.path.join(ROOT, "examples", "transfer", "transfer.c")
 RESULTS_DIR = os.path.join(ROOT, "bench", "results")
 DATABASE = "bank"
@@ -968,6 +969,19 @@ def run(seconds: float = 4.0, clients: Sequence[int] = (1, 10, 50), fanout: int 
                            cpu=load_cpu, tmp=tmp)
             say(f"  commit to last delivery: median {fan['median_ms'] or 0:.1f} ms, "
                 f"max {fan['max_ms'] or 0:.1f} ms")
+            if "ceilings" in peers and loadgen == "node":
+                # the floor of this load: the same subscribers and calls against echo.js, a Node
+                # server that only answers and broadcasts (bench/loadgen/echo.js)
+                node = ensure_node()
+                floor = b.start(ServerProcess("node-echo", [], tmp, server_cpu, name="node-echo-fanout",
+                                              cmd=lambda port: [node, NODE_ECHO, str(port)]))
+                floor.wait_ready()
+                fan_floor = run_load(loadgen, floor.url(), fanout, 0, "fanout", accounts, warmup=0,
+                                     trials=trials, gap=gap, cpu=load_cpu, tmp=tmp)
+                floor.stop()
+                fan["floor"] = fan_floor
+                say(f"  the same against echo.js (the load generator's floor): median "
+                    f"{fan_floor['median_ms'] or 0:.1f} ms, max {fan_floor['max_ms'] or 0:.1f} ms")
         if pipelined and zdb is not None:
             say(f"setting up the pipelined case: create {pipelined.accounts:,} accounts ...")
             t0 = time.perf_counter()
@@ -1180,6 +1194,11 @@ def markdown(res: dict) -> str:
                   f"max {n(f['max_ms'], '.1f')} ms (the caller's own answer: median "
                   f"{n(f['caller_median_ms'], '.1f')} ms); fewest subscribers reached in a trial: "
                   f"{f['delivered_min']:,}; errors: {f['errors']}."]
+        fl = f.get("floor")
+        if fl:
+            lines[-1] += (f" The same load against echo.js, a Node server that only answers and "
+                          f"broadcasts (the load generator's floor): median {n(fl['median_ms'], '.1f')} ms, "
+                          f"min {n(fl['min_ms'], '.1f')} ms, max {n(fl['max_ms'], '.1f')} ms.")
     tb = {k: v for k, v in res.get("server_log_tracebacks", {}).items() if v}
     if tb:
         lines += ["", "Tracebacks in the server logs: " + ", ".join(f"{k} {v}" for k, v in tb.items()) + "."]

@@ -53,8 +53,8 @@ import trio
 
 from bench.network import (
     BALANCE,
-    LOADGEN_DIR,
     MAX_MESSAGE_BYTES,
+    NODE_ECHO,
     ROOT,
     Bench,
     Case,
@@ -71,7 +71,6 @@ TARANTOOL_SERVER = os.path.join(PEERS_DIR, "tarantool_server.lua")
 TARANTOOL_LOAD = os.path.join(PEERS_DIR, "tarantool_load.lua")
 REDIS_TRANSFER = os.path.join(PEERS_DIR, "redis_transfer.lua")
 REDIS_NOOP = "return 1"
-NODE_ECHO = os.path.join(LOADGEN_DIR, "echo.js")
 SETUP_HINT = "run `bash bench/setup.sh` (as root) to install it"
 
 

@@ -207,9 +207,12 @@ def network_rows(d: dict[str, Any]) -> list[Row]:
                         d["target"]["ratio_at_50_clients"], f"≥ {want:g} of echo", d["target"]["met"]))
     fan = d.get("fanout")
     if fan:
+        floor = (fan.get("floor") or {}).get("median_ms")
         rows.append(Row("transfer, networked",
                         f"fan-out to {fan['clients']:,} subscribers, call to last diff, median",
-                        f"{fan['median_ms']:.0f} ms", "", None))
+                        f"{fan['median_ms']:.0f} ms",
+                        f"floor: load.js vs echo.js {floor:.0f} ms" if floor else "",
+                        floor / fan["median_ms"] if floor and fan["median_ms"] else None))
     return rows
 
 

@@ -199,3 +199,26 @@ async def _query(url: str, sql: str) -> list:
         n.cancel_scope.cancel()
     assert msg["type"] == "OneOffQueryResult", msg
     return sorted(msg["rows"])
+
+
+@pytest.mark.skipif(not HAVE_NODE,
+                    reason="node or bench/loadgen's npm packages not installed (bash bench/setup.sh)")
+def test_the_fanout_floor_against_echo_js(tmp_path):
+    # load.js's fan-out mode against echo.js (the floor the fan-out row is compared with): every
+    # subscriber hears every trial's broadcast, and the caller its answer
+    b = network.Bench(str(tmp_path), None, None, 10, 0.8, 0.2, "node")
+    try:
+        node = network.ensure_node()
+        sp = b.start(network.ServerProcess("node-echo", [], b.tmp, None,
+                                           cmd=lambda port: [node, network.NODE_ECHO, str(port)]))
+        sp.wait_ready()
+        r = network.run_load("node", sp.url(), 20, 0, "fanout", 10, warmup=0, trials=3, gap=0.01, tmp=b.tmp)
+        assert r["errors"] == 0, r["first_errors"]
+        assert (r["subscribed"], r["delivered_min"], r["trials"]) == (20, 20, 3)
+        assert 0 < r["min_ms"] <= r["median_ms"] <= r["max_ms"]
+        # the transfer mode is unchanged: answered at once, no broadcast to a non-subscriber
+        t = b.ws_load(sp, 2)
+        assert t["errors"] == 0 and t["messages"] > 0
+    finally:
+        for s in b.servers:
+            s.stop()

@@ -9,6 +9,11 @@
 //
 // Same handshake as stdb: the subprotocol v1.cbor.stdb (refused without it) and an IdentityToken
 // first.  Exits on SIGTERM.
+//
+// load.js's fan-out mode too (issue 22): a Subscribe is answered with a SubscribeApplied of one
+// row, and each CallReducer first sends one TransactionUpdate (the same bytes) to every
+// subscribed client, then answers the caller, as stdb does.  What load.js measures against it
+// is the fan-out floor of this pair of processes: a server that does nothing else.
 'use strict';
 
 const WebSocket = require('ws');
@@ -24,6 +29,7 @@ if (!Number.isInteger(port)) {
 }
 
 const ID = Buffer.alloc(32);
+const subscribers = new Set();
 const server = new WebSocket.Server({
   host, port, perMessageDeflate: false, maxPayload: 16 << 20,
   handleProtocols: (protocols) => (protocols.has(SUBPROTOCOL) ? SUBPROTOCOL : false),
@@ -39,6 +45,22 @@ server.on('connection', (ws) => {
   ws.on('message', (data) => {
     const msg = cbor.decode(data);
     offset += 1;
+    if (msg.type === 'Subscribe') {
+      subscribers.add(ws);
+      ws.send(cbor.encode({
+        type: 'SubscribeApplied', request_id: msg.request_id, queries: (msg.queries || []).map((sql, i) => ({
+          query_id: i + 1, sql, table: 'account', rows: [[1, 1000]] })),
+      }));
+      return;
+    }
+    if (subscribers.size) {
+      const update = cbor.encode({
+        type: 'TransactionUpdate', offset, timestamp: Date.now() * 1000, reducer: msg.reducer, caller: ID,
+        status: 'committed', message: null, request_id: null,
+        updates: [{ query_id: 1, table: 'account', deletes: [[1, 1000]], inserts: [[1, 999]] }],
+      });
+      for (const s of subscribers) if (s !== ws) s.send(update);
+    }
     ws.send(cbor.encode({
       type: 'TransactionUpdate', offset, timestamp: Date.now() * 1000, reducer: msg.reducer === undefined ? null
         : msg.reducer, caller: ID, status: 'committed', message: null, request_id: msg.request_id === undefined
@@ -46,6 +68,7 @@ server.on('connection', (ws) => {
     }));
   });
   ws.on('error', () => {});
+  ws.on('close', () => subscribers.delete(ws));
 });
 server.on('listening', () => process.stdout.write(`listening on ${host}:${port}\n`));
 process.on('SIGTERM', () => process.exit(0));
