@@ -11,8 +11,9 @@ call path, stdb/module/_call.pyx), so while one database's reducer loops until i
 I/O thread and every other database's thread go on.  Within one database the rule stays that
 one request runs at a time and a reducer runs to completion.
 
-The thread never touches trio; the worker hands results across with a trio token
-(``TrioToken.run_sync_soon``, which is thread-safe).
+The thread never touches trio; the worker hands results across thread-safely: posted to the
+server's poller (``Poller.post``, an eventfd in its epoll), or with ``TrioToken.run_sync_soon``
+when the poller is not running (stdb/server/hosted.py, ``flush``).
 """
 
 from __future__ import annotations
