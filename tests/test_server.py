@@ -252,6 +252,22 @@ async def test_metrics_count_calls_commits_and_messages(tmp_path, chat_wasm):
                 assert value(body, 'stdb_reducer_duration_seconds_bucket{database="chat",le="+Inf"}') == 4
                 assert value(body, 'stdb_reducer_fuel_total{database="chat",reducer="send_message"}') > 0
                 assert value(body, 'stdb_commits_total{database="chat"}') >= 3
+                # one-off queries by outcome, and their time
+                for i in range(400):
+                    await owner.send("CallReducer", reducer="send_message", args=[f"n{i}"])
+                r = await owner.request("OneOffQuery", sql="SELECT COUNT(*) FROM message")
+                assert r["rows"] == [[403]]
+                async with connect(port) as other:          # 403 × 403 pairs: over a client's limit
+                    pairs = "SELECT a.id FROM message a JOIN message b ON a.sent < b.sent"
+                    e = await other.request("OneOffQuery", sql=pairs)
+                    assert e["code"] == "query_error" and "rows_examined" in e["detail"], e
+                    e = await other.request("OneOffQuery", sql="SELECT nope FROM message")
+                    assert e["code"] == "query_error" and "nope" in e["detail"], e
+                body = generate_latest(server.metrics.registry).decode()
+                queries = 'stdb_queries_total{database="chat",outcome="%s"}'
+                assert value(body, queries % "answered") == 1 and value(body, queries % "error") == 1
+                assert value(body, queries % "over_rows_examined") == 1
+                assert value(body, 'stdb_query_seconds_total{database="chat"}') > 0
                 # IdentityToken, PublishResult and four TransactionUpdates, at least
                 assert value(body, "stdb_messages_sent_total") >= 6
                 assert value(body, "stdb_bytes_sent_total") > 100

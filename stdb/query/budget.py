@@ -65,8 +65,10 @@ _WHAT_TO_DO = {
 def over(limit: str, value: int | float, what: str, who: str) -> QueryError:
     """The error for a query past ``limit`` (``value``): ``what`` it came to."""
     shown = f"{value:g} s" if limit == "seconds" else f"{value:,}"
-    return QueryError(f"query over its limit {limit} = {shown} ({who}): {what}",
-                      hint=_WHAT_TO_DO[limit] + ". The database's owner queries under larger limits.")
+    e = QueryError(f"query over its limit {limit} = {shown} ({who}): {what}",
+                   hint=_WHAT_TO_DO[limit] + ". The database's owner queries under larger limits.")
+    e.limit = limit         # type: ignore[attr-defined]  # which one (the server's metrics)
+    return e
 
 
 class Budget:

@@ -29,7 +29,15 @@ from typing import TYPE_CHECKING, Any
 
 import trio
 
-from stdb.errors import AuthError, InternalError, ProtocolError, ReducerError, StdbError, StorageError
+from stdb.errors import (
+    AuthError,
+    InternalError,
+    ProtocolError,
+    QueryError,
+    ReducerError,
+    StdbError,
+    StorageError,
+)
 from stdb.module.database import CallResult, Database, PublishResult
 from stdb.protocol import decode_client, encode
 from stdb.query.budget import DEFAULT_LIMITS, OWNER_LIMITS, QueryLimits
@@ -541,6 +549,20 @@ class HostedDatabase:
         return OWNER_LIMITS if self.db.owner is not None and identity == self.db.owner else DEFAULT_LIMITS
 
     def sql(self, conn: Connection, request_id: int, sql: str) -> None:
+        t0 = time.perf_counter()
+        outcome = "error"
+        try:
+            self._sql(conn, request_id, sql)
+            outcome = "answered"
+        except QueryError as e:
+            limit = getattr(e, "limit", None)
+            if limit is not None:
+                outcome = f"over_{limit}"
+            raise
+        finally:
+            self.metrics.query(self.name, outcome, time.perf_counter() - t0)
+
+    def _sql(self, conn: Connection, request_id: int, sql: str) -> None:
         limits = self.query_limits(conn.identity)
         res = self.db.sql(sql, sender=conn.identity, limits=limits)
         if isinstance(res, CallResult):

@@ -81,6 +81,8 @@ class _Hot(Collector):
         self.fuel: dict[tuple[str, str], int] = {}
         self.durations: dict[str, list[float]] = {}    # database -> per-bucket counts, then the sum
         self.commits: dict[str, int] = {}
+        self.queries: dict[tuple[str, str], int] = {}     # (database, outcome) -> one-off queries
+        self.query_seconds: dict[str, float] = {}
         self.messages_sent = 0
         self.bytes_sent = 0
 
@@ -105,10 +107,20 @@ class _Hot(Collector):
         commits = CounterMetricFamily("stdb_commits", "Committed transactions", labels=["database"])
         for db, v in self.commits.copy().items():
             commits.add_metric([db], v)
+        queries = CounterMetricFamily("stdb_queries", "One-off queries by outcome (answered, the limit that "
+                                      "refused it, or error)", labels=["database", "outcome"])
+        for k3, v in self.queries.copy().items():
+            queries.add_metric(list(k3), v)
+        query_seconds = CounterMetricFamily("stdb_query_seconds", "Time spent in one-off queries",
+                                            labels=["database"])
+        for db, t in self.query_seconds.copy().items():
+            query_seconds.add_metric([db], t)
         yield calls
         yield seconds
         yield fuel
         yield commits
+        yield queries
+        yield query_seconds
         yield CounterMetricFamily("stdb_messages_sent", "Messages sent to clients", value=self.messages_sent)
         yield CounterMetricFamily("stdb_bytes_sent", "Bytes sent to clients (message payloads)",
                                   value=self.bytes_sent)
@@ -155,6 +167,13 @@ class Metrics:
         if fuel:
             k2 = (database, reducer)
             hot.fuel[k2] = hot.fuel.get(k2, 0) + fuel
+
+    def query(self, database: str, outcome: str, seconds: float) -> None:
+        """One one-off query: ``answered``, ``over_<limit>`` (refused by a limit) or ``error``."""
+        hot = self.hot
+        key = (database, outcome)
+        hot.queries[key] = hot.queries.get(key, 0) + 1
+        hot.query_seconds[database] = hot.query_seconds.get(database, 0.0) + seconds
 
     def commit(self, database: str) -> None:
         commits = self.hot.commits
