@@ -108,6 +108,7 @@ class QueryError(StdbError):
     """A SQL query could not be parsed, planned or run."""
 
     code = "query_error"
+    limit: str | None = None        # the query limit that refused it, if one did (stdb/query/budget.py)
 
 
 class ProtocolError(StdbError):

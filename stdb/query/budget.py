@@ -15,11 +15,11 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 from stdb.errors import QueryError
 
-__all__ = ["Budget", "DEFAULT_LIMITS", "OWNER_LIMITS", "QueryLimits"]
+__all__ = ["Budget", "DEFAULT_LIMITS", "OWNER_LIMITS", "QueryLimits", "over", "whose"]
 
 CLOCK_EVERY = 4096              # rows between two looks at the clock
 
@@ -45,9 +45,6 @@ class QueryLimits:
                 not 0 < self.seconds <= 3600:
             raise QueryError(f"query limit seconds must be a number in (0, 3600], not {self.seconds!r}")
 
-    def to_dict(self) -> dict[str, int | float]:
-        return asdict(self)
-
 
 DEFAULT_LIMITS = QueryLimits()                  # anyone but the database's owner
 OWNER_LIMITS = QueryLimits(rows_examined=10_000_000, rows_returned=1_000_000, result_bytes=64 << 20,
@@ -67,8 +64,13 @@ def over(limit: str, value: int | float, what: str, who: str) -> QueryError:
     shown = f"{value:g} s" if limit == "seconds" else f"{value:,}"
     e = QueryError(f"query over its limit {limit} = {shown} ({who}): {what}",
                    hint=_WHAT_TO_DO[limit] + ". The database's owner queries under larger limits.")
-    e.limit = limit         # type: ignore[attr-defined]  # which one (the server's metrics)
+    e.limit = limit
     return e
+
+
+def whose(owner: bool) -> str:
+    """Whose query an error names."""
+    return "the owner's query" if owner else "a client's query"
 
 
 class Budget:

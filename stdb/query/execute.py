@@ -293,20 +293,18 @@ def _join(scope: Scope, k: int, j: A.Join, on: Callable[..., bool], combos: list
             v = row[inner.c]
             if v is not None and (own is None or own(row)):
                 build.setdefault(v, []).append(row)
-        if budget is not None:
-            if not streaming:
-                size = sum(len(build.get(c[outer.t][outer.c], ())) for c in combos
-                           if c[outer.t][outer.c] is not None)
-                budget.expect(size, what)
+        if budget is not None and not streaming:
+            size = sum(len(build.get(c[outer.t][outer.c], ())) for c in combos
+                       if c[outer.t][outer.c] is not None)
+            budget.expect(size, what)
         return _hash_join(k, combos, build, outer, on, budget)
     plan.append(f"{ref}: nested loop")
     if budget is not None:
         budget.examine(len(table), f"reading '{scope.refs[k].name}' for {what}")
     rows = [row for _, row in table.scan() if own is None or own(row)]
-    if budget is not None:
-        if not streaming:
-            budget.expect(len(combos) * len(rows), f"{what} (a nested loop: {len(combos):,} × "
-                          f"{len(rows):,} pairs; no equality between columns to join on)")
+    if budget is not None and not streaming:
+        budget.expect(len(combos) * len(rows), f"{what} (a nested loop: {len(combos):,} × "
+                      f"{len(rows):,} pairs; no equality between columns to join on)")
     return _loop_join(k, combos, rows, on, budget)
 
 

@@ -20,7 +20,7 @@ from stdb._core.schema import TableSchema
 from stdb.errors import AuthError, ConstraintError, QueryError, StdbError
 from stdb.query import ast as A
 from stdb.query.bind import Scope, compile_predicate, typed_literal
-from stdb.query.budget import Budget, QueryLimits
+from stdb.query.budget import Budget, QueryLimits, whose
 from stdb.query.execute import QueryResult, run_select
 from stdb.query.parser import parse
 from stdb.query.subscription import QueryDiff, Subscriptions, compile_subscription
@@ -129,8 +129,7 @@ class QueryService:
             raise QueryError("this is DML; run it through Database.sql (owner only)")
         refs = [st.table] + [j.table for j in st.joins]
         scope = Scope(sql, refs, self._schemas_for(sender), {"sender": sender})
-        budget = None if limits is None else \
-            Budget(limits, "the owner's query" if self._is_owner(sender) else "a client's query")
+        budget = None if limits is None else Budget(limits, whose(self._is_owner(sender)))
         return run_select(st, scope, self._table, budget)
 
     def dml(self, sql: str, sender: bytes, tx: Any, st: A.Statement | None = None) -> int:

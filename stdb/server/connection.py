@@ -254,14 +254,12 @@ class Connection:
         for the answers instead of being cut off as too slow).  Updates from other clients'
         commits still go to the queue and still cut off a client that never reads.  Requests
         submitted and not yet handled count as answers to come."""
-        n, b = self._backlog()
-        limits = self.limits
-        return ((n + self._inflight) * 2 <= limits.messages and b * 2 <= limits.bytes
-                and self._inflight < MAX_INFLIGHT)
+        return self._room_for() > 0
 
     def _room_for(self) -> int:
-        """How many more requests ``_has_room`` admits one after another now (only the requests
-        in flight change while the poller reads)."""
+        """How many more requests may be read one after another now (only the requests in
+        flight change while the poller reads): while (queued + in flight) × 2 fits the message
+        bound, queued bytes × 2 fit the byte bound, and fewer than MAX_INFLIGHT are in flight."""
         n, b = self._backlog()
         limits = self.limits
         if b * 2 > limits.bytes:

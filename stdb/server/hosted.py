@@ -40,7 +40,7 @@ from stdb.errors import (
 )
 from stdb.module.database import CallResult, Database, PublishResult
 from stdb.protocol import decode_client, encode
-from stdb.query.budget import DEFAULT_LIMITS, OWNER_LIMITS, QueryLimits
+from stdb.query.budget import DEFAULT_LIMITS, OWNER_LIMITS, QueryLimits, whose
 from stdb.query.budget import over as over_limit
 from stdb.query.service import QueryDiff
 from stdb.server._frames import frame_messages, send_each
@@ -546,7 +546,10 @@ class HostedDatabase:
 
     def query_limits(self, identity: bytes) -> QueryLimits:
         """What a one-off query of ``identity``'s may cost (stdb/query/budget.py)."""
-        return OWNER_LIMITS if self.db.owner is not None and identity == self.db.owner else DEFAULT_LIMITS
+        return OWNER_LIMITS if self._owns(identity) else DEFAULT_LIMITS
+
+    def _owns(self, identity: bytes) -> bool:
+        return self.db.owner is not None and identity == self.db.owner
 
     def sql(self, conn: Connection, request_id: int, sql: str) -> None:
         t0 = time.perf_counter()
@@ -555,9 +558,8 @@ class HostedDatabase:
             self._sql(conn, request_id, sql)
             outcome = "answered"
         except QueryError as e:
-            limit = getattr(e, "limit", None)
-            if limit is not None:
-                outcome = f"over_{limit}"
+            if e.limit is not None:
+                outcome = f"over_{e.limit}"
             raise
         finally:
             self.metrics.query(self.name, outcome, time.perf_counter() - t0)
@@ -574,7 +576,7 @@ class HostedDatabase:
                      rows=res.rows, plan=list(res.plan))
         if len(msg) > limits.result_bytes:
             raise over_limit("result_bytes", limits.result_bytes, f"the answer is {len(msg):,} bytes",
-                             "the owner's query" if limits is OWNER_LIMITS else "a client's query")
+                             whose(self._owns(conn.identity)))
         self._emit(conn, msg, None)
 
     def subscribe(self, conn: Connection, request_id: int, queries: list[str]) -> None:

@@ -238,8 +238,13 @@ class WebSocket:
         """``send_nowait`` for several binary messages, one frame each, with one write."""
         return self._write_now(frame_messages(messages))
 
+    def _busy(self) -> bool:
+        """A send is under way or began (its rest waits), or the stream is broken or closing:
+        nothing may be written directly."""
+        return bool(self._rest or self._sending or self._broken or self.closed is not None)
+
     def _write_now(self, frame: bytes) -> Framed | None:
-        if self._rest or self._sending or self._broken or self.closed is not None:
+        if self._busy():
             return Framed(frame)
         try:
             n = self._t.send_now(memoryview(frame))
@@ -250,8 +255,7 @@ class WebSocket:
     def socket_now(self) -> int | None:
         """The socket to write frames to directly now (``send_each``; then ``sent_now`` with
         what it wrote): None when another send is under way or began, or not on a socket."""
-        if self._rest or self._sending or self._broken or self.closed is not None or \
-                not isinstance(self._t, _SocketTransport):
+        if self._busy() or not isinstance(self._t, _SocketTransport):
             return None
         fd = self._t.sock.fileno()
         return fd if fd >= 0 else None
