@@ -22,6 +22,7 @@ __all__ = [
     "InternalError",
     "TransactionError",
     "ConnectionLost",
+    "RateLimited",
 ]
 
 
@@ -122,6 +123,23 @@ class ProtocolError(StdbError):
         self.request_id = request_id          # of the message it is about, when that was readable
 
 
+class RateLimited(StdbError):
+    """Too many requests of one kind from one identity: a database's rate limit (its settings)
+    refused this one.  ``retry_after``: seconds until the next would be accepted."""
+
+    code = "rate_limited"
+
+    def __init__(self, detail: str, *, hint: str | None = None, code: str | None = None,
+                 retry_after: float = 0.0) -> None:
+        super().__init__(detail, hint=hint, code=code)
+        self.retry_after = retry_after
+
+    def to_dict(self) -> dict:
+        d: dict = dict(super().to_dict())
+        d["retry_after"] = self.retry_after
+        return d
+
+
 class AuthError(StdbError):
     """An identity token was missing, forged, expired or not allowed to do this."""
 
@@ -154,6 +172,10 @@ def error_from_dict(d: dict) -> StdbError:
     detail = str(d.get("detail") or "")
     hint = d.get("hint")
     hint = str(hint) if hint is not None else None
+    if code == RateLimited.code:
+        after = d.get("retry_after")
+        wait = float(after) if isinstance(after, (int, float)) else 0.0
+        return RateLimited(detail, hint=hint, retry_after=wait)
     classes: list[type[StdbError]] = [StdbError, *_subclasses(StdbError)]
     for cls in classes:
         if cls.code == code:

@@ -98,6 +98,18 @@ def _args(field: str, v: Any) -> None:
     check_value(field, v)
 
 
+def _settings(field: str, v: Any) -> None:
+    if type(v) is not dict:
+        raise _fail(field, "a map of setting → number or null", v)
+    if len(v) > 64:
+        raise ProtocolError(f"field '{field}' has {len(v):,} entries; at most 64")
+    for k, x in v.items():
+        if type(k) is not str or len(k) > 64:
+            raise _fail(f"{field} key", "a setting's name (text, at most 64 characters)", k)
+        if x is not None and (type(x) not in (int, float)):
+            raise _fail(f"{field}[{k[:40]!r}]", "a number or null", x)
+
+
 _NAME = _str(128)
 _SQL = _str(64 * 1024)
 
@@ -112,6 +124,7 @@ CLIENT_MESSAGES: dict[str, dict[str, Check]] = {
     "Logs": {"request_id": _uint, "limit": _uint, "follow": _bool},
     "DeleteDatabase": {"request_id": _uint},
     "Snapshot": {"request_id": _uint},
+    "Settings": {"request_id": _uint, "set": _settings},
 }
 
 # the fields each server message has (documentation and the client's check)
@@ -127,6 +140,7 @@ SERVER_MESSAGES: dict[str, tuple[str, ...]] = {
     "LogsResult": ("request_id", "entries"),
     "DeleteResult": ("request_id", "database"),
     "SnapshotResult": ("request_id", "offset", "rows", "bytes"),
+    "SettingsResult": ("request_id", "settings"),
     "Error": ("request_id", "code", "detail", "hint"),
 }
 

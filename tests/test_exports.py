@@ -11,7 +11,8 @@ EXPECTED = {
     "connect", "connect_blocking", "DbConnection", "BlockingConnection", "ReducerOutcome",
     "AuthError", "ConnectionLost", "ConstraintError", "DataError", "InternalError", "ModuleError",
     "ProtocolError",
-    "QueryError", "ReducerError", "SchemaError", "StdbError", "StorageError", "TransactionError",
+    "QueryError", "RateLimited", "ReducerError", "SchemaError", "StdbError", "StorageError",
+    "TransactionError",
 }
 
 
@@ -37,8 +38,8 @@ def test_errors_share_one_root_with_stable_codes():
         d = e.to_dict()
         assert {k: d[k] for k in ("code", "detail", "hint")} == \
             {"code": cls.code, "detail": "something went wrong", "hint": "do this"}
-        extra = {"reducer": "", "kind": "error", "message": "", "backtrace": []} \
-            if cls is stdb.ReducerError else {}
+        extra = {stdb.ReducerError: {"reducer": "", "kind": "error", "message": "", "backtrace": []},
+                 stdb.RateLimited: {"retry_after": 0.0}}.get(cls, {})
         assert d == {"code": cls.code, "detail": "something went wrong", "hint": "do this", **extra}
         assert "do this" in str(e)
 

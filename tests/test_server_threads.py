@@ -210,3 +210,27 @@ async def test_the_owners_heavy_query_runs_beside_other_databases_and_a_clients_
                     assert "LIMIT" in e["hint"]
                     r = await stranger.request("OneOffQuery", sql="SELECT COUNT(*) FROM message")
                     assert r["rows"] == [[2000]]
+
+
+async def test_a_query_whose_client_leaves_is_cancelled(tmp_path, chat_wasm):  # noqa: F811
+    with trio.fail_after(TIMEOUT):
+        async with running(tmp_path) as (server, port):
+            async with connect(port, name="big") as owner:
+                assert (await owner.request("Publish", wasm=chat_wasm))["type"] == "PublishResult"
+                for i in range(2000):
+                    await owner.send("CallReducer", reducer="send_message", args=[f"m{i}"])
+                r = await owner.request("OneOffQuery", sql="SELECT COUNT(*) FROM message")
+                assert r["rows"] == [[2000]]
+                busy = server.databases["big"].thread
+                async with connect(port, name="big", token=owner.token) as leaving:
+                    jobs = busy.jobs
+                    await leaving.send("OneOffQuery", sql=HEAVY_JOIN)      # seconds of work
+                    while busy.jobs != jobs + 1 or not busy.in_batch:
+                        await trio.sleep(0.001)
+                # it has gone while its query runs: the query stops at its next look at the clock
+                queries = server.metrics.hot.queries
+                while not queries.get(("big", "cancelled")):
+                    await trio.sleep(0.01)
+                assert queries[("big", "answered")] == 1        # the COUNT before; not the join
+                r = await owner.request("OneOffQuery", sql="SELECT COUNT(*) FROM message")
+                assert r["rows"] == [[2000]]

@@ -248,6 +248,48 @@ def describe(database: str, as_json: bool, server: str, credentials: str | None)
         click.echo(f"reducer {r['name']}({params})" + (f"  [{r['lifecycle']}]" if r["lifecycle"] else ""))
 
 
+def parse_settings(pairs: tuple[str, ...]) -> dict[str, int | float | None]:
+    """KEY=VALUE arguments as a settings change (VALUE ``default``: back to the default)."""
+    out: dict[str, int | float | None] = {}
+    for p in pairs:
+        key, eq, text = p.partition("=")
+        if not eq or not key:
+            raise DataError(f"{p!r} is not KEY=VALUE", hint="e.g. clients.rows_examined=500000")
+        text = text.strip().replace("_", "")
+        if text == "default":
+            out[key] = None
+            continue
+        try:
+            out[key] = int(text) if text.lstrip("-").isdigit() else float(text)
+        except ValueError:
+            raise DataError(f"setting {key}: {text!r} is not a number (or 'default')") from None
+    return out
+
+
+@click.command()
+@click.argument("database")
+@click.argument("changes", nargs=-1)
+@click.option("--json", "as_json", is_flag=True)
+@server_option
+@credentials_option
+@errors_exit
+def settings(database: str, changes: tuple[str, ...], as_json: bool, server: str,
+             credentials: str | None) -> None:
+    """Show DATABASE's settings, or change them (owner only): KEY=VALUE ..., VALUE 'default' to
+    go back to the default.  Keys: clients.* (everyone but the owner) and owner.*, each with
+    rows_examined, rows_returned, result_bytes, seconds (one query's limits), subscribed_rows,
+    calls_per_s, calls_burst, queries_per_s, queries_burst (0 per second: no limit)."""
+    change = parse_settings(changes)
+    res = _with_conn(server, database, credentials, lambda c: c.settings(change))
+    if as_json:
+        click.echo(json.dumps(res, indent=2))
+        return
+    width = max(map(len, res))
+    for k, v in res.items():
+        mark = "  (changed now)" if k in change else ""
+        click.echo(f"{k:<{width}}  {v:,}{mark}" if isinstance(v, int) else f"{k:<{width}}  {v:g}{mark}")
+
+
 @click.command()
 @click.argument("database")
 @click.option("--yes", is_flag=True, help="Do not ask.")
@@ -345,4 +387,5 @@ def log(args: tuple[str, ...]) -> None:
     sys.exit(main(list(args)))
 
 
-COMMANDS = [publish, call, sql, subscribe, logs, describe, delete, snapshot, identity, generate, build, log]
+COMMANDS = [publish, call, sql, subscribe, logs, describe, delete, snapshot, settings, identity, generate,
+            build, log]

@@ -12,7 +12,7 @@ client's thread, not the caller's.
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import trio
@@ -96,6 +96,9 @@ class BlockingConnection:
 
     def logs(self, limit: int = 100) -> list[dict]:
         return self._run(self.connection.logs, limit)
+
+    def settings(self, changes: Mapping[str, int | float | None] | None = None) -> dict:
+        return self._run(self.connection.settings, changes)  # type: ignore[no-any-return]
 
     def delete_database(self) -> None:
         self._run(self.connection.delete_database)

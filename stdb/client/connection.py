@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any
@@ -252,6 +252,12 @@ class DbConnection:
         once it is on disk (``offset`` None: nothing committed yet)."""
         m = await self._request("Snapshot")
         return {k: m[k] for k in ("offset", "rows", "bytes")}
+
+    async def settings(self, changes: Mapping[str, int | float | None] | None = None) -> dict:
+        """The database's settings (docs/sql.md, "Limits and settings"): every key with its
+        value; with ``changes`` (key → value, None for the default), changed first (owner only)."""
+        m = await self._request("Settings", set=dict(changes or {}))
+        return dict(m["settings"])
 
     # ---- the reader
 

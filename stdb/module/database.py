@@ -28,6 +28,7 @@ from stdb.module._call import CallPath, CallResult
 from stdb.module._host import NativeHost
 from stdb.module.describe import ABI_VERSION, ModuleSchema, ReducerDef, parse_description
 from stdb.module.host import Limits
+from stdb.module.settings import DEFAULT_SETTINGS, Settings
 from stdb.query.ast import Select
 from stdb.query.budget import QueryLimits
 from stdb.query.parser import parse as parse_sql
@@ -44,6 +45,7 @@ ZERO_IDENTITY = bytes(32)
 TICK_SECONDS = 0.005                      # epoch ticker period: the time-limit resolution
 _MODULE_KEY = b"module.wasm"
 _MODULE_INFO_KEY = b"module.info"
+_SETTINGS_KEY = b"settings"           # the owner's settings that differ from the defaults (JSON)
 _DESCRIBE_FUEL = 100_000_000
 LOG_RING = 1000                          # module log records a database keeps
 
@@ -122,7 +124,9 @@ class Database:
         # called with {query id: QueryDiff} after every commit that changed a subscribed result
         self.on_update: Callable[[dict[int, QueryDiff]], None] | None = None
         self._path.attach(self.store, self.queries.subs, None, [])
+        self.settings: Settings = DEFAULT_SETTINGS
         try:
+            self._load_settings()
             self._load_stored_module()
         except BaseException:
             self.store.close()
@@ -259,6 +263,29 @@ class Database:
                                   hint="publish the module again")
         self.owner = bytes.fromhex(info["owner"]) if info.get("owner") else None
         self._activate(module, schema, self._prepare(module, schema))
+
+    def _load_settings(self) -> None:
+        env = self.store.env
+        with env.read() as txn:
+            raw = txn.get(_SETTINGS_KEY, db=env.db(META_DB))
+            raw = bytes(raw) if raw is not None else None
+        if raw is not None:
+            try:
+                self.settings = Settings.from_json(raw)
+            except DataError as e:      # the defaults apply (they are the small ones) until set again
+                self.logger.error("%s: the stored settings are damaged (%s); the defaults apply until "
+                                  "the owner sets them again (stdb settings)", self.path, e.detail)
+
+    def set_settings(self, changes: dict[str, Any]) -> Settings:
+        """Change settings (stdb/module/settings.py: key → value, None for the default), checked
+        first and stored durably before they apply; DataError and nothing changes otherwise."""
+        new = self.settings.with_changes(changes)
+        raw = new.to_json()
+        env = self.store.env
+        env.write(lambda txn: txn.put(_SETTINGS_KEY, raw, db=env.db(META_DB)))
+        env.sync()
+        self.settings = new
+        return new
 
     def _store_module(self, wasm: bytes, owner: bytes | None) -> None:
         info = json.dumps({"sha256": hashlib.sha256(wasm).hexdigest(),
@@ -495,12 +522,16 @@ class Database:
     # ---- queries and subscriptions
 
     def subscribe(self, queries: Sequence[str], subscriber: Any = None, *,
-                  sender: bytes = ZERO_IDENTITY) -> list[Subscribed]:
+                  sender: bytes = ZERO_IDENTITY, limits: QueryLimits | None = None,
+                  max_rows: int | None = None, held: int = 0,
+                  cancelled: Callable[[], bool] | None = None) -> list[Subscribed]:
         """Subscribe ``subscriber`` (any hashable key; the server uses its connection) to SQL
         queries; returns each query's id, normalized text and current rows.  Later commits
-        report diffs per query id (``CallResult.updates`` and ``on_update``)."""
+        report diffs per query id (``CallResult.updates`` and ``on_update``).  ``limits``,
+        ``max_rows``, ``held``, ``cancelled``: what reading the current rows may cost and come to
+        (QueryService.subscribe)."""
         _check_sender(sender)
-        return self.queries.subscribe(queries, subscriber, sender)
+        return self.queries.subscribe(queries, subscriber, sender, limits, max_rows, held, cancelled)
 
     def unsubscribe(self, query_id: int, subscriber: Any = None) -> bool:
         return self.queries.unsubscribe(query_id, subscriber)
@@ -516,15 +547,16 @@ class Database:
         _check_sender(sender)
         return self.queries.query(sql, sender)
 
-    def sql(self, sql: str, *, sender: bytes = ZERO_IDENTITY,
-            limits: QueryLimits | None = None) -> QueryResult | CallResult:
-        """Run SQL: a SELECT as ``query`` (under ``limits`` when given: stdb/query/budget.py);
+    def sql(self, sql: str, *, sender: bytes = ZERO_IDENTITY, limits: QueryLimits | None = None,
+            cancelled: Callable[[], bool] | None = None) -> QueryResult | CallResult:
+        """Run SQL: a SELECT as ``query`` (under ``limits`` when given: stdb/query/budget.py;
+        stopped with a QueryError once ``cancelled()`` is true);
         INSERT / UPDATE / DELETE (the owner only) in one transaction through the commit log,
         logged with reducer name ``:sql`` and the text."""
         _check_sender(sender)
         st = parse_sql(sql)
         if isinstance(st, Select):
-            return self.queries.query(sql, sender, st, limits)
+            return self.queries.query(sql, sender, st, limits, cancelled)
         ts = self._timestamp(None)
         t0 = time.perf_counter()
         tx = self.store.begin()

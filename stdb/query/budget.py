@@ -7,7 +7,8 @@ one-off query therefore runs under ``QueryLimits``: generous for the database's 
 for everyone else (``DEFAULT_LIMITS``).  ``Budget`` counts as the executor reads and joins
 (stdb/query/execute.py), refuses a join whose size it can tell before producing it (a hash
 join's output is the sum of its buckets; a nested loop's is the product of its sides), and
-checks the clock every ``CLOCK_EVERY`` rows.  Going over raises ``QueryError`` naming the
+checks the clock (and whether the query was cancelled: its client went away) every
+``CLOCK_EVERY`` rows.  Going over raises ``QueryError`` naming the
 limit, its value and what to do instead; nothing is changed by a SELECT, so nothing is undone.
 """
 
@@ -56,6 +57,8 @@ _WHAT_TO_DO = {
     "rows_returned": "add a LIMIT or a narrower WHERE",
     "result_bytes": "select fewer columns, add a LIMIT or a narrower WHERE",
     "seconds": "filter on an indexed column in WHERE, join on indexed columns, or add a LIMIT",
+    "subscribed_rows": "subscribe to narrower queries (a WHERE on an indexed column), or unsubscribe "
+                       "some first",
 }
 
 
@@ -63,7 +66,8 @@ def over(limit: str, value: int | float, what: str, who: str) -> QueryError:
     """The error for a query past ``limit`` (``value``): ``what`` it came to."""
     shown = f"{value:g} s" if limit == "seconds" else f"{value:,}"
     e = QueryError(f"query over its limit {limit} = {shown} ({who}): {what}",
-                   hint=_WHAT_TO_DO[limit] + ". The database's owner queries under larger limits.")
+                   hint=_WHAT_TO_DO[limit] + ". The database's owner queries under larger limits "
+                                             "and sets them (stdb settings).")
     e.limit = limit
     return e
 
@@ -77,9 +81,11 @@ class Budget:
     """One query's running count against its ``limits``."""
 
     def __init__(self, limits: QueryLimits, who: str = "a client's query",
-                 clock: Callable[[], float] | None = None) -> None:
+                 clock: Callable[[], float] | None = None,
+                 cancelled: Callable[[], bool] | None = None) -> None:
         self.limits = limits
         self.who = who
+        self.cancelled = cancelled          # true once nobody waits for the answer any more
         self.examined = 0
         self._clock = time.monotonic if clock is None else clock
         self._deadline = self._clock() + limits.seconds
@@ -105,6 +111,10 @@ class Budget:
                        f"{what} would examine {n:,} rows after {self.examined:,}", self.who)
 
     def check_time(self) -> None:
+        """Over time, or cancelled: raise (every ``CLOCK_EVERY`` rows examined)."""
+        if self.cancelled is not None and self.cancelled():
+            raise QueryError(f"{self.who} was cancelled after {self.examined:,} rows examined: "
+                             "its client went away")
         if self._clock() > self._deadline:
             raise over("seconds", self.limits.seconds,
                        f"still running after {self.examined:,} rows examined", self.who)

@@ -20,7 +20,7 @@ from stdb._core.schema import TableSchema
 from stdb.errors import AuthError, ConstraintError, QueryError, StdbError
 from stdb.query import ast as A
 from stdb.query.bind import Scope, compile_predicate, typed_literal
-from stdb.query.budget import Budget, QueryLimits, whose
+from stdb.query.budget import Budget, QueryLimits, over, whose
 from stdb.query.execute import QueryResult, run_select
 from stdb.query.parser import parse
 from stdb.query.subscription import QueryDiff, Subscriptions, compile_subscription
@@ -76,9 +76,14 @@ class QueryService:
 
     # ---- subscriptions
 
-    def subscribe(self, sqls: Sequence[str], subscriber: Any, sender: bytes) -> list[Subscribed]:
-        """Compile every query first (one bad query refuses the whole request, registering
-        nothing), then register ``subscriber`` and return each query's initial rows."""
+    def subscribe(self, sqls: Sequence[str], subscriber: Any, sender: bytes,
+                  limits: QueryLimits | None = None, max_rows: int | None = None, held: int = 0,
+                  cancelled: Callable[[], bool] | None = None) -> list[Subscribed]:
+        """Compile every query and read its initial rows first (one bad query refuses the whole
+        request, registering nothing), then register ``subscriber`` and return each query's
+        initial rows.  ``limits``: rows_examined and seconds bound reading the initial rows
+        (stdb/query/budget.py); ``max_rows``: how many rows the subscriber's queries may
+        hold in all (its ``subscribed_rows``), ``held`` of them held already."""
         if isinstance(sqls, str) or not isinstance(sqls, (list, tuple)):
             raise QueryError("subscribe takes a list of query strings")
         lookup = self._schemas_for(sender)
@@ -89,10 +94,28 @@ class QueryService:
                 plans.append(compile_subscription(sql, lookup, {"sender": sender}, st))
             except QueryError as e:
                 raise QueryError(f"query {i + 1} of {len(sqls)}: {e.detail}", hint=e.hint) from None
-        out = []
+        budget = None if limits is None else Budget(limits, whose(self._is_owner(sender)),
+                                                    cancelled=cancelled)
+        initial = []
+        total = 0
         for plan in plans:
+            try:
+                rows = self.subs.initial_rows(plan, budget)
+            except QueryError as e:
+                if e.limit in ("rows_examined", "seconds"):
+                    e.hint = ("subscribe with a WHERE on an indexed column (an equality, IN or a range), or "
+                              "join on indexed columns; the database's owner sets the limits (stdb settings)")
+                raise
+            total += len(rows)
+            if max_rows is not None and held + total > max_rows:
+                already = f"its subscriptions hold {held:,} rows and " if held else ""
+                raise over("subscribed_rows", max_rows, f"{already}these queries would add {total:,} or more",
+                           whose(self._is_owner(sender)))
+            initial.append(rows)
+        out = []
+        for plan, rows in zip(plans, initial, strict=True):
             qid, _ = self.subs.add(plan, subscriber)
-            out.append(Subscribed(qid, plan.key, self.subs.initial_rows(plan)))
+            out.append(Subscribed(qid, plan.key, rows))
         return out
 
     def unsubscribe(self, query_id: int, subscriber: Any) -> bool:
@@ -121,15 +144,17 @@ class QueryService:
     # ---- one-off queries
 
     def query(self, sql: str, sender: bytes, st: A.Statement | None = None,
-              limits: QueryLimits | None = None) -> QueryResult:
+              limits: QueryLimits | None = None, cancelled: Callable[[], bool] | None = None) -> QueryResult:
         """A one-off SELECT (anyone; private tables for the owner only).  ``st``: ``sql``
-        already parsed; ``limits``: what it may cost (stdb/query/budget.py; None: no bound)."""
+        already parsed; ``limits``: what it may cost (stdb/query/budget.py; None: no bound);
+        ``cancelled``: true once the answer is no longer wanted (looked at with the clock)."""
         st = self._visible(parse(sql) if st is None else st, sender)
         if not isinstance(st, A.Select):
             raise QueryError("this is DML; run it through Database.sql (owner only)")
         refs = [st.table] + [j.table for j in st.joins]
         scope = Scope(sql, refs, self._schemas_for(sender), {"sender": sender})
-        budget = None if limits is None else Budget(limits, whose(self._is_owner(sender)))
+        budget = None if limits is None else Budget(limits, whose(self._is_owner(sender)),
+                                                    cancelled=cancelled)
         return run_select(st, scope, self._table, budget)
 
     def dml(self, sql: str, sender: bytes, tx: Any, st: A.Statement | None = None) -> int:

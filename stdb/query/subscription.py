@@ -24,6 +24,7 @@ from stdb._core.schema import TableSchema
 from stdb.errors import DataError, QueryError
 from stdb.query import ast as A
 from stdb.query.bind import Scope, compile_predicate, conjuncts, index_for, merge_ranges, sargs
+from stdb.query.budget import Budget
 from stdb.query.parser import parse
 from stdb.query.render import render
 
@@ -51,6 +52,7 @@ class SubPlan:
     anchor: tuple | None = None        # ("eq", col, values) | ("range", col, lo, lo_incl, hi, hi_incl)
     residual: Callable[[Row], bool] | None = None
     join: JoinPlan | None = None
+    seek: tuple | None = None          # like anchor: a term an index serves (the initial rows)
 
 
 def _anchor(scope: Scope, terms: list[A.Expr]) -> tuple[tuple | None, list[A.Expr]]:
@@ -67,6 +69,21 @@ def _anchor(scope: Scope, terms: list[A.Expr]) -> tuple[tuple | None, list[A.Exp
     mine = [sa for sa in ranges if sa.col.c == c]
     used = {sa.term for sa in mine}
     return ("range", c, *merge_ranges(mine)), [t for i, t in enumerate(terms) if i not in used]
+
+
+def _indexed(scope: Scope, terms: list[A.Expr]) -> tuple | None:
+    """A conjunct an index of the table serves, as an anchor (an equality or IN first, else
+    the range terms on a btree index's column), or None."""
+    schema = scope.schemas[0]
+    found = [sa for sa in sargs(scope, terms) if sa.col.base.name not in ("f32", "f64")]
+    for sa in found:
+        if sa.is_eq and index_for(schema, schema.columns[sa.col.c].name, btree=False) is not None:
+            return ("eq", sa.col.c, sa.values)
+    for sa in found:
+        if not sa.is_eq and index_for(schema, schema.columns[sa.col.c].name, btree=True) is not None:
+            same = [p for p in found if not p.is_eq and p.col.c == sa.col.c]
+            return ("range", sa.col.c, *merge_ranges(same))
+    return None
 
 
 def compile_subscription(sql: str, schemas: Callable[[str], TableSchema | str | None],
@@ -101,7 +118,7 @@ def compile_subscription(sql: str, schemas: Callable[[str], TableSchema | str | 
             residual = pred
         elif rest:
             residual = compile_predicate(scope, rest[0] if len(rest) == 1 else A.And(tuple(rest)))
-        return SubPlan(key, st.table.name, schema, pred, anchor, residual)
+        return SubPlan(key, st.table.name, schema, pred, anchor, residual, seek=_indexed(scope, terms))
     # one join
     if star.table is None:
         raise scope.error(star.pos, "a join subscription must say whose rows it wants: SELECT t.*")
@@ -238,12 +255,26 @@ class Subscriptions:
 
     # ---- evaluation
 
-    def initial_rows(self, plan: SubPlan) -> list[Row]:
-        """The query's whole current result."""
+    def initial_rows(self, plan: SubPlan, budget: Budget | None = None) -> list[Row]:
+        """The query's whole current result: read through an index on its anchor when the
+        table has one, else by a scan; with a ``budget``, every row read or sought counted
+        (a scan too big for it refused before it starts)."""
         t = self._tables(plan.table)
+        rids = None if plan.join is not None else _anchored(plan, t)
+        if rids is None:
+            if budget is not None:
+                budget.expect(len(t), f"subscribing to {plan.key!r} (a scan of '{plan.table}': no "
+                              "index serves its WHERE)")
+            rows: Any = (row for _, row in t.scan())
+        else:
+            if budget is not None:
+                budget.examine(len(rids), f"subscribing to {plan.key!r}")
+            rows = (t.get(rid) for rid in rids)
+        if budget is not None and rids is None:
+            rows = _counted(rows, budget)
         if plan.join is None:
-            return [row for _, row in t.scan() if plan.pred(row)]
-        return [row for _, row in t.scan() if self._joined_now(plan, row)]
+            return [row for row in rows if plan.pred(row)]
+        return [row for row in rows if self._joined_now(plan, row, budget)]
 
     def diff(self, delta: Any) -> dict[int, QueryDiff]:
         """Per-query diffs for a committed TxDelta (only queries whose result changed)."""
@@ -264,11 +295,14 @@ class Subscriptions:
 
     # ---- joins
 
-    def _joined_now(self, plan: SubPlan, row: Row) -> bool:
+    def _joined_now(self, plan: SubPlan, row: Row, budget: Budget | None = None) -> bool:
         jp = plan.join
         assert jp is not None
         other = self._tables(jp.other)
-        for rid in _seek(other, jp.other_index, row[jp.col]):
+        rids = _seek(other, jp.other_index, row[jp.col])
+        if budget is not None and rids:
+            budget.examine(len(rids), f"subscribing to {plan.key!r} (its join)")
+        for rid in rids:
             if jp.pred(row, other.get(rid)):
                 return True
         return False
@@ -354,6 +388,46 @@ class Subscriptions:
         if not out.inserts and not out.deletes:
             return None
         return out
+
+
+def _anchored(plan: SubPlan, table: Any) -> list[int] | None:
+    """The row ids the plan's ``seek`` term gives through its index (a superset of the
+    result), or None when no index serves its WHERE."""
+    a = plan.seek
+    if a is None:
+        return None
+    name = plan.schema.columns[a[1]].name
+    if a[0] == "eq":
+        ix = index_for(plan.schema, name, btree=False)
+        if ix is None:
+            return None
+        out: list[int] = []
+        for v in a[2]:
+            out.extend(_seek(table, ix, v))
+        return list(dict.fromkeys(out)) if len(a[2]) > 1 else out     # IN (1, 1): each row once
+    _, _, lo, lo_incl, hi, hi_incl = a
+    ix = index_for(plan.schema, name, btree=True)
+    if ix is None or isinstance(lo, float) or isinstance(hi, float):
+        return None
+    if lo is not None and hi is not None and (hi < lo or (hi == lo and not (lo_incl and hi_incl))):
+        return []
+    try:
+        return list(table.range(ix, lo, hi, lo_inclusive=lo_incl, hi_inclusive=hi_incl))
+    except DataError:           # a bound the column cannot hold: read it all instead
+        return None
+
+
+def _counted(rows: Any, budget: Budget) -> Any:
+    """``rows``, counted as examined in chunks (the budget's clock is looked at as they go)."""
+    n = 0
+    for row in rows:
+        n += 1
+        if n == 1024:
+            budget.examine(n)
+            n = 0
+        yield row
+    if n:
+        budget.examine(n)
 
 
 def _hashable(v: Any) -> Any:

@@ -15,7 +15,7 @@ from typing import Any, Protocol
 
 import trio
 
-from stdb.errors import StdbError
+from stdb.errors import RateLimited, StdbError
 from stdb.protocol import encode
 from stdb.server.metrics import Metrics
 from stdb.server.poller import Poller
@@ -85,6 +85,7 @@ class Connection:
         self._inflight = 0                        # requests submitted, not yet handled
         self._handled: trio.Event | None = None   # set when one is handled (see _wait_inflight)
         self._ended = False                       # serve() has returned: nothing more is sent
+        self._left = False                        # the client closed its end or dropped
         self._attention: trio.Event | None = None  # the poller hands something over (see _read)
         self._handover: tuple[int, Any] | Closed | None = None
         self._fd: int | None = None               # the socket the poller reads for us
@@ -153,6 +154,11 @@ class Connection:
         self.queued_bytes += len(msg)
         self.queued_messages += 1
 
+    def gone(self) -> bool:
+        """Nobody will read an answer any more: the client left or is being disconnected (read
+        from the database's thread, to cancel a query nobody waits for)."""
+        return self._left or self.close_reason is not None or self._ended
+
     def kill(self, reason: str, code: int = CLOSE_REFUSED) -> None:
         """Disconnect (from any task, without waiting): the connection's tasks stop and the
         websocket is closed with ``reason``."""
@@ -168,6 +174,9 @@ class Connection:
     @staticmethod
     def error_message(e: StdbError, request_id: int | None) -> bytes:
         d = e.to_dict()
+        if isinstance(e, RateLimited):
+            return encode("Error", request_id=request_id, code=d["code"], detail=d["detail"], hint=d["hint"],
+                          retry_after=e.retry_after)
         return encode("Error", request_id=request_id, code=d["code"], detail=d["detail"], hint=d["hint"])
 
     def error(self, e: StdbError, request_id: int | None) -> None:
@@ -225,7 +234,7 @@ class Connection:
                     try:
                         await self._receive()
                     except Closed:
-                        pass
+                        self._left = True
                     # what the client sent before it left is handled (and answered, if it
                     # still listens) before client_disconnected runs
                     await self._wait_inflight(0)

@@ -34,13 +34,14 @@ from stdb.errors import (
     InternalError,
     ProtocolError,
     QueryError,
+    RateLimited,
     ReducerError,
     StdbError,
     StorageError,
 )
 from stdb.module.database import CallResult, Database, PublishResult
 from stdb.protocol import decode_client, encode
-from stdb.query.budget import DEFAULT_LIMITS, OWNER_LIMITS, QueryLimits, whose
+from stdb.query.budget import QueryLimits, whose
 from stdb.query.budget import over as over_limit
 from stdb.query.service import QueryDiff
 from stdb.server._frames import frame_messages, send_each
@@ -48,6 +49,7 @@ from stdb.server._lane import CallLane
 from stdb.server.connection import Connection
 from stdb.server.executor import ExecutionThread, Job
 from stdb.server.poller import Poller
+from stdb.server.ratelimit import Buckets
 
 if TYPE_CHECKING:
     from stdb.server.metrics import Metrics
@@ -96,6 +98,10 @@ class HostedDatabase:
         self._last_offset = 0
         # execution thread
         self.log_followers: dict[Connection, int] = {}   # connection -> its Logs request id
+        # rows each connection's subscriptions held when they subscribed: query id -> rows
+        self._held: dict[Connection, dict[int, int]] = {}
+        self._call_buckets = Buckets("reducer calls")    # rate limits per identity (settings)
+        self._query_buckets = Buckets("queries")
         db.on_log = self._on_log
         self._out: list[Item] = []
         self._lane: CallLane | None = None            # for the module published now (_lane_schema)
@@ -444,6 +450,8 @@ class HostedDatabase:
             self.logs(conn, rid, msg["limit"], msg["follow"])
         elif t == "Snapshot":
             self.snapshot(conn, rid)
+        elif t == "Settings":
+            self.settings(conn, rid, msg["set"])
 
     def _note_commit(self, offset: int | None) -> None:
         if offset is not None:
@@ -525,6 +533,14 @@ class HostedDatabase:
                 run: Callable[[], CallResult]) -> CallResult | None:
         """A client's reducer call (``run``), counted in the metrics; one that failed is
         answered here (None)."""
+        st = self.db.settings          # (inline: this runs at every call)
+        rs = st.owner if conn.identity == self.db.owner else st.clients
+        if rs.calls_per_s:
+            try:
+                self._call_buckets.take(conn.identity, rs.calls_per_s, rs.calls_burst, time.monotonic())
+            except RateLimited:
+                self.metrics.call_refused(self.name, reducer, "rate_limited")
+                raise
         t0 = time.perf_counter()
         try:
             res = run()
@@ -545,28 +561,49 @@ class HostedDatabase:
             self.broadcast(res, None, None, conn.identity)
 
     def query_limits(self, identity: bytes) -> QueryLimits:
-        """What a one-off query of ``identity``'s may cost (stdb/query/budget.py)."""
-        return OWNER_LIMITS if self._owns(identity) else DEFAULT_LIMITS
+        """What a one-off query of ``identity``'s may cost (stdb/query/budget.py; the
+        database's settings, stdb/module/settings.py)."""
+        return self.db.settings.role(self._owns(identity)).query
+
+    def settings(self, conn: Connection, request_id: int, changes: dict[str, Any]) -> None:
+        """The database's settings; with ``changes``, changed first (owner only)."""
+        if changes:
+            self.require_owner(conn.identity, "change its settings")
+            self.db.set_settings(changes)
+        self._emit(conn, encode("SettingsResult", request_id=request_id,
+                                settings=self.db.settings.as_dict()), None)
 
     def _owns(self, identity: bytes) -> bool:
         return self.db.owner is not None and identity == self.db.owner
+
+    def _take_query(self, identity: bytes) -> None:
+        """A query of ``identity``'s against its rate limit (RateLimited when over)."""
+        rs = self.db.settings.role(self._owns(identity))
+        if rs.queries_per_s:
+            self._query_buckets.take(identity, rs.queries_per_s, rs.queries_burst, time.monotonic())
 
     def sql(self, conn: Connection, request_id: int, sql: str) -> None:
         t0 = time.perf_counter()
         outcome = "error"
         try:
+            self._take_query(conn.identity)
             self._sql(conn, request_id, sql)
             outcome = "answered"
         except QueryError as e:
             if e.limit is not None:
                 outcome = f"over_{e.limit}"
+            elif conn.gone():
+                outcome = "cancelled"
+            raise
+        except RateLimited:
+            outcome = "rate_limited"
             raise
         finally:
             self.metrics.query(self.name, outcome, time.perf_counter() - t0)
 
     def _sql(self, conn: Connection, request_id: int, sql: str) -> None:
         limits = self.query_limits(conn.identity)
-        res = self.db.sql(sql, sender=conn.identity, limits=limits)
+        res = self.db.sql(sql, sender=conn.identity, limits=limits, cancelled=conn.gone)
         if isinstance(res, CallResult):
             self.broadcast(res)
             self._emit(conn, encode("OneOffQueryResult", request_id=request_id, columns=["changed_rows"],
@@ -586,7 +623,16 @@ class HostedDatabase:
             raise ProtocolError(f"too many subscribed queries: {have:,} held, {len(queries)} more asked for; "
                                 f"at most {cap:,} per connection", hint="unsubscribe some first",
                                 request_id=request_id)
-        subs = self.db.subscribe(queries, conn, sender=conn.identity)
+        self._take_query(conn.identity)
+        rs = self.db.settings.role(self._owns(conn.identity))
+        mine = self.db.queries.subs.queries_of(conn)
+        held = self._held.setdefault(conn, {})
+        for q in [q for q in held if q not in mine]:      # ended by a module update
+            del held[q]
+        subs = self.db.subscribe(queries, conn, sender=conn.identity, limits=rs.query,
+                                 max_rows=rs.subscribed_rows, held=sum(held.values()), cancelled=conn.gone)
+        for s in subs:
+            held[s.query_id] = len(s.rows)
         self._emit(conn, encode("SubscribeApplied", request_id=request_id, queries=[
             {"query_id": s.query_id, "sql": s.sql, "table": self.db.queries.subs.plan(s.query_id).table,
              "rows": s.rows} for s in subs]), None)
@@ -597,8 +643,10 @@ class HostedDatabase:
         if unknown:
             raise ProtocolError(f"not subscribed to query id(s) {', '.join(map(str, unknown[:10]))}",
                                 request_id=request_id)
+        held = self._held.get(conn, {})
         for q in query_ids:
             self.db.unsubscribe(q, conn)
+            held.pop(q, None)
         self._emit(conn, encode("UnsubscribeApplied", request_id=request_id, query_ids=query_ids), None)
 
     def require_owner(self, identity: bytes, what: str) -> None:
@@ -687,6 +735,7 @@ class HostedDatabase:
         if self.closed:
             return
         self.db.unsubscribe_all(conn)
+        self._held.pop(conn, None)
         self.log_followers.pop(conn, None)
         if not lifecycle:
             return

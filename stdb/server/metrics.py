@@ -168,6 +168,12 @@ class Metrics:
             k2 = (database, reducer)
             hot.fuel[k2] = hot.fuel.get(k2, 0) + fuel
 
+    def call_refused(self, database: str, reducer: str, status: str) -> None:
+        """A call refused before it ran (``rate_limited``): counted, not timed."""
+        key = (database, reducer, status)
+        calls = self.hot.calls
+        calls[key] = calls.get(key, 0) + 1
+
     def query(self, database: str, outcome: str, seconds: float) -> None:
         """One one-off query: ``answered``, ``over_<limit>`` (refused by a limit) or ``error``."""
         hot = self.hot
