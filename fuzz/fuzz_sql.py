@@ -6,9 +6,11 @@ tests/test_query.py (``player`` with an index and an option column, ``zone``, th
 
 * ``parse`` returns a statement or raises ``QueryError``; its canonical text (``render``, the
   subscription dedup key) parses again to the same canonical text;
-* a SELECT runs as a one-off query for the owner and for another identity, and is subscribed
-  for both; a subscription sees a commit that changes both tables and one that undoes it (the
-  matcher and the join delta rule run), then is dropped;
+* a SELECT (or EXPLAIN SELECT) runs as a one-off query for the owner and for another
+  identity, unbounded and under tiny limits (the estimates, the index counts and the budget's
+  refusals run); a SELECT is subscribed for both, unbounded and under tiny limits; a
+  subscription sees a commit that changes both tables and one that undoes it (the matcher and
+  the join delta rule run), then is dropped;
 * DML runs for the owner and the other identity inside a transaction that is rolled back;
 * only ``StdbError`` subclasses (QueryError, AuthError, ConstraintError …) may be raised.
 
@@ -23,6 +25,7 @@ with instrumented(__name__ == "__main__"):
     from stdb._core.schema import Column, IndexDef, TableSchema
     from stdb.errors import QueryError, StdbError
     from stdb.query import ast as A
+    from stdb.query.budget import QueryLimits
     from stdb.query.parser import parse
     from stdb.query.render import render
     from stdb.query.service import QueryService
@@ -41,6 +44,7 @@ ZONE = TableSchema("zone", [Column("zid", "i64"), Column("pvp", "bool"), Column(
 SECRET = TableSchema("secret", [Column("id", "u64", auto_inc=True), Column("v", "string")],
                      primary_key="id", public=False)
 SCHEMAS = (PLAYER, ZONE, SECRET)
+TINY = QueryLimits(rows_examined=7, rows_returned=3, result_bytes=1 << 10, seconds=5.0)
 FILTERS = ("SELECT * FROM player WHERE owner = :sender", "SELECT * FROM player WHERE zone = 0",
            "SELECT * FROM zone z WHERE z.pvp = TRUE")
 
@@ -86,17 +90,19 @@ def _commit_and_undo() -> None:
 def _subscribe(sql: str) -> None:
     subscribed = False
     for who in (OWNER, OTHER):
-        try:
-            SVC.subscribe([sql], who, who)
-            subscribed = True
-        except QueryError:
-            pass
+        for limits, max_rows in ((None, None), (TINY, 3)):
+            try:
+                SVC.subscribe([sql], (who, max_rows), who, limits, max_rows)
+                subscribed = True
+            except QueryError:
+                pass
     if subscribed:
         try:
             _commit_and_undo()
         finally:
             for who in (OWNER, OTHER):
-                SVC.unsubscribe_all(who)
+                for max_rows in (None, 3):
+                    SVC.unsubscribe_all((who, max_rows))
 
 
 def TestOneInput(data: bytes) -> None:
@@ -111,13 +117,15 @@ def TestOneInput(data: bytes) -> None:
     except QueryError as e:
         raise AssertionError(f"the canonical text {canon!r} does not parse: {e}") from None
     assert again == canon, (canon, again)
-    if isinstance(st, A.Select):
+    if isinstance(st, (A.Select, A.Explain)):
         for who in (OWNER, OTHER):
-            try:
-                SVC.query(sql, who)
-            except StdbError:
-                pass
-        _subscribe(sql)
+            for limits in (None, TINY):
+                try:
+                    SVC.query(sql, who, limits=limits)
+                except StdbError:
+                    pass
+        if isinstance(st, A.Select):
+            _subscribe(sql)
         return
     for who in (OWNER, OTHER):
         tx = DS.begin()

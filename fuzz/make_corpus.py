@@ -86,6 +86,8 @@ def _chat_messages() -> list[tuple[str, bytes]]:
         ("logs", encode("Logs", request_id=13, limit=5, follow=True)),
         ("publish-empty-module", encode("Publish", request_id=14, wasm=b"\x00asm\x01\x00\x00\x00")),
         ("delete", encode("DeleteDatabase", request_id=15)),
+        ("settings", encode("Settings", request_id=17, set={"clients.rows_examined": 50,
+                                                            "clients.calls_per_s": 2, "owner.seconds": None})),
         ("unknown-field", cbor2.dumps({"type": "Describe", "request_id": 1, "extra": 1})),
         ("not-a-map", cbor2.dumps([1, 2])),
         ("truncated", encode("Describe", request_id=16)[:-1]),
@@ -182,6 +184,8 @@ SQL = [
     "DELETE FROM zone",
     "SELECT * FROM player WHERE " + "(" * 70 + "id = 1" + ")" * 70,
     "SELECT * FRM player",
+    "EXPLAIN SELECT p.* FROM player p JOIN zone z ON p.zone = z.zid WHERE p.zone = 2",
+    "EXPLAIN SELECT * FROM player a JOIN player b ON a.name = b.name LIMIT 2",
 ]
 
 
@@ -452,8 +456,8 @@ def describe() -> dict[str, bytes]:
 DICT_WORDS = {
     "sql": ["SELECT", "FROM", "WHERE", "JOIN", "ON", "AND", "OR", "NOT", "IN", "BETWEEN", "IS", "NULL",
             "TRUE", "FALSE", "GROUP BY", "ORDER BY", "ASC", "DESC", "LIMIT", "AS", "COUNT", "SUM", "MIN",
-            "MAX", "AVG", "INSERT INTO", "VALUES", "UPDATE", "SET", "DELETE", ":sender", "X'", "--",
-            "player", "zone", "secret", "id", "zid", "pvp", "label", "name", "nick", "owner", "score",
+            "MAX", "AVG", "EXPLAIN", "INSERT INTO", "VALUES", "UPDATE", "SET", "DELETE", ":sender", "X'",
+            "--", "player", "zone", "secret", "id", "zid", "pvp", "label", "name", "nick", "owner", "score",
             "tags", "v", "*", ".*", "(", ")", ",", ";", "=", "!=", "<>", "<=", ">=", "''", '"'],
     "describe": ['"abi"', '"tables"', '"reducers"', '"visibility"', '"name"', '"columns"', '"type"',
                  '"auto_inc"', '"primary_key"', '"indexes"', '"kind"', '"unique"', '"public"',

@@ -79,6 +79,11 @@ def test_demo_chat_from_the_command_line(demo):
         [{"id": 1, "text": "hello, world"}, {"id": 2, "text": "bare words are text"}]
     r = run(demo, "sql", "chat", "SELECT COUNT(*) AS n FROM message")
     assert "2" in r.output and "(1 row)" in r.output
+    r = run(demo, "sql", "chat", "EXPLAIN SELECT text FROM message WHERE id = 2", "--json")
+    assert [json.loads(x) for x in r.output.splitlines()] == [
+        {"step": 1, "plan": "message: index pk seek (1 key) — counted in the index (exact)",
+         "estimated_rows": 1},
+        {"step": None, "plan": "total rows examined", "estimated_rows": 1}]
     r = run(demo, "sql", "chat", "SELEKT", ok=False)
     assert r.exit_code == 1 and "query_error" in r.output
     # the CLI's identity owns the demo database: DML is allowed

@@ -226,6 +226,13 @@ async def test_non_owner_sql_is_refused_and_bad_requests_change_nothing(tmp_path
                 assert (await bob.recv())["code"] == "protocol_error"
                 r = await owner.request("OneOffQuery", sql="SELECT text FROM message")
                 assert r["rows"] == [["keep me"]]                    # nothing changed
+                # EXPLAIN is a one-off query like any other: the plan, not the rows
+                r = await bob.request("OneOffQuery", sql="EXPLAIN SELECT text FROM message")
+                assert r["columns"] == ["step", "plan", "estimated_rows"], r
+                assert r["rows"] == [[1, "message: full scan — the table's rows (exact)", 1],
+                                     [None, "total rows examined", 1]]
+                e = await bob.request("OneOffQuery", sql="EXPLAIN DELETE FROM message")
+                assert e["code"] == "query_error" and "EXPLAIN takes a SELECT" in e["detail"], e
                 e = await owner.request("OneOffQuery", sql="DELETE FROM message")
                 assert e["type"] == "OneOffQueryResult" and e["rows"] == [[1]]
 

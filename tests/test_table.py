@@ -403,3 +403,34 @@ def test_logged_delete_of_a_row_holding_nan_finds_it(impl):
     assert t.find_row((1, 2.0, nan)) is not None
     assert t.apply_encoded([enc((1, 2.0, nan))], []) == 1
     assert [r for _, r in t.scan()] == [(2, 1.5, None)]
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(keys=st.lists(st.integers(-3, 3), max_size=60), probe=st.integers(-4, 4), lo=st.integers(-4, 4),
+       hi=st.integers(-4, 4), incl=st.tuples(st.booleans(), st.booleans()), limit=st.integers(-1, 5),
+       sample=st.integers(0, 70))
+def test_index_counts_match_what_seek_and_range_return(impl, keys, probe, lo, hi, incl, limit, sample):
+    """seek_count, range_count and key_runs (the planner's estimates, stdb/query/estimate.py)
+    count what seek and range give, without collecting it."""
+    s = TableSchema("t", [Column("id", "u64"), Column("k", "i64"), Column("g", "i64")], primary_key="id",
+                    indexes=[IndexDef("t_k", "k"), IndexDef("t_kg", ["k", "g"]),
+                             IndexDef("t_h", "k", kind="hash")])
+    t = impl(s)
+    for i, k in enumerate(keys):
+        t.insert((i, k, i % 2))
+    for ix in ("t_k", "t_kg", "t_h"):
+        n = len(t.seek(ix, probe))
+        assert t.seek_count(ix, probe) == n
+        assert t.seek_count(ix, probe, limit) == (n if limit < 0 else min(n, limit))
+    assert t.seek_count(s.all_indexes()[0].name, 3) == (1 if len(keys) > 3 else 0)    # the primary key
+    for ix in ("t_k", "t_kg"):
+        for b in ((lo, hi), (None, hi), (lo, None), (None, None)):
+            got = t.range(ix, *b, lo_inclusive=incl[0], hi_inclusive=incl[1], limit=limit)
+            assert t.range_count(ix, *b, lo_inclusive=incl[0], hi_inclusive=incl[1], limit=limit) == len(got)
+    first = sorted(keys)[:sample]
+    assert t.key_runs("t_k", sample) == (len(first), len(set(first)))
+    assert t.key_runs("t_h", sample) == (len(first), len(set(first)))          # a non-unique hash index
+    assert t.key_runs(s.all_indexes()[0].name, sample) == (min(len(keys), sample),) * 2     # unique
+    assert t.key_runs("t_k") == (len(keys), len(set(keys)))
+    with pytest.raises(stdb.SchemaError, match="range scans need a btree index"):
+        t.range_count("t_h", 1, 2)

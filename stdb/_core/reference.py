@@ -188,6 +188,19 @@ class Table:
             out.append(rid)
         return out if limit < 0 else out[:limit]
 
+    def seek_count(self, index: str, key: Any, limit: int = -1) -> int:
+        n = len(self.seek(index, key))
+        return n if limit < 0 else min(n, limit)
+
+    def range_count(self, index: str, lo: Any = None, hi: Any = None, lo_inclusive: bool = True,
+                    hi_inclusive: bool = True, limit: int = -1) -> int:
+        return len(self.range(index, lo, hi, lo_inclusive, hi_inclusive, limit))
+
+    def key_runs(self, index: str, sample: int = 4096) -> tuple[int, int]:
+        self._index(index)
+        keys = sorted(self._key(index, row) for row in self._rows.values())[:max(sample, 0)]
+        return len(keys), len(set(keys))
+
     def scan_where(self, column: str, op: str, value: Any) -> list[int]:
         col = self.schema.column_index(column)
         if op not in _OPS:

@@ -150,6 +150,14 @@ cdef int tbl_seek(TableC* t, int ino, const unsigned char* key, Py_ssize_t n, Id
 # entries start <= e < end (end empty: no bound), at most limit (all when < 0), of an ordered index
 cdef int tbl_range(TableC* t, int ino, const unsigned char* start, Py_ssize_t sn,
                    const unsigned char* end, Py_ssize_t en, Py_ssize_t limit, IdList* out) noexcept nogil
+# how many entries tbl_seek (``prefix``) or tbl_range would give, at most limit (all when < 0);
+# -1 out of memory
+cdef Py_ssize_t tbl_count(TableC* t, int ino, const unsigned char* start, Py_ssize_t sn,
+                          const unsigned char* end, Py_ssize_t en, bint prefix,
+                          Py_ssize_t limit) noexcept nogil
+# of the first ``sample`` entries of index ``ino`` in key order: how many, how many distinct keys
+cdef void tbl_key_runs(TableC* t, int ino, Py_ssize_t sample, Py_ssize_t* entries,
+                       Py_ssize_t* distinct) noexcept nogil
 cdef int tbl_rowids(TableC* t, IdList* out) noexcept nogil
 # a row id holding exactly these row bytes: -1 none, -2 error (``e`` set)
 cdef int64_t tbl_find_row(TableC* t, const unsigned char* row, Py_ssize_t n, Err* e) noexcept nogil

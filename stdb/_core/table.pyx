@@ -680,6 +680,61 @@ cdef int tbl_range(TableC* t, int ino, const unsigned char* start, Py_ssize_t sn
     return 0
 
 
+cdef Py_ssize_t tbl_count(TableC* t, int ino, const unsigned char* start, Py_ssize_t sn,
+                          const unsigned char* end, Py_ssize_t en, bint prefix,
+                          Py_ssize_t limit) noexcept nogil:
+    """How many entries tbl_seek (``prefix``: those starting with start[0:sn]) or tbl_range
+    (start <= e < end) would give, counting no further than ``limit`` (all when < 0), without
+    collecting them: the planner's estimates.  -1 out of memory (a hash index's probe)."""
+    cdef IndexC* ix = &t.indexes[ino]
+    cdef OrdCursor c
+    cdef const unsigned char* e
+    cdef Py_ssize_t n, count = 0
+    cdef int64_t r
+    if limit == 0:
+        return 0
+    if ix.kind == IX_HASH:
+        r = hidx_find(ix.hash, start, sn, hash_bytes(start, sn))
+        return -1 if r == -2 else (1 if r >= 0 else 0)
+    ord_seek(ix.ord, start, sn, &c)
+    while ord_next(ix.ord, &c, &e, &n):
+        if prefix:
+            if n < sn or memcmp(e, start, sn) != 0:
+                break
+        elif en and not _below(e, n, end, en):
+            break
+        count += 1
+        if count == limit:
+            break
+    return count
+
+
+cdef void tbl_key_runs(TableC* t, int ino, Py_ssize_t sample, Py_ssize_t* entries,
+                       Py_ssize_t* distinct) noexcept nogil:
+    """Of the first ``sample`` entries of index ``ino`` in key order, how many there are and
+    how many distinct keys they hold (an ordered entry is its key then 8 bytes of row id; a
+    hash index is unique): rows per key for the planner, exact when the index has at most
+    ``sample`` entries."""
+    cdef IndexC* ix = &t.indexes[ino]
+    cdef OrdCursor c
+    cdef const unsigned char* e
+    cdef const unsigned char* prev = NULL
+    cdef Py_ssize_t n, pn = 0
+    cdef unsigned char nothing = 0
+    entries[0] = 0
+    distinct[0] = 0
+    if ix.kind == IX_HASH:
+        entries[0] = distinct[0] = ix.hash.count if ix.hash.count < sample else sample
+        return
+    ord_seek(ix.ord, &nothing, 0, &c)
+    while entries[0] < sample and ord_next(ix.ord, &c, &e, &n):
+        if prev == NULL or pn != n - 8 or memcmp(prev, e, pn) != 0:
+            distinct[0] += 1
+        prev = e
+        pn = n - 8
+        entries[0] += 1
+
+
 cdef int tbl_rowids(TableC* t, IdList* out) noexcept nogil:
     cdef Py_ssize_t pno
     cdef int s
@@ -1563,6 +1618,51 @@ cdef class Table:
             idl_free(&ids)
             raise MemoryError()
         return _ids(&ids)
+
+    def seek_count(self, str index, key, Py_ssize_t limit=-1):
+        """``len(self.seek(index, key))`` without collecting the row ids, counting no further
+        than ``limit`` (all when < 0)."""
+        cdef int i = self._index(index)
+        cdef bytes k = self._index_key(i, key, self.index_defs[i].kind == "btree")
+        cdef Py_ssize_t n = tbl_count(self.c, i, <const unsigned char*>PyBytes_AS_STRING(k),
+                                      PyBytes_GET_SIZE(k), NULL, 0, True, limit)
+        if n < 0:
+            raise MemoryError()
+        return n
+
+    def range_count(self, str index, lo=None, hi=None, bint lo_inclusive=True,
+                    bint hi_inclusive=True, Py_ssize_t limit=-1):
+        """``len(self.range(index, lo, hi, lo_inclusive, hi_inclusive, limit))`` without
+        collecting the row ids."""
+        cdef int i = self._index(index)
+        cdef bytes start, end
+        if self.index_defs[i].kind != "btree":
+            raise SchemaError(f"table '{self.name}': index '{index}' is a hash index; "
+                              "range scans need a btree index")
+        start = b""
+        end = b""
+        if lo is not None:
+            k = self._index_key(i, lo, True)
+            start = k if lo_inclusive else prefix_successor(k)
+            if not start:
+                return 0
+        if hi is not None:
+            k = self._index_key(i, hi, True)
+            end = prefix_successor(k) if hi_inclusive else k
+            if not end and not hi_inclusive:
+                return 0
+            if end and start >= end:
+                return 0
+        return tbl_count(self.c, i, <const unsigned char*>PyBytes_AS_STRING(start), len(start),
+                         <const unsigned char*>PyBytes_AS_STRING(end), len(end), False, limit)
+
+    def key_runs(self, str index, Py_ssize_t sample=4096):
+        """(entries, distinct keys) among the first ``sample`` entries of ``index`` in key
+        order: the planner's rows per key, exact when the table has at most ``sample`` rows."""
+        cdef int i = self._index(index)
+        cdef Py_ssize_t entries, distinct
+        tbl_key_runs(self.c, i, sample, &entries, &distinct)
+        return entries, distinct
 
     def scan_where(self, str column, str op, value):
         """Row ids whose ``column op value`` holds (op one of == != < <= > >=), by a

@@ -29,7 +29,7 @@ from stdb.module._host import NativeHost
 from stdb.module.describe import ABI_VERSION, ModuleSchema, ReducerDef, parse_description
 from stdb.module.host import Limits
 from stdb.module.settings import DEFAULT_SETTINGS, Settings
-from stdb.query.ast import Select
+from stdb.query.ast import Explain, Select
 from stdb.query.budget import QueryLimits
 from stdb.query.parser import parse as parse_sql
 from stdb.query.service import QueryDiff, QueryResult, QueryService, Subscribed
@@ -549,13 +549,13 @@ class Database:
 
     def sql(self, sql: str, *, sender: bytes = ZERO_IDENTITY, limits: QueryLimits | None = None,
             cancelled: Callable[[], bool] | None = None) -> QueryResult | CallResult:
-        """Run SQL: a SELECT as ``query`` (under ``limits`` when given: stdb/query/budget.py;
-        stopped with a QueryError once ``cancelled()`` is true);
+        """Run SQL: a SELECT (or EXPLAIN SELECT) as ``query`` (under ``limits`` when given:
+        stdb/query/budget.py; stopped with a QueryError once ``cancelled()`` is true);
         INSERT / UPDATE / DELETE (the owner only) in one transaction through the commit log,
         logged with reducer name ``:sql`` and the text."""
         _check_sender(sender)
         st = parse_sql(sql)
-        if isinstance(st, Select):
+        if isinstance(st, (Select, Explain)):
             return self.queries.query(sql, sender, st, limits, cancelled)
         ts = self._timestamp(None)
         t0 = time.perf_counter()

@@ -12,7 +12,7 @@ from typing import Any
 __all__ = [
     "Expr", "ColumnRef", "Literal", "Param", "Compare", "And", "Or", "Not", "InList", "IsNull",
     "Between", "Agg", "Star", "SelectItem", "TableRef", "Join", "OrderItem", "Select", "Insert",
-    "Update", "Delete", "Statement", "COMPARE_OPS", "AGG_FUNCS",
+    "Update", "Delete", "Explain", "Statement", "COMPARE_OPS", "AGG_FUNCS",
 ]
 
 COMPARE_OPS = ("=", "!=", "<", "<=", ">", ">=")
@@ -165,4 +165,13 @@ class Delete:
     where: Expr | None = None
 
 
-Statement = Select | Insert | Update | Delete
+@dataclass(frozen=True)
+class Explain:
+    """``EXPLAIN <statement>``: the plan of a SELECT and its estimated rows, without running it
+    (DML is refused when it is explained)."""
+
+    statement: Select | Insert | Update | Delete
+    pos: int = field(default=0, compare=False)
+
+
+Statement = Select | Insert | Update | Delete | Explain

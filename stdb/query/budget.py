@@ -5,11 +5,13 @@ query without a bound is a denial of service: a three-way join over 3,000 equal 
 9,000,000 rows and ~20 s, and its answer is larger than any message a client accepts.  Every
 one-off query therefore runs under ``QueryLimits``: generous for the database's owner, small
 for everyone else (``DEFAULT_LIMITS``).  ``Budget`` counts as the executor reads and joins
-(stdb/query/execute.py), refuses a join whose size it can tell before producing it (a hash
-join's output is the sum of its buckets; a nested loop's is the product of its sides), and
-checks the clock (and whether the query was cancelled: its client went away) every
-``CLOCK_EVERY`` rows.  Going over raises ``QueryError`` naming the
-limit, its value and what to do instead; nothing is changed by a SELECT, so nothing is undone.
+(stdb/query/execute.py), refuses before reading any row a plan certain to examine too many
+(``refuse_plan``: full scans, nested loops, index counts; stdb/query/estimate.py), refuses a
+join whose size it can tell before producing it (a hash join's output is the sum of its
+buckets; a nested loop's is the product of its sides), and checks the clock (and whether the
+query was cancelled: its client went away) every ``CLOCK_EVERY`` rows.  Going over raises
+``QueryError`` naming the limit, its value and what to do instead; nothing is changed by a
+SELECT, so nothing is undone.
 """
 
 from __future__ import annotations
@@ -17,8 +19,12 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from stdb.errors import QueryError
+
+if TYPE_CHECKING:
+    from stdb.query.estimate import Estimate
 
 __all__ = ["Budget", "DEFAULT_LIMITS", "OWNER_LIMITS", "QueryLimits", "over", "whose"]
 
@@ -109,6 +115,18 @@ class Budget:
         if self.examined + n > self.limits.rows_examined:
             raise over("rows_examined", self.limits.rows_examined,
                        f"{what} would examine {n:,} rows after {self.examined:,}", self.who)
+
+    def refuse_plan(self, est: Estimate) -> None:
+        """Refuse up front, before a row is read, a plan certain to examine more rows than the
+        budget has left (stdb/query/estimate.py: only exact counts and lower bounds count)."""
+        hit = est.over(self.limits.rows_examined - self.examined)
+        if hit is not None:
+            step, before = hit
+            after = f" after at least {before:,}" if before else ""
+            raise over("rows_examined", self.limits.rows_examined,
+                       f"{step.what} would examine at least {step.floor:,} rows{after}, refused before "
+                       f"reading any (the plan's estimate: {est.rows:,} rows examined; EXPLAIN shows it)",
+                       self.who)
 
     def check_time(self) -> None:
         """Over time, or cancelled: raise (every ``CLOCK_EVERY`` rows examined)."""

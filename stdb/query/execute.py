@@ -1,12 +1,14 @@
-"""One-off SELECT: planning (index use for equality, IN and ranges; index or hash joins) and
-execution (filter, group and aggregate, order, limit, project).
+"""One-off SELECT: planning (index use for equality, IN and ranges; index or hash joins),
+estimates and execution (filter, group and aggregate, order, limit, project).
 
 ``run_select`` reads committed tables through ``tables(name)`` (the engine's Table objects).
-The plan it used is returned with the rows, so tests and ``EXPLAIN``-style tooling can check
-that an index was used.  With a ``Budget`` (stdb/query/budget.py) every row read and every row
-a join produces is counted, a join that would go over is refused before it runs when its size
-is known up front (hash joins, nested loops), and a LIMIT without ORDER BY or GROUP BY stops the
-last join as soon as it has its rows.
+The plan it used is returned with the rows, so tests can check that an index was used;
+``explain_select`` (``EXPLAIN SELECT``) returns the plan with each step's estimated rows
+(``estimate_select``; stdb/query/estimate.py) without running it.  With a ``Budget``
+(stdb/query/budget.py) a plan certain to examine more rows than allowed is refused before any
+row is read; every row read and every row a join produces is counted, a join that would go
+over is refused before it runs when its size is known up front (hash joins, nested loops), and
+a LIMIT without ORDER BY or GROUP BY stops the last join as soon as it has its rows.
 """
 
 from __future__ import annotations
@@ -18,12 +20,13 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from stdb.errors import DataError
+from stdb.errors import DataError, QueryError
 from stdb.query import ast as A
+from stdb.query import estimate as E
 from stdb.query.bind import Col, Scope, compile_predicate, conjuncts, index_for, merge_ranges, sargs
 from stdb.query.budget import Budget
 
-__all__ = ["QueryResult", "run_select", "plan_access"]
+__all__ = ["QueryResult", "run_select", "plan_access", "estimate_select", "explain_select"]
 
 Row = tuple
 
@@ -51,9 +54,26 @@ def _refs(e: Any, scope: Scope, out: set[int]) -> None:
         _refs(e.expr, scope, out)
 
 
-def plan_access(scope: Scope, ti: int, terms: list[A.Expr]) -> tuple[str, Callable[[Any], list[int]] | None]:
-    """How to read table ``ti`` given conditions ``terms`` on it alone: (description, a function
-    of the table giving candidate row ids, or None for a full scan)."""
+@dataclass
+class Access:
+    """How the first table is read: ``desc`` (its plan line's text), ``read`` (a function of the
+    table giving candidate row ids; None for a full scan), ``count`` (a function of the table
+    and a cap giving the estimate: see stdb/query/estimate.py) and ``used`` (the positions of
+    the WHERE terms it serves)."""
+
+    desc: str
+    read: Callable[[Any], list[int]] | None
+    count: Callable[[Any, int], tuple[int, int, str]]
+    used: frozenset[int] = frozenset()
+    op: str = ""
+
+
+def _empty(lo: Any, lo_incl: bool, hi: Any, hi_incl: bool) -> bool:
+    return lo is not None and hi is not None and (hi < lo or (hi == lo and not (lo_incl and hi_incl)))
+
+
+def plan_access(scope: Scope, ti: int, terms: list[A.Expr]) -> Access:
+    """How to read table ``ti`` given conditions ``terms`` on it alone."""
     schema = scope.schemas[ti]
     found = [sa for sa in sargs(scope, terms) if sa.col.t == ti]
     # 1. equality or IN on an indexed column
@@ -72,8 +92,12 @@ def plan_access(scope: Scope, ti: int, terms: list[A.Expr]) -> tuple[str, Callab
                 except DataError:        # a value the column cannot hold: no row has it
                     pass
             return out
+
+        def count_seek(table: Any, cap: int, ix: str = ix, keys: tuple = sa.values) -> tuple[int, int, str]:
+            return E.counted(E.seek_count(table, ix, keys, cap), cap)
         n = len(sa.values)
-        return f"index {ix} seek ({n} key{'s' if n > 1 else ''})", seek
+        return Access(f"index {ix} seek ({n} key{'s' if n > 1 else ''})", seek, count_seek,
+                      frozenset((sa.term,)))
     # 2. every range term on the first column of a btree index that has one
     for sa in found:
         if sa.is_eq or sa.col.base.name not in _RANGEABLE:
@@ -87,11 +111,16 @@ def plan_access(scope: Scope, ti: int, terms: list[A.Expr]) -> tuple[str, Callab
             continue                     # e.g. x > 2.5 on an integer column: filter instead
 
         def rng(table: Any, ix: str = ix, b: tuple = (lo, lo_incl, hi, hi_incl)) -> list[int]:
-            lo, lo_incl, hi, hi_incl = b
-            if lo is not None and hi is not None and (hi < lo or (hi == lo and not (lo_incl and hi_incl))):
-                return []                # an empty interval
+            if _empty(*b):
+                return []
             return table.range(ix, b[0], b[2], lo_inclusive=b[1], hi_inclusive=b[3])
-        return f"index {ix} range", rng
+
+        def count_rng(table: Any, cap: int, ix: str = ix,
+                      b: tuple = (lo, lo_incl, hi, hi_incl)) -> tuple[int, int, str]:
+            n = 0 if _empty(*b) else table.range_count(ix, b[0], b[2], lo_inclusive=b[1],
+                                                      hi_inclusive=b[3], limit=cap)
+            return E.counted(n, cap)
+        return Access(f"index {ix} range", rng, count_rng, frozenset(p.term for p in mine))
     # 3. a comparison on a number, string or bytes column: a pass over its stored values
     for sa in found:
         if sa.col.type.name not in _COLUMN_SCAN or not (sa.is_eq and len(sa.values) == 1 or
@@ -109,8 +138,11 @@ def plan_access(scope: Scope, ti: int, terms: list[A.Expr]) -> tuple[str, Callab
 
         def packed(table: Any, name: str = name, op: str = op, v: Any = v) -> list[int]:
             return table.scan_where(name, op, v)
-        return f"column scan {name} {op} {v!r}", packed
-    return "full scan", None
+
+        def count_packed(table: Any, cap: int, op: str = op) -> tuple[int, int, str]:
+            return E.column_scan(table, op)
+        return Access(f"column scan {name} {op} {v!r}", packed, count_packed, frozenset((sa.term,)), op)
+    return Access("full scan", None, lambda table, cap: E.full_scan(table))
 
 
 # columns Table.scan_where compares in place (packed numbers; string and bytes in the page heap)
@@ -166,10 +198,23 @@ def _row_filter(scope: Scope, k: int, terms: list[A.Expr]) -> Callable[[Row], bo
     return lambda row: pred(*before, row, *after)
 
 
-def run_select(st: A.Select, scope: Scope, tables: Callable[[str], Any],
-               budget: Budget | None = None) -> QueryResult:
+@dataclass
+class _Prepared:
+    """A SELECT bound and split for execution: WHERE terms per table and across tables, the
+    compiled filters, ON conditions, output items and ORDER BY."""
+
+    by_table: list[list[A.Expr]]
+    own: list[Callable[[Row], bool] | None]
+    rest: Callable[..., bool] | None
+    ons: list[Callable[..., bool]]
+    items: list[tuple[str, Any]]
+    grouped: bool
+    order: list[tuple[int, Any, bool]]
+    early: bool                      # a LIMIT and nothing to sort or group: the last step streams
+
+
+def _prepare(st: A.Select, scope: Scope) -> _Prepared:
     n = len(scope.refs)
-    plan: list[str] = []
     # WHERE terms on one table filter that table's rows as they are read; the rest (terms
     # over several tables) filter the joined rows
     by_table: list[list[A.Expr]] = [[] for _ in range(n)]
@@ -194,20 +239,104 @@ def run_select(st: A.Select, scope: Scope, tables: Callable[[str], Any],
         ons.append(compile_predicate(scope, j.on))
     items, grouped = _select_items(st, scope)
     order = _order_items(st, scope, items, grouped)
+    early = st.limit is not None and not grouped and not order
+    return _Prepared(by_table, own, rest, ons, items, grouped, order, early)
+
+
+def _full_scan_what(name: str) -> str:
+    return f"a full scan of '{name}' (no condition in WHERE an index serves)"
+
+
+def estimate_select(st: A.Select, scope: Scope, tables: Callable[[str], Any], cap: int = E.COUNT_CAP,
+                    prep: _Prepared | None = None, sample: bool = True) -> E.Estimate:
+    """The plan of ``st`` with each step's estimated and certain rows (stdb/query/estimate.py),
+    reading no row: index counts stop at ``cap``; without ``sample``, no index is asked for its
+    rows per key (the certain rows do not depend on them).  A join's method is chosen again
+    when it runs, from the rows it actually gets (the plan shown is the one the estimates
+    choose)."""
+    p = _prepare(st, scope) if prep is None else prep
+    n = len(scope.refs)
+    t0 = tables(scope.refs[0].name)
+    acc = plan_access(scope, 0, p.by_table[0])
+    what = _full_scan_what(scope.refs[0].name) if acc.read is None else \
+        f"reading '{scope.refs[0].name}' by {acc.desc}"
+    filtered = any(i not in acc.used for i in range(len(p.by_table[0])))
+    steps = [E.first(f"{scope.refs[0].ref}: {acc.desc}", what, acc.count(t0, cap), filtered,
+                     bool(p.by_table[0]), st.limit if p.early and n == 1 else None)]
+    for k, j in enumerate(st.joins, start=1):
+        prev = steps[-1]
+        table = tables(scope.refs[k].name)
+        ref = scope.refs[k].ref
+        limit = st.limit if p.early and k == n - 1 else None
+        filtered = p.own[k] is not None
+        eq = _join_eq(scope, k, j.on)
+        if eq is None:
+            steps.append(E.nested_loop(f"{ref}: nested loop", ref, prev, len(table), filtered, limit))
+            continue
+        outer, inner = eq
+        on_more = len(conjuncts(j.on)) > 1
+        ix = index_for(scope.schemas[k], scope.schemas[k].columns[inner.c].name, btree=False)
+        cols = 1 if ix is None else len(scope.schemas[k].index(ix).columns)
+        per_key = E.rows_per_key(table, ix, cols) if sample else (1.0, "not sampled")
+        what = f"the join of '{ref}'"
+        if ix is not None and _use_index(prev.out, len(table)):
+            steps.append(E.index_join(f"{ref}: index {ix} join on {outer.name} = {inner.name}", what, prev,
+                                      per_key, filtered, on_more, limit))
+        else:
+            certain = ix is None or not _use_index(prev.out_floor, len(table))
+            steps.append(E.hash_join(f"{ref}: hash join on {outer.name} = {inner.name}", what, prev,
+                                     len(table), per_key, certain, filtered, on_more, limit))
+    return E.Estimate(steps)
+
+
+def explain_select(st: A.Select, scope: Scope, tables: Callable[[str], Any],
+                   budget: Budget | None = None) -> QueryResult:
+    """``EXPLAIN``: the plan, one row per step (step, plan, estimated rows examined) and a total
+    row, without running it; with a ``budget``, the total row says whether the query would
+    be refused (never refused itself)."""
+    cap = E.COUNT_CAP if budget is None else budget.limits.rows_examined + 1
+    est = estimate_select(st, scope, tables, cap)
+    rows: list[Row] = [(i, f"{s.plan} — {s.how}", s.rows) for i, s in enumerate(est.steps, start=1)]
+    total = "total rows examined"
+    if est.floor < est.rows:
+        total += f" (at least {est.floor:,} for certain)" if est.floor else " (none of them certain)"
+    if budget is not None:
+        try:
+            budget.refuse_plan(est)
+        except QueryError as e:
+            total += f"; refused: {e.detail}"
+        else:
+            if est.rows > budget.limits.rows_examined:
+                total += f"; may go over rows_examined = {budget.limits.rows_examined:,} " \
+                         "(the estimate does; the certain rows do not)"
+    rows.append((None, total, est.rows))
+    return QueryResult(["step", "plan", "estimated_rows"], rows, [s.plan for s in est.steps])
+
+
+def run_select(st: A.Select, scope: Scope, tables: Callable[[str], Any],
+               budget: Budget | None = None) -> QueryResult:
+    n = len(scope.refs)
+    plan: list[str] = []
+    p = _prepare(st, scope)
+    own, rest, items, grouped, order, early = p.own, p.rest, p.items, p.grouped, p.order, p.early
+    if budget is not None:
+        # refused before reading any row when the rows it is certain to examine go over (the
+        # indexes' rows per key, which only the estimate needs, are asked for then)
+        allowed = budget.limits.rows_examined - budget.examined
+        if estimate_select(st, scope, tables, allowed + 1, p, sample=False).over(allowed) is not None:
+            budget.refuse_plan(estimate_select(st, scope, tables, allowed + 1, p))
 
     # read table 0, then join the others; with a LIMIT and nothing to sort or group, the last
     # step streams and stops once it has LIMIT rows
-    early = st.limit is not None and not grouped and not order
     t0 = tables(scope.refs[0].name)
-    desc, access = plan_access(scope, 0, by_table[0])
-    plan.append(f"{scope.refs[0].ref}: {desc}")
-    if access is None:
+    access = plan_access(scope, 0, p.by_table[0])
+    plan.append(f"{scope.refs[0].ref}: {access.desc}")
+    if access.read is None:
         if budget is not None and not (early and n == 1):
-            budget.expect(len(t0), f"a full scan of '{scope.refs[0].name}' "
-                          "(no condition in WHERE an index serves)")
+            budget.expect(len(t0), _full_scan_what(scope.refs[0].name))
         first: Iterable[Row] = (row for _, row in t0.scan())
     else:
-        first = (t0.get(rid) for rid in access(t0))
+        first = (t0.get(rid) for rid in access.read(t0))
     pad = (None,) * (n - 1)
     if budget is not None:
         first = _counted(first, budget)
@@ -215,7 +344,7 @@ def run_select(st: A.Select, scope: Scope, tables: Callable[[str], Any],
     for k, j in enumerate(st.joins, start=1):
         combos = list(stream)
         last = k == n - 1
-        stream = _join(scope, k, j, ons[k - 1], combos, tables(scope.refs[k].name), own[k], plan,
+        stream = _join(scope, k, j, p.ons[k - 1], combos, tables(scope.refs[k].name), own[k], plan,
                        budget, streaming=early and last)
     if rest is not None:
         stream = (c for c in stream if rest(*c))
@@ -258,6 +387,26 @@ def _capped(rows: Iterable[tuple], budget: Budget) -> Iterator[tuple]:
         yield row
 
 
+def _join_eq(scope: Scope, k: int, on: A.Expr) -> tuple[Col, Col] | None:
+    """(outer column, column of table ``k``) of the first ON equality between table ``k`` and
+    one joined before it, or None."""
+    for t in conjuncts(on):
+        if isinstance(t, A.Compare) and t.op == "=" and isinstance(t.left, A.ColumnRef) \
+                and isinstance(t.right, A.ColumnRef):
+            a, b = scope.column(t.left), scope.column(t.right)
+            if b.t == k and a.t < k:
+                return a, b
+            if a.t == k and b.t < k:
+                return b, a
+    return None
+
+
+def _use_index(outer_rows: int, inner_rows: int) -> bool:
+    """Join through the inner table's index (one seek per outer row) rather than reading it
+    whole into a hash table: when the outer side has fewer than twice its rows."""
+    return outer_rows * 4 < max(inner_rows, 1) * 8
+
+
 def _join(scope: Scope, k: int, j: A.Join, on: Callable[..., bool], combos: list[tuple], table: Any,
           own: Callable[[Row], bool] | None, plan: list[str], budget: Budget | None = None,
           streaming: bool = False) -> Iterator[tuple]:
@@ -266,23 +415,13 @@ def _join(scope: Scope, k: int, j: A.Join, on: Callable[..., bool], combos: list
     plan line is written at once and the rows come as they are made; with a ``budget``, a
     join whose size is known before it runs is refused then, unless ``streaming`` (the caller
     may stop early: it is counted as it goes)."""
-    eq: tuple[Col, Col] | None = None
-    for t in conjuncts(j.on):
-        if isinstance(t, A.Compare) and t.op == "=" and isinstance(t.left, A.ColumnRef) \
-                and isinstance(t.right, A.ColumnRef):
-            a, b = scope.column(t.left), scope.column(t.right)
-            if b.t == k and a.t < k:
-                eq = (a, b)
-            elif a.t == k and b.t < k:
-                eq = (b, a)
-            if eq is not None:
-                break
+    eq = _join_eq(scope, k, j.on)
     ref = scope.refs[k].ref
     what = f"the join of '{ref}'"
     if eq is not None:
         outer, inner = eq
         ix = index_for(scope.schemas[k], scope.schemas[k].columns[inner.c].name, btree=False)
-        if ix is not None and len(combos) * 4 < max(len(table), 1) * 8:
+        if ix is not None and _use_index(len(combos), len(table)):
             plan.append(f"{ref}: index {ix} join on {outer.name} = {inner.name}")
             return _index_join(k, combos, table, ix, outer, own, on, budget)
         plan.append(f"{ref}: hash join on {outer.name} = {inner.name}")
@@ -360,7 +499,7 @@ def _pairs(k: int, c: tuple, rows: list[Row], on: Callable[..., bool], budget: B
                 yield nc
 
 
-CHUNK = 1024
+CHUNK = E.CHUNK
 
 
 def _select_items(st: A.Select, scope: Scope) -> tuple[list[tuple[str, Any]], bool]:

@@ -177,6 +177,14 @@ class _Parser:
     # ---- statements
 
     def statement(self) -> A.Statement:
+        t = self.tok
+        # EXPLAIN is a keyword only here, first in the query (a column may still be named so)
+        if t.kind == "id" and t.text.lower() == "explain" and self.toks[self.i + 1].kind == "kw":
+            self.i += 1
+            inner = self.statement()
+            if isinstance(inner, A.Explain):
+                raise _error(self.sql, t.pos, "EXPLAIN EXPLAIN is not a statement")
+            return A.Explain(inner, t.pos)
         if self.is_kw("select"):
             st: A.Statement = self.select()
         elif self.is_kw("insert"):
@@ -186,7 +194,7 @@ class _Parser:
         elif self.is_kw("delete"):
             st = self.delete()
         else:
-            raise self.fail("SELECT, INSERT, UPDATE or DELETE")
+            raise self.fail("SELECT, INSERT, UPDATE, DELETE or EXPLAIN")
         self.end()
         return st
 

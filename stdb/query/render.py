@@ -81,6 +81,8 @@ def _table(t: A.TableRef) -> str:
 
 def render(st: A.Statement, params: dict[str, Any] | None = None) -> str:
     p = params or {}
+    if isinstance(st, A.Explain):
+        return "EXPLAIN " + render(st.statement, p)
     if isinstance(st, A.Select):
         items = ", ".join(_operand(i.expr, p) + (f" AS {_ident(i.alias)}" if i.alias else "")
                           for i in st.items)

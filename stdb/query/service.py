@@ -21,7 +21,7 @@ from stdb.errors import AuthError, ConstraintError, QueryError, StdbError
 from stdb.query import ast as A
 from stdb.query.bind import Scope, compile_predicate, typed_literal
 from stdb.query.budget import Budget, QueryLimits, over, whose
-from stdb.query.execute import QueryResult, run_select
+from stdb.query.execute import QueryResult, explain_select, run_select
 from stdb.query.parser import parse
 from stdb.query.subscription import QueryDiff, Subscriptions, compile_subscription
 from stdb.query.visibility import VisibilityFilter, restrict
@@ -145,24 +145,35 @@ class QueryService:
 
     def query(self, sql: str, sender: bytes, st: A.Statement | None = None,
               limits: QueryLimits | None = None, cancelled: Callable[[], bool] | None = None) -> QueryResult:
-        """A one-off SELECT (anyone; private tables for the owner only).  ``st``: ``sql``
-        already parsed; ``limits``: what it may cost (stdb/query/budget.py; None: no bound);
-        ``cancelled``: true once the answer is no longer wanted (looked at with the clock)."""
-        st = self._visible(parse(sql) if st is None else st, sender)
+        """A one-off SELECT (anyone; private tables for the owner only), or ``EXPLAIN SELECT``
+        (its plan and estimated rows, not run; under ``limits`` it says whether the SELECT
+        would be refused).  ``st``: ``sql`` already parsed; ``limits``: what it may cost
+        (stdb/query/budget.py; None: no bound); ``cancelled``: true once the answer is no
+        longer wanted (looked at with the clock)."""
+        st = parse(sql) if st is None else st
+        explain = isinstance(st, A.Explain)
+        if isinstance(st, A.Explain):
+            st = st.statement
+            if not isinstance(st, A.Select):
+                raise QueryError(f"EXPLAIN takes a SELECT; this is {type(st).__name__.upper()}",
+                                 hint="only a SELECT has a plan to show; DML changes the rows WHERE selects")
+        st = self._visible(st, sender)
         if not isinstance(st, A.Select):
             raise QueryError("this is DML; run it through Database.sql (owner only)")
         refs = [st.table] + [j.table for j in st.joins]
         scope = Scope(sql, refs, self._schemas_for(sender), {"sender": sender})
         budget = None if limits is None else Budget(limits, whose(self._is_owner(sender)),
                                                     cancelled=cancelled)
+        if explain:
+            return explain_select(st, scope, self._table, budget)
         return run_select(st, scope, self._table, budget)
 
     def dml(self, sql: str, sender: bytes, tx: Any, st: A.Statement | None = None) -> int:
         """Apply INSERT / UPDATE / DELETE in ``tx`` (the caller commits); returns the number of
         rows written.  Only the database owner may.  ``st``: ``sql`` already parsed."""
         st = parse(sql) if st is None else st
-        if isinstance(st, A.Select):
-            raise QueryError("a SELECT is not DML")
+        if isinstance(st, (A.Select, A.Explain)):
+            raise QueryError(f"{'EXPLAIN' if isinstance(st, A.Explain) else 'a SELECT'} is not DML")
         if not self._is_owner(sender):
             raise AuthError("only the database's owner may change rows with SQL",
                             hint="clients change state by calling reducers")
