@@ -86,8 +86,8 @@ def _chat_messages() -> list[tuple[str, bytes]]:
         ("logs", encode("Logs", request_id=13, limit=5, follow=True)),
         ("publish-empty-module", encode("Publish", request_id=14, wasm=b"\x00asm\x01\x00\x00\x00")),
         ("delete", encode("DeleteDatabase", request_id=15)),
-        ("settings", encode("Settings", request_id=17, set={"clients.rows_examined": 50,
-                                                            "clients.calls_per_s": 2, "owner.seconds": None})),
+        ("settings", encode("Settings", request_id=17, set={
+            "clients.rows_examined": 50, "clients.calls_per_s": 2, "owner.seconds": None})),
         ("unknown-field", cbor2.dumps({"type": "Describe", "request_id": 1, "extra": 1})),
         ("not-a-map", cbor2.dumps([1, 2])),
         ("truncated", encode("Describe", request_id=16)[:-1]),

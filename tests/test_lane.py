@@ -148,5 +148,5 @@ def test_what_the_lane_leaves_to_the_general_path():
        st.text(max_size=30), st.binary(min_size=32, max_size=32), st.integers(0, (1 << 64) - 1))
 def test_committed_writes_what_encode_writes(offset, timestamp, reducer, caller, rid):
     want = encode("TransactionUpdate", offset=offset, timestamp=timestamp, reducer=reducer, caller=caller,
-                  status="committed", message=None, request_id=rid, updates=[])
+                  status="committed", message=None, request_id=rid, updates=[], more=False)
     assert LANE.committed(offset, timestamp, reducer, caller, rid) == want

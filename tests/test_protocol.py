@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import pathlib
 import re
@@ -13,7 +14,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import stdb
-from stdb.protocol import decode_client, decode_server, encode
+from stdb.protocol import decode_client, decode_server, encode, join_parts, split_message
 from stdb.server.identity import KEY_FILE, TokenIssuer
 
 
@@ -66,12 +67,20 @@ def test_the_documented_vectors():
     """docs/protocol.md's test vectors are what encode produces and what the decoders accept."""
     doc = (pathlib.Path(__file__).resolve().parents[1] / "docs" / "protocol.md").read_text()
     vectors = re.findall(r"^\| `(\{.*\})` \| `([0-9a-f]+)` \|$", doc, re.M)
-    assert len(vectors) == 2
-    one_off, error = (bytes.fromhex(h) for _, h in vectors)
+    assert len(vectors) == 4
+    for text, h in vectors:                 # each row's two columns say the same
+        assert cbor2.loads(bytes.fromhex(h)) == json.loads(text)
+    one_off, error, *parts = (bytes.fromhex(h) for _, h in vectors)
     assert encode("OneOffQuery", request_id=1, sql="SELECT * FROM message") == one_off
     assert decode_client(one_off) == {"request_id": 1, "sql": "SELECT * FROM message", "type": "OneOffQuery"}
     assert encode("Error", request_id=7, code="auth_error", detail="no", hint=None) == error
     assert decode_server(error)["code"] == "auth_error"
+    # a OneOffQueryResult in two parts, cut at 96 bytes ("Large results: parts")
+    whole = {"request_id": 2, "columns": ["id", "text"], "rows": [[1, "hello"], [2, "world"]],
+             "plan": ["scan message"]}
+    assert len(encode("OneOffQueryResult", **whole, more=False)) == 100
+    assert split_message("OneOffQueryResult", whole, 96) == parts
+    assert join_parts([decode_server(p) for p in parts]) == dict(whole, more=False, type="OneOffQueryResult")
 
 
 def test_server_messages_must_have_their_fields():

@@ -27,7 +27,7 @@ from trio_websocket import ConnectionClosed, ConnectionRejected, HandshakeError,
 from stdb.client.cache import ClientCache, Event, TableCache, as_row
 from stdb.client.credentials import load_token, save_token
 from stdb.errors import AuthError, ConnectionLost, ProtocolError, ReducerError, StdbError, error_from_dict
-from stdb.protocol import MAX_MESSAGE_BYTES, SUBPROTOCOL, decode_server, encode
+from stdb.protocol import MAX_MESSAGE_BYTES, SUBPROTOCOL, check_max_message, decode_server, encode, join_parts
 
 __all__ = ["connect", "DbConnection", "ReducerOutcome", "QueryResult", "Subscription", "default_credentials"]
 
@@ -93,14 +93,16 @@ class _Pending:
         self.error: StdbError | None = None
 
 
-def _database_url(url: str, database: str, confirmed: bool) -> str:
+def _database_url(url: str, database: str, confirmed: bool, max_message: int = MAX_MESSAGE_BYTES) -> str:
     parts = urlsplit(url)
     if parts.scheme not in ("ws", "wss"):
         raise StdbError(f"server URL must start with ws:// or wss://, got {url!r}", code="bad_url")
     base = url.rstrip("/")
     if "/v1/database/" not in parts.path:
         base += "/v1/database/" + quote(database, safe="")
-    return base + ("?confirmed=true" if confirmed else "")
+    query = (["confirmed=true"] if confirmed else []) + \
+        ([f"max_message={max_message}"] if max_message != MAX_MESSAGE_BYTES else [])
+    return base + ("?" + "&".join(query) if query else "")
 
 
 class DbConnection:
@@ -122,6 +124,7 @@ class DbConnection:
         self._next_rid = 0
         self._pending: dict[int, _Pending] = {}
         self._streams: dict[int, trio.MemorySendChannel] = {}
+        self._parts: dict[tuple[str, int | None, int | None], list[dict]] = {}   # of large results
         self._subs: list[Subscription] = []
         self._closed = False
 
@@ -270,7 +273,9 @@ class DbConnection:
                 except ProtocolError as e:
                     log.error("stdb client: a bad message from the server: %s", e)
                     continue
-                self._dispatch(msg)
+                whole = self._whole(msg)
+                if whole is not None:
+                    self._dispatch(whole)
         except ConnectionClosed as e:
             self.close_reason = self.close_reason or _reason_text(e)
         finally:
@@ -282,6 +287,23 @@ class DbConnection:
             self._pending.clear()
             for s in self._streams.values():
                 s.close()
+
+    def _whole(self, msg: dict) -> dict | None:
+        """``msg``; or, when it is a part of a large result (docs/protocol.md, "Large results:
+        parts"), None until its last part has come, then the result the parts make up.  A
+        result's parts are told apart from other results' by type, request id and offset."""
+        more = msg.get("more")
+        if more is None:
+            return msg
+        key = (msg["type"], msg.get("request_id"), msg.get("offset"))
+        if more:
+            self._parts.setdefault(key, []).append(msg)
+            return None
+        parts = self._parts.pop(key, None)
+        if parts is None:
+            return msg
+        parts.append(msg)
+        return join_parts(parts)
 
     def _dispatch(self, msg: dict) -> None:
         t = msg["type"]
@@ -347,25 +369,28 @@ class DbConnection:
 
 @asynccontextmanager
 async def connect(url: str, database: str, *, token: str | None = None, credentials: str | None = None,
-                  confirmed: bool = False, max_message_bytes: int = MAX_MESSAGE_BYTES,
+                  confirmed: bool = False, max_message: int = MAX_MESSAGE_BYTES,
                   connect_timeout: float = 30) -> AsyncIterator[DbConnection]:
     """Connect to ``database`` on the server at ``url`` (``ws://host:port``).
 
     Without ``token`` the server gives a new identity.  ``credentials``: a JSON file of tokens
     per server; the token for ``url`` is read from it when none is given, and the token the
     server sends is saved to it, so the identity stays the same on the next connect.
-    ``confirmed``: updates arrive only once durable.  The module's description is fetched at
-    once (primary keys tell the cache which delete + insert pairs are updates)."""
+    ``confirmed``: updates arrive only once durable.  ``max_message``: the largest message this
+    client reads (64 KiB to 16 MiB); the server sends larger results in parts, which the client
+    puts back together.  The module's description is fetched at once (primary keys tell the
+    cache which delete + insert pairs are updates)."""
+    max_message = check_max_message(max_message)
     if token is None and credentials is not None:
         token = load_token(credentials, url)
     headers = [(b"Authorization", f"Bearer {token}".encode())] if token else []
-    target = _database_url(url, database, confirmed)
+    target = _database_url(url, database, confirmed, max_message)
     opened = False
     try:
         async with trio.open_nursery() as n:
             with trio.fail_after(connect_timeout):
                 ws = await connect_websocket_url(n, target, subprotocols=[SUBPROTOCOL], extra_headers=headers,
-                                                 max_message_size=max_message_bytes, message_queue_size=64)
+                                                 max_message_size=max_message, message_queue_size=64)
                 hello = decode_server(await ws.get_message())
             opened = True
             if hello["type"] != "IdentityToken":

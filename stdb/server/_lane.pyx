@@ -373,7 +373,7 @@ cdef class CallLane:
         cdef Buf* b = &self.out
         cdef bytes rn = reducer.encode("utf-8")
         b.len = 0
-        put_head(b, 5, 9)
+        put_head(b, 5, 10)
         put_text(b, b"offset", 6)
         put_int(b, offset)
         put_text(b, b"timestamp", 9)
@@ -391,6 +391,8 @@ cdef class CallLane:
         put_int(b, request_id)
         put_text(b, b"updates", 7)
         buf_put(b, b"\x80", 1)
+        put_text(b, b"more", 4)
+        buf_put(b, b"\xf4", 1)                  # false: it is whole
         put_text(b, b"type", 4)
         put_text(b, b"TransactionUpdate", 17)
         return PyBytes_FromStringAndSize(<const char*>b.data, b.len)

@@ -16,7 +16,7 @@ from typing import Any, Protocol
 import trio
 
 from stdb.errors import RateLimited, StdbError
-from stdb.protocol import encode
+from stdb.protocol import MAX_MESSAGE_BYTES, encode
 from stdb.server.metrics import Metrics
 from stdb.server.poller import Poller
 from stdb.server.websocket import OP_BINARY, OP_TEXT, Closed, Framed, WebSocket
@@ -30,6 +30,7 @@ CLOSE_REFUSED = 4003
 CLOSE_DELETED = 4004
 CLOSE_SHUTDOWN = 1001
 CLOSE_INTERNAL = 1011
+CLOSE_TOO_BIG = 4009           # an update the client must have holds a row over its max_message
 SEND_BATCH_BYTES = 1 << 18      # the sender writes at most about this much at once
 MAX_INFLIGHT = 64               # a connection's requests submitted and not yet handled, at most
 
@@ -66,7 +67,7 @@ class Host(Protocol):
 
 class Connection:
     def __init__(self, host: Host, ws: WebSocket, identity: bytes, database: str, *,
-                 confirmed: bool, limits: QueueLimits) -> None:
+                 confirmed: bool, limits: QueueLimits, max_message: int = MAX_MESSAGE_BYTES) -> None:
         self.host = host
         self.metrics = host.metrics
         self.ws = ws
@@ -75,6 +76,7 @@ class Connection:
         self.database = database
         self.confirmed = confirmed
         self.limits = limits
+        self.max_message = max_message            # the most the client reads in one message (?max_message)
         self._send, self._recv = trio.open_memory_channel[bytes](limits.messages)
         self.queued_bytes = 0
         self.queued_messages = 0                  # what the channel holds (its statistics() allocates)

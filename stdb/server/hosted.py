@@ -40,13 +40,13 @@ from stdb.errors import (
     StorageError,
 )
 from stdb.module.database import CallResult, Database, PublishResult
-from stdb.protocol import decode_client, encode
+from stdb.protocol import decode_client, encode, split_message
 from stdb.query.budget import QueryLimits, whose
 from stdb.query.budget import over as over_limit
 from stdb.query.service import QueryDiff
 from stdb.server._frames import frame_messages, send_each
 from stdb.server._lane import CallLane
-from stdb.server.connection import Connection
+from stdb.server.connection import CLOSE_TOO_BIG, Connection
 from stdb.server.executor import ExecutionThread, Job
 from stdb.server.poller import Poller
 from stdb.server.ratelimit import Buckets
@@ -475,6 +475,7 @@ class HostedDatabase:
                     per_conn.setdefault(conn, []).append(qid)
             entries = {qid: self._entry(qid, d) for qid, d in res.updates.items()}
             shared: dict[tuple[int, ...], bytes] = {}     # clients with the same queries share bytes
+            parted: dict[tuple[tuple[int, ...], int], list[bytes] | QueryError] = {}   # and parts
             for conn, qids in per_conn.items():
                 if conn is caller:
                     continue
@@ -482,12 +483,42 @@ class HostedDatabase:
                 msg = shared.get(key)
                 if msg is None:
                     msg = shared[key] = encode("TransactionUpdate", **base, request_id=None,
-                                               updates=[entries[q] for q in qids])
+                                               updates=[entries[q] for q in qids], more=False)
+                if len(msg) > conn.max_message:
+                    updates = [entries[q] for q in qids]
+                    self._emit_update_parts(conn, dict(base, request_id=None, updates=updates), res.offset,
+                                            parted, key)
+                    continue
                 self._emit(conn, msg, res.offset)
         if caller is not None:
-            qids = per_conn.get(caller, [])
-            self._emit(caller, encode("TransactionUpdate", **base, request_id=request_id,
-                                      updates=[entries[q] for q in qids]), res.offset)
+            updates = [entries[q] for q in per_conn.get(caller, ())]
+            msg = encode("TransactionUpdate", **base, request_id=request_id, updates=updates, more=False)
+            if len(msg) > caller.max_message:
+                fields = dict(base, request_id=request_id, updates=updates)
+                self._emit_update_parts(caller, fields, res.offset)
+            else:
+                self._emit(caller, msg, res.offset)
+
+    def _emit_update_parts(self, conn: Connection, fields: dict[str, Any], offset: int | None,
+                           cache: dict[tuple[tuple[int, ...], int], list[bytes] | QueryError] | None = None,
+                           key: tuple[int, ...] = ()) -> None:
+        """A TransactionUpdate over ``conn``'s max_message, sent in parts (cut once for all the
+        subscribers with the same queries and limit, through ``cache``).  A client that cannot
+        take one of its rows is disconnected: without that row its cache would be wrong."""
+        limit = conn.max_message
+        parts = None if cache is None else cache.get((key, limit))
+        if parts is None:
+            try:
+                parts = split_message("TransactionUpdate", fields, limit)
+            except QueryError as e:
+                parts = e
+            if cache is not None:
+                cache[(key, limit)] = parts
+        if isinstance(parts, QueryError):
+            self._later(partial(conn.kill, parts.detail, CLOSE_TOO_BIG))
+            return
+        for part in parts:
+            self._emit(conn, part, offset)
 
     def _entry(self, qid: int, d: QueryDiff) -> dict:
         return {"query_id": qid, "table": self.db.queries.subs.plan(qid).table,
@@ -497,7 +528,8 @@ class HostedDatabase:
         status = {"error": "failed"}.get(e.kind, e.kind)
         self._emit(conn, encode("TransactionUpdate", offset=None, timestamp=int(time.time() * 1e6),
                                 reducer=reducer, caller=conn.identity, status=status,
-                                message=e.message or e.detail, request_id=request_id, updates=[]), None)
+                                message=e.message or e.detail, request_id=request_id, updates=[], more=False),
+                   None)
 
     def call(self, conn: Connection, request_id: int, reducer: str, args: list) -> None:
         """Run a reducer for ``conn``.  A request that cannot run (no such reducer, a lifecycle
@@ -607,14 +639,29 @@ class HostedDatabase:
         if isinstance(res, CallResult):
             self.broadcast(res)
             self._emit(conn, encode("OneOffQueryResult", request_id=request_id, columns=["changed_rows"],
-                                    rows=[[res.delta.row_count]], plan=[]), res.offset)
+                                    rows=[[res.delta.row_count]], plan=[], more=False), res.offset)
             return
-        msg = encode("OneOffQueryResult", request_id=request_id, columns=list(res.columns),
-                     rows=res.rows, plan=list(res.plan))
-        if len(msg) > limits.result_bytes:
-            raise over_limit("result_bytes", limits.result_bytes, f"the answer is {len(msg):,} bytes",
+        fields = {"request_id": request_id, "columns": list(res.columns), "rows": res.rows,
+                  "plan": list(res.plan)}
+        msg = encode("OneOffQueryResult", **fields, more=False)
+        room = conn.limits.bytes // 2       # (the whole answer waits in the outbound queue)
+        if len(msg) > min(limits.result_bytes, room):
+            what = f"the answer is {len(msg):,} bytes"
+            if len(msg) <= limits.result_bytes:
+                what += f", more than half this connection's outbound queue ({conn.limits.bytes:,} bytes)"
+            raise over_limit("result_bytes", min(limits.result_bytes, room), what,
                              whose(self._owns(conn.identity)))
-        self._emit(conn, msg, None)
+        self._emit_answer(conn, "OneOffQueryResult", fields, msg)
+
+    def _emit_answer(self, conn: Connection, type_: str, fields: dict[str, Any], msg: bytes) -> None:
+        """An answer (``msg``: ``type_`` with ``fields``, whole), in parts when it is over the
+        client's max_message (docs/protocol.md, "Large results: parts"); QueryError, and
+        nothing sent, when one of its rows is."""
+        if len(msg) <= conn.max_message:
+            self._emit(conn, msg, None)
+            return
+        for part in split_message(type_, fields, conn.max_message):
+            self._emit(conn, part, None)
 
     def subscribe(self, conn: Connection, request_id: int, queries: list[str]) -> None:
         have = self.db.queries.subs.count_of(conn)
@@ -625,17 +672,24 @@ class HostedDatabase:
                                 request_id=request_id)
         self._take_query(conn.identity)
         rs = self.db.settings.role(self._owns(conn.identity))
-        mine = self.db.queries.subs.queries_of(conn)
+        before = set(self.db.queries.subs.queries_of(conn))
         held = self._held.setdefault(conn, {})
-        for q in [q for q in held if q not in mine]:      # ended by a module update
+        for q in [q for q in held if q not in before]:    # ended by a module update
             del held[q]
         subs = self.db.subscribe(queries, conn, sender=conn.identity, limits=rs.query,
                                  max_rows=rs.subscribed_rows, held=sum(held.values()), cancelled=conn.gone)
+        fields = {"request_id": request_id, "queries": [
+            {"query_id": s.query_id, "sql": s.sql, "table": self.db.queries.subs.plan(s.query_id).table,
+             "rows": s.rows} for s in subs]}
+        try:
+            msg = encode("SubscribeApplied", **fields, more=False)
+            self._emit_answer(conn, "SubscribeApplied", fields, msg)
+        except QueryError:          # its rows cannot be sent: it subscribes nothing
+            for qid in {s.query_id for s in subs} - before:
+                self.db.unsubscribe(qid, conn)
+            raise
         for s in subs:
             held[s.query_id] = len(s.rows)
-        self._emit(conn, encode("SubscribeApplied", request_id=request_id, queries=[
-            {"query_id": s.query_id, "sql": s.sql, "table": self.db.queries.subs.plan(s.query_id).table,
-             "rows": s.rows} for s in subs]), None)
 
     def unsubscribe(self, conn: Connection, request_id: int, query_ids: list[int]) -> None:
         mine = self.db.queries.subs.queries_of(conn)

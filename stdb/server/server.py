@@ -34,9 +34,9 @@ from urllib.parse import parse_qs, unquote, urlsplit
 
 import trio
 
-from stdb.errors import AuthError, StdbError
+from stdb.errors import AuthError, ProtocolError, StdbError
 from stdb.module.database import Database, Limits, PublishResult
-from stdb.protocol import MAX_MESSAGE_BYTES, SUBPROTOCOL, decode_client, encode
+from stdb.protocol import MAX_MESSAGE_BYTES, SUBPROTOCOL, check_max_message, decode_client, encode
 from stdb.server.connection import CLOSE_DELETED, CLOSE_SHUTDOWN, Connection, QueueLimits
 from stdb.server.hosted import HostedDatabase, no_module
 from stdb.server.identity import TokenIssuer
@@ -304,6 +304,13 @@ class Server:
             await request.reject(400, body=f"ask for the websocket subprotocol {SUBPROTOCOL}".encode())
             return
         params = parse_qs(url.query)
+        try:
+            # (an empty value is refused too, not taken for no value)
+            asked = parse_qs(url.query, keep_blank_values=True).get("max_message", [MAX_MESSAGE_BYTES])[0]
+            max_message = check_max_message(asked)
+        except ProtocolError as e:
+            await request.reject(400, body=e.detail.encode())
+            return
         token = params.get("token", [None])[0]
         for k, v in request.headers:
             if k.lower() == b"authorization" and v.lower().startswith(b"bearer "):
@@ -318,7 +325,8 @@ class Server:
             return
         confirmed = params.get("confirmed", ["false"])[0].lower() in ("1", "true", "yes")
         ws = await request.accept(subprotocol=SUBPROTOCOL)
-        conn = Connection(self, ws, identity, name, confirmed=confirmed, limits=self.queue)
+        conn = Connection(self, ws, identity, name, confirmed=confirmed, limits=self.queue,
+                          max_message=max_message)
         self.connections.add(conn)
         self.metrics.connections.inc()
         try:
