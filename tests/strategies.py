@@ -176,6 +176,21 @@ def sql_rows(draw, schema, ids):
     return [tuple([k] + [draw(sql_value(c.type.name)) for c in schema.columns[1:]]) for k in keys]
 
 
+def draw_sql_tables(data):
+    """Random tables (``sql_schemas``) in a Datastore, with random rows (ids 1 to 12) in each:
+    (schemas, datastore).  ``data``: hypothesis's ``st.data()``."""
+    from stdb import Datastore
+    schemas = data.draw(sql_schemas())
+    ds = Datastore()
+    for s in schemas:
+        ds.create_table(s)
+    with ds.begin() as tx:
+        for s in schemas:
+            for r in data.draw(sql_rows(s, list(range(1, 13)))):
+                tx.insert(s.name, r)
+    return schemas, ds
+
+
 @st.composite
 def one_off_queries(draw, schemas):
     a, b, c = schemas

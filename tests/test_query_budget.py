@@ -16,7 +16,7 @@ from stdb.query.budget import DEFAULT_LIMITS, OWNER_LIMITS, Budget, QueryLimits
 from stdb.query.execute import run_select
 from stdb.query.parser import parse
 from stdb.query.service import QueryService
-from tests.strategies import one_off_queries, sql_rows, sql_schemas
+from tests.strategies import draw_sql_tables, one_off_queries
 
 OWNER = b"\x07" * 32
 OTHER = b"\x08" * 32
@@ -118,14 +118,7 @@ def test_limits_are_checked(bad):
 def test_random_queries_under_tiny_budgets_never_exceed_them(data):
     """Under any budget a query either answers what it answers unbounded, within the budget, or
     is refused naming a limit, having examined no more than the budget allows."""
-    schemas = data.draw(sql_schemas())
-    ds = Datastore()
-    for s in schemas:
-        ds.create_table(s)
-    with ds.begin() as tx:
-        for s in schemas:
-            for r in data.draw(sql_rows(s, list(range(1, 13)))):
-                tx.insert(s.name, r)
+    schemas, ds = draw_sql_tables(data)
     sql, _ = data.draw(one_off_queries(schemas))
     if data.draw(st.booleans()) and "ORDER BY" not in sql and "GROUP BY" not in sql:
         sql += " LIMIT 2"                                  # the streaming path

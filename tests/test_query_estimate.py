@@ -16,7 +16,7 @@ from stdb.query.execute import estimate_select, explain_select, run_select
 from stdb.query.parser import parse
 from stdb.query.render import render
 from stdb.query.service import QueryService
-from tests.strategies import sql_conditions, sql_rows, sql_schemas
+from tests.strategies import draw_sql_tables, sql_conditions
 
 OWNER = b"\x07" * 32
 OTHER = b"\x08" * 32
@@ -250,14 +250,7 @@ def test_random_queries_are_answered_exactly_or_refused_and_up_front_only_when_c
     """A query under a tiny budget is answered as without one or refused naming a limit; the
     certain rows of its estimate never exceed what it really examines, so a query refused
     before it reads a row would have gone over anyway."""
-    schemas = data.draw(sql_schemas())
-    ds = Datastore()
-    for s in schemas:
-        ds.create_table(s)
-    with ds.begin() as tx:
-        for s in schemas:
-            for r in data.draw(sql_rows(s, list(range(1, 13)))):
-                tx.insert(s.name, r)
+    schemas, ds = draw_sql_tables(data)
     sql = data.draw(budget_queries(schemas))
     limits = QueryLimits(rows_examined=data.draw(st.integers(1, 80)),
                          rows_returned=data.draw(st.integers(1, 40)))

@@ -92,6 +92,16 @@ async def publish_chat(port, wasm):
     return owner, c_cm
 
 
+async def publish_with_messages(owner, wasm, n):
+    """Publish the chat module as ``owner`` (a Client) and send ``n`` messages ``m0``, ``m1``…,
+    pipelined; returns once all are committed."""
+    assert (await owner.request("Publish", wasm=wasm))["type"] == "PublishResult"
+    for i in range(n):
+        await owner.send("CallReducer", reducer="send_message", args=[f"m{i}"])
+    r = await owner.request("OneOffQuery", sql="SELECT COUNT(*) FROM message")
+    assert r["rows"] == [[n]]
+
+
 async def test_two_clients_chat_and_see_each_others_messages(tmp_path, chat_wasm):
     with trio.fail_after(TIMEOUT):
         async with running(tmp_path) as (_, port):

@@ -10,7 +10,7 @@ import trio
 from stdb import build_module
 from stdb.module.host import Limits
 from stdb.protocol import SUBPROTOCOL, decode_server, encode
-from tests.test_server import TIMEOUT, chat_wasm, connect, running  # noqa: F401 - a fixture
+from tests.test_server import TIMEOUT, chat_wasm, connect, publish_with_messages, running  # noqa: F401
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 
@@ -173,12 +173,8 @@ async def test_the_owners_heavy_query_runs_beside_other_databases_and_a_clients_
     with trio.fail_after(TIMEOUT):
         async with running(tmp_path) as (server, port):
             async with connect(port, name="big") as owner, connect(port, name="chat") as b:
-                assert (await owner.request("Publish", wasm=chat_wasm))["type"] == "PublishResult"
                 assert (await b.request("Publish", wasm=chat_wasm))["type"] == "PublishResult"
-                for i in range(2000):
-                    await owner.send("CallReducer", reducer="send_message", args=[f"m{i}"])
-                r = await owner.request("OneOffQuery", sql="SELECT COUNT(*) FROM message")
-                assert r["rows"] == [[2000]]
+                await publish_with_messages(owner, chat_wasm, 2000)
                 # the owner's query (4,000,000 pairs: seconds of Python, within the owner's
                 # limits) runs on its database's thread while the other database answers calls
                 busy = server.databases["big"].thread
@@ -216,11 +212,7 @@ async def test_a_query_whose_client_leaves_is_cancelled(tmp_path, chat_wasm):  #
     with trio.fail_after(TIMEOUT):
         async with running(tmp_path) as (server, port):
             async with connect(port, name="big") as owner:
-                assert (await owner.request("Publish", wasm=chat_wasm))["type"] == "PublishResult"
-                for i in range(2000):
-                    await owner.send("CallReducer", reducer="send_message", args=[f"m{i}"])
-                r = await owner.request("OneOffQuery", sql="SELECT COUNT(*) FROM message")
-                assert r["rows"] == [[2000]]
+                await publish_with_messages(owner, chat_wasm, 2000)
                 busy = server.databases["big"].thread
                 async with connect(port, name="big", token=owner.token) as leaving:
                     jobs = busy.jobs

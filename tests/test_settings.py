@@ -17,7 +17,7 @@ from stdb.errors import DataError, RateLimited
 from stdb.module.settings import DEFAULT_SETTINGS, KEYS, Settings
 from stdb.server.ratelimit import SWEEP_FROM, Buckets
 from stdb.storage.lmdbenv import META_DB
-from tests.test_server import TIMEOUT, chat_wasm, connect, running  # noqa: F401 - a fixture
+from tests.test_server import TIMEOUT, chat_wasm, connect, publish_with_messages, running  # noqa: F401
 
 
 def test_defaults_keep_a_clients_query_small_and_the_owners_generous():
@@ -76,9 +76,7 @@ async def test_the_owner_changes_a_clients_limits_and_the_next_query_obeys(tmp_p
     with trio.fail_after(TIMEOUT):
         async with running(tmp_path) as (server, port):
             async with connect(port) as owner, connect(port) as other:
-                assert (await owner.request("Publish", wasm=chat_wasm))["type"] == "PublishResult"
-                for i in range(30):
-                    await owner.send("CallReducer", reducer="send_message", args=[f"m{i}"])
+                await publish_with_messages(owner, chat_wasm, 30)
                 r = await other.request("OneOffQuery", sql="SELECT * FROM message")
                 assert len(r["rows"]) == 30
                 # anyone reads them; only the owner changes them
@@ -172,16 +170,18 @@ async def test_a_clients_calls_and_queries_past_its_rate_are_refused_and_others_
         async with running(tmp_path) as (server, port):
             async with connect(port) as owner, connect(port) as a, connect(port) as b:
                 assert (await owner.request("Publish", wasm=chat_wasm))["type"] == "PublishResult"
+                # (slow rates: a token comes back every 2 s, far longer than these requests
+                # take even on a busy machine)
                 r = await owner.request("Settings", set={
-                    "clients.calls_per_s": 5, "clients.calls_burst": 3,
-                    "clients.queries_per_s": 5, "clients.queries_burst": 2})
+                    "clients.calls_per_s": 0.5, "clients.calls_burst": 3,
+                    "clients.queries_per_s": 0.5, "clients.queries_burst": 2})
                 assert r["type"] == "SettingsResult"
                 answers = [await a.request("CallReducer", reducer="send_message", args=[f"a{i}"])
                            for i in range(4)]
                 assert [m["type"] for m in answers] == ["TransactionUpdate"] * 3 + ["Error"], answers
                 e = answers[3]
-                assert e["code"] == "rate_limited" and 0 < e["retry_after"] <= 0.2, e
-                assert "at most 5 a second" in e["detail"] and "stdb settings" in e["hint"]
+                assert e["code"] == "rate_limited" and 0 < e["retry_after"] <= 2.0, e
+                assert "at most 0.5 a second" in e["detail"] and "stdb settings" in e["hint"]
                 up = await b.request("CallReducer", reducer="send_message", args=["b"])
                 assert up["status"] == "committed"              # another identity: its own bucket
                 for i in range(5):                              # the owner: no limit by default
@@ -212,11 +212,7 @@ async def test_the_issues_query_is_refused_and_fits_once_limited_and_the_budget_
     with trio.fail_after(TIMEOUT):
         async with running(tmp_path) as (server, port):
             async with connect(port) as owner, connect(port) as c:
-                assert (await owner.request("Publish", wasm=chat_wasm))["type"] == "PublishResult"
-                for i in range(3000):
-                    await owner.send("CallReducer", reducer="send_message", args=[f"m{i}"])
-                r = await owner.request("OneOffQuery", sql="SELECT COUNT(*) FROM message")
-                assert r["rows"] == [[3000]]
+                await publish_with_messages(owner, chat_wasm, 3000)
                 e = await c.request("OneOffQuery", sql=ISSUE_JOIN)
                 assert e["type"] == "Error" and e["code"] == "query_error", e
                 # (its 9,000,000 rows come from index joins, counted as they stream: the answer's

@@ -11,7 +11,7 @@ import stdb
 from stdb import Column, Datastore, IndexDef, TableSchema
 from stdb.query.budget import QueryLimits
 from stdb.query.service import QueryService
-from tests.test_server import TIMEOUT, chat_wasm, connect, running  # noqa: F401 - a fixture
+from tests.test_server import TIMEOUT, chat_wasm, connect, publish_with_messages, running  # noqa: F401
 
 OWNER = b"\x07" * 32
 OTHER = b"\x08" * 32
@@ -84,9 +84,7 @@ async def test_a_connections_subscriptions_are_capped_by_the_owners_setting(tmp_
     with trio.fail_after(TIMEOUT):
         async with running(tmp_path) as (server, port):
             async with connect(port) as owner, connect(port) as c:
-                assert (await owner.request("Publish", wasm=chat_wasm))["type"] == "PublishResult"
-                for i in range(12):
-                    await owner.send("CallReducer", reducer="send_message", args=[f"m{i}"])
+                await publish_with_messages(owner, chat_wasm, 12)
                 r = await owner.request("Settings", set={"clients.subscribed_rows": 10})
                 assert r["settings"]["clients.subscribed_rows"] == 10
                 a = await c.request("Subscribe", queries=["SELECT * FROM message WHERE id <= 8"])

@@ -1585,6 +1585,28 @@ cdef class Table:
             raise MemoryError()
         return _ids(&ids)
 
+    def _range_keys(self, int i, str index, lo, hi, bint lo_inclusive, bint hi_inclusive):
+        """(start, end) index keys of ``range``'s interval on btree index ``i`` (b"": unbounded;
+        end excluded), or None when the interval is empty."""
+        if self.index_defs[i].kind != "btree":
+            raise SchemaError(f"table '{self.name}': index '{index}' is a hash index; "
+                              "range scans need a btree index")
+        start = b""
+        end = b""
+        if lo is not None:
+            k = self._index_key(i, lo, True)
+            start = k if lo_inclusive else prefix_successor(k)
+            if not start:               # nothing follows an all-0xff key: 'b > max' is empty
+                return None
+        if hi is not None:
+            k = self._index_key(i, hi, True)
+            end = prefix_successor(k) if hi_inclusive else k
+            if not end and not hi_inclusive:
+                return None
+            if end and start >= end:
+                return None
+        return start, end
+
     def range(self, str index, lo=None, hi=None, bint lo_inclusive=True, bint hi_inclusive=True,
               Py_ssize_t limit=-1):
         """Row ids in key order with ``lo <(=) key <(=) hi`` on a btree index.
@@ -1595,23 +1617,10 @@ cdef class Table:
         cdef int i = self._index(index)
         cdef bytes start, end
         cdef IdList ids
-        if self.index_defs[i].kind != "btree":
-            raise SchemaError(f"table '{self.name}': index '{index}' is a hash index; "
-                              "range scans need a btree index")
-        start = b""
-        end = b""
-        if lo is not None:
-            k = self._index_key(i, lo, True)
-            start = k if lo_inclusive else prefix_successor(k)
-            if not start:               # nothing follows an all-0xff key: 'b > max' is empty
-                return []
-        if hi is not None:
-            k = self._index_key(i, hi, True)
-            end = prefix_successor(k) if hi_inclusive else k
-            if not end and not hi_inclusive:
-                return []
-            if end and start >= end:
-                return []
+        bounds = self._range_keys(i, index, lo, hi, lo_inclusive, hi_inclusive)
+        if bounds is None:
+            return []
+        start, end = bounds
         memset(&ids, 0, sizeof(IdList))
         if tbl_range(self.c, i, <const unsigned char*>PyBytes_AS_STRING(start), len(start),
                      <const unsigned char*>PyBytes_AS_STRING(end), len(end), limit, &ids) < 0:
@@ -1636,23 +1645,10 @@ cdef class Table:
         collecting the row ids."""
         cdef int i = self._index(index)
         cdef bytes start, end
-        if self.index_defs[i].kind != "btree":
-            raise SchemaError(f"table '{self.name}': index '{index}' is a hash index; "
-                              "range scans need a btree index")
-        start = b""
-        end = b""
-        if lo is not None:
-            k = self._index_key(i, lo, True)
-            start = k if lo_inclusive else prefix_successor(k)
-            if not start:
-                return 0
-        if hi is not None:
-            k = self._index_key(i, hi, True)
-            end = prefix_successor(k) if hi_inclusive else k
-            if not end and not hi_inclusive:
-                return 0
-            if end and start >= end:
-                return 0
+        bounds = self._range_keys(i, index, lo, hi, lo_inclusive, hi_inclusive)
+        if bounds is None:
+            return 0
+        start, end = bounds
         return tbl_count(self.c, i, <const unsigned char*>PyBytes_AS_STRING(start), len(start),
                          <const unsigned char*>PyBytes_AS_STRING(end), len(end), False, limit)
 
