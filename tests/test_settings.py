@@ -10,6 +10,7 @@ import pytest
 import trio
 from click.testing import CliRunner
 
+import stdb
 from stdb import Database
 from stdb.cli import main
 from stdb.cli.commands import parse_settings
@@ -225,3 +226,23 @@ async def test_the_issues_query_is_refused_and_fits_once_limited_and_the_budget_
                 r = await c.request("OneOffQuery", sql=ISSUE_JOIN + " LIMIT 5")
                 assert r["type"] == "OneOffQueryResult" and len(r["rows"]) == 5, r
                 assert all(row[0] == 1 for row in r["rows"])       # a.id = 1, five times
+
+
+async def test_the_python_client_reads_and_changes_settings_and_raises_rate_limited(tmp_path, chat_wasm):  # noqa: F811
+    with trio.fail_after(TIMEOUT):
+        async with running(tmp_path) as (server, port):
+            url = f"ws://127.0.0.1:{port}"
+            async with stdb.connect(url, "chat") as owner:
+                await owner.publish(chat_wasm)
+                got = await owner.settings({"clients.calls_per_s": 0.5, "clients.calls_burst": 1})
+                assert got["clients.calls_per_s"] == 0.5 and got["clients.calls_burst"] == 1
+                async with stdb.connect(url, "chat") as c:
+                    assert (await c.settings())["clients.calls_burst"] == 1
+                    with pytest.raises(stdb.AuthError):
+                        await c.settings({"clients.calls_per_s": 0})
+                    assert (await c.call("send_message", "one")).ok
+                    with pytest.raises(stdb.RateLimited) as ei:
+                        await c.call("send_message", "two")
+                    assert 0 < ei.value.retry_after <= 2.0 and ei.value.code == "rate_limited"
+                got = await owner.settings({"clients.calls_per_s": None})
+                assert got["clients.calls_per_s"] == 10_000
