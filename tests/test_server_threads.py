@@ -215,6 +215,9 @@ async def test_a_query_whose_client_leaves_is_cancelled(tmp_path, chat_wasm):  #
                 await publish_with_messages(owner, chat_wasm, 2000)
                 busy = server.databases["big"].thread
                 async with connect(port, name="big", token=owner.token) as leaving:
+                    # (its client_connected is a job of the database's thread too: done by the
+                    # time this answer comes)
+                    assert (await leaving.request("Describe"))["type"] == "DescribeResult"
                     jobs = busy.jobs
                     await leaving.send("OneOffQuery", sql=HEAVY_JOIN)      # seconds of work
                     while busy.jobs != jobs + 1 or not busy.in_batch:
