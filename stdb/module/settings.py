@@ -56,16 +56,13 @@ _KINDS: dict[str, tuple[str, float, float]] = {
 }
 
 
-def _defaults(q: QueryLimits, subscribed_rows: int, calls: tuple[float, int],
-              queries: tuple[float, int]) -> RoleSettings:
-    return RoleSettings(q, subscribed_rows, calls[0], calls[1], queries[0], queries[1])
-
-
 _DEFAULT_ROLES = {
     # a game client calls a few reducers a second; 10,000 leaves room for any honest client
     # (the 64 × 40 benchmark makes ~1,000 calls/s per connection) and stops a runaway loop
-    "clients": _defaults(DEFAULT_LIMITS, 100_000, (10_000.0, 20_000), (100.0, 200)),
-    "owner": _defaults(OWNER_LIMITS, 10_000_000, (0.0, 1), (0.0, 1)),
+    "clients": RoleSettings(DEFAULT_LIMITS, subscribed_rows=100_000, calls_per_s=10_000.0, calls_burst=20_000,
+                            queries_per_s=100.0, queries_burst=200),
+    "owner": RoleSettings(OWNER_LIMITS, subscribed_rows=10_000_000, calls_per_s=0.0, calls_burst=1,
+                          queries_per_s=0.0, queries_burst=1),
 }
 KEYS = tuple(f"{role}.{k}" for role in ROLES for k in _KINDS)
 

@@ -176,10 +176,9 @@ class Connection:
     @staticmethod
     def error_message(e: StdbError, request_id: int | None) -> bytes:
         d = e.to_dict()
-        if isinstance(e, RateLimited):
-            return encode("Error", request_id=request_id, code=d["code"], detail=d["detail"], hint=d["hint"],
-                          retry_after=e.retry_after)
-        return encode("Error", request_id=request_id, code=d["code"], detail=d["detail"], hint=d["hint"])
+        extra = {"retry_after": e.retry_after} if isinstance(e, RateLimited) else {}
+        return encode("Error", request_id=request_id, code=d["code"], detail=d["detail"], hint=d["hint"],
+                      **extra)
 
     def error(self, e: StdbError, request_id: int | None) -> None:
         self.push(self.error_message(e, request_id))

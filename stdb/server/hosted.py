@@ -40,6 +40,7 @@ from stdb.errors import (
     StorageError,
 )
 from stdb.module.database import CallResult, Database, PublishResult
+from stdb.module.settings import RoleSettings
 from stdb.protocol import decode_client, encode, split_message
 from stdb.query.budget import QueryLimits, whose
 from stdb.query.budget import over as over_limit
@@ -608,11 +609,13 @@ class HostedDatabase:
     def _owns(self, identity: bytes) -> bool:
         return self.db.owner is not None and identity == self.db.owner
 
-    def _take_query(self, identity: bytes) -> None:
-        """A query of ``identity``'s against its rate limit (RateLimited when over)."""
+    def _take_query(self, identity: bytes) -> RoleSettings:
+        """A query of ``identity``'s against its rate limit (RateLimited when over); the
+        settings of its role."""
         rs = self.db.settings.role(self._owns(identity))
         if rs.queries_per_s:
             self._query_buckets.take(identity, rs.queries_per_s, rs.queries_burst, time.monotonic())
+        return rs
 
     def sql(self, conn: Connection, request_id: int, sql: str) -> None:
         t0 = time.perf_counter()
@@ -644,13 +647,12 @@ class HostedDatabase:
         fields = {"request_id": request_id, "columns": list(res.columns), "rows": res.rows,
                   "plan": list(res.plan)}
         msg = encode("OneOffQueryResult", **fields, more=False)
-        room = conn.limits.bytes // 2       # (the whole answer waits in the outbound queue)
-        if len(msg) > min(limits.result_bytes, room):
+        cap = min(limits.result_bytes, conn.limits.bytes // 2)     # (the whole answer waits in the
+        if len(msg) > cap:                                          # outbound queue)
             what = f"the answer is {len(msg):,} bytes"
             if len(msg) <= limits.result_bytes:
                 what += f", more than half this connection's outbound queue ({conn.limits.bytes:,} bytes)"
-            raise over_limit("result_bytes", min(limits.result_bytes, room), what,
-                             whose(self._owns(conn.identity)))
+            raise over_limit("result_bytes", cap, what, whose(self._owns(conn.identity)))
         self._emit_answer(conn, "OneOffQueryResult", fields, msg)
 
     def _emit_answer(self, conn: Connection, type_: str, fields: dict[str, Any], msg: bytes) -> None:
@@ -670,8 +672,7 @@ class HostedDatabase:
             raise ProtocolError(f"too many subscribed queries: {have:,} held, {len(queries)} more asked for; "
                                 f"at most {cap:,} per connection", hint="unsubscribe some first",
                                 request_id=request_id)
-        self._take_query(conn.identity)
-        rs = self.db.settings.role(self._owns(conn.identity))
+        rs = self._take_query(conn.identity)
         before = set(self.db.queries.subs.queries_of(conn))
         held = self._held.setdefault(conn, {})
         for q in [q for q in held if q not in before]:    # ended by a module update
