@@ -35,7 +35,7 @@ def _check(res: dict, seconds: float, rate: float, clients: int) -> None:
     assert r["samples"] >= 3 and len(res["rss_samples"]) >= r["samples"]
     assert 0 < r["start"] <= r["max"] and r["end"] <= r["max"]
     assert r["bounded"] is True
-    assert r["fds_end"] >= clients
+    assert r["fds_max"] >= clients        # (the last sample may fall as the clients close)
     assert res["server_alive"] and res["server_log"]["tracebacks"] == 0
     assert res["progress"] and res["progress"][0]["committed"] > 0
     per_second = ld["per_second"]

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import logging
+import threading
 
 import pytest
 import trio
@@ -246,3 +247,46 @@ async def test_the_python_client_reads_and_changes_settings_and_raises_rate_limi
                     assert 0 < ei.value.retry_after <= 2.0 and ei.value.code == "rate_limited"
                 got = await owner.settings({"clients.calls_per_s": None})
                 assert got["clients.calls_per_s"] == 10_000
+
+
+async def test_a_connections_queries_waiting_in_line_past_queries_in_flight_are_refused(tmp_path,
+                                                                                       chat_wasm):  # noqa: F811
+    with trio.fail_after(TIMEOUT):
+        async with running(tmp_path) as (server, port):
+            async with connect(port) as owner, connect(port) as a, connect(port) as b:
+                assert (await owner.request("Publish", wasm=chat_wasm))["type"] == "PublishResult"
+                await owner.request("Settings", set={"clients.queries_in_flight": 2})
+                hosted = server.databases["chat"]
+                for c in (a, b):        # (their client_connected jobs are done once this is answered)
+                    assert (await c.request("Describe"))["type"] == "DescribeResult"
+                mine = next(c for c in server.connections if c.identity == bytes(a.identity))
+                started, release = threading.Event(), threading.Event()
+
+                def busy():                 # the database is busy meanwhile: the queries wait
+                    started.set()
+                    release.wait(TIMEOUT)
+                hosted.submit(busy)
+                while not started.is_set():     # (its batch taken: the queries make the next one)
+                    await trio.sleep(0.001)
+                rids = [await a.send("OneOffQuery", sql="SELECT COUNT(*) FROM message") for _ in range(5)]
+                brid = await b.send("OneOffQuery", sql="SELECT COUNT(*) FROM message")
+                while mine._inflight < 5:                           # all five wait in one line
+                    await trio.sleep(0.001)
+                release.set()
+                got = {}
+                while len(got) < 5:
+                    m = await a.recv()
+                    got[m["request_id"]] = m
+                assert [got[r]["type"] for r in rids] == ["OneOffQueryResult"] * 2 + ["Error"] * 3, got
+                e = got[rids[2]]
+                assert e["code"] == "rate_limited"
+                assert e["retry_after"] == DEFAULT_SETTINGS.clients.query.seconds
+                assert "2 of its queries are ahead" in e["detail"]
+                assert "clients.queries_in_flight" in e["hint"]
+                m = await b.recv()          # another connection's query in the same line: its own count
+                assert m["request_id"] == brid and m["type"] == "OneOffQueryResult", m
+                # one at a time: never refused
+                for _ in range(4):
+                    r = await a.request("OneOffQuery", sql="SELECT COUNT(*) FROM message")
+                    assert r["type"] == "OneOffQueryResult", r
+                assert server.metrics.hot.queries[("chat", "rate_limited")] == 3

@@ -13,6 +13,7 @@ every database that did not set its own.
 | ``subscribed_rows`` | rows one connection's subscriptions may hold, counted when they subscribe |
 | ``calls_per_s``, ``calls_burst`` | reducer calls per identity: a token bucket (0 per second: no limit) |
 | ``queries_per_s``, ``queries_burst`` | one-off queries and subscribes per identity, likewise |
+| ``queries_in_flight`` | one connection's queries waiting in line together, at most (more are refused) |
 """
 
 from __future__ import annotations
@@ -40,6 +41,7 @@ class RoleSettings:
     calls_burst: int
     queries_per_s: float
     queries_burst: int
+    queries_in_flight: int
 
 
 # name -> (kind, lo, hi): "int" a whole number in [lo, hi], "num" a number in [lo, hi] (seconds: (lo, hi])
@@ -53,6 +55,7 @@ _KINDS: dict[str, tuple[str, float, float]] = {
     "calls_burst": ("int", 1, 1 << 62),
     "queries_per_s": ("num", 0, 1e9),
     "queries_burst": ("int", 1, 1 << 62),
+    "queries_in_flight": ("int", 1, 1 << 20),
 }
 
 
@@ -60,9 +63,9 @@ _DEFAULT_ROLES = {
     # a game client calls a few reducers a second; 10,000 leaves room for any honest client
     # (the 64 × 40 benchmark makes ~1,000 calls/s per connection) and stops a runaway loop
     "clients": RoleSettings(DEFAULT_LIMITS, subscribed_rows=100_000, calls_per_s=10_000.0, calls_burst=20_000,
-                            queries_per_s=100.0, queries_burst=200),
+                            queries_per_s=100.0, queries_burst=200, queries_in_flight=4),
     "owner": RoleSettings(OWNER_LIMITS, subscribed_rows=10_000_000, calls_per_s=0.0, calls_burst=1,
-                          queries_per_s=0.0, queries_burst=1),
+                          queries_per_s=0.0, queries_burst=1, queries_in_flight=64),
 }
 KEYS = tuple(f"{role}.{k}" for role in ROLES for k in _KINDS)
 

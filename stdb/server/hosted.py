@@ -103,6 +103,8 @@ class HostedDatabase:
         self._held: dict[Connection, dict[int, int]] = {}
         self._call_buckets = Buckets("reducer calls")    # rate limits per identity (settings)
         self._query_buckets = Buckets("queries")
+        # each connection's queries taken in this batch: they waited in line together
+        self._in_line: Counter[Connection] = Counter()
         db.on_log = self._on_log
         self._out: list[Item] = []
         self._lane: CallLane | None = None            # for the module published now (_lane_schema)
@@ -134,6 +136,7 @@ class HostedDatabase:
         """Run ``job`` on the execution thread (at once on this one when the server is not
         serving); False, and it does not run, once the thread is stopping."""
         if self._token is None:
+            self._in_line.clear()           # (a batch of one)
             job()
             self.flush()
             return True
@@ -308,6 +311,7 @@ class HostedDatabase:
     # ---- execution thread: the worker (stdb/server/executor.py)
 
     def run_batch(self, jobs: list[Job]) -> None:
+        self._in_line.clear()
         for job in jobs:
             try:
                 job()
@@ -609,19 +613,32 @@ class HostedDatabase:
     def _owns(self, identity: bytes) -> bool:
         return self.db.owner is not None and identity == self.db.owner
 
-    def _take_query(self, identity: bytes) -> RoleSettings:
-        """A query of ``identity``'s against its rate limit (RateLimited when over); the
-        settings of its role."""
-        rs = self.db.settings.role(self._owns(identity))
+    def _take_query(self, conn: Connection) -> RoleSettings:
+        """A query of ``conn``'s against its identity's rate limit and its connection's queries
+        in flight (RateLimited when over either); the settings of its role.
+
+        Queries in flight are counted per batch of the execution thread: the requests in one
+        batch arrived while the previous batch ran, so they waited in line together, and a
+        connection may put at most ``queries_in_flight`` of its queries in one line."""
+        rs = self.db.settings.role(self._owns(conn.identity))
+        n = self._in_line[conn]
+        if n >= rs.queries_in_flight:
+            limit, role = rs.queries_in_flight, "owner" if self._owns(conn.identity) else "clients"
+            raise RateLimited(
+                f"too many queries in flight on this connection: {n:,} of its queries are ahead of this "
+                f"one, and at most {limit:,} may wait at once", retry_after=rs.query.seconds,
+                hint="wait for an answer before sending more queries; the database's owner sets the "
+                     f"limit ({role}.queries_in_flight, stdb settings)")
         if rs.queries_per_s:
-            self._query_buckets.take(identity, rs.queries_per_s, rs.queries_burst, time.monotonic())
+            self._query_buckets.take(conn.identity, rs.queries_per_s, rs.queries_burst, time.monotonic())
+        self._in_line[conn] = n + 1
         return rs
 
     def sql(self, conn: Connection, request_id: int, sql: str) -> None:
         t0 = time.perf_counter()
         outcome = "error"
         try:
-            self._take_query(conn.identity)
+            self._take_query(conn)
             self._sql(conn, request_id, sql)
             outcome = "answered"
         except QueryError as e:
@@ -672,7 +689,7 @@ class HostedDatabase:
             raise ProtocolError(f"too many subscribed queries: {have:,} held, {len(queries)} more asked for; "
                                 f"at most {cap:,} per connection", hint="unsubscribe some first",
                                 request_id=request_id)
-        rs = self._take_query(conn.identity)
+        rs = self._take_query(conn)
         before = set(self.db.queries.subs.queries_of(conn))
         held = self._held.setdefault(conn, {})
         for q in [q for q in held if q not in before]:    # ended by a module update
