@@ -381,3 +381,46 @@ async def test_a_row_over_a_clients_limit(tmp_path, bulk_wasm):
                     while True:
                         await small.recv()
                 assert closed.value.reason.code == 4009 and "65,536" in closed.value.reason.reason
+
+
+async def test_long_log_lines_and_a_long_error_message_stay_within_a_clients_limit(tmp_path, bulk_wasm):
+    with trio.fail_after(TIMEOUT * 2):
+        async with running(tmp_path) as (_, port):
+            async with raw(port) as owner:
+                await owner.request("Publish", wasm=bulk_wasm)
+                async with raw(port, max_message=SMALL, token=owner.token) as small:
+                    follow = await small.send("Logs", limit=0, follow=True)
+                    assert (await small.recv())["entries"] == []
+                    # 3 lines of 100,000 bytes a call, 4 calls; each fails with a 100,000-byte message;
+                    # the followed lines come as they are written, each cut to fit
+                    lines = []
+                    for _ in range(4):
+                        rid = await small.send("CallReducer", reducer="shout", args=[3, 100_000])
+                        while True:
+                            raw_msg = await small.ws.get_message()
+                            assert len(raw_msg) <= SMALL
+                            m = decode_server(raw_msg)
+                            if m["request_id"] == follow:
+                                assert len(m["entries"]) == 1
+                                lines.append(m["entries"][0]["message"])
+                            elif m["request_id"] == rid:
+                                break
+                        assert m["status"] == "failed" and m["message"].startswith("abcdefghij")
+                        assert m["message"].endswith("… (cut: the message is 100,000 bytes, at most 8,192 "
+                                                     "are kept)")
+                    while len(lines) < 12:
+                        m = decode_server(await small.ws.get_message())
+                        if m["request_id"] == follow:
+                            lines.append(m["entries"][0]["message"])
+                    assert all(s.endswith("… (cut: the line is 100,000 bytes)") for s in lines)
+                    assert all(len(s.encode()) <= SMALL // 4 + 40 for s in lines)
+                    rid = await small.send("Logs", limit=1000, follow=False)
+                    while True:
+                        got = await small.ws.get_message()
+                        m = decode_server(got)
+                        if m["request_id"] == rid:
+                            break
+                    assert len(got) <= SMALL and 1 <= len(m["entries"]) < 12      # the newest that fit
+                # a client with a large limit gets all twelve whole
+                r = await owner.request("Logs", limit=1000, follow=False)
+                assert [len(e["message"]) for e in r["entries"]] == [100_000] * 12

@@ -47,6 +47,7 @@ _MODULE_KEY = b"module.wasm"
 _MODULE_INFO_KEY = b"module.info"
 _SETTINGS_KEY = b"settings"           # the owner's settings that differ from the defaults (JSON)
 _DESCRIBE_FUEL = 100_000_000
+MAX_ERROR_MESSAGE = 8192                  # bytes of a reducer's error message kept
 LOG_RING = 1000                          # module log records a database keeps
 
 _engine_lock = threading.Lock()
@@ -485,8 +486,11 @@ class Database:
     def _call_refused_by_reducer(self, name: str, inst: Any, packed: int, fuel: int) -> CallResult:
         """The reducer returned an error message ((len << 32) | ptr): its ReducerError."""
         packed &= 0xFFFFFFFFFFFFFFFF
+        n = packed >> 32
         try:
-            msg = inst.read_memory(packed & 0xFFFFFFFF, packed >> 32).decode("utf-8", "replace")
+            msg = inst.read_memory(packed & 0xFFFFFFFF, min(n, MAX_ERROR_MESSAGE)).decode("utf-8", "replace")
+            if n > MAX_ERROR_MESSAGE:       # (it travels in one TransactionUpdate, a log line, ...)
+                msg += f"… (cut: the message is {n:,} bytes, at most {MAX_ERROR_MESSAGE:,} are kept)"
         except _wasm.MemoryFault:
             msg = f"(the error message pointer {packed & 0xFFFFFFFF} is outside memory)"
         raise ReducerError(f"reducer '{name}' failed: {msg}", reducer=name, kind="error",

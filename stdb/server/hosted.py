@@ -79,6 +79,27 @@ def no_module(name: str) -> StdbError:
                      hint="publish one: stdb publish NAME module.wasm", code="no_such_database")
 
 
+def fit_log_entries(entries: list[dict], room: int) -> list[dict]:
+    """The newest of ``entries`` (oldest first) whose LogsResult fits in ``room`` bytes, a line
+    longer than a quarter of ``room`` cut to that (a module may log a mebibyte a call, and keep
+    a thousand calls' lines: docs/protocol.md, ``Logs``)."""
+    cut = room // 4
+    out: list[dict] = []
+    total = 128                             # the message around the entries
+    for e in reversed(entries):
+        text = e["message"].encode()
+        if len(text) > cut:
+            note = f"… (cut: the line is {len(text):,} bytes)"
+            e = dict(e, message=text[:cut].decode("utf-8", "ignore") + note)
+            text = e["message"].encode()
+        total += len(text) + 64 + len((e.get("reducer") or "").encode())   # ts, level, keys, reducer
+        if total > room:
+            break
+        out.append(e)
+    out.reverse()
+    return out
+
+
 class HostedDatabase:
     def __init__(self, name: str, db: Database, metrics: Metrics,
                  on_removed: OnRemoved | None = None) -> None:
@@ -777,7 +798,7 @@ class HostedDatabase:
         """The newest ``limit`` module log records (owner only); with ``follow``, every new one
         after them, as further LogsResult messages with the same request id."""
         self.require_owner(conn.identity, "read its logs")
-        entries = list(self.db.recent_logs)[-limit:] if limit else []
+        entries = fit_log_entries(list(self.db.recent_logs)[-limit:] if limit else [], conn.max_message)
         self._push(conn, encode("LogsResult", request_id=request_id, entries=entries))
         if follow:
             self.log_followers[conn] = request_id
@@ -792,7 +813,8 @@ class HostedDatabase:
     def _on_log(self, entry: dict) -> None:
         if self.log_followers:
             for conn, rid in list(self.log_followers.items()):
-                self._push(conn, encode("LogsResult", request_id=rid, entries=[entry]))
+                self._push(conn, encode("LogsResult", request_id=rid,
+                                        entries=fit_log_entries([entry], conn.max_message)))
 
     def connected(self, conn: Connection) -> StdbError | None:
         """client_connected for ``conn``: the module's refusal, or None."""

@@ -1,5 +1,6 @@
 /* bulk: reducers that insert many rows, or large ones, and replace them, in one transaction:
- * answers and updates larger than a client's max_message, sent in parts (tests/test_parts.py). */
+ * answers and updates larger than a client's max_message, sent in parts (tests/test_parts.py);
+ * and one that writes long log lines and fails with a long message. */
 #include "stdb.h"
 
 typedef struct { uint64_t id; uint64_t batch; stdb_str body; } blob_t;
@@ -31,10 +32,22 @@ static const char* replace(const replace_args* a) {
     return fill(&f);
 }
 
-STDB_REDUCER(fill_r, "fill", fill, fill_args, STDB_ARG(fill_args, batch, STDB_U64), STDB_ARG(fill_args, n, STDB_U64),
-    STDB_ARG(fill_args, size, STDB_U64));
 STDB_REDUCER(replace_r, "replace", replace, replace_args, STDB_ARG(replace_args, first, STDB_U64),
     STDB_ARG(replace_args, last, STDB_U64), STDB_ARG(replace_args, batch, STDB_U64), STDB_ARG(replace_args, n, STDB_U64),
     STDB_ARG(replace_args, size, STDB_U64));
+/* log `lines` lines of `size` bytes, then fail with a message of `size` bytes */
+typedef struct { uint64_t lines; uint64_t size; } shout_args;
+static const char* shout(const shout_args* a) {
+    if (a->size >= sizeof text) return "size over 1 MiB";
+    for (uint64_t i = 0; i < a->size; i++) text[i] = (char)('a' + i % 26);
+    text[a->size] = 0;
+    for (uint64_t i = 0; i < a->lines; i++) stdb_sys_log(STDB_LOG_INFO, text, (uint32_t)a->size);
+    return text;
+}
+
+STDB_REDUCER(fill_r, "fill", fill, fill_args, STDB_ARG(fill_args, batch, STDB_U64), STDB_ARG(fill_args, n, STDB_U64),
+    STDB_ARG(fill_args, size, STDB_U64));
+STDB_REDUCER(shout_r, "shout", shout, shout_args, STDB_ARG(shout_args, lines, STDB_U64),
+    STDB_ARG(shout_args, size, STDB_U64));
 STDB_TABLES(&blob);
-STDB_REDUCERS(&fill_r, &replace_r);
+STDB_REDUCERS(&fill_r, &replace_r, &shout_r);
