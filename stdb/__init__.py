@@ -3,6 +3,8 @@
 The public API is exactly what this module exports (pinned by tests/test_exports.py).
 """
 
+from typing import TYPE_CHECKING
+
 from stdb._core.codec import ColumnType, RowCodec, parse_type
 from stdb._core.schema import Column, IndexDef, TableSchema
 from stdb.client import BlockingConnection, DbConnection, ReducerOutcome, connect, connect_blocking
@@ -22,12 +24,24 @@ from stdb.errors import (
     StorageError,
     TransactionError,
 )
-from stdb.module.build import build_module
 from stdb.module.database import CallResult, Database, Limits, PublishResult
 from stdb.storage.datastore import Datastore, TableDelta, Transaction, TxDelta
 from stdb.storage.durable import Commit, DurableStore, StoreConfig
 
+if TYPE_CHECKING:
+    from stdb.module.build import build_module
+
 __version__ = "0.1.0"
+
+
+def __getattr__(name: str) -> object:
+    # build_module is imported when first asked for, so that `python -m stdb.module.build`
+    # runs a module nobody imported yet (runpy warns about one already imported)
+    if name == "build_module":
+        from stdb.module.build import build_module
+        return build_module
+    raise AttributeError(f"module 'stdb' has no attribute {name!r}")
+
 
 __all__ = [
     "__version__",

@@ -232,3 +232,12 @@ def test_start_on_a_port_in_use_says_so(tmp_path):
     assert p.returncode == 1
     assert f"cannot_listen: cannot listen on 127.0.0.1:{port}: Address already in use" in p.stderr
     assert "Traceback" not in p.stderr
+
+
+def test_python_m_stdb_module_build_prints_only_its_result(tmp_path):
+    out = tmp_path / "chat.wasm"
+    p = subprocess.run([sys.executable, "-m", "stdb.module.build", str(ROOT / "examples/chat/chat.c"),
+                        "-o", str(out)], capture_output=True, text=True, cwd=ROOT, timeout=120)
+    assert p.returncode == 0, p.stderr
+    assert p.stderr == ""                       # no RuntimeWarning from runpy
+    assert p.stdout == f"{out}: {out.stat().st_size:,} bytes\n"
