@@ -3,6 +3,7 @@ commands against it (as a user in another terminal would run them), SIGTERM to s
 
 from __future__ import annotations
 
+import datetime
 import importlib.util
 import json
 import os
@@ -79,6 +80,13 @@ def test_demo_chat_from_the_command_line(demo):
         [{"id": 1, "text": "hello, world"}, {"id": 2, "text": "bare words are text"}]
     r = run(demo, "sql", "chat", "SELECT COUNT(*) AS n FROM message")
     assert "2" in r.output and "(1 row)" in r.output
+    # a timestamp column: a UTC date in the table, µs in JSON
+    r = run(demo, "sql", "chat", "SELECT sent FROM message WHERE id = 1", "--json")
+    sent = json.loads(r.output)["sent"]
+    when = datetime.datetime(1970, 1, 1, tzinfo=datetime.UTC) + datetime.timedelta(microseconds=sent)
+    assert abs(when - datetime.datetime.now(datetime.UTC)) < datetime.timedelta(hours=1)
+    r = run(demo, "sql", "chat", "SELECT id, sent AS at FROM message WHERE id = 1")
+    assert when.strftime("%Y-%m-%d %H:%M:%S.%f UTC") in r.output and str(sent) not in r.output
     r = run(demo, "sql", "chat", "EXPLAIN SELECT text FROM message WHERE id = 2", "--json")
     assert [json.loads(x) for x in r.output.splitlines()] == [
         {"step": 1, "plan": "message: index pk seek (1 key) — counted in the index (exact)",

@@ -312,3 +312,15 @@ def test_matcher_ranges_empty_intervals_and_removal():
     assert len(m) == 0 and m.match("t", rows) == {}
     with pytest.raises(stdb.InternalError):
         m.remove(1)
+
+
+def test_a_result_names_each_columns_type(svc):
+    _, qs = svc
+    r = qs.query("SELECT * FROM player WHERE id = 1", OWNER)
+    assert r.columns == ["id", "zone", "name", "nick", "owner"]
+    assert r.types == ["u64", "i64", "string", "option<string>", "identity"]
+    r = qs.query("SELECT p.name AS who, z.* FROM player p JOIN zone z ON p.zone = z.zid WHERE p.id = 1",
+                 OWNER)
+    assert r.columns == ["who", "zid", "pvp"] and r.types == ["string", "i64", "bool"]
+    r = qs.query("SELECT zone, COUNT(*), SUM(id), AVG(id), MAX(name) FROM player GROUP BY zone", OWNER)
+    assert r.types == ["i64", "u64", "u64", "f64", "string"]

@@ -119,7 +119,7 @@ def call(database: str, reducer: str, args: tuple[str, ...], server: str, creden
 def sql(database: str, query: str, as_json: bool, plan: bool, server: str, credentials: str | None) -> None:
     """Run a one-off QUERY (SELECT; INSERT/UPDATE/DELETE for the owner)."""
     res = _with_conn(server, database, credentials, lambda c: c.query(query))
-    print_table(res.columns, res.rows, as_json)
+    print_table(res.columns, res.rows, as_json, res.types)
     if plan and res.plan:
         click.echo("plan:\n  " + "\n  ".join(res.plan))
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime
 import functools
 import json
 import sys
@@ -14,7 +15,7 @@ from rich.table import Table
 
 from stdb.errors import StdbError
 
-__all__ = ["show", "to_json", "print_table", "fail", "errors_exit"]
+__all__ = ["show", "show_as", "to_json", "print_table", "fail", "errors_exit"]
 
 F = TypeVar("F", bound=Callable[..., Any])
 console = Console(highlight=False, soft_wrap=True)
@@ -33,6 +34,25 @@ def show(v: Any) -> str:
     return str(v)
 
 
+_EPOCH = datetime.datetime(1970, 1, 1, tzinfo=datetime.UTC)
+
+
+def show_as(v: Any, type_name: str | None) -> str:
+    """``show`` knowing the column's type: a timestamp (µs since the Unix epoch) as a UTC date
+    and time; an option or array of timestamps likewise, element by element."""
+    if type_name is not None and "timestamp" in type_name and v is not None:
+        inner = type_name[len("option<"):-1] if type_name.startswith("option<") else type_name
+        if inner == "array<timestamp>" and isinstance(v, (list, tuple)):
+            return "[" + ", ".join(show_as(x, "timestamp") for x in v) + "]"
+        if inner == "timestamp" and isinstance(v, int) and not isinstance(v, bool):
+            try:
+                when = _EPOCH + datetime.timedelta(microseconds=v)      # (exact: no float)
+            except OverflowError:               # outside the years datetime holds
+                return str(v)
+            return when.strftime("%Y-%m-%d %H:%M:%S.%f UTC")
+    return show(v)
+
+
 def to_json(v: Any) -> Any:
     """A value as JSON (bytes become hex strings)."""
     if isinstance(v, (bytes, bytearray)):
@@ -44,14 +64,18 @@ def to_json(v: Any) -> Any:
     return v
 
 
-def print_table(columns: Sequence[str], rows: Sequence[Sequence[Any]], as_json: bool = False) -> None:
+def print_table(columns: Sequence[str], rows: Sequence[Sequence[Any]], as_json: bool = False,
+                types: Sequence[str] = ()) -> None:
+    """Rows as a table (values as ``show_as`` their column's type shows them), or with
+    ``as_json`` one JSON object per row (raw values: timestamps as µs)."""
     if as_json:
         for r in rows:
             click.echo(json.dumps(dict(zip(columns, to_json(list(r)), strict=True)), ensure_ascii=False))
         return
     t = Table(*columns, show_lines=False, header_style="bold")
+    kinds: list[str | None] = list(types) if len(types) == len(columns) else [None] * len(columns)
     for r in rows:
-        t.add_row(*(show(v) for v in r))
+        t.add_row(*(show_as(v, k) for v, k in zip(r, kinds, strict=True)))
     console.print(t)
     console.print(f"({len(rows)} row{'s' if len(rows) != 1 else ''})")
 

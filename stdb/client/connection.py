@@ -62,6 +62,7 @@ class QueryResult:
     columns: list[str]
     rows: list[tuple]
     plan: list[str]
+    types: list[str] = field(default_factory=list)      # each column's type name (older servers: none)
 
 
 @dataclass
@@ -180,7 +181,8 @@ class DbConnection:
     async def query(self, sql: str) -> QueryResult:
         """A one-off query (or DML, owner only: one row with ``changed_rows``)."""
         m = await self._request("OneOffQuery", sql=sql)
-        return QueryResult(list(m["columns"]), [as_row(r) for r in m["rows"]], list(m["plan"]))
+        return QueryResult(list(m["columns"]), [as_row(r) for r in m["rows"]], list(m["plan"]),
+                           list(m.get("types") or ()))
 
     async def subscribe(self, *queries: str) -> Subscription:
         """Subscribe to queries (all or none); their rows are in the cache when this returns,

@@ -36,6 +36,7 @@ class QueryResult:
     columns: list[str]
     rows: list[Row]
     plan: list[str] = field(default_factory=list)     # one line per table: how it was read
+    types: list[str] = field(default_factory=list)    # each column's type name (empty: not known)
 
 
 def _refs(e: Any, scope: Scope, out: set[int]) -> None:
@@ -211,6 +212,7 @@ class _Prepared:
     grouped: bool
     order: list[tuple[int, Any, bool]]
     early: bool                      # a LIMIT and nothing to sort or group: the last step streams
+    types: list[str]                 # each output column's type name
 
 
 def _prepare(st: A.Select, scope: Scope) -> _Prepared:
@@ -237,10 +239,10 @@ def _prepare(st: A.Select, scope: Scope) -> _Prepared:
             raise scope.error(getattr(j.on, "pos", 0), f"this ON condition reads a table joined after "
                               f"'{scope.refs[k].ref}'")
         ons.append(compile_predicate(scope, j.on))
-    items, grouped = _select_items(st, scope)
+    items, grouped, types = _select_items(st, scope)
     order = _order_items(st, scope, items, grouped)
     early = st.limit is not None and not grouped and not order
-    return _Prepared(by_table, own, rest, ons, items, grouped, order, early)
+    return _Prepared(by_table, own, rest, ons, items, grouped, order, early, types)
 
 
 def _full_scan_what(name: str) -> str:
@@ -368,7 +370,7 @@ def run_select(st: A.Select, scope: Scope, tables: Callable[[str], Any],
         out = out[:st.limit]
     if budget is not None:
         budget.returned(len(out))
-    return QueryResult([name for name, _ in items], out, plan)
+    return QueryResult([name for name, _ in items], out, plan, p.types)
 
 
 def _counted(rows: Iterable[Row], budget: Budget) -> Iterator[Row]:
@@ -502,11 +504,13 @@ def _pairs(k: int, c: tuple, rows: list[Row], on: Callable[..., bool], budget: B
 CHUNK = E.CHUNK
 
 
-def _select_items(st: A.Select, scope: Scope) -> tuple[list[tuple[str, Any]], bool]:
+def _select_items(st: A.Select, scope: Scope) -> tuple[list[tuple[str, Any]], bool, list[str]]:
     """(output column name, extractor) per output column; extractors read a combo (one row
-    per table) — or, when grouped, describe the aggregate to compute."""
+    per table) — or, when grouped, describe the aggregate to compute; and each column's type
+    name."""
     grouped = bool(st.group_by) or any(isinstance(i.expr, A.Agg) for i in st.items)
     items: list[tuple[str, Any]] = []
+    types: list[str] = []
     group_cols = [scope.column(g) if isinstance(g, A.ColumnRef) else None for g in st.group_by]
     for g, gc in zip(st.group_by, group_cols, strict=True):
         if gc is None:
@@ -524,11 +528,13 @@ def _select_items(st: A.Select, scope: Scope) -> tuple[list[tuple[str, Any]], bo
             for ti in tis:
                 for ci, name in enumerate(scope.schemas[ti].column_names):
                     items.append((name, _getter(ti, ci)))
+                    types.append(scope.schemas[ti].columns[ci].type.name)
         elif isinstance(e, A.ColumnRef):
             c = scope.column(e)
             if grouped and (c.t, c.c) not in gset:
                 raise scope.error(e.pos, f"column {c.name} must be in GROUP BY or inside an aggregate")
             items.append((it.alias or e.name, ("col", c) if grouped else _getter(c.t, c.c)))
+            types.append(c.type.name)
         elif isinstance(e, A.Agg):
             arg = None
             if e.arg is not None:
@@ -542,10 +548,24 @@ def _select_items(st: A.Select, scope: Scope) -> tuple[list[tuple[str, Any]], bo
                     raise scope.error(e.pos, f"{arg.name} is an array; it cannot be aggregated")
             name = it.alias or f"{e.func}({'*' if arg is None else e.arg.name})"   # type: ignore[union-attr]
             items.append((name, ("agg", e.func, arg)))
+            types.append(_agg_type(e.func, arg))
         else:
             raise scope.error(getattr(e, "pos", 0),
                               "a selected item must be a column, t.*, * or an aggregate")
-    return items, grouped
+    return items, grouped, types
+
+
+def _agg_type(func: str, arg: Any) -> str:
+    """The type name of an aggregate's value (its column's for MIN and MAX)."""
+    if func == "count":
+        return "u64"
+    if func == "avg":
+        return "f64"
+    assert arg is not None
+    if func == "sum":
+        b = arg.base.name
+        return "f64" if b in ("f32", "f64") else "u64" if b.startswith("u") else "i64"
+    return str(arg.type.name)
 
 
 _NUMERIC = frozenset(("i8", "i16", "i32", "i64", "u8", "u16", "u32", "u64", "f32", "f64", "timestamp"))

@@ -680,10 +680,11 @@ class HostedDatabase:
         if isinstance(res, CallResult):
             self.broadcast(res)
             self._emit(conn, encode("OneOffQueryResult", request_id=request_id, columns=["changed_rows"],
-                                    rows=[[res.delta.row_count]], plan=[], more=False), res.offset)
+                                    types=["u64"], rows=[[res.delta.row_count]], plan=[], more=False),
+                       res.offset)
             return
-        fields = {"request_id": request_id, "columns": list(res.columns), "rows": res.rows,
-                  "plan": list(res.plan)}
+        fields = {"request_id": request_id, "columns": list(res.columns), "types": list(res.types),
+                  "rows": res.rows, "plan": list(res.plan)}
         msg = encode("OneOffQueryResult", **fields, more=False)
         cap = min(limits.result_bytes, conn.limits.bytes // 2)     # (the whole answer waits in the
         if len(msg) > cap:                                          # outbound queue)
