@@ -135,8 +135,9 @@ async def test_without_static_a_plain_get_is_refused_as_before(tmp_path):
 
 
 def test_a_missing_directory_is_refused(tmp_path):
+    from stdb.errors import StdbError
     from stdb.server.server import Server
-    with pytest.raises(NotADirectoryError, match="not a directory"):
+    with pytest.raises(StdbError, match="not a directory"):
         Server(str(tmp_path / "data"), static_dir=str(tmp_path / "nope"))
 
 

@@ -25,6 +25,8 @@ from urllib.parse import unquote_to_bytes, urlsplit
 
 import trio
 
+from stdb.errors import StdbError
+
 __all__ = ["HttpResponse", "StaticFiles", "TYPES"]
 
 INLINE_BYTES = 64 << 10           # files up to this size are read on the I/O thread
@@ -78,7 +80,8 @@ class StaticFiles:
 
     def __init__(self, root: str) -> None:
         if not os.path.isdir(root):
-            raise NotADirectoryError(f"static files directory {root!r} is not a directory")
+            raise StdbError(f"the static files directory {root!r} is not a directory",
+                            hint="--static takes an existing directory", code="bad_static_dir")
         self.root = os.path.realpath(root)
 
     def resolve(self, target: str) -> tuple[int, str]:
