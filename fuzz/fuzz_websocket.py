@@ -12,13 +12,17 @@ largest message allowed; bit 3: inside a fragmented message), then the bytes.
   receive loop (``WebSocket._parse``: fragments, control frames, UTF-8 of text messages) over
   the same bytes returns messages or raises ``Closed``, nothing else;
 * handshakes: the request parser (``websocket._parse_request``) returns the path, the headers,
-  the subprotocols and the key, or refuses with an HTTP status (``_Refuse``), nothing else.
+  the subprotocols and the key, or refuses with an HTTP status (``_Refuse``), nothing else;
+  with static files on (``plain``), a plain request's target resolves (stdb/server/static.py)
+  to a path inside the directory, or to 400 / 404, never to anything outside it.
 
     python -m fuzz.fuzz_websocket fuzz/corpus/websocket -max_total_time=60
 """
 
 from __future__ import annotations
 
+import os
+import pathlib
 import socket
 
 from fuzz._harness import fuzz, instrument_module, instrumented
@@ -30,9 +34,11 @@ with instrumented(__name__ == "__main__"):
     from stdb.server.frames_reference import frame_messages as reference_frames
     from stdb.server.frames_reference import parse_frame as reference
     from stdb.server.frames_reference import parse_messages as reference_messages
+    from stdb.server.static import StaticFiles
     from stdb.server.websocket import Closed, WebSocket
 
 MAX_MESSAGE = (16, 125, 4096, 16 << 20)
+STATIC = StaticFiles(str(pathlib.Path(__file__).resolve().parents[1] / "docs"))
 _PAIR = socket.socketpair()         # send_each writes to one end, the target reads the other
 _PAIR[0].setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 1 << 18)
 
@@ -103,12 +109,25 @@ def handshake(data: bytes) -> None:
     assert all(isinstance(s, str) for s in subprotocols)
 
 
+def plain(data: bytes) -> None:
+    try:
+        websocket._parse_request(data, plain=True)
+    except websocket._Refuse as e:
+        assert 400 <= e.status < 600 and e.body
+    except websocket._Plain as p:
+        status, found = STATIC.resolve(p.target)
+        assert status in (200, 400, 404) and found
+        if status == 200:
+            assert found == STATIC.root or found.startswith(STATIC.root + os.sep), found
+
+
 def TestOneInput(data: bytes) -> None:
     if not data:
         return
     mode, rest = data[0], data[1:]
     if mode & 1:
         handshake(rest)
+        plain(rest)
     else:
         frames(rest, MAX_MESSAGE[(mode >> 1) & 3], bool(mode & 8))
 

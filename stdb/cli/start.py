@@ -84,13 +84,18 @@ def _demo(server: object, url: str, credentials: str) -> bytes:
 @click.option("--compact-log", is_flag=True,
               help="Delete commit-log records the oldest kept snapshot covers (no replay before it).")
 @click.option("--credentials", default=None, help="Where --demo keeps the CLI identity's token.")
+@click.option("--static", "static_dir", default=None, metavar="DIR",
+              type=click.Path(exists=True, file_okay=False, dir_okay=True),
+              help="Serve the files of DIR over plain HTTP on the same port (GET/HEAD; / is "
+                   "index.html; websocket paths /v1/... unchanged).")
 @click.option("--port-file", default=None, metavar="PATH",
               help="Once listening, write the port there (with --listen HOST:0 the system picks a free one).")
 @errors_exit
 def start(data: str, listen: str, demo: bool, metrics_addr: str | None, log_format: str, log_level: str,
           relaxed: bool, snapshot_txs: int, snapshot_mb: int, keep_snapshots: int, compact_log: bool,
-          credentials: str | None, port_file: str | None) -> None:
-    """Start the server: databases in DATA, clients at ws://HOST:PORT/v1/database/NAME.
+          credentials: str | None, port_file: str | None, static_dir: str | None) -> None:
+    """Start the server: databases in DATA, clients at ws://HOST:PORT/v1/database/NAME
+    (and, with --static DIR, DIR's files at http://HOST:PORT/).
 
     SIGINT or SIGTERM shuts it down gracefully (running reducers finish, commit logs are
     flushed, clients are told why they are closed)."""
@@ -107,7 +112,7 @@ def start(data: str, listen: str, demo: bool, metrics_addr: str | None, log_form
                         snapshot_every_txs=snapshot_txs or None,
                         snapshot_every_bytes=(snapshot_mb << 20) or None,
                         keep_snapshots=keep_snapshots, compact_log=compact_log)
-    server = Server(data, store=store)
+    server = Server(data, store=store, static_dir=static_dir)
     url = f"ws://{host}:{port}"
     if metrics_addr:
         mhost, mport = split_address(metrics_addr, 9100)

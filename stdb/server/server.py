@@ -1,7 +1,8 @@
 """The server: many named databases in one data directory, clients over websockets.
 
 ``Server(data_dir).serve(host, port)`` listens on ``ws://host:port/v1/database/<name>``
-(docs/protocol.md).  Layout of the data directory::
+(docs/protocol.md); with ``static_dir``, plain HTTP GETs on the same port get that directory's
+files (stdb/server/static.py).  Layout of the data directory::
 
     server.key              the token signing key (0600)
     databases/<name>/       one Database (commit log, snapshots, module) per name
@@ -42,6 +43,7 @@ from stdb.server.hosted import HostedDatabase, no_module
 from stdb.server.identity import TokenIssuer
 from stdb.server.metrics import DatabaseState, Metrics
 from stdb.server.poller import Poller
+from stdb.server.static import StaticFiles
 from stdb.server.websocket import Request, serve_websocket
 from stdb.storage.durable import StoreConfig
 
@@ -56,7 +58,7 @@ PATH = re.compile(r"/v1/database/([^/?]+)")
 class Server:
     def __init__(self, data_dir: str, *, limits: Limits | None = None, store: StoreConfig | None = None,
                  queue: QueueLimits | None = None, max_message_bytes: int = MAX_MESSAGE_BYTES,
-                 issuer: TokenIssuer | None = None) -> None:
+                 issuer: TokenIssuer | None = None, static_dir: str | None = None) -> None:
         self.data_dir = os.path.abspath(data_dir)
         self.limits = limits
         self.store_config = store
@@ -64,6 +66,8 @@ class Server:
         self.max_message_bytes = max_message_bytes
         os.makedirs(os.path.join(self.data_dir, "databases"), exist_ok=True)
         self.issuer = issuer or TokenIssuer.load_or_create(self.data_dir)
+        # plain HTTP GETs on the websocket's port serve these files (stdb/server/static.py)
+        self.static = StaticFiles(static_dir) if static_dir is not None else None
         self.databases: dict[str, HostedDatabase] = {}
         self.metrics = Metrics(self._states)
         self.connections: set[Connection] = set()
@@ -204,9 +208,13 @@ class Server:
                     async with trio.open_nursery() as listener:
                         self.port = await listener.start(partial(
                             serve_websocket, self._handle, host, port, handler_nursery=conns,
-                            max_message=self.max_message_bytes))
+                            max_message=self.max_message_bytes,
+                            http=self.static.respond if self.static else None))
                         log.info("stdb listening on ws://%s:%d/v1/database/<name> (data in %s)",
                                  host, self.port, self.data_dir)
+                        if self.static:
+                            log.info("serving the files of %s at http://%s:%d/", self.static.root,
+                                     host, self.port)
                         task_status.started(self.port)
                         await self._stop.wait()
                         listener.cancel_scope.cancel()

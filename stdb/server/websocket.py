@@ -31,8 +31,9 @@ import trio
 
 from stdb.server._frames import frame_messages, parse_frame, parse_messages
 from stdb.server.frames_reference import FrameError
+from stdb.server.static import HttpResponse
 
-__all__ = ["Closed", "Request", "WebSocket", "serve_websocket", "server_handshake"]
+__all__ = ["Closed", "HttpHandler", "Request", "WebSocket", "serve_websocket", "server_handshake"]
 
 log = logging.getLogger("stdb.server")
 
@@ -40,6 +41,7 @@ GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"   # RFC 6455 section 1.3
 HANDSHAKE_LIMIT = 16 << 10        # bytes of request line and headers
 HANDSHAKE_SECONDS = 10.0          # a client that does not finish its handshake by then is dropped
 RECEIVE_BYTES = 1 << 16
+HTTP_SEND_SECONDS = 300.0         # the longest a plain HTTP answer (a static file) may take to send
 CLOSE_SECONDS = 2.0               # how long aclose waits for the peer's close frame
 
 OP_CONT, OP_TEXT, OP_BINARY, OP_CLOSE, OP_PING, OP_PONG = 0x0, 0x1, 0x2, 0x8, 0x9, 0xA
@@ -51,7 +53,7 @@ ABNORMAL = 1006                   # never sent: the connection dropped without a
 INVALID_DATA = 1007
 MESSAGE_TOO_BIG = 1009
 
-_REASONS = {101: "Switching Protocols", 400: "Bad Request", 401: "Unauthorized", 403: "Forbidden",
+_REASONS = {101: "Switching Protocols", 200: "OK", 400: "Bad Request", 401: "Unauthorized", 403: "Forbidden",
             404: "Not Found", 405: "Method Not Allowed", 426: "Upgrade Required",
             431: "Request Header Fields Too Large", 500: "Internal Server Error"}
 
@@ -176,6 +178,10 @@ class _StreamTransport:
 
 _Transport = _SocketTransport | _StreamTransport
 _GONE = (trio.BrokenResourceError, trio.ClosedResourceError, OSError)
+
+
+# answers a plain HTTP request (not a websocket handshake): (method, target) -> the response
+HttpHandler = Callable[[str, str], Awaitable[HttpResponse]]
 
 
 class Framed(bytes):
@@ -535,16 +541,32 @@ class Request:
 
 
 async def _respond(t: _Transport, status: int, body: bytes, headers: Sequence[tuple[str, str]] = ()) -> None:
-    head = f"HTTP/1.1 {status} {_REASONS.get(status, 'Error')}\r\n"
-    for k, v in headers:
+    await _send_response(t, HttpResponse(status, body, headers=list(headers)))
+
+
+async def _send_response(t: _Transport, r: HttpResponse) -> None:
+    """Write ``r`` (then end the connection: ``Connection: close``)."""
+    length = len(r.body) if r.length is None else r.length
+    head = f"HTTP/1.1 {r.status} {_REASONS.get(r.status, 'Error')}\r\n"
+    for k, v in r.headers:
         head += f"{k}: {v}\r\n"
-    head += (f"Content-Type: text/plain; charset=utf-8\r\nContent-Length: {len(body)}\r\n"
+    head += (f"Content-Type: {r.content_type}\r\nContent-Length: {length}\r\n"
              "Connection: close\r\n\r\n")
     try:
-        await t.send_all(head.encode("latin-1") + body)
+        if r.head:
+            await t.send_all(head.encode("latin-1"))
+        elif r.chunks is None:
+            await t.send_all(head.encode("latin-1") + r.body)
+        else:
+            await t.send_all(head.encode("latin-1"))
+            async for chunk in r.chunks:
+                await t.send_all(chunk)
         await t.linger()
     except _GONE:
         pass
+    finally:
+        if r.chunks is not None:
+            await r.chunks.aclose()
 
 
 def _tokens(headers: list[tuple[bytes, bytes]], name: bytes) -> list[str]:
@@ -555,24 +577,48 @@ def _tokens(headers: list[tuple[bytes, bytes]], name: bytes) -> list[str]:
     return out
 
 
-def _parse_request(head: bytes) -> tuple[str, list[tuple[bytes, bytes]], list[str], bytes]:
+class _Plain(Exception):
+    """Not a websocket handshake, for the plain HTTP handler: its method and target."""
+
+    def __init__(self, method: str, target: str) -> None:
+        super().__init__(method, target)
+        self.method = method
+        self.target = target
+
+
+WEBSOCKET_PREFIX = b"/v1/"        # paths that are websocket endpoints only (never plain HTTP)
+
+
+def _parse_request(head: bytes, plain: bool = False
+                   ) -> tuple[str, list[tuple[bytes, bytes]], list[str], bytes]:
+    """The handshake's path, headers, subprotocols and key; _Refuse when it is not a good one.
+    With ``plain``, a request that asks for no websocket upgrade (and not on a /v1/ path) is
+    raised as _Plain for the plain HTTP handler instead."""
     lines = head.split(b"\r\n")
     parts = lines[0].split(b" ")
     if len(parts) != 3 or not parts[2].startswith(b"HTTP/"):
         raise _Refuse(400, "not an HTTP request line")
     method, target, version = parts
-    if method != b"GET":
+    if method != b"GET" and not plain:
         raise _Refuse(405, f"a websocket handshake is a GET, not {method[:20].decode('latin-1')}",
                       [("Allow", "GET")])
-    if version != b"HTTP/1.1":
-        raise _Refuse(400, "a websocket handshake needs HTTP/1.1")
     headers = []
     for line in lines[1:]:
         k, sep, v = line.partition(b":")
         if not sep or not k or k != k.strip():
             raise _Refuse(400, f"malformed header line {line[:40]!r}")
         headers.append((k.lower(), v.strip()))
-    if "websocket" not in [t.lower() for t in _tokens(headers, b"upgrade")]:
+    upgrade = "websocket" in [t.lower() for t in _tokens(headers, b"upgrade")]
+    if plain and not upgrade and not target.startswith(WEBSOCKET_PREFIX):
+        if version not in (b"HTTP/1.1", b"HTTP/1.0"):
+            raise _Refuse(400, "HTTP/1.0 or HTTP/1.1 only")
+        raise _Plain(method.decode("latin-1"), target.decode("latin-1"))
+    if method != b"GET":
+        raise _Refuse(405, f"a websocket handshake is a GET, not {method[:20].decode('latin-1')}",
+                      [("Allow", "GET")])
+    if version != b"HTTP/1.1":
+        raise _Refuse(400, "a websocket handshake needs HTTP/1.1")
+    if not upgrade:
         raise _Refuse(426, "this is a websocket endpoint: send Upgrade: websocket",
                       [("Upgrade", "websocket"), ("Sec-WebSocket-Version", "13")])
     if "upgrade" not in [t.lower() for t in _tokens(headers, b"connection")]:
@@ -593,13 +639,17 @@ def _parse_request(head: bytes) -> tuple[str, list[tuple[bytes, bytes]], list[st
     return path, headers, _tokens(headers, b"sec-websocket-protocol"), keys[0]
 
 
-async def server_handshake(stream: trio.abc.Stream | socket.socket, max_message: int) -> Request | None:
+async def server_handshake(stream: trio.abc.Stream | socket.socket, max_message: int,
+                           http: HttpHandler | None = None) -> Request | None:
     """Read and check a client's opening handshake on ``stream`` (a trio stream, or a connected
     stdlib socket the websocket then owns).  A malformed one is answered with an HTTP error
-    naming the problem, and None is returned (the caller closes the stream)."""
+    naming the problem, and None is returned (the caller closes the stream).  With ``http``, a
+    request that is no websocket handshake (no ``Upgrade: websocket``, a path outside /v1/) is
+    answered with what ``http`` returns for it (the static files), and None is returned."""
     t: _Transport
     t = _SocketTransport(stream) if isinstance(stream, socket.socket) else _StreamTransport(stream)
     buf = bytearray()
+    response: HttpResponse | None = None
     with trio.move_on_after(HANDSHAKE_SECONDS):
         while True:
             end = buf.find(b"\r\n\r\n")
@@ -616,26 +666,37 @@ async def server_handshake(stream: trio.abc.Stream | socket.socket, max_message:
                 return None
             buf += data
         try:
-            path, headers, subprotocols, key = _parse_request(bytes(buf[:end]))
+            path, headers, subprotocols, key = _parse_request(bytes(buf[:end]), http is not None)
         except _Refuse as e:
             await _respond(t, e.status, e.body.encode(), e.headers)
             return None
-        return Request(t, path, headers, subprotocols, key, bytes(buf[end + 4:]), max_message)
-    return None         # too slow
+        except _Plain as p:
+            assert http is not None
+            response = await http(p.method, p.target)
+        else:
+            return Request(t, path, headers, subprotocols, key, bytes(buf[end + 4:]), max_message)
+    if response is None:
+        return None     # too slow
+    # answering a plain request is not bound by the handshake's deadline (a large file's
+    # transfer may take longer); a client that stops reading is cut off by the send timeout
+    with trio.move_on_after(HTTP_SEND_SECONDS):
+        await _send_response(t, response)
+    return None
 
 
 async def serve_websocket(handler: Callable[[Request], Awaitable[None]], host: str, port: int, *,
-                          handler_nursery: trio.Nursery, max_message: int,
+                          handler_nursery: trio.Nursery, max_message: int, http: HttpHandler | None = None,
                           task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
     """Listen on host:port; each connection's handshake is read and given to ``handler`` (which
-    accepts or rejects it) in ``handler_nursery``.  ``task_status.started`` gets the bound port."""
+    accepts or rejects it) in ``handler_nursery``; plain HTTP requests go to ``http`` when given
+    (``server_handshake``).  ``task_status.started`` gets the bound port."""
 
     async def one(stream: trio.SocketStream) -> None:
         # the connection's socket as a stdlib one (trio's listener set TCP_NODELAY on it)
         sock = socket.socket(fileno=stream.socket.detach())
         t = _SocketTransport(sock)
         try:
-            request = await server_handshake(sock, max_message)
+            request = await server_handshake(sock, max_message, http)
             if request is not None:
                 await handler(request)
                 if not request.answered:
