@@ -101,6 +101,8 @@ def test_demo_chat_from_the_command_line(demo):
     mod = json.loads(r.output)
     assert [t["name"] for t in mod["tables"]] == ["user", "message"]
     assert "reducer send_message(text string)" in run(demo, "describe", "chat").output
+    arena = json.loads(run(demo, "describe", "arena", "--json").output)      # the second demo database
+    assert {"player", "food"} <= {t["name"] for t in arena["tables"]} and arena["owner"] == mod["owner"]
     ident = run(demo, "identity").output.split()[1]
     assert ident == mod["owner"]
     assert run(demo, "logs", "chat").output == ""       # the chat module logs nothing
@@ -192,7 +194,7 @@ def test_metrics_then_graceful_sigterm(demo):
     records = [json.loads(x) for x in err.splitlines() if x.startswith("{")]
     assert any(r["message"] == "received SIGTERM: shutting down" for r in records)
     assert records[-1]["message"] == "stdb stopped" and records[-1]["level"] == "info"
-    assert "stdb is serving the demo database 'chat'" in err
+    assert "stdb is serving the demo databases 'chat'" in err
 
 
 def test_start_on_a_port_the_system_picks_writes_it_to_the_port_file(tmp_path):

@@ -1,4 +1,5 @@
-"""``stdb start``: run the server (with ``--demo``, the chat example published)."""
+"""``stdb start``: run the server (with ``--demo``, the chat and arena examples published and
+the arena's page served at ``/``)."""
 
 from __future__ import annotations
 
@@ -21,7 +22,10 @@ __all__ = ["start", "DEMO_DATABASE"]
 log = logging.getLogger("stdb.server")
 
 DEMO_DATABASE = "chat"
-DEMO_SOURCE = pathlib.Path(__file__).resolve().parents[2] / "examples" / "chat" / "chat.c"
+_EXAMPLES = pathlib.Path(__file__).resolve().parents[2] / "examples"
+DEMO_MODULES = {"chat": _EXAMPLES / "chat" / "chat.c", "arena": _EXAMPLES / "arena" / "arena.c"}
+# the arena's page (built from examples/arena/web by tools/build_web.py; shipped in the package)
+DEMO_PAGE = pathlib.Path(__file__).resolve().parents[1] / "web" / "arena"
 
 
 def split_address(addr: str, default_port: int) -> tuple[str, int]:
@@ -35,8 +39,10 @@ def split_address(addr: str, default_port: int) -> tuple[str, int]:
 
 
 def _demo(server: object, url: str, credentials: str) -> bytes:
-    """Publish the chat example as database 'chat', owned by this machine's CLI identity (so
-    `stdb sql chat "DELETE …"` works from another terminal).  Returns the owner identity."""
+    """Publish the examples (``DEMO_MODULES``: chat and arena) as databases of those names,
+    owned by this machine's CLI identity (so `stdb sql chat "DELETE …"` works from another
+    terminal); a database that has a module already is left as it is.  Returns the owner
+    identity."""
     from stdb.module.build import build_module
     from stdb.server.server import Server
 
@@ -51,14 +57,16 @@ def _demo(server: object, url: str, credentials: str) -> bytes:
     if identity is None:
         identity, token = server.issuer.new_identity()
         save_token(credentials, url, token)
-    h = server.databases.get(DEMO_DATABASE)
-    if h is None or h.db.schema is None:
-        if not DEMO_SOURCE.is_file():
-            raise StdbError(f"the demo module's source {DEMO_SOURCE} is missing",
+    for name, source in DEMO_MODULES.items():
+        h = server.databases.get(name)
+        if h is not None and h.db.schema is not None:
+            continue
+        if not source.is_file():
+            raise StdbError(f"the demo module's source {source} is missing",
                             hint="--demo needs a checkout installed with `pip install -e .`")
         with tempfile.TemporaryDirectory() as d:
-            wasm = pathlib.Path(build_module(str(DEMO_SOURCE), os.path.join(d, "chat.wasm"))).read_bytes()
-        server.publish(DEMO_DATABASE, identity, wasm)
+            wasm = pathlib.Path(build_module(str(source), os.path.join(d, f"{name}.wasm"))).read_bytes()
+        server.publish(name, identity, wasm)
     return identity
 
 
@@ -112,6 +120,8 @@ def start(data: str, listen: str, demo: bool, metrics_addr: str | None, log_form
                         snapshot_every_txs=snapshot_txs or None,
                         snapshot_every_bytes=(snapshot_mb << 20) or None,
                         keep_snapshots=keep_snapshots, compact_log=compact_log)
+    if demo and static_dir is None and (DEMO_PAGE / "index.html").is_file():
+        static_dir = str(DEMO_PAGE)             # the arena's page at http://HOST:PORT/
     server = Server(data, store=store, static_dir=static_dir)
     url = f"ws://{host}:{port}"
     if metrics_addr:
@@ -120,9 +130,12 @@ def start(data: str, listen: str, demo: bool, metrics_addr: str | None, log_form
     server.open_existing()
     if demo:
         owner = _demo(server, url, credentials or default_credentials())
+        page = "" if server.static is None else (
+            f"\n\nPlay the arena: open http://{host}:{port}/ in a browser (a second tab is a second player).")
         click.echo(f"""
-stdb is serving the demo database '{DEMO_DATABASE}' (examples/chat/chat.c) at {url}
-Its owner is your CLI identity {owner.hex()[:16]}… (token saved for `stdb` commands).
+stdb is serving the demo databases 'chat' (examples/chat/chat.c) and 'arena'
+(examples/arena/arena.c) at {url}{page}
+Their owner is your CLI identity {owner.hex()[:16]}… (token saved for `stdb` commands).
 In another terminal:
 
     stdb call chat set_name '"ada"'
