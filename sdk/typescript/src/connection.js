@@ -3,7 +3,7 @@
 // exponential back-off and jitter, resubscribing and firing exactly the missed callbacks.
 
 import { ClientCache, makeEvent } from './cache.js';
-import { AuthError, ConnectionLost, ProtocolError, ReducerError, StdbError, errorFromMessage } from './errors.js';
+import { AuthError, ConnectionLost, DataError, ProtocolError, ReducerError, StdbError, errorFromMessage } from './errors.js';
 import { MAX_MESSAGE_BYTES, PARTED, checkMaxMessage, databaseUrl, decode, encode, joinParts, serverKey } from './protocol.js';
 import { openSocket } from './socket.js';
 import { defaultStorage } from './storage.js';
@@ -164,6 +164,11 @@ export class DbConnection {
    * or failed.  A call the server cannot run at all (no such reducer, wrong arguments) rejects
    * with its error; so does a call made while disconnected (ConnectionLost, at once). */
   async call(reducer, ...args) {
+    const r = this.module?.reducers?.find((x) => x.name === reducer);
+    if (r && r.params.length !== args.length) {
+      const sig = r.params.map((p) => `${p.name}: ${p.type}`).join(', ');
+      throw new DataError(`reducer '${reducer}' takes ${r.params.length} arguments (${sig}); ${args.length} given`);
+    }
     const msg = await this._request('CallReducer', { reducer, args: args.map(outgoing) });
     return new ReducerOutcome(msg);
   }

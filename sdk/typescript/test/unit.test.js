@@ -1,0 +1,89 @@
+// Pieces without a server: the cache's rules (docs/client.md, "The client cache"), parts,
+// values, and that the browser bundle has no Node-only import.
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { Decoder } from 'cbor-x';
+import { ClientCache } from '../src/cache.js';
+import { joinParts, encode, databaseUrl } from '../src/protocol.js';
+
+const SCHEMA = [{ name: 'player', columns: [{ name: 'id', type: 'u64' }, { name: 'name', type: 'string' }], primary_key: ['id'] }];
+
+function cacheWithLog() {
+  const log = [];
+  const cache = new ClientCache((kind, table, args) => log.push([kind, ...args.slice(0, -1).map((r) => `${r.id}:${r.name}`)]));
+  cache.setSchemas(SCHEMA);
+  return { cache, log };
+}
+const tx = (updates) => updates.map(([q, deletes, inserts]) => ({ query_id: q, table: 'player', deletes, inserts }));
+
+test('one transaction: deletes, then updates, then inserts, after the whole of it is applied', () => {
+  const { cache, log } = cacheWithLog();
+  cache.addQuery(1, 'player', [[1, 'a'], [2, 'b']]);
+  assert.deepEqual(log, [['insert', '1:a'], ['insert', '2:b']]);
+  log.length = 0;
+  const t = cache.table('player');
+  cache.emit = (kind, _table, args) => log.push([kind, t.count(), ...args.slice(0, -1).map((r) => `${r.id}:${r.name}`)]);
+  cache.apply(tx([[1, [[1, 'a'], [2, 'b']], [[3, 'c'], [2, 'B']]]]), {});
+  assert.deepEqual(log, [['delete', 2, '1:a'], ['update', 2, '2:b', '2:B'], ['insert', 2, '3:c']]);
+  assert.equal(t.find(2n).name, 'B');
+  assert.equal(t.find(1), null);
+});
+
+test('a row held by two queries is held once; moving between queries is no change', () => {
+  const { cache, log } = cacheWithLog();
+  cache.addQuery(1, 'player', [[1, 'a']]);
+  cache.addQuery(2, 'player', [[1, 'a'], [2, 'b']]);
+  assert.deepEqual(log, [['insert', '1:a'], ['insert', '2:b']]);
+  assert.equal(cache.table('player').count(), 2);
+  log.length = 0;
+  cache.apply(tx([[1, [[1, 'a']], []]]), {}); // query 2 still holds it
+  assert.deepEqual(log, []);
+  cache.apply(tx([[2, [[2, 'b']], []], [1, [], [[2, 'b']]]]), {}); // moves from query 2 to 1
+  assert.deepEqual(log, []);
+  cache.removeQuery(2);
+  assert.deepEqual(log, [['delete', '1:a']]);
+  assert.deepEqual(cache.table('player').rows().map((r) => r.id), [2n]);
+});
+
+test('adopt: a fresh copy of the subscriptions fires exactly the differences', () => {
+  const { cache, log } = cacheWithLog();
+  cache.addQuery(1, 'player', [[1, 'a'], [2, 'b'], [3, 'c']]);
+  const kept = cache.table('player').find(3);
+  log.length = 0;
+  const fresh = new ClientCache(null);
+  fresh.setSchemas(SCHEMA);
+  fresh.addQuery(7, 'player', [[2, 'B'], [3, 'c'], [4, 'd']]);
+  cache.adopt(fresh);
+  assert.deepEqual(log, [['delete', '1:a'], ['update', '2:b', '2:B'], ['insert', '4:d']]);
+  assert.equal(cache.table('player').find(3), kept);
+  assert.deepEqual(cache.queryIds(), [7]);
+});
+
+test('joinParts puts the documented parts back together (docs/protocol.md test vectors)', () => {
+  const d = new Decoder({ useRecords: false, mapsAsObjects: true });
+  const parts = [
+    'a66a726571756573745f69640267636f6c756d6e7382626964647465787464726f77738182016568656c6c6f64706c616e816c7363616e206d657373616765646d6f7265f56474797065714f6e654f66665175657279526573756c74',
+    'a66a726571756573745f69640267636f6c756d6e7382626964647465787464726f777381820265776f726c6464706c616e816c7363616e206d657373616765646d6f7265f46474797065714f6e654f66665175657279526573756c74',
+  ].map((h) => d.decode(Buffer.from(h, 'hex')));
+  const m = joinParts(parts);
+  assert.deepEqual(m.rows, [[1, 'hello'], [2, 'world']]);
+  assert.equal(m.more, false);
+  const u = joinParts([
+    { type: 'TransactionUpdate', request_id: null, more: true, updates: [{ query_id: 1, table: 't', deletes: [[1]], inserts: [] }, { query_id: 2, table: 't', deletes: [[2]], inserts: [[3]] }] },
+    { type: 'TransactionUpdate', request_id: null, more: false, updates: [{ query_id: 2, table: 't', deletes: [], inserts: [[4]] }] },
+  ]);
+  assert.deepEqual(u.updates.map((x) => [x.query_id, x.deletes, x.inserts]), [[1, [[1]], []], [2, [[2]], [[3], [4]]]]);
+  // what the client sends: the documented OneOffQuery bytes decode to the same map
+  assert.deepEqual(d.decode(encode('OneOffQuery', { request_id: 1, sql: 'SELECT * FROM message' })),
+    d.decode(Buffer.from('a36a726571756573745f6964016373716c7553454c454354202a2046524f4d206d65737361676564747970656b4f6e654f66665175657279', 'hex')));
+  assert.equal(databaseUrl('ws://h:1/', 'my-db', { confirmed: true, token: 'a b' }), 'ws://h:1/v1/database/my-db?confirmed=true&token=a%20b');
+});
+
+test('the browser bundle (esbuild) has no Node-only import', async () => {
+  const esbuild = await import('esbuild');
+  const out = await esbuild.build({ entryPoints: [new URL('../src/index.js', import.meta.url).pathname], bundle: true,
+    platform: 'browser', format: 'esm', write: false, logLevel: 'silent' });
+  const text = out.outputFiles[0].text;
+  assert.doesNotMatch(text, /node:fs|node:path|require\(["']ws["']\)|from ["']ws["']/);
+  assert.match(text, /v1\.cbor\.stdb/);
+});
