@@ -87,3 +87,12 @@ test('the browser bundle (esbuild) has no Node-only import', async () => {
   assert.doesNotMatch(text, /node:fs|node:path|require\(["']ws["']\)|from ["']ws["']/);
   assert.match(text, /v1\.cbor\.stdb/);
 });
+
+test('the type declarations compile with a use of the API (tsc, strict)', async () => {
+  const ts = (await import('typescript')).default;
+  const dir = new URL('..', import.meta.url).pathname;
+  const cfg = ts.getParsedCommandLineOfConfigFile(`${dir}tsconfig.json`, {}, { ...ts.sys, onUnRecoverableConfigFileDiagnostic: () => {} });
+  const program = ts.createProgram(cfg.fileNames, cfg.options);
+  const diags = ts.getPreEmitDiagnostics(program).map((d) => ts.flattenDiagnosticMessageText(d.messageText, '\n'));
+  assert.deepEqual(diags, []);
+});
