@@ -142,6 +142,9 @@ export class DbConnection {
   // ---- requests
 
   _request(type, fields = {}, internal = false) {
+    if (this._resyncing && !internal) { // after a module update: once the cache is whole again
+      return this._resyncing.then(() => this._request(type, fields), () => this._request(type, fields));
+    }
     const sock = this._socket;
     if ((this.state !== 'connected' && !internal) || !sock || sock.readyState !== 1) {
       const why = this.state === 'closed' ? (this.closeReason ?? 'closed by the client') : `${this.state}: ${this.closeReason ?? 'not connected'}`;
@@ -327,7 +330,10 @@ export class DbConnection {
       const err = errorFromMessage(msg);
       const p = rid == null ? undefined : this._pending.get(rid);
       if (!p) {
-        if (err.code === 'resubscribe') this._resync(false).catch((e) => this._emit('error', e));
+        if (err.code === 'resubscribe') {
+          this._resyncing = this._resync(false);
+          this._resyncing.catch((e) => this._emit('error', e)).finally(() => { this._resyncing = null; });
+        }
         this._emit('error', err);
         return;
       }
