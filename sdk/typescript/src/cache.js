@@ -11,7 +11,7 @@ import { normalize, valueKey } from './values.js';
 export function makeEvent(msg = null, requestId = null) {
   return Object.freeze({
     reducer: msg?.reducer ?? null,
-    caller: msg?.caller ?? null,
+    caller: msg?.caller == null ? null : new Uint8Array(msg.caller),
     status: msg?.status ?? 'committed',
     offset: msg?.offset == null ? null : BigInt(msg.offset),
     timestamp: msg?.timestamp == null ? null : BigInt(msg.timestamp),

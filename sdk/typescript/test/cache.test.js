@@ -62,6 +62,7 @@ test('callbacks: update (old, new, event) after the cache changed; insert for th
   const bob = await connect(opts());
   const seen = [];
   bob.onUpdate('user', (old, neu, ev) => {
+    assert.equal(ev.caller.constructor, Uint8Array);
     seen.push(['update', old.name, neu.name, ev.reducer, toHex(ev.caller)]);
     assert.equal(bob.table('user').find(neu.id), neu); // the cache is already updated
   });
