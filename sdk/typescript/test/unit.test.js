@@ -96,3 +96,33 @@ test('the type declarations compile with a use of the API (tsc, strict)', async 
   const diags = ts.getPreEmitDiagnostics(program).map((d) => ts.flattenDiagnosticMessageText(d.messageText, '\n'));
   assert.deepEqual(diags, []);
 });
+
+test('fileStorage writes the credentials file the Python client and the CLI read (mode 0600)', async () => {
+  const { mkdtempSync, statSync, readFileSync } = await import('node:fs');
+  const { execFileSync } = await import('node:child_process');
+  const { tmpdir } = await import('node:os');
+  const { fileStorage } = await import('../src/index.js');
+  const { ROOT } = await import('./server.js');
+  const path = `${mkdtempSync(`${tmpdir()}/stdb-ts-cred-`)}/sub/credentials.json`;
+  const s = fileStorage(path);
+  assert.equal(await s.get('ws://127.0.0.1:3000'), null);
+  await s.set('ws://127.0.0.1:3000', 'tok-1');
+  await s.set('ws://other:1', 'tok-2');
+  assert.equal(await s.get('ws://127.0.0.1:3000'), 'tok-1');
+  assert.equal(statSync(path).mode & 0o777, 0o600);
+  assert.deepEqual(JSON.parse(readFileSync(path, 'utf8')), { version: 1, tokens: { 'ws://127.0.0.1:3000': 'tok-1', 'ws://other:1': 'tok-2' } });
+  const py = execFileSync(process.env.STDB_PYTHON || 'python3', ['-c',
+    'import sys; from stdb.client.credentials import load_token; print(load_token(sys.argv[1], "ws://127.0.0.1:3000/v1/database/x"))', path],
+  { cwd: ROOT, encoding: 'utf8' });
+  assert.equal(py.trim(), 'tok-1');
+});
+
+test('server errors become the matching classes (code, detail, hint, retryAfter)', async () => {
+  const { errorFromMessage, RateLimited, QueryError, StdbError } = await import('../src/index.js');
+  const r = errorFromMessage({ code: 'rate_limited', detail: 'too many calls', hint: 'slow down', retry_after: 0.25 });
+  assert.ok(r instanceof RateLimited && r.retryAfter === 0.25 && r.message === 'too many calls (hint: slow down)');
+  const q = errorFromMessage({ code: 'query_error', detail: 'no table x', hint: null });
+  assert.ok(q instanceof QueryError && q instanceof StdbError && q.code === 'query_error' && q.hint === null);
+  const u = errorFromMessage({ code: 'brand_new', detail: 'd' });
+  assert.ok(u.constructor === StdbError && u.code === 'brand_new');
+});
