@@ -372,7 +372,17 @@ export class DbConnection {
     const request = (type, fields) => this._request(type, fields, true);
     try {
       await this._loadModule(true);
-      for (const sub of [...this._subs]) await this._subscribe(sub, request);
+      for (const sub of [...this._subs]) {
+        try {
+          await this._subscribe(sub, request);
+        } catch (e) {
+          if (e instanceof ConnectionLost || !(e instanceof StdbError)) throw e;
+          // the server refuses it now (e.g. its table left the module): drop it, say why
+          sub.active = false;
+          this._subs = this._subs.filter((s) => s !== sub);
+          this._emit('error', e);
+        }
+      }
     } finally {
       if (this._target === staging) this._target = this.cache;
     }

@@ -52,3 +52,25 @@ test('a module update: the client subscribes again and fires only the difference
   assert.deepEqual(errors, ['resubscribe']);
   await bob.close();
 });
+
+test('a subscription the server refuses after an update is dropped (onError), the others go on', async () => {
+  const bob = await connect({ url: server.url, database: 'chat', storage: memoryStorage(), reconnect: false });
+  const good = bob.subscribe('SELECT * FROM message');
+  const bad = bob.subscribe('SELECT * FROM user WHERE online');
+  await good.applied;
+  await bad.applied;
+  // a refusal on resubscribing, made deterministic: the query's text is changed under the client
+  bad.queries[0] = 'SELECT * FROM nowhere';
+  const errors = [];
+  const refused = new Promise((resolve) => bob.onError((e) => { errors.push(e.code); if (e.code !== 'resubscribe') resolve(); }));
+  await owner.publish(exampleWasm('chat'));
+  await refused;
+  assert.ok((await owner.call('send_message', 'still here')).ok);
+  assert.ok((await bob.call('send_message', 'me too')).ok);
+  assert.equal(bad.active, false);
+  assert.equal(good.active, true);
+  assert.equal(bob.table('user').count(), 0);
+  assert.ok(bob.table('message').rows().some((r) => r.text === 'still here'));
+  assert.deepEqual(errors, ['resubscribe', 'query_error']);
+  await bob.close();
+});
