@@ -347,16 +347,20 @@ def identity(server: str, credentials: str | None, forget: bool) -> None:
 
 @click.command()
 @click.argument("database")
-@click.option("--out", "-o", default=None, help="The Python file to write (default: stdout).")
+@click.option("--out", "-o", default=None, help="The file to write (default: stdout).")
+@click.option("--lang", type=click.Choice(["python", "typescript"]), default="python", show_default=True,
+              help="python: a dataclass per table, an async method per reducer; typescript: an interface "
+                   "per table, a method per reducer (for sdk/typescript).")
 @server_option
 @credentials_option
 @errors_exit
-def generate(database: str, out: str | None, server: str, credentials: str | None) -> None:
-    """Write typed Python bindings (a dataclass per table, a method per reducer)."""
+def generate(database: str, out: str | None, lang: str, server: str, credentials: str | None) -> None:
+    """Write typed bindings of DATABASE's module (Python by default, or TypeScript)."""
     from stdb.client.codegen import python_bindings
+    from stdb.client.codegen_ts import typescript_bindings
 
     mod = _with_conn(server, database, credentials, lambda c: c.describe())
-    src = python_bindings(mod, database)
+    src = (typescript_bindings if lang == "typescript" else python_bindings)(mod, database)
     if out is None:
         click.echo(src, nl=False)
     else:
