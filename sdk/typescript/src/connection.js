@@ -180,10 +180,16 @@ export class DbConnection {
    * table` get that table's column types (u64 as bigint, ...). */
   async query(sql) {
     const m = await this._request('OneOffQuery', { sql });
-    const t = /\bfrom\s+"?([A-Za-z_][A-Za-z0-9_]*)"?/i.exec(sql);
-    const schema = t && this.cache.schemas.get(t[1]);
-    const types = m.columns.map((c) => schema?.columns.find((x) => x.name === c)?.type ?? '');
-    return { columns: m.columns, rows: m.rows.map((r) => r.map((v, i) => normalize(types[i] ?? '', v))), plan: m.plan };
+    let types = Array.isArray(m.types) && m.types.length === m.columns.length ? m.types : null;
+    if (!types) { // a server that does not name the columns' types: the table's, by column name
+      const t = /\bfrom\s+"?([A-Za-z_][A-Za-z0-9_]*)"?/i.exec(sql);
+      const schema = t && this.cache.schemas.get(t[1]);
+      types = m.columns.map((c) => schema?.columns.find((x) => x.name === c)?.type ?? '');
+    }
+    return {
+      columns: m.columns, types,
+      rows: m.rows.map((r) => r.map((v, i) => normalize(types[i] ?? '', v))), plan: m.plan,
+    };
   }
 
   /** Subscribe to queries (all or none).  Returns at once; `sub.applied` resolves once their

@@ -60,6 +60,8 @@ export type Off = () => void;
 
 export interface QueryResult {
   columns: string[];
+  /** Each column's type name (`u64`, `timestamp`, `option<string>`, ...), as the server names it. */
+  types: string[];
   rows: Value[][];
   plan: string[];
 }

@@ -40,6 +40,11 @@ test('u64 / i64 values round-trip exactly as bigints (cache, query, callbacks)',
   const q = await conn.query(`SELECT * FROM account WHERE id = ${U64_MAX}`);
   assert.deepEqual(q.columns, ['id', 'balance']);
   assert.deepEqual(q.rows, [[U64_MAX, I64_MAX]]);
+  assert.deepEqual(q.types, ['u64', 'i64']);
+  // aggregates and aliases: typed by the server's `types`, so small counts are bigints too
+  const agg = await conn.query('SELECT COUNT(*) AS n, MIN(balance) AS low FROM account WHERE id = 7');
+  assert.deepEqual(agg.types, ['u64', 'i64']);
+  assert.deepEqual(agg.rows, [[1n, 100n]]);
   const updates = [];
   conn.onUpdate('account', (o, n, ev) => updates.push([o.id, o.balance, n.balance, ev.reducer]));
   assert.ok((await conn.call('transfer', 2n ** 53n + 1n, 1n, 2n ** 53n)).ok);
