@@ -89,7 +89,8 @@ class StdbStart(ServerProcess):
         deadline = time.monotonic() + timeout
         while not self.port:
             if self.proc.poll() is not None:
-                raise RuntimeError(f"the {self.kind} server exited ({self.proc.returncode}):\n{_tail(self.log)}")
+                raise RuntimeError(f"the {self.kind} server exited ({self.proc.returncode}):\n"
+                                   f"{_tail(self.log)}")
             try:
                 with open(self.port_file) as f:
                     text = f.read().strip()
@@ -229,10 +230,12 @@ def markdown(res: dict[str, Any]) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m bench.arena", description=__doc__.splitlines()[0])
-    p.add_argument("--bots", default=None, help="bot counts, comma-separated, a fresh server each (default 50,200)")
+    p.add_argument("--bots", default=None,
+                   help="bot counts, comma-separated, a fresh server each (default 50,200)")
     p.add_argument("--seconds", type=float, default=None, help="measured seconds per bot count (default 20)")
     p.add_argument("--warmup", type=float, default=3.0, help="seconds after every bot has its region")
-    p.add_argument("--quick", action="store_true", help="10 bots, 5 s (unless --bots/--seconds say otherwise)")
+    p.add_argument("--quick", action="store_true",
+                   help="10 bots, 5 s (unless --bots or --seconds say otherwise)")
     p.add_argument("--out", default=RESULTS_DIR, help="the directory for arena.json and arena.md")
     a = p.parse_args(argv)
     a.bots = a.bots or ("10" if a.quick else "50,200")
