@@ -21,6 +21,8 @@ Measured over ``--seconds`` after a warm-up:
   (bots × ticks seen); and the mean size of one tick update;
 * **server CPU** (cores, from /proc) and the bots' CPU; **errors** (must be 0).
 
+Target (bench/summary.py): at 200 bots the server commits ≥ 19.5 ticks/s.
+
     python -m bench.arena [--bots 50,200] [--seconds 20] [--warmup 3] [--out DIR] [--quick]
 
 ``--quick``: 10 bots, 5 s.  Results: ``arena.json`` and ``arena.md`` in ``--out``
@@ -64,6 +66,7 @@ BOTS_JS = os.path.join(LOADGEN_DIR, "arena_bots.js")
 DATABASE = "arena"
 TICK_HZ = 20.0                   # examples/arena/arena.c: TICK_US = 50000
 HALF, CELL = 800, 500            # the bots' region: ±HALF around the player, snapped to CELL
+TARGET_BOTS, TARGET_TICK_RATE = 200, 19.5     # the tick holds (almost) 20 Hz with 200 players
 
 
 # ---------------------------------------------------------------- the server
@@ -197,6 +200,7 @@ def run(bots: Sequence[int] = (50, 200), seconds: float = 20.0, warmup: float = 
                 f"p99 {r['latency_p99_ms']} ms, {r['errors']} errors")
             runs.append(r)
     return {"tick_hz": TICK_HZ, "half": HALF, "cell": CELL, "seconds": seconds, "warmup": warmup,
+            "target": {"bots": TARGET_BOTS, "tick_rate": TARGET_TICK_RATE},
             "server_cpu_pinned": server_cpu, "loadgen_cpu_pinned": load_cpu, "runs": runs}
 
 
