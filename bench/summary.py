@@ -234,7 +234,7 @@ def arena_rows(d: dict[str, Any]) -> list[Row]:
                 f"{_ms(r['latency_p50_ms'])} / {_ms(r['latency_p99_ms'])} / {_ms(r['latency_max_ms'])} ms",
                 "", None),
             Row("arena", f"{n} bots: diff bytes per client per tick (mean); server CPU; errors",
-                f"{_n(r['diff_bytes_per_client_per_tick'])} B; {r['server_cpu']:.2f} cores; {r['errors']}",
+                f"{_n(r['diff_bytes_per_client_per_tick'])} B; {_n(r['server_cpu'], 2)} cores; {r['errors']}",
                 "", None),
         ]
     return rows
