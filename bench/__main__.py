@@ -10,7 +10,7 @@ import argparse
 import os
 import time
 
-from bench import durability, engine, modules, network, queries, summary, transfer
+from bench import arena, durability, engine, modules, network, queries, summary, transfer
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -31,6 +31,7 @@ def main(argv: list[str] | None = None) -> int:
             ["--out", a.out] + (["--seconds", "2", "--fanout", "100", "--trials", "5", "--accounts", "1000",
                                  "--no-relaxed", "--rounds", "1", "--pipelined-accounts", "10000"]
                                 if q else []))),
+        ("arena", lambda: arena.main(["--out", a.out] + (["--quick"] if q else []))),
     ]
     t0 = time.perf_counter()
     for i, (name, step) in enumerate(steps, 1):

@@ -498,12 +498,13 @@ def run_load(loadgen: str, url: str, clients: int, seconds: float, mode: str, ac
 
 def run_loadgen(cmd: list[str], limit: float, *, cpu: int | None = None, server: ServerProcess | None = None,
                 tmp: str | None = None, what: str = "the load generator",
-                window: list[float] | None = None) -> dict:
+                window: list[float] | None = None, on_event: Callable[[dict], None] | None = None) -> dict:
     """Run a load generator that prints JSON lines (``{"event": "start"}`` when its measured window
     opens, then ``{"event": "result", ...}``), pinned to ``cpu`` and killed after ``limit`` seconds;
     its result, plus ``server_cpu``: the server's CPU use (cores) over the window.  ``window``, when
     given, receives the window's start and end on this process's ``time.perf_counter()`` (when
-    the two lines were read)."""
+    the two lines were read); ``on_event``, when given, is called with every event line as it is
+    read (e.g. to sample the server at ``start`` and at a ``stop`` line)."""
     errlog = os.path.join(tmp or tempfile.gettempdir(), f"loadgen-{os.getpid()}.log")
     with open(errlog, "w") as err:
         p = subprocess.Popen(_pinned(cpu, cmd), cwd=ROOT, stdout=subprocess.PIPE, stderr=err, text=True)
@@ -518,6 +519,8 @@ def run_loadgen(cmd: list[str], limit: float, *, cpu: int | None = None, server:
                 ev = json.loads(line)
             except ValueError:
                 continue
+            if on_event is not None and isinstance(ev, dict):
+                on_event(ev)
             if ev.get("event") == "start":
                 t0 = time.perf_counter()
                 cpu0 = server.cpu() if server is not None else None

@@ -3,8 +3,8 @@
     python -m bench.summary [--results DIR] [--readme README.md | --no-readme]
 
 Reads the newest result of each benchmark in bench/results/ (``engine.json``,
-``durability.json``, ``transfer.json``, ``modules.json``, ``queries.json``, the newest
-``network-*.json``), writes ``summary.md`` and ``summary.json`` there, draws ``subscriptions.png``
+``durability.json``, ``transfer.json``, ``modules.json``, ``queries.json``, ``arena.json``, the
+newest ``network-*.json``), writes ``summary.md`` and ``summary.json`` there, draws ``subscriptions.png``
 (matcher cost vs subscription count) and ``network.png`` (calls/s vs clients, every server), and
 replaces the part of the README between ``<!-- bench:begin -->`` and ``<!-- bench:end -->``
 (with copies of the plots in docs/bench/, since bench/results/ is not kept in git).
@@ -216,6 +216,34 @@ def network_rows(d: dict[str, Any]) -> list[Row]:
     return rows
 
 
+def arena_rows(d: dict[str, Any]) -> list[Row]:
+    """The arena benchmark (bench/arena.py): one target, the tick rate at the target's bot count
+    (``target`` in the result); the rest is context."""
+    hz = d.get("tick_hz", 20)
+    want = d.get("target") or {}
+    rows = []
+    for r in d.get("runs", []):
+        n = r["bots"]
+        aimed = n == want.get("bots") and want.get("tick_rate") is not None
+        rows += [
+            Row("arena", f"{n} bots: ticks/s committed (the module ticks at {hz:g} Hz)",
+                f"{r['tick_rate']:.2f}", f"{hz:g}/s", r["tick_rate"] / hz,
+                f"≥ {want['tick_rate']:g}/s" if aimed else "",
+                r["tick_rate"] >= want["tick_rate"] if aimed else None),
+            Row("arena", f"{n} bots: tick→diff latency p50 / p99 / max",
+                f"{_ms(r['latency_p50_ms'])} / {_ms(r['latency_p99_ms'])} / {_ms(r['latency_max_ms'])} ms",
+                "", None),
+            Row("arena", f"{n} bots: diff bytes per client per tick (mean); server CPU; errors",
+                f"{_n(r['diff_bytes_per_client_per_tick'])} B; {_n(r['server_cpu'], 2)} cores; {r['errors']}",
+                "", None),
+        ]
+    return rows
+
+
+def _ms(x: float | None) -> str:
+    return "–" if x is None else f"{x:.1f}"
+
+
 SOURCES: list[tuple[str, str, Callable[[dict[str, Any]], list[Row]]]] = [
     ("engine", "python -m bench.engine", engine_rows),
     ("durability", "python -m bench.durability", durability_rows),
@@ -223,6 +251,7 @@ SOURCES: list[tuple[str, str, Callable[[dict[str, Any]], list[Row]]]] = [
     ("network-*", "python -m bench.network", network_rows),
     ("queries", "python -m bench.queries", queries_rows),
     ("modules", "python -m bench.modules", modules_rows),
+    ("arena", "python -m bench.arena", arena_rows),
 ]
 
 

@@ -76,7 +76,8 @@ function callReducer(rid, reducer, args) {
   return cbor.encode({ type: 'CallReducer', request_id: int(rid), reducer, args: args.map(int) });
 }
 
-// a connected client: resolves once the server's IdentityToken has arrived
+// a connected client: resolves once the server's IdentityToken has arrived; then
+// onMessage(decoded message, frame bytes) for each message
 function connect(url, onMessage) {
   return new Promise((resolve, reject) => {
     const ws = new WebSocket(url, SUBPROTOCOL, { perMessageDeflate: false, maxPayload: 64 << 20 });
@@ -90,7 +91,7 @@ function connect(url, onMessage) {
         resolve(ws);
         return;
       }
-      onMessage(msg);
+      onMessage(msg, data.length);               // the frame's size: arena_bots.js counts bytes
     });
     ws.on('error', (e) => (hello ? onMessage({ type: 'SocketError', detail: String(e) }) : reject(e)));
     ws.on('close', (code, reason) => {
@@ -606,7 +607,12 @@ async function main() {
   process.exit(0);
 }
 
-main().catch((e) => {
-  process.stderr.write(`load.js: ${e && e.stack ? e.stack : e}\n`);
-  process.exit(1);
-});
+// the helpers bench/loadgen/arena_bots.js shares; run as a program only when started as one
+module.exports = { SUBPROTOCOL, cbor, connect, closeAll, connectMany, percentile, jsonSafe, now, sleep, out };
+
+if (require.main === module) {
+  main().catch((e) => {
+    process.stderr.write(`load.js: ${e && e.stack ? e.stack : e}\n`);
+    process.exit(1);
+  });
+}
