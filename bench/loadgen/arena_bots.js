@@ -37,16 +37,8 @@ function usage(msg) {
 }
 
 function parseArgs(argv) {
-  const pos = [];
-  const opt = { warmup: 3, half: 800, cell: 500, 'steer-min': 1, 'steer-max': 2, seed: 1 };
-  for (let i = 0; i < argv.length; i++) {
-    if (argv[i].startsWith('--')) {
-      const k = argv[i].slice(2);
-      if (!(k in opt) || i + 1 >= argv.length) usage(`bad option ${argv[i]}`);
-      opt[k] = Number(argv[++i]);
-    } else pos.push(argv[i]);
-  }
-  if (pos.length !== 3) usage('three positional arguments expected');
+  const [pos, opt] = lg.parseOptions(argv, { warmup: 3, half: 800, cell: 500, 'steer-min': 1, 'steer-max': 2,
+    seed: 1 }, 3, usage);
   const [url, bots, seconds] = pos;
   const a = { url, bots: Number(bots), seconds: Number(seconds), ...opt };
   if (!(Number.isInteger(a.bots) && a.bots >= 1)) usage('BOTS must be an integer >= 1');

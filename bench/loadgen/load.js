@@ -48,10 +48,10 @@ function usage(msg) {
   process.exit(2);
 }
 
-function parseArgs(argv) {
+// positional arguments and numeric --options (known ones only, each with its default) from argv
+function parseOptions(argv, defaults, positional, usage) {
   const pos = [];
-  const opt = { warmup: 1, trials: 20, gap: 0.05, rate: 500, callers: 4, hot: 100, 'hot-prob': 0.25, progress: 30,
-    drain: 10, inflight: 1, zipf: 0 };
+  const opt = { ...defaults };
   for (let i = 0; i < argv.length; i++) {
     if (argv[i].startsWith('--')) {
       const k = argv[i].slice(2);
@@ -59,7 +59,13 @@ function parseArgs(argv) {
       opt[k] = Number(argv[++i]);
     } else pos.push(argv[i]);
   }
-  if (pos.length !== 5) usage('five positional arguments expected');
+  if (pos.length !== positional) usage(`${positional} positional arguments expected`);
+  return [pos, opt];
+}
+
+function parseArgs(argv) {
+  const [pos, opt] = parseOptions(argv, { warmup: 1, trials: 20, gap: 0.05, rate: 500, callers: 4, hot: 100,
+    'hot-prob': 0.25, progress: 30, drain: 10, inflight: 1, zipf: 0 }, 5, usage);
   const [url, clients, seconds, mode, accounts] = pos;
   if (mode !== 'transfer' && mode !== 'fanout' && mode !== 'soak') usage(`unknown mode ${mode}`);
   if (!(Number.isInteger(opt.inflight) && opt.inflight >= 1)) usage('--inflight must be an integer >= 1');
@@ -608,7 +614,8 @@ async function main() {
 }
 
 // the helpers bench/loadgen/arena_bots.js shares; run as a program only when started as one
-module.exports = { SUBPROTOCOL, cbor, connect, closeAll, connectMany, percentile, jsonSafe, now, sleep, out };
+module.exports = { SUBPROTOCOL, cbor, connect, closeAll, connectMany, percentile, jsonSafe, now, sleep, out,
+  parseOptions };
 
 if (require.main === module) {
   main().catch((e) => {
