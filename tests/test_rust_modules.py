@@ -44,8 +44,10 @@ class Twins:
 
     def __init__(self, tmp_path, wasm: tuple[bytes, bytes], queries: list[str]) -> None:
         self.dbs = [Database(str(tmp_path / "c")), Database(str(tmp_path / "rust"))]
-        self.published = [outcome(lambda db=db, w=w: db.publish(w).init) for db, w in zip(self.dbs, wasm, strict=True)]
+        self.published = [outcome(lambda db=db, w=w: db.publish(w).init)
+                          for db, w in zip(self.dbs, wasm, strict=True)]
         self.subscribed = [[s.rows for s in db.subscribe(queries, "sub")] for db in self.dbs]
+        assert self.published[0] == self.published[1] and self.subscribed[0] == self.subscribed[1]
         self.ts = 4_000_000_000_000_000    # after the real clock: the call path keeps timestamps increasing
 
     def same(self, what: str, *args: Any, **kw: Any) -> tuple:

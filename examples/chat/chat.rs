@@ -7,8 +7,9 @@ table!(#[public] message => Message {
 
 fn set_online(online: bool) -> Result<(), String> {
     match User::find(sender()) {
-        Some(u) => if User::update(&User { online, ..u })? { Ok(()) } else { Err("update failed".into()) },
-        None => User::insert(User { id: sender(), name: String::new(), online }).map(|_| ()).map_err(|_| "insert failed".into()),
+        Some(u) => ensure(User::update(&User { online, ..u }) == Ok(true), "update failed"),
+        None => ensure(User::insert(User { id: sender(), name: String::new(), online }).is_ok(),
+                       "insert failed"),
     }
 }
 reducer!(#[client_connected] fn client_connected() -> Result<(), String> { set_online(true) });
@@ -17,12 +18,12 @@ reducer!(#[client_disconnected] fn client_disconnected() -> Result<(), String> {
 reducer!(fn set_name(name: String) -> Result<(), String> {
     if name.is_empty() { return Err("names must not be empty".into()); }
     let u = User::find(sender()).ok_or("connect first")?;
-    if User::update(&User { name, ..u })? { Ok(()) } else { Err("update failed".into()) }
+    ensure(User::update(&User { name, ..u })?, "update failed")
 });
 reducer!(fn send_message(text: String) -> Result<(), String> {
     if text.is_empty() { return Err("messages must not be empty".into()); }
     let m = Message { id: 0, sender: sender(), sent: timestamp(), text };
-    Message::insert(m).map(|_| ()).map_err(|_| "insert failed".into())
+    ensure(Message::insert(m).is_ok(), "insert failed")
 });
 
 module!(tables: [User, Message], reducers: [client_connected, client_disconnected, set_name, send_message]);

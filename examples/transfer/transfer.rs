@@ -10,7 +10,7 @@ reducer!(#[init] fn init() -> Result<(), String> {
 });
 
 reducer!(fn create_account(id: u64, balance: i64) -> Result<(), String> {
-    if balance < 0 { return Err("a new account cannot be in debt".into()); }
+    ensure(balance >= 0, "a new account cannot be in debt")?;
     match Account::insert(Account { id, balance }) {
         Err(e) if e.is_unique_violation() => Err("account already exists".into()),
         Err(_) => Err("insert failed".into()),
@@ -19,16 +19,16 @@ reducer!(fn create_account(id: u64, balance: i64) -> Result<(), String> {
 });
 
 reducer!(fn transfer(from: u64, to: u64, amount: i64) -> Result<(), String> {
-    if amount <= 0 { return Err("amount must be positive".into()); }
+    ensure(amount > 0, "amount must be positive")?;
     let (mut a, mut b) = match (Account::find(from), Account::find(to)) {
         (Some(a), Some(b)) => (a, b),
         _ => return Err("no such account".into()),
     };
-    if a.balance < amount { return Err("insufficient funds".into()); }
+    ensure(a.balance >= amount, "insufficient funds")?;
     if from == to { return Ok(()); }
     a.balance -= amount;
     b.balance += amount;
-    if Account::update(&a)? && Account::update(&b)? { Ok(()) } else { Err("update failed".into()) }
+    ensure(Account::update(&a)? && Account::update(&b)?, "update failed")
 });
 
 module!(tables: [Account], reducers: [init, create_account, transfer]);

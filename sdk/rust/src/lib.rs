@@ -43,6 +43,11 @@ macro_rules! error { ($($a:tt)*) => { $crate::log($crate::LogLevel::Error, &::st
 #[macro_export]
 macro_rules! debug { ($($a:tt)*) => { $crate::log($crate::LogLevel::Debug, &::std::format!($($a)*)) }; }
 
+/// `Ok(())` when `cond` holds, else `Err(msg)`: `ensure(amount > 0, "amount must be positive")?`.
+pub fn ensure(cond: bool, msg: &str) -> Result<(), String> {
+    if cond { Ok(()) } else { Err(String::from(msg)) }
+}
+
 /// The caller's identity.
 pub fn sender() -> Identity {
     let mut id = Identity([0; 32]);
