@@ -1,7 +1,7 @@
-"""The Rust examples behave exactly like the C ones: the C and the Rust build of each example
-are published in two Databases and driven by the same calls (failing ones included); every
-outcome (commit deltas, subscription diffs, errors) and the final tables must be identical, and
-so must the module descriptions."""
+"""The Rust examples (transfer, chat, arena) behave exactly like the C ones: the C and the Rust
+build of each example are published in two Databases and driven by the same calls (failing ones
+included); every outcome (commit deltas, subscription diffs, errors) and the final tables must be
+identical, and so must the module descriptions. The arena runs 150 scheduled ticks."""
 
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ from hypothesis import strategies as st
 import stdb
 from stdb import Database
 from tests.rust_toolchain import build_pair
+from tests.test_module import rows
 
 ALICE, BOB, CAROL = b"\xaa" * 32, b"\xbb" * 32, b"\xcc" * 32
 
@@ -21,7 +22,7 @@ ALICE, BOB, CAROL = b"\xaa" * 32, b"\xbb" * 32, b"\xcc" * 32
 @pytest.fixture(scope="module")
 def pairs(tmp_path_factory):
     out = tmp_path_factory.mktemp("rust")
-    return {name: build_pair(out, name) for name in ("transfer", "chat")}
+    return {name: build_pair(out, name) for name in ("transfer", "chat", "arena")}
 
 
 def outcome(fn: Any) -> tuple:
@@ -42,8 +43,10 @@ def outcome(fn: Any) -> tuple:
 class Twins:
     """The C and the Rust build of one example, published side by side."""
 
-    def __init__(self, tmp_path, wasm: tuple[bytes, bytes], queries: list[str]) -> None:
-        self.dbs = [Database(str(tmp_path / "c")), Database(str(tmp_path / "rust"))]
+    def __init__(self, tmp_path, wasm: tuple[bytes, bytes], queries: list[str],
+                 clock: list[int] | None = None) -> None:
+        clock = clock or [3_000_000_000_000_000]          # one fake clock: the same time for both
+        self.dbs = [Database(str(tmp_path / name), clock=lambda: clock[0]) for name in ("c", "rust")]
         self.published = [outcome(lambda db=db, w=w: db.publish(w).init)
                           for db, w in zip(self.dbs, wasm, strict=True)]
         self.subscribed = [[s.rows for s in db.subscribe(queries, "sub")] for db in self.dbs]
@@ -59,7 +62,7 @@ class Twins:
         return results[0]
 
     def tables(self, *names: str) -> list:
-        got = [[sorted(db.query(f"SELECT * FROM {n}").rows) for n in names] for db in self.dbs]
+        got = [[rows(db, n) for n in names] for db in self.dbs]
         assert got[0] == got[1]
         return got[0]
 
@@ -134,3 +137,44 @@ def test_chat_twins(tmp_path, pairs):
         assert [(m[0], m[1], m[3]) for m in messages] == [(1, ALICE, "hi bob"), (2, BOB, "hi alice ✓")]
     finally:
         t.close()
+
+
+def test_arena_twins(tmp_path, pairs):
+    tick, clock = 50_000, [1_000_000_000_000]           # a multiple of 100 ticks: the food top-up runs
+    t = Twins(tmp_path, pairs["arena"], ["SELECT * FROM player", "SELECT * FROM food WHERE x < 2000"],
+              clock=clock)
+    assert t.published[0][0] == "committed"
+    players = [bytes([i]) * 32 for i in range(1, 7)]
+    try:
+        for i, p in enumerate(players):
+            t.same("client_connected", p)
+            t.same("call", "set_direction", ((i * 37) % 11 - 5, (i * 53) % 13 - 6), sender=p)
+        assert t.same("call", "set_name", ("",), sender=players[0])[0] == "failed"
+        t.same("call", "set_name", ("ann",), sender=players[0])
+        assert t.same("call", "set_direction", (2_000_000, 0), sender=players[1])[0] == "failed"
+        first = ("failed", "error", "connect first")
+        assert t.same("call", "set_direction", (1, 1), sender=b"\xee" * 32) == first
+        only = ("failed", "error", "tick is run by the schedule only")
+        assert t.same("call", "tick", (1, clock[0], 0, 300), sender=players[0]) == only
+        fired = eaten = 0
+        for n in range(150):
+            clock[0] += tick
+            got = [[outcome(lambda r=r: _result(r)) for r in db.run_due()] for db in t.dbs]
+            assert got[0] == got[1], n
+            fired += len(got[0])
+            eaten += sum(len(o[1].get("food", ([], []))[0]) for o in got[0] if o[0] == "committed")
+            if n == 60:
+                t.same("client_disconnected", players[2])
+                t.same("call", "set_direction", (0, 0), sender=players[3])
+        assert fired == 150 and eaten > 0, eaten          # the players did eat food on the way
+        player_rows, food_rows, schedule = t.tables("player", "food", "tick_schedule")
+        assert len(player_rows) == 5 and len(food_rows) == 300 and len(schedule) == 1
+    finally:
+        t.close()
+
+
+def _result(r: Any) -> Any:
+    """A run_due entry as a call would give it: the CallResult, or the ReducerError raised."""
+    if isinstance(r, Exception):
+        raise r
+    return r
