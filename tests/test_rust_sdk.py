@@ -102,10 +102,12 @@ def test_context(db):
     assert 0 <= int(parts["rng"]) < 1000 and int(parts["seed"]) >= 0 and again["seed"] != ""
 
 
-def test_a_panic_traps_with_its_message_in_the_log_and_rolls_back(db):
+def test_a_panic_traps_with_its_message_and_rolls_back(db):
     with pytest.raises(stdb.ReducerError) as e:
         db.call("boom", ("kaboom",))
     assert e.value.kind == "trap"
+    assert e.value.message == "unreachable (panicked at 'boom: kaboom', features.rs:58:5)"
+    assert "boom: kaboom" in str(e.value)
     assert any("boom: kaboom" in line and "panicked" in line for line in logs(db))
     assert rows(db, "item") == []
     db.call("add", ("after", 1))                    # the next call works

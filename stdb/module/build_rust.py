@@ -33,6 +33,7 @@ __all__ = ["APT_COMMAND", "RustToolchain", "build_rust", "find_toolchain", "sdk_
 APT_COMMAND = "apt-get install rustc libstd-rust-dev-wasm32 lld"
 TARGET = "wasm32-unknown-unknown"
 EDITION = "2021"
+SDK_PATH = "sdk/rust/src"          # how panic messages name the SDK's files
 
 
 class RustToolchain:
@@ -133,7 +134,8 @@ def sdk_rlib(tc: RustToolchain, timeout: float = 300) -> pathlib.Path:
     with tempfile.TemporaryDirectory(dir=d) as tmp:     # build aside, then rename: parallel builds are safe
         out = pathlib.Path(tmp) / "libstdb.rlib"
         _compile([tc.rustc, "--edition", EDITION, "--target", TARGET, "--crate-type", "rlib",
-                  "--crate-name", "stdb", "-C", "opt-level=2", "-o", str(out), str(src / "lib.rs")],
+                  "--crate-name", "stdb", "-C", "opt-level=2", "--remap-path-prefix", f"{src}={SDK_PATH}",
+                  "-o", str(out), str(src / "lib.rs")],
                  "the Rust SDK (sdk/rust)", timeout)
         os.replace(out, rlib)
     return rlib
@@ -152,6 +154,8 @@ def _rustc_module(tc: RustToolchain, src: str, out: str, opt: str, edition: str,
     _compile([tc.rustc, "--edition", edition, "--target", TARGET, "--crate-type", "cdylib",
               "--crate-name", "module", "-C", f"opt-level={_opt_level(opt)}", "-C", "strip=symbols",
               *_linker_args(tc), "--extern", f"stdb={rlib}", "-L", f"dependency={rlib.parent}",
+              # panic messages name the file as "m.rs:7:5", not the builder's absolute path
+              "--remap-path-prefix", f"{pathlib.Path(src).resolve().parent}{os.sep}=",
               *extra, "-o", out, src], src, timeout)
     return out
 
