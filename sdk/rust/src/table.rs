@@ -210,7 +210,14 @@ impl<T: Table> Iterator for Iter<T> {
         let len = u32::from_le_bytes(self.buf[self.pos..self.pos + 4].try_into().ok()?) as usize;
         let start = self.pos + 4;
         self.pos = start + len;
-        T::decode(&mut Reader::new(&self.buf[start..start + len]))
+        let row = T::decode(&mut Reader::new(&self.buf[start..start + len]));
+        if row.is_none() {                      // the host's row does not match the struct: stop
+            self.error = Some(Error { code: sys::ERR_BAD_ROW, message: String::from("a row does not decode") });
+            if self.handle > 0 { unsafe { sys::iter_close(self.handle) }; }
+            self.handle = 0;
+            self.buf.clear();
+        }
+        row
     }
 }
 
