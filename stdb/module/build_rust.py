@@ -130,7 +130,14 @@ def sdk_rlib(tc: RustToolchain, timeout: float = 300) -> pathlib.Path:
     rlib = d / "libstdb.rlib"
     if rlib.is_file():
         return rlib
-    d.mkdir(parents=True, exist_ok=True)
+    try:
+        d.mkdir(parents=True, exist_ok=True)
+    except OSError:                                   # no writable cache: the temporary directory
+        d = pathlib.Path(tempfile.gettempdir()) / f"stdb-rust-{os.getuid()}" / h.hexdigest()[:16]
+        rlib = d / "libstdb.rlib"
+        if rlib.is_file():
+            return rlib
+        d.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=d) as tmp:     # build aside, then rename: parallel builds are safe
         out = pathlib.Path(tmp) / "libstdb.rlib"
         _compile([tc.rustc, "--edition", EDITION, "--target", TARGET, "--crate-type", "rlib",
