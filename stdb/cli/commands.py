@@ -76,9 +76,9 @@ def _reducer_params(conn: DbConnection, name: str) -> list[dict] | None:
 @credentials_option
 @errors_exit
 def publish(database: str, module: str, server: str, credentials: str | None) -> None:
-    """Publish MODULE (.wasm, or .c built first) as DATABASE; the first publisher owns it."""
-    if module.endswith(".c"):
-        from stdb.module.build import build_module
+    """Publish MODULE (.wasm, or .c/.rs/Cargo.toml built first) as DATABASE; the first publisher owns it."""
+    from stdb.module.build import build_module, is_source
+    if is_source(module):
         with tempfile.TemporaryDirectory() as d:
             wasm = pathlib.Path(build_module(module, os.path.join(d, "module.wasm"))).read_bytes()
         click.echo(f"built {module}: {len(wasm):,} bytes", err=True)
@@ -374,7 +374,7 @@ def generate(database: str, out: str | None, lang: str, server: str, credentials
 @click.option("-O", "opt", default="2", show_default=True, help="Optimisation level.")
 @errors_exit
 def build(sources: tuple[str, ...], out: str, opt: str) -> None:
-    """Compile C SOURCES (with the SDK's stdb.h) into a wasm module."""
+    """Compile C SOURCES (with the SDK's stdb.h), or one Rust .rs file or Cargo.toml, into a wasm module."""
     from stdb.module.build import build_module
 
     build_module(list(sources), out, opt=f"-O{opt}")

@@ -1,7 +1,8 @@
-"""Compile C modules to wasm32 with the ``ziglang`` package from PyPI (no other toolchain).
+"""Compile modules to wasm32: C with the ``ziglang`` package from PyPI (no other toolchain),
+Rust (one ``.rs`` file or a ``Cargo.toml``) with rustc's wasm32 target (stdb/module/build_rust.py).
 
 ``build_module("chat.c", "chat.wasm")`` or ``python -m stdb.module.build chat.c -o chat.wasm``.
-The C SDK header (sdk/c/stdb.h) is on the include path.
+The C SDK header (sdk/c/stdb.h) is on the include path; Rust modules get the sdk/rust crate.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from collections.abc import Sequence
 
 from stdb.errors import ModuleError
 
-__all__ = ["build_module", "sdk_include_dir"]
+__all__ = ["build_module", "is_rust_source", "is_source", "sdk_include_dir"]
 
 FLAGS = ["--target=wasm32-freestanding", "-nostdlib", "-Wl,--no-entry", "-Wl,--export-memory",
          "-std=gnu11", "-Wall", "-Werror=implicit-function-declaration", "-Wno-unused-function"]
@@ -31,13 +32,31 @@ def sdk_include_dir() -> str:
     return str(here)
 
 
+def is_rust_source(path: str) -> bool:
+    """A Rust module source: a .rs file or a cargo manifest."""
+    return path.endswith(".rs") or os.path.basename(path) == "Cargo.toml"
+
+
+def is_source(path: str) -> bool:
+    """A module source that ``build_module`` compiles (C or Rust), as opposed to a .wasm."""
+    return path.endswith(".c") or is_rust_source(path)
+
+
 def build_module(sources: str | Sequence[str], out: str, *, opt: str = "-O2",
                  extra_args: Sequence[str] = (), timeout: float = 300) -> str:
-    """Compile C ``sources`` into the wasm module ``out``; returns ``out``.
+    """Compile C ``sources`` (or one Rust source: a ``.rs`` file or a ``Cargo.toml``) into the
+    wasm module ``out``; returns ``out``.
 
     ModuleError with the compiler's messages when it fails."""
     if isinstance(sources, str):
         sources = [sources]
+    rust = [s for s in sources if is_rust_source(s)]
+    if rust:
+        if len(sources) != 1:
+            raise ModuleError(f"a Rust module is built from one source (a .rs file or a Cargo.toml), "
+                              f"not {len(sources)}: {', '.join(sources)}")
+        from stdb.module.build_rust import build_rust
+        return build_rust(sources[0], out, opt=opt, extra_args=list(extra_args), timeout=timeout)
     for src in sources:
         if not os.path.isfile(src):
             raise ModuleError(f"no such source file: {src}")
@@ -57,7 +76,7 @@ def build_module(sources: str | Sequence[str], out: str, *, opt: str = "-O2",
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m stdb.module.build", description=__doc__.splitlines()[0])
-    ap.add_argument("sources", nargs="+", help="C source files")
+    ap.add_argument("sources", nargs="+", help="C source files, or one .rs file or Cargo.toml")
     ap.add_argument("-o", "--out", required=True, help="the .wasm file to write")
     ap.add_argument("-O", dest="opt", default="2", help="optimisation level (default 2)")
     a = ap.parse_args(argv)

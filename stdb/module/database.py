@@ -506,12 +506,26 @@ class Database:
             raise InternalError(f"reducer '{name}': the host failed in an import: "
                                 f"{inst.host_error!r}") from inst.host_error
         msg = e.message
+        if e.kind == "trap":
+            msg += self._panic_message(name)
         if e.kind == "out_of_fuel":
             msg = f"it used its whole fuel budget of {self.limits.fuel:,}"
         elif e.kind == "timeout":
             msg = f"it ran for more than {self.limits.time:g} s"
         raise ReducerError(f"reducer '{name}' {_KIND_TEXT[e.kind]}: {msg}", reducer=name,
                            kind=e.kind, message=msg, backtrace=e.backtrace, fuel_used=fuel) from None
+
+    def _panic_message(self, name: str) -> str:
+        """`` (panicked at ...)`` when the trapped call's last log line is an error-level line
+        starting "panicked at " (docs/abi.md: how a panicking module names its panic)."""
+        host = self._host
+        if host is None or not host.recent_logs:
+            return ""
+        last = host.recent_logs[-1]
+        if (last["reducer"] == name and last["ts"] == host.timestamp and last["level"] == "error"
+                and last["message"].startswith("panicked at ")):
+            return f" ({last['message']})"
+        return ""
 
     def _updates(self, delta: TxDelta) -> dict[int, QueryDiff]:
         updates = self.queries.on_commit(delta)
