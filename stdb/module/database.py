@@ -524,7 +524,8 @@ class Database:
         last = host.recent_logs[-1]
         if (last["reducer"] == name and last["ts"] == host.timestamp and last["level"] == "error"
                 and last["message"].startswith("panicked at ")):
-            return f" ({last['message']})"
+            text = last["message"]
+            return f" ({text[:1000]}{'…' if len(text) > 1000 else ''})"     # (a log line may be a MiB)
         return ""
 
     def _updates(self, delta: TxDelta) -> dict[int, QueryDiff]:
