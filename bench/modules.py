@@ -8,7 +8,9 @@ Same engine, same WAT module, same run:
   callback; high-level: a Python function defined with ``Linker.define_func``), per call;
 * host call reading memory: ``table_id`` with a name in linear memory (the high-level host
   reads it through ``Caller``), per call;
-* a whole ``Database.call`` (transaction + commit log) of a reducer that inserts one row.
+* a whole ``Database.call`` (transaction + commit log) of a reducer that inserts one row;
+* the transfer call of examples/transfer built from C and from Rust (sdk/rust), each in its own
+  database, rounds interleaved (issue 25); skipped, saying why, without the Rust toolchain.
 
 Target (issue 5): ≤ 2 µs per host call on the direct path.
 ``python -m bench.modules [--quick]`` writes bench/results/modules.{json,md}.
@@ -122,6 +124,45 @@ def database_call(n: int) -> dict:
     return {"database_call_us": dt / n * 1e6, "calls": n}
 
 
+def transfer_c_vs_rust(n: int, rounds: int = 3, accounts: int = 1000) -> dict:
+    """µs per ``Database.call("transfer", ...)`` of the C and the Rust build of examples/transfer
+    (best round of each; the rounds alternate between them)."""
+    from stdb.errors import ModuleError
+    from stdb.module.build import build_module
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    with tempfile.TemporaryDirectory() as tmp:
+        wasm = {}
+        for lang, ext in (("c", "c"), ("rust", "rs")):
+            try:
+                out = build_module(os.path.join(root, "examples", "transfer", f"transfer.{ext}"),
+                                   os.path.join(tmp, f"transfer-{lang}.wasm"))
+            except ModuleError as e:
+                hint = f" ({e.hint})" if e.hint else ""
+                return {"skipped": f"the {lang} build failed: {e.detail}{hint}"}
+            with open(out, "rb") as f:
+                wasm[lang] = f.read()
+        dbs = {lang: Database(os.path.join(tmp, lang), limits=Limits()) for lang in wasm}
+        try:
+            for lang, db in dbs.items():
+                db.publish(wasm[lang])
+                for i in range(accounts):
+                    db.call("create_account", (i, 1_000_000))
+            best = {lang: float("inf") for lang in dbs}
+            for r in range(rounds):
+                for lang, db in dbs.items():
+                    t0 = time.perf_counter()
+                    for i in range(n):
+                        db.call("transfer", ((i * 7 + r) % accounts, (i * 13 + 1 + r) % accounts, 1))
+                    best[lang] = min(best[lang], (time.perf_counter() - t0) / n * 1e6)
+            balances = {lang: db.sql("SELECT SUM(balance) FROM account").rows for lang, db in dbs.items()}
+        finally:
+            for db in dbs.values():
+                db.close()
+    assert balances["c"] == balances["rust"], balances      # the same calls, the same money
+    return {"c_us": best["c"], "rust_us": best["rust"], "calls": n, "rounds": rounds,
+            "wasm_bytes": {lang: len(w) for lang, w in wasm.items()}}
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="fewer iterations (CI smoke run)")
@@ -131,7 +172,8 @@ def main(argv: list[str] | None = None) -> int:
     d = direct(calls, hosts)
     h = high_level(calls // 10, hosts // 10)
     db = database_call(dbn)
-    res = {"machine": machine(), "direct": d, "high_level": h, "database": db,
+    tr = transfer_c_vs_rust(dbn // 4)
+    res = {"machine": machine(), "direct": d, "high_level": h, "database": db, "transfer_c_rust": tr,
            "target_host_call_us": 2.0}
     rows = [("reducer call (empty)", "reducer_call_us", ""),
             ("host call (timestamp)", "host_call_us", "≤ 2 µs"),
@@ -143,6 +185,11 @@ def main(argv: list[str] | None = None) -> int:
     md.append("| Database.call: insert one row, commit to the log (no fsync wait) | "
               f"{db['database_call_us']:.1f} "
               "| | | |")
+    if "skipped" in tr:
+        md.append(f"| transfer call, C vs Rust module | not measured: {tr['skipped']} | | | |")
+    else:
+        md.append(f"| transfer call (`Database.call`), C module vs Rust module | C {tr['c_us']:.2f} | "
+                  f"Rust {tr['rust_us']:.2f} | Rust ÷ C {tr['rust_us'] / tr['c_us']:.2f} | |")
     save_results(args.out, "modules", res, "\n".join(md))
     return 0
 

@@ -157,7 +157,17 @@ def modules_rows(d: dict[str, Any]) -> list[Row]:
             f"≤ {want} µs" if want else "", dr["host_call_us"] <= want if want else None),
         Row("modules", "`Database.call` inserting one row, µs",
             f"{d['database']['database_call_us']:.1f}", "", None),
-    ]
+    ] + _rust_rows(d.get("transfer_c_rust"))
+
+
+def _rust_rows(tr: dict[str, Any] | None) -> list[Row]:
+    if not tr:
+        return []
+    if "skipped" in tr:
+        return [Row("modules", "transfer call, C module vs Rust module, µs", "not measured",
+                    tr["skipped"][:80], None)]
+    return [Row("modules", "transfer call (`Database.call`), C module vs Rust module, µs",
+                f"{tr['c_us']:.2f}", f"Rust {tr['rust_us']:.2f}", tr["rust_us"] / tr["c_us"])]
 
 
 def queries_rows(d: dict[str, Any]) -> list[Row]:
