@@ -6,9 +6,9 @@
 uses it as ``use stdb::*;``.
 
 ``build_module("proj/Cargo.toml", out)`` builds a cargo project whose only dependency is
-``stdb = { path = ".../sdk/rust" }``: with ``cargo build --offline`` when a cargo of the same
-version as the wasm rustc is installed (Debian's ``cargo``), otherwise by compiling the
-project's library target directly with rustc like a single file.
+``stdb = { path = ".../sdk/rust" }``: with ``cargo build --offline`` when a cargo that drives the
+wasm rustc is installed (Debian's ``cargo`` beside Debian's ``rustc``: ``_cargo_for``), otherwise
+by compiling the project's library target directly with rustc like a single file.
 
 The rustc must have the wasm32-unknown-unknown standard library: Debian's ``rustc`` with
 ``libstd-rust-dev-wasm32`` does (a rustup rustc without the target may come first on PATH; it is
@@ -171,17 +171,20 @@ def _rustc_module(tc: RustToolchain, src: str, out: str, opt: str, edition: str,
 
 
 def _cargo_for(tc: RustToolchain) -> str | None:
-    """A cargo of the wasm rustc's version (a newer cargo passes flags an old rustc refuses)."""
+    """The cargo to drive the wasm rustc: ``$STDB_CARGO``, or the cargo installed beside that
+    rustc (a distribution's pair: Debian ships cargo 1.65 with rustc 1.63, and they work
+    together), or one on PATH of the rustc's own version (a newer rustup cargo passes flags an
+    old rustc refuses)."""
     want = tc.version.split()[1] if len(tc.version.split()) > 1 else ""
-    for cargo in (os.environ.get("STDB_CARGO", ""), os.path.join(os.path.dirname(tc.rustc), "cargo"),
-                  shutil.which("cargo") or ""):
+    paired = [os.environ.get("STDB_CARGO", ""), os.path.join(os.path.dirname(tc.rustc), "cargo")]
+    for cargo in [*paired, shutil.which("cargo") or ""]:
         if not cargo or not os.access(cargo, os.X_OK):
             continue
         try:
             v = _run([cargo, "--version"]).stdout.split()
         except (OSError, subprocess.SubprocessError):
             continue
-        if len(v) > 1 and v[1].split("-")[0] == want.split("-")[0]:
+        if cargo in paired or (len(v) > 1 and v[1].split("-")[0] == want.split("-")[0]):
             return cargo
     return None
 
@@ -215,9 +218,9 @@ def _build_cargo(tc: RustToolchain, manifest: pathlib.Path, out: str, opt: str, 
     # no matching cargo: the project's library with rustc, when stdb is its only dependency
     others = sorted(set(meta.get("dependencies") or {}) - {"stdb"})
     if others:
-        raise ModuleError(f"{manifest}: dependencies {', '.join(others)} need cargo, and no cargo of "
-                          f"the wasm rustc's version ({tc.version}) is installed",
-                          hint="apt-get install cargo (Debian's, the same version as its rustc)")
+        raise ModuleError(f"{manifest}: dependencies {', '.join(others)} need cargo, and no cargo "
+                          f"for the wasm rustc ({tc.version}) is installed",
+                          hint="apt-get install cargo (Debian's, beside its rustc)")
     src = manifest.parent / str(lib.get("path") or "src/lib.rs")
     if not src.is_file():
         raise ModuleError(f"{manifest}: the library source {src} does not exist")
