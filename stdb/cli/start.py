@@ -17,11 +17,10 @@ from stdb.client.connection import default_credentials
 from stdb.client.credentials import load_token, save_token
 from stdb.errors import AuthError, StdbError
 
-__all__ = ["start", "DEMO_DATABASE"]
+__all__ = ["start", "DEMO_MODULES"]
 
 log = logging.getLogger("stdb.server")
 
-DEMO_DATABASE = "chat"
 _EXAMPLES = pathlib.Path(__file__).resolve().parents[2] / "examples"
 DEMO_MODULES = {"chat": _EXAMPLES / "chat" / "chat.c", "arena": _EXAMPLES / "arena" / "arena.c"}
 # the arena's page (built from examples/arena/web by tools/build_web.py; shipped in the package)

@@ -17,19 +17,36 @@ from collections.abc import Sequence
 
 from stdb.errors import ModuleError
 
-__all__ = ["build_module", "is_rust_source", "is_source", "sdk_include_dir"]
+__all__ = ["build_module", "is_rust_source", "is_source", "run_compiler", "sdk_dir", "sdk_include_dir"]
 
 FLAGS = ["--target=wasm32-freestanding", "-nostdlib", "-Wl,--no-entry", "-Wl,--export-memory",
          "-std=gnu11", "-Wall", "-Werror=implicit-function-declaration", "-Wno-unused-function"]
 
 
-def sdk_include_dir() -> str:
-    """sdk/c of this checkout (the package is installed in place: ``pip install -e .``)."""
-    here = pathlib.Path(__file__).resolve().parents[2] / "sdk" / "c"
-    if not (here / "stdb.h").is_file():
-        raise ModuleError(f"the C SDK header is not at {here / 'stdb.h'}",
+def sdk_dir(lang: str, marker: str) -> pathlib.Path:
+    """sdk/``lang`` of this checkout (the package is installed in place: ``pip install -e .``),
+    checked to hold ``marker``."""
+    here = pathlib.Path(__file__).resolve().parents[2] / "sdk" / lang
+    if not (here / marker).is_file():
+        raise ModuleError(f"the {lang} SDK is not at {here} (no {marker})",
                           hint="build modules from a checkout installed with `pip install -e .`")
-    return str(here)
+    return here
+
+
+def sdk_include_dir() -> str:
+    """sdk/c of this checkout: the C SDK header's directory."""
+    return str(sdk_dir("c", "stdb.h"))
+
+
+def run_compiler(cmd: list[str], what: str, timeout: float) -> None:
+    """Run a compiler; ModuleError naming ``what`` with its messages when it fails or takes
+    longer than ``timeout`` seconds."""
+    try:
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        raise ModuleError(f"compiling {what} took more than {timeout:g} s") from None
+    if proc.returncode != 0:
+        raise ModuleError(f"compiling {what} failed:\n{proc.stderr.strip() or proc.stdout.strip()}")
 
 
 def is_rust_source(path: str) -> bool:
@@ -62,15 +79,8 @@ def build_module(sources: str | Sequence[str], out: str, *, opt: str = "-O2",
             raise ModuleError(f"no such source file: {src}")
     if importlib.util.find_spec("ziglang") is None:
         raise ModuleError("the ziglang package is not installed", hint="pip install ziglang")
-    cmd = [sys.executable, "-m", "ziglang", "cc", *FLAGS, opt, "-I", sdk_include_dir(), *extra_args,
-           "-o", out, *sources]
-    try:
-        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
-    except subprocess.TimeoutExpired:
-        raise ModuleError(f"compiling {', '.join(sources)} took more than {timeout:g} s") from None
-    if proc.returncode != 0:
-        messages = proc.stderr.strip() or proc.stdout.strip()
-        raise ModuleError(f"compiling {', '.join(sources)} failed:\n{messages}")
+    run_compiler([sys.executable, "-m", "ziglang", "cc", *FLAGS, opt, "-I", sdk_include_dir(), *extra_args,
+                  "-o", out, *sources], ", ".join(sources), timeout)
     return out
 
 

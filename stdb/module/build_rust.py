@@ -27,6 +27,7 @@ import tempfile
 import tomllib
 
 from stdb.errors import ModuleError
+from stdb.module.build import run_compiler, sdk_dir
 
 __all__ = ["APT_COMMAND", "RustToolchain", "build_rust", "find_toolchain", "sdk_rust_dir"]
 
@@ -96,11 +97,7 @@ def toolchain() -> RustToolchain:
 
 def sdk_rust_dir() -> pathlib.Path:
     """sdk/rust of this checkout."""
-    here = pathlib.Path(__file__).resolve().parents[2] / "sdk" / "rust"
-    if not (here / "src" / "lib.rs").is_file():
-        raise ModuleError(f"the Rust SDK is not at {here}",
-                          hint="build modules from a checkout installed with `pip install -e .`")
-    return here
+    return sdk_dir("rust", "src/lib.rs")
 
 
 def _linker_args(tc: RustToolchain) -> list[str]:
@@ -108,15 +105,6 @@ def _linker_args(tc: RustToolchain) -> list[str]:
     if os.path.basename(tc.linker) == "rust-lld":
         args += ["-C", "linker-flavor=wasm-ld"]
     return args
-
-
-def _compile(cmd: list[str], what: str, timeout: float) -> None:
-    try:
-        proc = _run(cmd, timeout=timeout)
-    except subprocess.TimeoutExpired:
-        raise ModuleError(f"compiling {what} took more than {timeout:g} s") from None
-    if proc.returncode != 0:
-        raise ModuleError(f"compiling {what} failed:\n{(proc.stderr.strip() or proc.stdout.strip())}")
 
 
 def sdk_rlib(tc: RustToolchain, timeout: float = 300) -> pathlib.Path:
@@ -140,10 +128,10 @@ def sdk_rlib(tc: RustToolchain, timeout: float = 300) -> pathlib.Path:
         d.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=d) as tmp:     # build aside, then rename: parallel builds are safe
         out = pathlib.Path(tmp) / "libstdb.rlib"
-        _compile([tc.rustc, "--edition", EDITION, "--target", TARGET, "--crate-type", "rlib",
-                  "--crate-name", "stdb", "-C", "opt-level=2", "--remap-path-prefix", f"{src}={SDK_PATH}",
-                  "-o", str(out), str(src / "lib.rs")],
-                 "the Rust SDK (sdk/rust)", timeout)
+        run_compiler([tc.rustc, "--edition", EDITION, "--target", TARGET, "--crate-type", "rlib",
+                      "--crate-name", "stdb", "-C", "opt-level=2", "--remap-path-prefix", f"{src}={SDK_PATH}",
+                      "-o", str(out), str(src / "lib.rs")],
+                     "the Rust SDK (sdk/rust)", timeout)
         os.replace(out, rlib)
     return rlib
 
@@ -161,12 +149,12 @@ def _rustc_module(tc: RustToolchain, src: str, out: str, opt: str, edition: str,
     level = _opt_level(opt)
     # whole-program LTO with std and the SDK: ~25% faster calls, smaller modules, ~1 s more to build
     lto = ["-C", "lto=fat", "-C", "codegen-units=1"] if level != "0" else []
-    _compile([tc.rustc, "--edition", edition, "--target", TARGET, "--crate-type", "cdylib",
-              "--crate-name", "module", "-C", f"opt-level={level}", *lto, "-C", "strip=symbols",
-              *_linker_args(tc), "--extern", f"stdb={rlib}", "-L", f"dependency={rlib.parent}",
-              # panic messages name the file as "m.rs:7:5", not the builder's absolute path
-              "--remap-path-prefix", f"{pathlib.Path(src).resolve().parent}{os.sep}=",
-              *extra, "-o", out, src], src, timeout)
+    run_compiler([tc.rustc, "--edition", edition, "--target", TARGET, "--crate-type", "cdylib",
+                  "--crate-name", "module", "-C", f"opt-level={level}", *lto, "-C", "strip=symbols",
+                  *_linker_args(tc), "--extern", f"stdb={rlib}", "-L", f"dependency={rlib.parent}",
+                  # panic messages name the file as "m.rs:7:5", not the builder's absolute path
+                  "--remap-path-prefix", f"{pathlib.Path(src).resolve().parent}{os.sep}=",
+                  *extra, "-o", out, src], src, timeout)
     return out
 
 
