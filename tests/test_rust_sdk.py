@@ -118,11 +118,11 @@ def test_visibility(db):
     assert [f.sql for f in db.schema.visibility["item"]] == ["SELECT * FROM item WHERE owner = :sender"]
 
 
-@pytest.mark.parametrize("which", ["scheduled", "scheduled_c"])
-def test_scheduled_reducer(tmp_path, wasm, which):
+def test_scheduled_reducer(tmp_path, wasm):
+    # the Rust twin of tests/test_examples.py's test_scheduled_module_in_c, same expectations
     clock = [1_000]
     with Database(str(tmp_path / "s"), clock=lambda: clock[0]) as db:
-        db.publish(wasm[which])
+        db.publish(wasm["scheduled"])
         assert db.schema.schedules == {"tick_schedule": "tick"}
         db.call("schedule", (0, 1_500, 0, "once"))
         db.call("schedule", (0, 1_200, 100, "every 100"))
