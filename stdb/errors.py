@@ -23,6 +23,8 @@ __all__ = [
     "TransactionError",
     "ConnectionLost",
     "RateLimited",
+    "NotLeader",
+    "ReplicationError",
 ]
 
 
@@ -140,6 +142,31 @@ class RateLimited(StdbError):
         return d
 
 
+class NotLeader(StdbError):
+    """A write (a reducer call, a publish, DML, a settings change, a delete) sent to a follower
+    of a replicated database: only the leader writes.  ``leader``: the leader's client URL
+    when one is known (docs/replication.md)."""
+
+    code = "not_leader"
+
+    def __init__(self, detail: str, *, hint: str | None = None, code: str | None = None,
+                 leader: str | None = None) -> None:
+        super().__init__(detail, hint=hint, code=code)
+        self.leader = leader
+
+    def to_dict(self) -> dict:
+        d: dict = dict(super().to_dict())
+        d["leader"] = self.leader
+        return d
+
+
+class ReplicationError(StdbError):
+    """Replication through NATS JetStream failed: the NATS servers cannot be reached, a stream
+    refused a write (another node leads now), or a replicated record does not apply."""
+
+    code = "replication_error"
+
+
 class AuthError(StdbError):
     """An identity token was missing, forged, expired or not allowed to do this."""
 
@@ -176,6 +203,9 @@ def error_from_dict(d: dict) -> StdbError:
         after = d.get("retry_after")
         wait = float(after) if isinstance(after, (int, float)) else 0.0
         return RateLimited(detail, hint=hint, retry_after=wait)
+    if code == NotLeader.code:
+        leader = d.get("leader")
+        return NotLeader(detail, hint=hint, leader=str(leader) if leader is not None else None)
     classes: list[type[StdbError]] = [StdbError, *_subclasses(StdbError)]
     for cls in classes:
         if cls.code == code:

@@ -11,7 +11,8 @@ EXPECTED = {
     "connect", "connect_blocking", "DbConnection", "BlockingConnection", "ReducerOutcome",
     "AuthError", "ConnectionLost", "ConstraintError", "DataError", "InternalError", "ModuleError",
     "ProtocolError",
-    "QueryError", "RateLimited", "ReducerError", "SchemaError", "StdbError", "StorageError",
+    "QueryError", "RateLimited", "ReducerError", "NotLeader", "ReplicationError", "SchemaError", "StdbError",
+    "StorageError",
     "TransactionError",
 }
 
@@ -39,7 +40,7 @@ def test_errors_share_one_root_with_stable_codes():
         assert {k: d[k] for k in ("code", "detail", "hint")} == \
             {"code": cls.code, "detail": "something went wrong", "hint": "do this"}
         extra = {stdb.ReducerError: {"reducer": "", "kind": "error", "message": "", "backtrace": []},
-                 stdb.RateLimited: {"retry_after": 0.0}}.get(cls, {})
+                 stdb.RateLimited: {"retry_after": 0.0}, stdb.NotLeader: {"leader": None}}.get(cls, {})
         assert d == {"code": cls.code, "detail": "something went wrong", "hint": "do this", **extra}
         assert "do this" in str(e)
 

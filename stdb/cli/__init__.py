@@ -6,6 +6,7 @@ import click
 
 from stdb.cli.commands import COMMANDS
 from stdb.cli.start import start
+from stdb.cli.status import status
 
 __all__ = ["main"]
 
@@ -18,5 +19,6 @@ def main() -> None:
 
 
 main.add_command(start)
+main.add_command(status)
 for _cmd in COMMANDS:
     main.add_command(_cmd)

@@ -95,12 +95,29 @@ def _demo(server: object, url: str, credentials: str) -> bytes:
               type=click.Path(exists=True, file_okay=False, dir_okay=True),
               help="Serve the files of DIR over plain HTTP on the same port (GET/HEAD; / is "
                    "index.html; websocket paths /v1/... unchanged).")
+@click.option("--follow", "follow", default=None, metavar="NATS_URL",
+              help="Join a replicated cluster through NATS JetStream (comma-separated servers): follow "
+                   "its leader, and lead when the lease is free (docs/replication.md).")
+@click.option("--node", "node_name", default="", help="With --follow: this node's name (default HOST:PORT).")
+@click.option("--advertise", default="", metavar="URL",
+              help="With --follow: the ws:// URL clients reach this node at (default: from --listen).")
+@click.option("--replicas", type=click.IntRange(1, 5), default=3, show_default=True,
+              help="With --follow: each database stream's replicas on the NATS servers.")
+@click.option("--confirm", type=click.Choice(["quorum", "local"]), default="quorum", show_default=True,
+              help="With --follow: confirmed clients are answered once a commit is on a majority of the "
+                   "stream's servers (quorum) or once fsync'd here (local).")
+@click.option("--lease-ttl", type=click.FloatRange(0.5, 600), default=3.0, show_default=True,
+              help="With --follow: seconds the leader's lease lasts unless renewed (failover takes about "
+                   "this).")
+@click.option("--read-replica", is_flag=True, help="With --follow: never take the lease (serve reads only).")
 @click.option("--port-file", default=None, metavar="PATH",
               help="Once listening, write the port there (with --listen HOST:0 the system picks a free one).")
 @errors_exit
 def start(data: str, listen: str, demo: bool, metrics_addr: str | None, log_format: str, log_level: str,
           relaxed: bool, snapshot_txs: int, snapshot_mb: int, keep_snapshots: int, compact_log: bool,
-          credentials: str | None, port_file: str | None, static_dir: str | None) -> None:
+          credentials: str | None, port_file: str | None, static_dir: str | None, follow: str | None,
+          node_name: str, advertise: str, replicas: int, confirm: str, lease_ttl: float,
+          read_replica: bool) -> None:
     """Start the server: databases in DATA, clients at ws://HOST:PORT/v1/database/NAME
     (and, with --static DIR, DIR's files at http://HOST:PORT/).
 
@@ -121,7 +138,15 @@ def start(data: str, listen: str, demo: bool, metrics_addr: str | None, log_form
                         keep_snapshots=keep_snapshots, compact_log=compact_log)
     if demo and static_dir is None and (DEMO_PAGE / "index.html").is_file():
         static_dir = str(DEMO_PAGE)             # the arena's page at http://HOST:PORT/
-    server = Server(data, store=store, static_dir=static_dir)
+    node = None
+    if follow:
+        if demo:
+            raise click.BadParameter("--demo publishes locally; start the cluster's nodes without it",
+                                     param_hint="--follow")
+        from stdb.replication.node import Node, ReplicationConfig
+        node = Node(ReplicationConfig(follow, node=node_name, advertise=advertise, replicas=replicas,
+                                      confirm=confirm, lease_ttl=lease_ttl, can_lead=not read_replica))
+    server = Server(data, store=store, static_dir=static_dir, node=node)
     url = f"ws://{host}:{port}"
     if metrics_addr:
         mhost, mport = split_address(metrics_addr, 9100)

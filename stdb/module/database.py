@@ -124,6 +124,10 @@ class Database:
                                     lambda: self.schema.visibility if self.schema is not None else {})
         # called with {query id: QueryDiff} after every commit that changed a subscribed result
         self.on_update: Callable[[dict[int, QueryDiff]], None] | None = None
+        # told of every change to what the database keeps beside its log, once it is stored: ("module",
+        # wasm, info) — ("module", None, None) when a failed first publish is undone — and
+        # ("settings", json, None); stdb/replication/ publishes these in log order
+        self.on_meta: Callable[[str, bytes | None, bytes | None], None] | None = None
         self._path.attach(self.store, self.queries.subs, None, [])
         self.settings: Settings = DEFAULT_SETTINGS
         try:
@@ -286,12 +290,20 @@ class Database:
         env.write(lambda txn: txn.put(_SETTINGS_KEY, raw, db=env.db(META_DB)))
         env.sync()
         self.settings = new
+        self._meta("settings", raw, None)
         return new
 
-    def _store_module(self, wasm: bytes, owner: bytes | None) -> None:
-        info = json.dumps({"sha256": hashlib.sha256(wasm).hexdigest(),
-                           "owner": owner.hex() if owner else None,
-                           "published_at": self.clock(), "abi": ABI_VERSION}).encode()
+    def _meta(self, kind: str, data: bytes | None, info: bytes | None) -> None:
+        if self.on_meta is not None:
+            self.on_meta(kind, data, info)
+
+    def _store_module(self, wasm: bytes, owner: bytes | None, info: bytes | None = None) -> None:
+        """Keep the module and its info (made here unless given: a replica stores the
+        leader's) durably in the meta sub-database."""
+        if info is None:
+            info = json.dumps({"sha256": hashlib.sha256(wasm).hexdigest(),
+                               "owner": owner.hex() if owner else None,
+                               "published_at": self.clock(), "abi": ABI_VERSION}).encode()
         env = self.store.env
 
         def put(txn: Any) -> None:
@@ -299,6 +311,7 @@ class Database:
             txn.put(_MODULE_INFO_KEY, info, db=env.db(META_DB))
         env.write(put)
         env.sync()
+        self._meta("module", bytes(wasm), info)
 
     def _unpublish(self, created: list[str]) -> None:
         """Undo a first publish whose init failed: drop the tables it created, forget the
@@ -313,6 +326,7 @@ class Database:
             txn.delete(_MODULE_INFO_KEY, db=env.db(META_DB))
         env.write(forget)
         env.sync()
+        self._meta("module", None, None)
         self.schema = None
         self.owner = None
         self._module = self._host = self._inst = None
@@ -567,15 +581,19 @@ class Database:
         return self.queries.query(sql, sender)
 
     def sql(self, sql: str, *, sender: bytes = ZERO_IDENTITY, limits: QueryLimits | None = None,
-            cancelled: Callable[[], bool] | None = None) -> QueryResult | CallResult:
+            cancelled: Callable[[], bool] | None = None,
+            refuse_writes: Callable[[], Exception] | None = None) -> QueryResult | CallResult:
         """Run SQL: a SELECT (or EXPLAIN SELECT) as ``query`` (under ``limits`` when given:
         stdb/query/budget.py; stopped with a QueryError once ``cancelled()`` is true);
         INSERT / UPDATE / DELETE (the owner only) in one transaction through the commit log,
-        logged with reducer name ``:sql`` and the text."""
+        logged with reducer name ``:sql`` and the text (unless ``refuse_writes``: what it returns is
+        raised instead)."""
         _check_sender(sender)
         st = parse_sql(sql)
         if isinstance(st, (Select, Explain)):
             return self.queries.query(sql, sender, st, limits, cancelled)
+        if refuse_writes is not None:
+            raise refuse_writes()
         ts = self._timestamp(None)
         t0 = time.perf_counter()
         tx = self.store.begin()

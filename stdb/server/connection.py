@@ -15,7 +15,7 @@ from typing import Any, Protocol
 
 import trio
 
-from stdb.errors import RateLimited, StdbError
+from stdb.errors import NotLeader, RateLimited, StdbError
 from stdb.protocol import MAX_MESSAGE_BYTES, encode
 from stdb.server.metrics import Metrics
 from stdb.server.poller import Poller
@@ -176,7 +176,11 @@ class Connection:
     @staticmethod
     def error_message(e: StdbError, request_id: int | None) -> bytes:
         d = e.to_dict()
-        extra = {"retry_after": e.retry_after} if isinstance(e, RateLimited) else {}
+        extra: dict[str, Any] = {}
+        if isinstance(e, RateLimited):
+            extra["retry_after"] = e.retry_after
+        elif isinstance(e, NotLeader):
+            extra["leader"] = e.leader
         return encode("Error", request_id=request_id, code=d["code"], detail=d["detail"], hint=d["hint"],
                       **extra)
 

@@ -25,19 +25,19 @@ import time
 from collections import Counter, deque
 from collections.abc import Callable, Sequence
 from functools import partial
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import trio
 
 from stdb.errors import (
     AuthError,
     InternalError,
+    NotLeader,
     ProtocolError,
     QueryError,
     RateLimited,
     ReducerError,
     StdbError,
-    StorageError,
 )
 from stdb.module.database import CallResult, Database, PublishResult
 from stdb.module.settings import RoleSettings
@@ -71,6 +71,17 @@ Item = tuple[int, Any, Any, "int | None"]
 OnRemoved = Callable[["HostedDatabase", "Connection | None", "bytes | None", bool], None]
 
 SCHEDULER_RETRY_S = 5.0      # after the scheduler failed (e.g. the commit log stopped)
+# the requests a follower refuses (only the leader writes), and what they would have done
+_WRITES = {"CallReducer": "call reducers", "Publish": "publish a module", "DeleteDatabase": "delete it"}
+
+
+class Replicated(Protocol):
+    """The leader's view of its replicated stream (stdb/replication/publisher.py)."""
+
+    @property
+    def offset(self) -> int: ...
+
+    def wait(self, offset: int) -> None: ...
 
 
 def no_module(name: str) -> StdbError:
@@ -134,6 +145,12 @@ class HostedDatabase:
         self._due_stale = True
         self.removed = False                # deleted (or its first publish failed)
         self.closed = False
+        # replication (stdb/replication/, docs/replication.md): set while this node follows the
+        # database's leader (returns the leader's client URL, or None): nothing writes here then
+        self.follower_of: Callable[[], str | None] | None = None
+        # while this node leads in quorum mode: the offsets JetStream has on a majority
+        # (``offset``, ``wait(offset)``); confirmed clients wait for them too
+        self.replicated: Replicated | None = None
 
     # ---- I/O thread: the database's life
 
@@ -268,11 +285,24 @@ class HostedDatabase:
             for (conn, msgs), frame, n in zip(direct, frames, send_each(fds, frames), strict=True):
                 conn.sent_now(msgs, frame, n)
 
+    def _acked(self) -> int:
+        """The offset through which commits are confirmed: durable here, and in quorum mode
+        on a majority of the replicated stream too."""
+        durable = self.db.store.durable_offset
+        return durable if self.replicated is None else min(durable, self.replicated.offset)
+
+    def _wait_acked(self, offset: int) -> None:
+        self.db.store.wait_durable(offset)
+        rep = self.replicated
+        if rep is not None:
+            rep.wait(offset)
+
     def _send(self, conn: Connection, msg: bytes, offset: int | None) -> None:
-        """A message for a confirmed connection: sent once the log is durable past ``offset``."""
+        """A message for a confirmed connection: sent once the log is durable past ``offset``
+        (and, in quorum mode, replicated past it)."""
         # in order: a message without an offset of its own waits for everything before it
         off = self._last_offset if offset is None else offset
-        if off <= self.db.store.durable_offset and conn not in self._pending_of:
+        if off <= self._acked() and conn not in self._pending_of:
             conn.push(msg)
             return
         self._pending.append((off, conn, msg))
@@ -286,16 +316,16 @@ class HostedDatabase:
             while self._pending:
                 target = self._pending[-1][0]
                 try:
-                    await trio.to_thread.run_sync(self.db.store.wait_durable, target, abandon_on_cancel=True)
-                except StorageError as e:
-                    log.error("%s: the commit log failed; confirmed clients are disconnected: %s",
+                    await trio.to_thread.run_sync(self._wait_acked, target, abandon_on_cancel=True)
+                except StdbError as e:
+                    log.error("%s: commits cannot be confirmed (%s); confirmed clients are disconnected",
                               self.name, e)
                     for _, conn, _ in self._pending:
                         conn.kill(f"the database cannot make commits durable: {e.detail}")
                     self._pending.clear()
                     self._pending_of.clear()
                     break
-                durable = self.db.store.durable_offset
+                durable = self._acked()
                 while self._pending and self._pending[0][0] <= durable:
                     _, conn, msg = self._pending.popleft()
                     self._pending_of[conn] -= 1
@@ -366,6 +396,8 @@ class HostedDatabase:
             pass
 
     def _run_due(self) -> None:
+        if self.follower_of is not None:
+            return                      # the leader runs the schedules; its commits come here
         if self._due is None or self.closed or self.db.schema is None or self._due > self.db.clock():
             return
         self._due_stale = True
@@ -444,7 +476,7 @@ class HostedDatabase:
             self._lane_schema = schema
             self._lane = None if schema is None or self.closed else \
                 CallLane(self.db.call_path.callable_reducers())
-        if self._lane is None or self.removed:
+        if self._lane is None or self.removed or self.follower_of is not None:
             return None
         return self._lane.parse(data)
 
@@ -454,6 +486,8 @@ class HostedDatabase:
         if self.removed:
             raise StdbError(f"database '{self.name}' was deleted", code="no_such_database",
                             hint="publish a module to create it again")
+        if self.follower_of is not None and (t in _WRITES or (t == "Settings" and msg["set"])):
+            raise self.not_leader(_WRITES.get(t, "change its settings"))
         if t == "Publish":
             self.publish_request(conn, rid, msg["wasm"])
             return
@@ -610,8 +644,9 @@ class HostedDatabase:
         return res
 
     def lifecycle(self, conn: Connection, kind: str) -> None:
-        """client_connected / client_disconnected; ReducerError if the module refused."""
-        if self.db.schema is None or self.closed:
+        """client_connected / client_disconnected; ReducerError if the module refused.  Not on a
+        follower: lifecycle reducers write, and only the leader writes (docs/replication.md)."""
+        if self.db.schema is None or self.closed or self.follower_of is not None:
             return
         fn = self.db.client_connected if kind == "connected" else self.db.client_disconnected
         res = fn(conn.identity, conn.connection_id)
@@ -676,7 +711,8 @@ class HostedDatabase:
 
     def _sql(self, conn: Connection, request_id: int, sql: str) -> None:
         limits = self.query_limits(conn.identity)
-        res = self.db.sql(sql, sender=conn.identity, limits=limits, cancelled=conn.gone)
+        refuse = None if self.follower_of is None else partial(self.not_leader, "change rows")
+        res = self.db.sql(sql, sender=conn.identity, limits=limits, cancelled=conn.gone, refuse_writes=refuse)
         if isinstance(res, CallResult):
             self.broadcast(res)
             self._emit(conn, encode("OneOffQueryResult", request_id=request_id, columns=["changed_rows"],
@@ -742,6 +778,14 @@ class HostedDatabase:
             self.db.unsubscribe(q, conn)
             held.pop(q, None)
         self._emit(conn, encode("UnsubscribeApplied", request_id=request_id, query_ids=query_ids), None)
+
+    def not_leader(self, what: str) -> NotLeader:
+        assert self.follower_of is not None
+        leader = self.follower_of()
+        where = f"the leader at {leader}" if leader else "the leader (none is known right now)"
+        return NotLeader(f"this node follows database '{self.name}' and cannot {what}: only {where} writes",
+                         hint="send writes to the leader; followers serve subscriptions and queries",
+                         leader=leader)
 
     def require_owner(self, identity: bytes, what: str) -> None:
         if self.db.owner is not None and self.db.owner != identity:

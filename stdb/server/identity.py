@@ -64,6 +64,21 @@ class TokenIssuer:
         self.lifetime_s = lifetime_s
         self.clock = clock
 
+    @property
+    def key(self) -> bytes:
+        """The signing key (a replicated cluster's nodes share one: docs/replication.md)."""
+        return self._key
+
+    def adopt(self, data_dir: str, key: bytes) -> None:
+        """Sign and check with ``key`` from now on, kept as ``<data_dir>/server.key``."""
+        if len(key) != KEY_BYTES:
+            raise AuthError(f"a shared token key of {len(key)} bytes, not {KEY_BYTES}")
+        try:
+            _write_key_atomically(data_dir, os.path.join(data_dir, KEY_FILE), key)
+        except OSError as e:
+            raise StorageError(f"cannot write the shared token key: {e.strerror or e}") from None
+        self._key = key
+
     @classmethod
     def load_or_create(cls, data_dir: str, **kw: Any) -> TokenIssuer:
         """The issuer whose key is ``<data_dir>/server.key``, creating the directory and the key

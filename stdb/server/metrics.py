@@ -34,6 +34,8 @@ class DatabaseState(NamedTuple):
     durable_lag: int | None = None
     log_failed: bool | None = None
     snapshot_failing: bool | None = None
+    replica_lag_records: int | None = None      # replicated databases (docs/replication.md)
+    replica_lag_seconds: float | None = None
 
 
 class _ServerState(Collector):
@@ -54,6 +56,13 @@ class _ServerState(Collector):
                                        labels=["database"])
         snap_failing = GaugeMetricFamily("stdb_snapshot_failing",
                                          "1 when the last automatic snapshot failed", labels=["database"])
+        rlag = GaugeMetricFamily("stdb_replica_lag_records",
+                                 "Replicated: records the stream has that this node has not applied (a "
+                                 "follower), or has not had acknowledged by JetStream (the leader)",
+                                 labels=["database"])
+        rlag_s = GaugeMetricFamily("stdb_replica_lag_seconds",
+                                   "Follower: age of the oldest replicated message not yet applied",
+                                   labels=["database"])
         for st in self.states():
             clients.add_metric([st.name], st.clients)
             if st.subscriptions is None:
@@ -62,6 +71,12 @@ class _ServerState(Collector):
             lag.add_metric([st.name], st.durable_lag or 0)
             log_failed.add_metric([st.name], int(bool(st.log_failed)))
             snap_failing.add_metric([st.name], int(bool(st.snapshot_failing)))
+            if st.replica_lag_records is not None:
+                rlag.add_metric([st.name], st.replica_lag_records)
+            if st.replica_lag_seconds is not None:
+                rlag_s.add_metric([st.name], st.replica_lag_seconds)
+        yield rlag
+        yield rlag_s
         yield clients
         yield subs
         yield lag

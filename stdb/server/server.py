@@ -30,7 +30,7 @@ import shutil
 import signal
 from collections.abc import Iterator, Sequence
 from functools import partial
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
 import trio
@@ -46,6 +46,10 @@ from stdb.server.poller import Poller
 from stdb.server.static import StaticFiles
 from stdb.server.websocket import Request, serve_websocket
 from stdb.storage.durable import StoreConfig
+from stdb.storage.recovery import rewind_log
+
+if TYPE_CHECKING:
+    from stdb.replication.node import Node
 
 __all__ = ["Server", "run", "DATABASE_NAME"]
 
@@ -58,7 +62,8 @@ PATH = re.compile(r"/v1/database/([^/?]+)")
 class Server:
     def __init__(self, data_dir: str, *, limits: Limits | None = None, store: StoreConfig | None = None,
                  queue: QueueLimits | None = None, max_message_bytes: int = MAX_MESSAGE_BYTES,
-                 issuer: TokenIssuer | None = None, static_dir: str | None = None) -> None:
+                 issuer: TokenIssuer | None = None, static_dir: str | None = None,
+                 node: Node | None = None) -> None:
         self.data_dir = os.path.abspath(data_dir)
         self.limits = limits
         self.store_config = store
@@ -80,18 +85,57 @@ class Server:
         self._gone = trio.Event()                 # set whenever a connection ends
         self._db_nursery: trio.Nursery | None = None
         self._token: trio.lowlevel.TrioToken | None = None
+        # replication (stdb/replication/, docs/replication.md): this node's part in a cluster
+        self.node = node
 
     # ---- databases
 
-    def _path(self, name: str) -> str:
+    def database_path(self, name: str) -> str:
         return os.path.join(self.data_dir, "databases", name)
+
+    _path = database_path
 
     def _open(self, name: str) -> HostedDatabase:
         h = HostedDatabase(name, Database(self._path(name), limits=self.limits, config=self.store_config),
                            self.metrics, on_removed=self._removed)
         self.databases[name] = h
+        if self.node is not None:
+            h.follower_of = self.node.leader_url        # until this node leads
+            self.node.opened(h)
         self._start(h)
         return h
+
+    # ---- replicas (the node's hand-offs, on this thread)
+
+    def adopt_token_key(self, key: bytes) -> None:
+        self.issuer.adopt(self.data_dir, key)
+
+    def open_replica(self, name: str) -> HostedDatabase:
+        h = self.databases.get(name)
+        return h if h is not None else self._open(name)
+
+    def _close_replica(self, name: str, why: str) -> None:
+        h = self.databases.pop(name, None)
+        if h is None:
+            return
+        for c in list(h.connections):
+            c.kill(why, CLOSE_SHUTDOWN)
+        h.cancel()
+        h.close()
+
+    def drop_replica(self, name: str) -> None:
+        """The cluster deleted database ``name``: this copy goes."""
+        self._close_replica(name, f"database '{name}' was deleted")
+        shutil.rmtree(self._path(name), ignore_errors=True)
+
+    def reopen_replica(self, name: str, offset: int) -> HostedDatabase:
+        """This copy's log went past the stream's from ``offset`` on (it led, and its last commits
+        were not replicated): those records go, the database is recovered again, and its clients
+        (whose caches saw them) are disconnected."""
+        self._close_replica(name, f"database '{name}' rewound to the replicated log after a failover; "
+                                  "reconnect")
+        rewind_log(self._path(name), offset)
+        return self._open(name)
 
     def _start(self, h: HostedDatabase) -> None:
         if self._db_nursery is not None and self._token is not None:
@@ -107,9 +151,12 @@ class Server:
                 continue
             store = h.db.store
             log_ = store.log
+            rep = self.node.states().get(name) if self.node is not None else None
             yield DatabaseState(name, clients, len(h.db.queries.subs),
                                 max(0, log_.next_offset - 1 - log_.durable_offset),
-                                log_.failed is not None, store.snapshot_error is not None)
+                                log_.failed is not None, store.snapshot_error is not None,
+                                rep.get("lag_records") if rep else None,
+                                rep.get("lag_seconds") if rep else None)
 
     def publish(self, name: str, identity: bytes, wasm: bytes) -> PublishResult:
         """Publish ``wasm`` to database ``name`` as ``identity`` (creating the database: the
@@ -139,6 +186,8 @@ class Server:
                 if c is not conn:
                     c.kill(f"database '{h.name}' was deleted by its owner", CLOSE_DELETED)
             log.info("%s: deleted by %s", h.name, conn.identity.hex()[:16] if conn else "?")
+        if self.node is not None:
+            self.node.removed(h.name, deleted)
         if self._db_nursery is None:
             self._forget(h, conn, reply)
             return
@@ -203,6 +252,9 @@ class Server:
         try:
             async with trio.open_nursery() as dbs:
                 await dbs.start(self.run_databases)
+                if self.node is not None:
+                    assert self._token is not None
+                    await trio.to_thread.run_sync(self.node.start, self, self._token)
                 async with trio.open_nursery() as conns:
                     conns.start_soon(poller.run)
                     async with trio.open_nursery() as listener:
@@ -215,6 +267,8 @@ class Server:
                         if self.static:
                             log.info("serving the files of %s at http://%s:%d/", self.static.root,
                                      host, self.port)
+                        if self.node is not None:
+                            self.node.run(f"ws://{host}:{self.port}")
                         task_status.started(self.port)
                         await self._stop.wait()
                         listener.cancel_scope.cancel()
@@ -227,6 +281,8 @@ class Server:
                             self._gone = trio.Event()
                             await self._gone.wait()
                     conns.cancel_scope.cancel()
+                if self.node is not None:
+                    await trio.to_thread.run_sync(self.node.stop)
                 dbs.cancel_scope.cancel()
         finally:
             poller.close()

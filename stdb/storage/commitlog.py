@@ -87,6 +87,9 @@ class CommitLog:
         # hooks for fault-injection tests: the write (of a Group of records) and the fsync
         self._write_group: Callable[[int, Any], None] = self._lmdb_write
         self._sync: Callable[[], None] = env.sync
+        # called on the writer thread with each group's (key, value) items once they are written
+        # (stdb/replication/ publishes them); it must not block
+        self.on_written: Callable[[list[tuple[bytes, bytes]]], None] | None = None
         self._thread = threading.Thread(target=self._run, name="stdb-commitlog", daemon=True)
         self._thread.start()
 
@@ -188,6 +191,9 @@ class CommitLog:
                                    f"{len(items) - added} offsets already present or out of order")
 
         self.env.write(put_all)
+        hook = self.on_written
+        if hook is not None:
+            hook(items)
 
     def _run(self) -> None:
         q = self.queue

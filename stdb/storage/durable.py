@@ -22,7 +22,7 @@ from stdb.storage import logformat as lf
 from stdb.storage.commitlog import CommitLog, delete_log_through, log_bounds, mark_layout
 from stdb.storage.datastore import Datastore, Transaction, TxDelta
 from stdb.storage.lmdbenv import Env
-from stdb.storage.recovery import RecoveryResult, recover
+from stdb.storage.recovery import RecoveryResult, apply_record, recover
 from stdb.storage.snapshot import SnapshotInfo, delete_snapshot, list_snapshots, write_snapshot
 
 __all__ = ["DurableStore", "Commit", "StoreConfig"]
@@ -202,6 +202,33 @@ class DurableStore:
                 tx.rollback()
             raise
         return Commit(offset, delta)
+
+    def replicate_record(self, offset: int, raw: bytes) -> tuple[lf.LogRecord, TxDelta | None]:
+        """Apply a record another node's log holds at ``offset`` (the log's next) and append
+        its exact bytes (a follower, stdb/replication/): checked first (CRC, version, offset:
+        StorageError naming what is wrong, and nothing changes), applied the way recovery applies
+        it, then queued for the log.  Returns the decoded record and, for a transaction, its
+        delta.  A record that checks out but cannot be applied raises StorageError too; the
+        tables may then be half-changed, so the caller must stop using this store."""
+        self._check_open()
+        if self.datastore.in_transaction:
+            raise TransactionError("cannot apply a replicated record while a transaction is open")
+        if offset != self.log.next_offset:
+            raise StorageError(f"replicated record for offset {offset}, but this log's next offset is "
+                               f"{self.log.next_offset}")
+        raw = bytes(raw)
+        rec = lf.decode_record(offset, raw)
+        try:
+            apply_record(self.datastore, rec)
+        except StdbError as e:
+            detail = e.detail if isinstance(e, StorageError) else f"log record at offset {offset}: {e.detail}"
+            raise StorageError(detail) from None
+        delta = None
+        if rec.kind == lf.KIND_TX:
+            delta = TxDelta._record(raw, len(raw) - lf.tx_changes_start(rec), len(rec.changes),
+                                    self.datastore)
+        self._append(None, record=(offset, raw))
+        return rec, delta
 
     def transact(self, fn: Callable[[Transaction], Any], **kw: Any) -> tuple[Any, Commit]:
         """Run ``fn(tx)``; commit and log on success, roll back on any exception."""

@@ -38,8 +38,8 @@ from stdb.errors import DataError, SchemaError, StorageError
 
 __all__ = [
     "FORMAT_VERSION", "KIND_TX", "KIND_CREATE_TABLE", "KIND_DROP_TABLE", "KIND_ALTER_TABLE", "HEADER_SIZE",
-    "LogRecord", "TableChange", "encode_record", "decode_record", "offset_key", "key_offset",
-    "find_record_inside",
+    "LogRecord", "TableChange", "encode_record", "tx_changes_start", "decode_record", "offset_key",
+    "key_offset", "find_record_inside",
 ]
 
 FORMAT_VERSION = 1
@@ -140,6 +140,13 @@ def encode_tx(offset: int, timestamp: int, caller: bytes | None, reducer: str, a
             append(u32(len(row)))
             append(row)
     return _framed(KIND_TX, b"".join(parts))
+
+
+def tx_changes_start(rec: LogRecord) -> int:
+    """Where the table sections of transaction record ``rec``'s encoding begin (after its
+    number of tables)."""
+    return (HEADER_SIZE + 8 + 8 + 1 + (32 if rec.caller is not None else 0) + 2 + len(rec.reducer.encode())
+            + 4 + len(rec.args) + 2)
 
 
 def encode_record(rec: LogRecord) -> bytes:

@@ -23,9 +23,9 @@ from stdb.storage import logformat as lf
 from stdb.storage.commitlog import check_layout, iter_values, log_bounds, split_value, truncate_log
 from stdb.storage.datastore import Datastore
 from stdb.storage.lmdbenv import Env
-from stdb.storage.snapshot import list_snapshots, load_snapshot
+from stdb.storage.snapshot import delete_snapshot, list_snapshots, load_snapshot
 
-__all__ = ["RecoveryResult", "LogScan", "recover", "apply_record", "scan_log"]
+__all__ = ["RecoveryResult", "LogScan", "recover", "apply_record", "scan_log", "rewind_log"]
 
 log = logging.getLogger("stdb.recovery")
 
@@ -63,6 +63,21 @@ def apply_record(ds: Datastore, rec: lf.LogRecord) -> int:
     for ch in rec.changes:
         n += _apply_change(ds, rec.offset, ch.table, ch.deletes, ch.inserts)
     return n
+
+
+def rewind_log(path: str, offset: int) -> None:
+    """Forget everything from ``offset`` on in the database at ``path`` (closed): the log's
+    records and every snapshot at or after it.  A follower whose log went past what the
+    replicated stream holds does this, then opens (recovers) the database again."""
+    env = Env(path, durable=True)
+    try:
+        for s in list_snapshots(env):
+            if s.offset >= offset:
+                delete_snapshot(env, s.offset)
+        truncate_log(env, offset)
+        env.sync()
+    finally:
+        env.close()
 
 
 def _apply_change(ds: Datastore, offset: int, table: str, deletes: list[bytes], inserts: list[bytes]) -> int:
