@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING
 
 from stdb._core.codec import ColumnType, RowCodec, parse_type
 from stdb._core.schema import Column, IndexDef, TableSchema
-from stdb.client import BlockingConnection, DbConnection, ReducerOutcome, connect, connect_blocking
+from stdb.client import BlockingConnection, DbConnection, Reconnect, ReducerOutcome, connect, connect_blocking
 from stdb.errors import (
     AuthError,
     ConnectionLost,
@@ -71,6 +71,7 @@ __all__ = [
     # client
     "BlockingConnection",
     "DbConnection",
+    "Reconnect",
     "ReducerOutcome",
     "connect",
     "connect_blocking",

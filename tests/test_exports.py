@@ -9,6 +9,7 @@ EXPECTED = {
     "Datastore", "TableDelta", "Transaction", "TxDelta", "Commit", "DurableStore", "StoreConfig",
     "Database", "Limits", "CallResult", "PublishResult", "build_module",
     "connect", "connect_blocking", "DbConnection", "BlockingConnection", "ReducerOutcome",
+    "Reconnect",
     "AuthError", "ConnectionLost", "ConstraintError", "DataError", "InternalError", "ModuleError",
     "ProtocolError",
     "QueryError", "RateLimited", "ReducerError", "NotLeader", "ReplicationError", "SchemaError", "StdbError",

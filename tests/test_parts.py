@@ -180,7 +180,7 @@ def test_max_message_values(v, ok):
 
 def test_the_sdk_puts_interleaved_parts_back_by_request():
     hello = {"identity": bytes(32), "token": "t", "connection_id": bytes(16), "database": "d"}
-    conn = DbConnection(None, hello, None)  # type: ignore[arg-type]
+    conn = DbConnection(hello, None)  # type: ignore[arg-type]
     a = {"request_id": 1, "columns": ["x"], "rows": [[i] for i in range(5)], "plan": []}
     b = {"request_id": 2, "columns": ["y"], "rows": [[-i] for i in range(7)], "plan": []}
     pa = [decode_server(p) for p in split_message("OneOffQueryResult", a, 68)]

@@ -17,7 +17,7 @@ from stdb.cli.output import errors_exit, print_table, show, to_json
 from stdb.client.cache import Event
 from stdb.client.connection import DbConnection, connect, default_credentials
 from stdb.client.credentials import load_token, save_token
-from stdb.errors import DataError, StdbError
+from stdb.errors import ConnectionLost, DataError, StdbError
 
 __all__ = ["COMMANDS", "parse_args"]
 
@@ -31,10 +31,18 @@ credentials_option = click.option("--credentials", default=None, envvar="STDB_CR
 
 def _with_conn(server: str, database: str, credentials: str | None,
                fn: Callable[[DbConnection], Awaitable[T]]) -> T:
+    # a command's connection is short: no reconnecting (a dropped one fails the command)
     async def main() -> T:
-        async with connect(server, database, credentials=credentials or default_credentials()) as conn:
+        async with connect(server, database, credentials=credentials or default_credentials(),
+                           reconnect=False) as conn:
             return await fn(conn)
     return trio.run(main)
+
+
+def _raise_if_lost(conn: DbConnection) -> None:
+    """After following changes or logs: the connection's end, if the server ended it."""
+    if conn.state == "closed":
+        raise ConnectionLost(f"the connection ended: {conn.close_reason}")
 
 
 def parse_args(values: tuple[str, ...], params: list[dict] | None) -> list[Any]:
@@ -152,6 +160,7 @@ def subscribe(database: str, queries: tuple[str, ...], as_json: bool, count: int
     async def go(conn: DbConnection) -> None:
         done = trio.Event()
         txs: set[Any] = set()
+        conn.on_disconnect = lambda reason: done.set()
 
         def on_tx(ev: Event) -> None:
             if ev.offset is not None or ev.reducer is not None:
@@ -184,6 +193,7 @@ def subscribe(database: str, queries: tuple[str, ...], as_json: bool, count: int
         sys.stdout.flush()
         with trio.move_on_after(timeout if timeout is not None else float("inf")):
             await done.wait()
+        _raise_if_lost(conn)
 
     _with_conn(server, database, credentials, go)
 
@@ -214,6 +224,7 @@ def logs(database: str, follow: bool, limit: int, as_json: bool, server: str,
         async with conn.follow_logs(limit) as entries:
             async for e in entries:
                 emit(e)
+        _raise_if_lost(conn)
 
     _with_conn(server, database, credentials, go)
 

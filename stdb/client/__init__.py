@@ -10,8 +10,9 @@ from stdb.client.connection import (
     connect,
     default_credentials,
 )
+from stdb.client.reconnect import Reconnect
 from stdb.errors import ConnectionLost
 
 __all__ = ["connect", "connect_blocking", "default_credentials", "BlockingConnection", "DbConnection",
            "ClientCache", "TableCache", "Event", "ReducerOutcome", "QueryResult", "Subscription",
-           "ConnectionLost"]
+           "Reconnect", "ConnectionLost"]

@@ -5,8 +5,10 @@
         conn.call("send_message", "hi").raise_for_status()
         print(conn.rows("message"))
 
-Each method waits for the answer.  Callbacks registered with ``on_insert`` & co. run on the
-client's thread, not the caller's.
+Each method waits for the answer.  Callbacks registered with ``on_insert`` & co. (and
+``on_disconnect``, ``on_reconnect``, ``on_error``) run on the client's thread, not the
+caller's.  Reconnecting is the async client's (docs/client.md, "Reconnecting"): on by default,
+``close()`` stops it.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ import trio
 
 from stdb.client.cache import Event
 from stdb.client.connection import DbConnection, QueryResult, ReducerOutcome, Subscription, connect
-from stdb.errors import ConnectionLost
+from stdb.errors import ConnectionLost, StdbError
 
 __all__ = ["BlockingConnection", "connect_blocking"]
 
@@ -73,6 +75,42 @@ class BlockingConnection:
         return self.connection.identity
 
     @property
+    def state(self) -> str:
+        """``connected``, ``reconnecting`` or ``closed``."""
+        return self.connection.state if self._conn is not None else "closed"
+
+    @property
+    def close_reason(self) -> str | None:
+        """Why the socket ended (None while connected)."""
+        return self._conn.close_reason if self._conn is not None else "closed by the client"
+
+    # the connection's callbacks (set from any thread; they run on the client's)
+
+    @property
+    def on_disconnect(self) -> Callable[[str], None] | None:
+        return self.connection.on_disconnect
+
+    @on_disconnect.setter
+    def on_disconnect(self, fn: Callable[[str], None] | None) -> None:
+        self.connection.on_disconnect = fn
+
+    @property
+    def on_reconnect(self) -> Callable[[DbConnection], None] | None:
+        return self.connection.on_reconnect
+
+    @on_reconnect.setter
+    def on_reconnect(self, fn: Callable[[DbConnection], None] | None) -> None:
+        self.connection.on_reconnect = fn
+
+    @property
+    def on_error(self) -> Callable[[StdbError], None] | None:
+        return self.connection.on_error
+
+    @on_error.setter
+    def on_error(self, fn: Callable[[StdbError], None] | None) -> None:
+        self.connection.on_error = fn
+
+    @property
     def token(self) -> str:
         return self.connection.token
 
@@ -117,6 +155,7 @@ class BlockingConnection:
         return self._run_sync(self.connection.on_update, table, fn)
 
     def close(self) -> None:
+        """Close the connection and end its thread (a reconnect loop stops at once)."""
         if self._stop is not None and self._token is not None and self._conn is not None:
             try:
                 trio.from_thread.run_sync(self._stop.set, trio_token=self._token)

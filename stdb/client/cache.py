@@ -210,20 +210,49 @@ class ClientCache:
             added, removed = t._apply(net)
             changes.append((t, added, removed))
         for t, added, removed in changes:
-            updated: list[tuple[tuple, tuple]] = []
-            if t.key_columns and added and removed:
-                old_by_key = {t.key(r): r for r in removed}
-                still_added = []
-                for r in added:
-                    old = old_by_key.pop(t.key(r), None)
-                    if old is None:
-                        still_added.append(r)
-                    else:
-                        updated.append((old, r))
-                added, removed = still_added, list(old_by_key.values())
-            for r in removed:
-                self._fire("delete", t.name, r, event)
-            for old, new in updated:
-                self._fire("update", t.name, old, new, event)
+            self._announce(t, added, removed, event)
+
+    def adopt(self, fresh: ClientCache, event: Event | None = None) -> None:
+        """Take over ``fresh``'s queries and rows (a cache filled by subscribing again after a
+        reconnect or a module update) and call the callbacks for exactly the rows that differ
+        from what this cache held: a row in both is no change.  The ``TableCache`` objects stay
+        the same (references to them stay valid); ``event`` is a subscription's (no reducer,
+        no offset)."""
+        event = event or Event()
+        self.keys = dict(fresh.keys)
+        changes = []
+        for name in list(self.tables) + [n for n in fresh.tables if n not in self.tables]:
+            t = self.table(name)
+            new = fresh.tables.get(name)
+            rows: Counter[tuple] = Counter(new._count) if new is not None else Counter()
+            removed = [r for r in t._count if r not in rows]
+            added = [r for r in rows if r not in t._count]
+            t._count = rows
+            t.key_columns = new.key_columns if new is not None else self.keys.get(name, ())
+            t._by_key = {t.key(r): r for r in rows} if t.key_columns else {}
+            changes.append((t, added, removed))
+        self._query_rows = fresh._query_rows
+        self._holds = fresh._holds
+        for t, added, removed in changes:
+            self._announce(t, added, removed, event)
+
+    def _announce(self, t: TableCache, added: list[tuple], removed: list[tuple], event: Event) -> None:
+        """The callbacks for one table's change: deletes, then updates (a row removed and one
+        added with the same primary key), then inserts."""
+        updated: list[tuple[tuple, tuple]] = []
+        if t.key_columns and added and removed:
+            old_by_key = {t.key(r): r for r in removed}
+            still_added = []
             for r in added:
-                self._fire("insert", t.name, r, event)
+                old = old_by_key.pop(t.key(r), None)
+                if old is None:
+                    still_added.append(r)
+                else:
+                    updated.append((old, r))
+            added, removed = still_added, list(old_by_key.values())
+        for r in removed:
+            self._fire("delete", t.name, r, event)
+        for old, new in updated:
+            self._fire("update", t.name, old, new, event)
+        for r in added:
+            self._fire("insert", t.name, r, event)

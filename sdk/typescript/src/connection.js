@@ -367,6 +367,9 @@ export class DbConnection {
     this.state = retry ? 'reconnecting' : 'closed';
     this._failPending(reason);
     if (wasUp) this._emit('disconnect', reason);
+    else if (!retry && this.state === 'closed' && this._looping) { // a fatal close while coming back
+      this._emit('error', new ConnectionLost(`reconnecting ended: ${reason}`));
+    }
     if (retry && !this._looping) this._reconnectLoop();
   }
 
@@ -403,6 +406,13 @@ export class DbConnection {
       for (let attempt = 0; this.state === 'reconnecting' && attempt < r.maxAttempts; attempt++) {
         const full = Math.min(r.maxDelayMs, r.initialDelayMs * 2 ** attempt);
         const delay = full / 2 + Math.random() * (full / 2); // exponential back-off, jitter
+        if (r.onRetry) {
+          try {
+            r.onRetry(attempt + 1, delay);
+          } catch (e) {
+            console.error('stdb client: the onRetry callback failed:', e);
+          }
+        }
         await new Promise((resolve) => {
           this._wake = resolve;
           this._retryTimer = setTimeout(resolve, delay);

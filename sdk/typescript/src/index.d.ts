@@ -29,6 +29,8 @@ export interface ReconnectOptions {
   maxDelayMs?: number;
   /** Default Infinity. */
   maxAttempts?: number;
+  /** Called before each wait with the attempt (from 1) and its delay in ms: for a status line. */
+  onRetry?: (attempt: number, delayMs: number) => void;
 }
 
 export interface ConnectOptions {

@@ -89,3 +89,30 @@ test('reconnect after a server restart: same identity, calls fail while down, mi
   await owner2.close();
   await server.stop();
 });
+
+test('a server that stays down: the back-off grows to its bound, one onDisconnect, close() stops it', async () => {
+  const server = await startServer(tempDir());
+  const delays = [];
+  let enough;
+  const eight = new Promise((resolve) => { enough = resolve; });
+  const conn = await connect({ url: server.url, database: 'chat', storage: null,
+    reconnect: { initialDelayMs: 50, maxDelayMs: 400, onRetry: (n, d) => { delays.push([n, d]); if (delays.length === 8) enough(); } } });
+  const reasons = [];
+  conn.onDisconnect((r) => reasons.push(r));
+  await server.stop();
+  await eight;
+  assert.equal(conn.state, 'reconnecting');
+  await conn.close();
+  assert.equal(conn.state, 'closed');
+  const atClose = delays.length;
+  assert.deepEqual(delays.map(([n]) => n), [...Array(atClose).keys()].map((i) => i + 1));
+  for (const [n, d] of delays) {
+    const bound = Math.min(400, 50 * 2 ** (n - 1));
+    assert.ok(d >= bound / 2 && d <= bound, `attempt ${n}: ${d} ms`);
+  }
+  assert.deepEqual(delays.slice(0, 5).map(([n]) => Math.min(400, 50 * 2 ** (n - 1))), [50, 100, 200, 400, 400]);
+  assert.equal(reasons.length, 1);
+  // closed: no further attempt (long against the 400 ms bound; only an attempt after close fails it)
+  await new Promise((r) => setTimeout(r, 1500));
+  assert.equal(delays.length, atClose);
+});
