@@ -283,8 +283,9 @@ class Bank:
                 await trio.sleep(0.1)
                 continue
             try:
+                # (no reconnecting by itself: after a drop it finds the leader, which may be another node)
                 async with connect(self.nodes.nodes[lead].url, "bank", credentials=self.creds,
-                                   confirmed=True) as conn:
+                                   confirmed=True, reconnect=False) as conn:
                     while not self.stop:
                         try:
                             out = await conn.call("transfer", 2 * i, 2 * i + 1, 1)
