@@ -73,10 +73,10 @@ class NatsCluster:
         d = os.path.join(self.root, f"n{i}")
         os.makedirs(d, exist_ok=True)
         routes = ",".join(f"nats://127.0.0.1:{p}" for j, p in enumerate(self.cports) if j != i)
-        args = [self.exe, "-js", "-sd", d, "-n", f"n{i}", "-a", "127.0.0.1", "-p", str(self.ports[i]),
-                "--cluster_name", "stdb", "--cluster", f"nats://127.0.0.1:{self.cports[i]}"]
-        if self.size > 1:
-            args += ["--routes", routes]
+        args = [self.exe, "-js", "-sd", d, "-n", f"n{i}", "-a", "127.0.0.1", "-p", str(self.ports[i])]
+        if self.size > 1:           # (one server alone is no JetStream cluster)
+            args += ["--cluster_name", "stdb", "--cluster", f"nats://127.0.0.1:{self.cports[i]}",
+                     "--routes", routes]
         log = open(os.path.join(self.root, f"n{i}.log"), "ab")
         self.procs[i] = subprocess.Popen(args, stdout=log, stderr=log)
         log.close()

@@ -10,6 +10,7 @@ import os
 import pathlib
 import signal
 import time
+import urllib.request
 from collections.abc import Iterator
 
 import pytest
@@ -22,6 +23,7 @@ from fuzz.cluster import (
     NatsCluster,
     Nodes,
     database_caught_up,
+    free_ports,
     leader_name,
     nats_server,
     publish_bank,
@@ -106,13 +108,17 @@ def test_a_follower_refuses_writes_naming_the_leader(cluster, transfer_wasm, tmp
     nats, nodes = cluster
     nodes.start("a")
     wait_for(lambda: leader_name(nats.url, nodes), what="a leader")
-    nodes.start("b")
+    mport = free_ports(1)[0]
+    nodes.start("b", "--metrics", f"127.0.0.1:{mport}")
     a, b = nodes.nodes["a"], nodes.nodes["b"]
     creds = str(tmp_path / "creds")
 
     async def main() -> None:
         await publish_bank(a.url, creds, transfer_wasm, 2)
         wait_for(lambda: database_caught_up(nats.url, "b", "bank", 2), what="the follower")
+        metrics = urllib.request.urlopen(f"http://127.0.0.1:{mport}/metrics", timeout=30).read().decode()
+        assert 'stdb_replica_lag_records{database="bank"} 0.0' in metrics
+        assert 'stdb_replica_lag_seconds{database="bank"}' in metrics
         async with connect(b.url, "bank", credentials=creds) as conn:
             with pytest.raises(NotLeader) as e:
                 await conn.call("transfer", 0, 1, 5)
@@ -255,3 +261,44 @@ def test_failover_torture_short(tmp_path) -> None:
     stats = run(3, str(tmp_path), seed=2611, verbose=False)
     assert stats["rounds"] == 3 and stats["acked"] > 0
     assert stats["leader_kills"] + stats["graceful"] + stats["nats_kills"] == 3
+
+
+def test_a_publisher_is_fenced_when_another_node_appended(tmp_path) -> None:
+    """The expected-last-sequence check: once anything else is in the stream, the leader's next
+    publish is refused, it is told (on_fenced), and waiters get ReplicationError."""
+    import nats as nats_py
+
+    from stdb.errors import ReplicationError
+    from stdb.replication import wire
+    from stdb.replication.bridge import AsyncioThread
+    from stdb.replication.publisher import Publisher
+    from stdb.storage import logformat as lf
+
+    rec0 = lf.encode_record(lf.LogRecord(0, 1, caller=None, reducer="r", args=b""))
+    rec1 = lf.encode_record(lf.LogRecord(1, 2, caller=None, reducer="r", args=b""))
+    with NatsCluster(str(tmp_path), size=1) as cluster:
+        bridge = AsyncioThread()
+        fenced: list[str] = []
+
+        async def setup() -> tuple:
+            nc = await nats_py.connect(cluster.url)
+            js = nc.jetstream()
+            await js.add_stream(name=wire.stream_name("db"), subjects=[wire.subject("db")])
+            pub = Publisher(bridge, js, "db", expected_seq=0, replicated_offset=-1, term=1,
+                            max_payload=nc.max_payload, lease_ok=lambda: True, on_fenced=fenced.append)
+            pub.start()
+            return nc, js, pub
+        nc, js, pub = bridge.submit(setup()).result(30)
+        pub.written([(lf.offset_key(0), rec0)])
+        pub.wait(0, timeout=30)                           # acknowledged: in the stream
+        # another writer appends (a new leader would)
+        other = js.publish(wire.subject("db"), b"someone else's", headers={wire.KIND: "log"})
+        bridge.submit(other).result(30)
+        pub.written([(lf.offset_key(1), rec1)])
+        with pytest.raises(ReplicationError, match="stopped replicating"):
+            pub.wait(1, timeout=30)
+        assert fenced and "did not write" in fenced[0]
+        info = bridge.submit(js.stream_info(wire.stream_name("db"))).result(30)
+        assert info.state.messages == 2                   # rec1 was not stored
+        bridge.submit(nc.close()).result(30)
+        bridge.stop()
