@@ -126,3 +126,25 @@ def test_stream_message_headers_and_parts() -> None:
     parts.add({wire.PART: "1/3"}, b"a")
     with pytest.raises(ReplicationError, match="out of order"):
         parts.add({wire.PART: "3/3"}, b"c")
+
+
+def test_a_follower_runs_no_schedules_and_does_not_wake_for_them(tmp_path) -> None:
+    """The arena's 20 Hz tick is due at once; on a follower its execution thread must neither
+    run it (only the leader writes) nor wake for it (a due time in the past would be a spin)."""
+    from stdb.server.hosted import HostedDatabase
+    from stdb.server.metrics import Metrics
+    wasm = pathlib.Path(stdb.build_module(str(ROOT / "examples/arena/arena.c"), str(tmp_path / "a.wasm")))
+    clock = [1_000_000_000_000]
+    with Database(str(tmp_path / "db"), clock=lambda: clock[0]) as db:
+        db.publish(wasm.read_bytes())
+        h = HostedDatabase("arena", db, Metrics(lambda: iter(())))
+        clock[0] += 10_000_000                                 # ten seconds on: the tick is due
+        assert h.next_wake() == 0.0
+        h.follower_of = lambda: "ws://leader"
+        assert h.next_wake() is None
+        before = db.store.log.next_offset
+        h.run_batch([])
+        assert db.store.log.next_offset == before              # nothing ran
+        h.follower_of = None
+        h.run_batch([])
+        assert db.store.log.next_offset > before               # the leader's tick

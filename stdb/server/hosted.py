@@ -372,6 +372,8 @@ class HostedDatabase:
         self.flush()
 
     def next_wake(self) -> float | None:
+        if self.follower_of is not None:
+            return None                 # no schedules run here (the leader's commits come as jobs)
         if self._due_stale:
             self._due_stale = False
             self._due = self.db.next_due() if not self.closed and self.db.schema is not None else None
