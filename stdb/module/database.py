@@ -319,6 +319,11 @@ class Database:
         for name in reversed(created):
             self.store.drop_table(name)
         self.store.flush()
+        self._forget_module()
+        self._meta("module", None, None)
+
+    def _forget_module(self) -> None:
+        """No module any more: forgotten on disk (durably), then here."""
         env = self.store.env
 
         def forget(txn: Any) -> None:
@@ -326,7 +331,6 @@ class Database:
             txn.delete(_MODULE_INFO_KEY, db=env.db(META_DB))
         env.write(forget)
         env.sync()
-        self._meta("module", None, None)
         self.schema = None
         self.owner = None
         self._module = self._host = self._inst = None

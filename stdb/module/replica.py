@@ -66,18 +66,7 @@ def install_module(db: Database, wasm: bytes | None, info: bytes | None) -> list
     this copy has its tables: the log brought them), stored, then active.  ``wasm`` None: the
     leader undid a failed first publish.  Returns the subscribers a new version unsubscribed."""
     if wasm is None:
-        env = db.store.env
-
-        def forget(txn: Any) -> None:
-            txn.delete(_MODULE_KEY, db=env.db(META_DB))
-            txn.delete(_MODULE_INFO_KEY, db=env.db(META_DB))
-        env.write(forget)
-        env.sync()
-        db.schema = None
-        db.owner = None
-        db._module = db._host = db._inst = None
-        db._codecs = []
-        db.call_path.attach(db.store, db.queries.subs, None, [])
+        db._forget_module()
         return []
     meta = json.loads(info or b"{}")
     if hashlib.sha256(wasm).hexdigest() != meta.get("sha256"):

@@ -336,19 +336,28 @@ class Node:
     async def _create_stream(self, r: Replica) -> None:
         """The stream of a database created on this leader, then its catalog entry; then its
         publisher starts (it has been gathering the log's groups meanwhile)."""
+        await self._new_stream(r)
+        await self._list(r)
+        if r.publisher is not None:
+            r.publisher.start()
+
+    async def _new_stream(self, r: Replica) -> None:
+        """Database ``r``'s stream, empty (a deleted incarnation's, if it lingered, goes first)."""
         name = wire.stream_name(r.name)
         try:
-            await self.js.delete_stream(name)           # a deleted incarnation's, if it lingered
+            await self.js.delete_stream(name)
         except nats.js.errors.NotFoundError:
             pass
         await self.js.add_stream(StreamConfig(name=name, subjects=[wire.subject(r.name)],
                                               num_replicas=self.config.replicas, storage=StorageType.FILE,
                                               duplicate_window=120.0))
         self._write_marker(r.name, r.incarnation)
-        await self.kv_catalog.put(r.name, json.dumps({"stream": name, "incarnation": r.incarnation}).encode())
-        self.catalog[r.name] = {"incarnation": r.incarnation}
-        if r.publisher is not None:
-            r.publisher.start()
+
+    async def _list(self, r: Replica) -> None:
+        """Database ``r`` in the catalog: the followers open their copies."""
+        entry = {"stream": wire.stream_name(r.name), "incarnation": r.incarnation}
+        await self.kv_catalog.put(r.name, json.dumps(entry).encode())
+        self.catalog[r.name] = entry
 
     def _removed(self, name: str, deleted: bool) -> None:
         r = self.replicas.get(name)
@@ -594,18 +603,9 @@ class Node:
         """Lead a database this node has that the cluster does not (it was made here alone):
         its stream made, then its whole log published."""
         r = self.replicas[h.name] = Replica(h.name, uuid.uuid4().hex, h)
-        name = wire.stream_name(h.name)
-        try:
-            await self.js.delete_stream(name)
-        except nats.js.errors.NotFoundError:
-            pass
-        await self.js.add_stream(StreamConfig(name=name, subjects=[wire.subject(h.name)],
-                                              num_replicas=self.config.replicas, storage=StorageType.FILE,
-                                              duplicate_window=120.0))
-        self._write_marker(h.name, r.incarnation)
+        await self._new_stream(r)
         await self._lead(r, 0)
-        await self.kv_catalog.put(h.name, json.dumps({"stream": name, "incarnation": r.incarnation}).encode())
-        self.catalog[h.name] = {"incarnation": r.incarnation}
+        await self._list(r)
 
     def _publisher(self, r: Replica, last_seq: int) -> Publisher:
         assert self.bridge is not None
