@@ -100,29 +100,53 @@ def machine_busy() -> float | None:
     return (sum(v[:8]) - v[3] - v[4]) / os.sysconf("SC_CLK_TCK")
 
 
+def run_queue_wait(pid: int) -> float | None:
+    """Seconds the threads of ``pid`` have spent runnable but waiting for a CPU (schedstat)."""
+    total, found = 0, False
+    try:
+        tids = os.listdir(f"/proc/{pid}/task")
+    except OSError:
+        return None
+    for tid in tids:
+        try:
+            with open(f"/proc/{pid}/task/{tid}/schedstat") as f:
+                total += int(f.read().split()[1])
+                found = True
+        except (OSError, ValueError, IndexError):
+            pass                             # a thread that just ended
+    return total / 1e9 if found else None
+
+
 class CpuMeter:
     """CPU seconds of named processes between ``start()`` and ``stop()``, as cores over that time
-    (``machine``: every process's, busy cores of the whole machine)."""
+    (``machine``: every process's, busy cores of the whole machine), and the time their threads
+    were runnable but waiting for a CPU, as a share of that time (``waiting``)."""
 
     def __init__(self, pids: dict[str, int]) -> None:
         self.pids = pids
         self.t0 = 0.0
         self.c0: dict[str, float | None] = {}
+        self.w0: dict[str, float | None] = {}
         self.cores: dict[str, float | None] = {}
         self.seconds: dict[str, float | None] = {}
+        self.waiting: dict[str, float | None] = {}
         self.wall = 0.0
 
     def start(self) -> None:
         self.c0 = {k: net._proc_cpu(p) for k, p in self.pids.items()}
         self.c0["machine"] = machine_busy()
+        self.w0 = {k: run_queue_wait(p) for k, p in self.pids.items()}
         self.t0 = time.perf_counter()
 
     def stop(self) -> None:
-        self.wall = time.perf_counter() - self.t0
+        self.wall = wall = time.perf_counter() - self.t0
         for k, p in [*self.pids.items(), ("machine", 0)]:
             c1, c0 = net._proc_cpu(p) if p else machine_busy(), self.c0.get(k)
-            self.seconds[k] = None if c1 is None or c0 is None else c1 - c0
-            self.cores[k] = None if self.seconds[k] is None or self.wall <= 0 else self.seconds[k] / self.wall
+            self.seconds[k] = sec = None if c1 is None or c0 is None else c1 - c0
+            self.cores[k] = None if sec is None or wall <= 0 else sec / wall
+        for k, p in self.pids.items():
+            w1, w0 = run_queue_wait(p), self.w0.get(k)
+            self.waiting[k] = None if w1 is None or w0 is None or wall <= 0 else (w1 - w0) / wall
 
     def on_event(self, ev: dict) -> None:
         """For run_loadgen: the load generator's measured window."""
@@ -289,7 +313,8 @@ def measure(b: Settings, urls: dict[str, str], query: str, pids: dict[str, int],
     row = {**{k: r.get(k) for k in ("clients", "messages", "seconds", "msg_per_s", "p50_us", "p99_us",
                                     "errors", "first_errors", "loadgen_cpu")},
            "cpu_cores": meter.cores, "server_cpu_us_per_call": sec / calls * 1e6 if sec and calls else None,
-           **probe.summary(edges[0], edges[1]), "probe_errors": probe.errors[:5],
+           "cpu_waiting": meter.waiting, **probe.summary(edges[0], edges[1]),
+           "probe_errors": probe.errors[:5],
            "caught_up_after_s": caught_up}
     lag = "; lag " + ", ".join(f"{f} p50 {_ms(row['lag'][f]['p50_ms'])} p99 {_ms(row['lag'][f]['p99_ms'])}"
                                for f in row["lag"]) if row["lag"] else ""
@@ -357,7 +382,7 @@ def fanout(b: Settings, urls: dict[str, str], pids: dict[str, int], say: Say) ->
         sec, base = meter.seconds.get("a"), idle.cores.get("a")
         trials = b.trials + 1                                   # the warm-up trial is in the window too
         out[key] = {**r, "nodes": list(nodes), "cpu_cores": meter.cores, "cpu_seconds": meter.seconds,
-                    "window_s": meter.wall,
+                    "cpu_waiting": meter.waiting, "window_s": meter.wall,
                     "leader_cpu_ms_per_trial": sec / trials * 1e3 if sec is not None else None,
                     "leader_cpu_ms_per_trial_above_idle": (sec - base * meter.wall) / trials * 1e3
                     if sec is not None and base is not None else None}
@@ -473,9 +498,10 @@ def _transfer_table(res: dict[str, Any]) -> list[str]:
         f"(uniform over {cfg['accounts']:,} accounts) for {cfg['seconds']:g} s after {cfg['warmup']:g} s "
         f"warm-up, one run per case; the leader or standalone server on CPU {cfg['server_cpu']}, the load "
         f"generator on CPU {cfg['loadgen_cpu']}, followers and NATS servers unpinned. CPU in cores over the "
-        "measured window; machine: busy cores of the whole machine.", "",
-        "| server | answer | calls/s | p50 / p99 | server CPU | server CPU per call | followers (b + c) "
-        "| NATS servers | machine |", "|---|---|---|---|---|---|---|---|---|"]
+        "measured window; machine: busy cores of the whole machine; waiting: the time the server's threads "
+        "were runnable but waiting for a CPU (schedstat), per second.", "",
+        "| server | answer | calls/s | p50 / p99 | server CPU | waiting | server CPU per call | "
+        "followers (b + c) | NATS servers | machine |", "|---|---|---|---|---|---|---|---|---|---|"]
     rows = (("standalone `stdb start`", sa, "not_confirmed", "server", "at commit"),
             ("leader of 3", cl, "not_confirmed", "a", "at commit"),
             ("leader, followers stopped", cl, "leader_alone", "a", "at commit"),
@@ -491,10 +517,11 @@ def _transfer_table(res: dict[str, Any]) -> list[str]:
             nats = sum(v or 0 for k, v in cores.items() if k.startswith("nats"))
             if key != "leader_alone":
                 fol = sum(cores.get(n) or 0 for n in NAMES[1:])
+        waiting = (x.get("cpu_waiting") or {}).get(srv)
         lines.append(f"| {label} | {answer} | **{_n(x['msg_per_s'])}** | {x['p50_us'] / 1e3:.1f} / "
                      f"{x['p99_us'] / 1e3:.1f} ms | {_n(cores.get(srv), '.2f')} | "
-                     f"{_n(x['server_cpu_us_per_call'])} µs | {_n(fol, '.2f')} | {_n(nats, '.2f')} | "
-                     f"{_n(cores.get('machine'), '.2f')} |")
+                     f"{_n(waiting, '.2f')} | {_n(x['server_cpu_us_per_call'])} µs | "
+                     f"{_n(fol, '.2f')} | {_n(nats, '.2f')} | {_n(cores.get('machine'), '.2f')} |")
     names = {"not_confirmed": "not confirmed", "confirmed": "confirmed",
              "leader_alone": "followers stopped (vs standalone not confirmed)"}
     ratios = [f"{names[k.split('_calls')[0]]} {v:.2f}" for k, v in res.get("ratios", {}).items()
@@ -514,7 +541,8 @@ def _lag_table(res: dict[str, Any]) -> list[str]:
         "its subscriber got that offset's TransactionUpdate minus when the leader's subscriber got it. "
         "Commit-to-diff: arrival minus the TransactionUpdate's commit timestamp. `stdb status`: the "
         "follower's own publish-to-apply figure (JetStream's stored time to applied) over its last 10,000 "
-        "messages, read after the run.", "",
+        "messages, read after the run (when the run had fewer, that window holds earlier messages too: the "
+        "accounts' creation, or the run before).", "",
         "| load | follower | lag p50 / p99 / max | commits sampled | commit-to-diff p50 / p99 (the leader's "
         "subscriber) | `stdb status` p50 / p99 | messages / records in the run |",
         "|---|---|---|---|---|---|---|"]

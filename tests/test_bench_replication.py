@@ -34,6 +34,7 @@ def _check_load(x: dict) -> None:
     assert x["messages"] > 0 and x["msg_per_s"] > 0
     assert 0 < x["p50_us"] <= x["p99_us"]
     assert x["server_cpu_us_per_call"] > 0 and x["cpu_cores"]["machine"] > 0
+    assert any(w is not None and w >= 0 for w in x["cpu_waiting"].values())
     assert x["probe_errors"] == [] and x["samples"] > 0
     assert x["caught_up_after_s"] is not None
 
