@@ -10,7 +10,16 @@ import argparse
 import os
 import time
 
-from bench import arena, durability, engine, modules, network, queries, summary, transfer
+from bench import arena, durability, engine, modules, network, queries, replication, summary, transfer
+
+
+def _replication(out: str, quick: bool) -> int:
+    """bench/replication.py, skipped (with a message) where nats-server is not installed."""
+    from fuzz.cluster import nats_server
+    if nats_server() is None:
+        print("skipped: nats-server is not installed (apt-get install nats-server)", flush=True)
+        return 0
+    return replication.main(["--out", out] + (["--quick"] if quick else []))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -32,6 +41,7 @@ def main(argv: list[str] | None = None) -> int:
                                  "--no-relaxed", "--rounds", "1", "--pipelined-accounts", "10000"]
                                 if q else []))),
         ("arena", lambda: arena.main(["--out", a.out] + (["--quick"] if q else []))),
+        ("replication", lambda: _replication(a.out, q)),
     ]
     t0 = time.perf_counter()
     for i, (name, step) in enumerate(steps, 1):

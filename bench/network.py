@@ -476,11 +476,12 @@ def ensure_node() -> str:
 def run_load(loadgen: str, url: str, clients: int, seconds: float, mode: str, accounts: int, *,
              warmup: float = 1.0, trials: int = 20, gap: float = 0.05, cpu: int | None = None,
              server: ServerProcess | None = None, tmp: str | None = None, inflight: int = 1,
-             zipf: float = 0.0, window: list[float] | None = None) -> dict:
+             zipf: float = 0.0, window: list[float] | None = None,
+             on_event: Callable[[dict], None] | None = None) -> dict:
     """One load generator run (a subprocess); its result line, plus the server's CPU use
     (fraction of one core) over the measured window when ``server`` is given.  Transfer mode:
     ``inflight`` calls in flight per connection, accounts Zipf(``zipf``) when > 0 (load.js's
-    ``--inflight`` and ``--zipf``); ``window`` as in ``run_loadgen``."""
+    ``--inflight`` and ``--zipf``); ``window`` and ``on_event`` as in ``run_loadgen``."""
     args = [url, str(clients), str(seconds), mode, str(accounts), "--warmup", str(warmup),
             "--trials", str(trials), "--gap", str(gap)]
     if inflight != 1:
@@ -493,7 +494,7 @@ def run_load(loadgen: str, url: str, clients: int, seconds: float, mode: str, ac
         cmd = [sys.executable, "-m", "bench.network", "load", *args]
     limit = warmup + seconds + 60 + (trials * (10 + gap) + clients * 0.05 if mode == "fanout" else 0)
     return run_loadgen(cmd, limit, cpu=cpu, server=server, tmp=tmp, what=f"the {loadgen} load generator",
-                       window=window)
+                       window=window, on_event=on_event)
 
 
 def run_loadgen(cmd: list[str], limit: float, *, cpu: int | None = None, server: ServerProcess | None = None,

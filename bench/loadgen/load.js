@@ -18,7 +18,11 @@
 //   the measured calls with account 1 at either end).
 // MODE fanout: CLIENTS clients each Subscribe to `SELECT * FROM account WHERE id = 1`; one more
 //   client calls transfer(1, 2, 1) --trials times, --gap seconds apart; each trial is the time from
-//   sending the call to the last subscriber receiving its TransactionUpdate.
+//   sending the call to the last subscriber receiving its TransactionUpdate.  URL may be several
+//   comma-separated URLs (the nodes of a replicated cluster, `python -m bench.replication`):
+//   subscriber i connects to URL number i % n, the caller to the first; the result then also has,
+//   per URL, its subscribers' last-diff times and every delivery's latency (`per_url`).  Prints
+//   {"event":"start"} once everyone is connected, before the first trial.
 // MODE soak (`python -m bench.soak`, issue 8): CLIENTS subscribers, client i subscribed to
 //   `SELECT * FROM account WHERE id = <i % HOT + 1>` (--hot accounts, default 100), plus --callers
 //   connections (default 4) sending an open-loop load of --rate transfer calls/s between them (each
@@ -259,7 +263,9 @@ function jsonSafe(_k, v) {
 }
 
 async function fanout(a) {
+  const urls = a.url.split(',');
   let trial = -1;                  // the trial being measured (-1: none)
+  let trialT0 = 0;                 // when its call was sent (µs)
   let got = 0;
   let last = 0;
   let errors = 0;
@@ -267,9 +273,11 @@ async function fanout(a) {
   let done = null;                 // resolves when every subscriber has heard of the trial
   let target = a.clients;          // the subscribers that subscribed
   const fail = (what) => { errors += 1; if (firstErrors.length < 5) firstErrors.push(what); };
+  // per URL: deliveries this trial, the last one's time, every measured delivery's latency (ms)
+  const per = urls.map(() => ({ got: 0, last: 0, times: [], lat: [] }));
 
   function subscriber(i) {
-    const s = { heard: -1, applied: null, ws: null, ok: false };
+    const s = { heard: -1, applied: null, ws: null, ok: false, u: i % urls.length };
     const onMessage = (msg) => {
       if (msg.type === 'SubscribeApplied' || (msg.type === 'Error' && s.applied && msg.request_id === 1)) {
         const ok = msg.type === 'SubscribeApplied' && msg.queries.length === 1 && msg.queries[0].rows.length === 1;
@@ -279,10 +287,14 @@ async function fanout(a) {
         s.heard = trial;
         got += 1;
         last = now();
+        const p = per[s.u];
+        p.got += 1;
+        p.last = last;
+        if (trial >= 1) p.lat.push((last - trialT0) / 1e3);
         if (got === target && done) done();
       } else if (msg.type !== 'TransactionUpdate') fail(`subscriber ${i}: ${JSON.stringify(msg, jsonSafe)}`);
     };
-    return connect(a.url, onMessage).then((ws) => new Promise((resolve) => {
+    return connect(urls[s.u], onMessage).then((ws) => new Promise((resolve) => {
       s.ws = ws;
       s.applied = resolve;
       ws.send(cbor.encode({ type: 'Subscribe', request_id: 1, queries: [FANOUT_SQL] }));
@@ -297,7 +309,7 @@ async function fanout(a) {
   let callerDone = null;
   let callerRid = 0;
   let callerT = 0;
-  const caller = await connect(a.url, (msg) => {
+  const caller = await connect(urls[0], (msg) => {
     if (msg.request_id === callerRid && callerDone) {
       if (!(msg.type === 'TransactionUpdate' && msg.status === 'committed')) fail(`caller: ${JSON.stringify(msg, jsonSafe)}`);
       callerT = now();
@@ -307,13 +319,16 @@ async function fanout(a) {
   const times = [];
   const callerTimes = [];
   const delivered = [];
+  out({ event: 'start' });
   for (let t = -1; t < a.trials; t++) {            // trial -1 warms up and is not counted
     trial = t + 1;                                  // >= 0 while measuring
     got = 0;
+    for (const p of per) p.got = 0;
     const all = new Promise((r) => { done = r; });
     const answered = new Promise((r) => { callerDone = r; });
     callerRid += 1;
     const t0 = now();
+    trialT0 = t0;
     caller.send(callReducer(callerRid, 'transfer', [1, 2, 1]));
     const timeout = sleep(10).then(() => 'timeout');
     const r = await Promise.race([Promise.all([all, answered]), timeout]);
@@ -324,17 +339,28 @@ async function fanout(a) {
       if (r !== 'timeout') {
         times.push((last - t0) / 1e3);
         callerTimes.push((callerT - t0) / 1e3);
+        for (const p of per) if (p.got) p.times.push((p.last - t0) / 1e3);
       }
     }
     await sleep(a.gap);
   }
   const sorted = [...times].sort((x, y) => x - y);
   const median = (xs) => (xs.length ? [...xs].sort((x, y) => x - y)[Math.floor((xs.length - 1) / 2)] : null);
+  const pct = (xs, q) => percentile(sortedOf(xs), q);
+  const allLat = per.flatMap((p) => p.lat);
   out({
     event: 'result', mode: 'fanout', loadgen: 'node', clients: a.clients, subscribed, trials: a.trials,
     connect_seconds: connectS, median_ms: median(times), max_ms: sorted.length ? sorted[sorted.length - 1] : null,
-    min_ms: sorted.length ? sorted[0] : null, caller_median_ms: median(callerTimes), times_ms: times,
-    delivered_min: delivered.length ? Math.min(...delivered) : 0, errors, first_errors: firstErrors,
+    min_ms: sorted.length ? sorted[0] : null, p99_ms: pct(times, 0.99), caller_median_ms: median(callerTimes),
+    times_ms: times, delivered_min: delivered.length ? Math.min(...delivered) : 0,
+    delivery_p50_ms: pct(allLat, 0.5), delivery_p99_ms: pct(allLat, 0.99),
+    per_url: urls.map((u, k) => ({
+      url: u, subscribed: subs.filter((s) => s.ok && s.u === k).length, median_ms: median(per[k].times),
+      p99_ms: pct(per[k].times, 0.99), max_ms: per[k].times.length ? Math.max(...per[k].times) : null,
+      delivery_p50_ms: pct(per[k].lat, 0.5), delivery_p99_ms: pct(per[k].lat, 0.99),
+      deliveries: per[k].lat.length,
+    })),
+    errors, first_errors: firstErrors,
   });
   await closeAll([caller, ...subs.map((s) => s.ws)]);
 }
